@@ -1,0 +1,38 @@
+"""Prompt and answer tokenization shared by every analysis, with input checks
+that name the field and the limit (a user's text never reaches the model unchecked)."""
+from __future__ import annotations
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from .errors import SpecError
+
+
+def prompt_tokens(bridge, text: str, field: str = "prompt") -> Int[Tensor, "1 pos"]:
+    """BOS + the prompt's tokens, refused if longer than the model's context."""
+    if not text:
+        raise SpecError(field, "is empty")
+    tokens = bridge.to_tokens(text, prepend_bos=True, truncate=False)  # TL would cut silently
+    limit = bridge.cfg.n_ctx
+    if tokens.shape[1] > limit:
+        raise SpecError(field, f"{tokens.shape[1]} tokens (with BOS); the model's context holds {limit}")
+    return tokens
+
+
+def token_strings(bridge, tokens: Int[Tensor, "pos"]) -> list[str]:
+    """Each token id as the text it stands for (leading spaces kept)."""
+    return [bridge.tokenizer.decode([int(t)]) for t in tokens]
+
+
+def single_token(bridge, text: str, field: str) -> int:
+    """The id of a one-token answer such as ' Paris'; anything else is refused."""
+    ids = bridge.to_tokens(text, prepend_bos=False, truncate=False)[0]
+    if len(ids) != 1:
+        pieces = token_strings(bridge, ids)
+        raise SpecError(field, f"{text!r} is {len(ids)} tokens {pieces}; it must be exactly one")
+    return int(ids[0])
+
+
+def device_of(bridge) -> torch.device:
+    return next(bridge.parameters()).device

@@ -1,0 +1,161 @@
+"""Shared fixtures: tiny random-weight models of several architectures, and real fixtures.
+
+Tests run offline: HF_HUB_OFFLINE is set here, before anything imports transformers
+(it is read only at import time), so no test ever waits on the network.
+"""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
+
+
+# --------------------------------------------------------------------------- tiny models
+
+TINY_VOCAB = 320  # 256 byte symbols + a few merges + the special token
+TINY_CTX = 64
+TINY_BOS = "<|endoftext|>"
+TINY_ARCHS = ("gpt2", "llama", "neox", "qwen2")
+_TINY_TEXT = [
+    "Once upon a time there was a little girl named Lily.",
+    "When Mary and John went to the store, John gave a drink to Mary.",
+    "The capital of France is Paris. The capital of Japan is Tokyo.",
+    "def add(a, b): return a + b  # 123 456 789",
+] * 20
+
+
+def tiny_tokenizer():
+    """A byte-level BPE trained in a few milliseconds: encodes any text, BOS = id 0."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=TINY_VOCAB, special_tokens=[TINY_BOS], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(_TINY_TEXT, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=TINY_BOS, eos_token=TINY_BOS,
+                                   unk_token=TINY_BOS, model_max_length=TINY_CTX,
+                                   clean_up_tokenization_spaces=False)
+
+
+def tiny_config(arch: str, vocab_size: int):
+    """A 2-layer config of each architecture; Llama and Qwen2 use grouped-query attention."""
+    import transformers as tf
+
+    ids = dict(bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    if arch == "gpt2":
+        return tf.GPT2Config(vocab_size=vocab_size, n_positions=TINY_CTX, n_embd=32, n_layer=2,
+                             n_head=4, **ids)
+    if arch == "llama":
+        return tf.LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
+                              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                              max_position_embeddings=TINY_CTX, **ids)
+    if arch == "neox":  # partial rotary (a quarter of each head), as in Pythia
+        return tf.GPTNeoXConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
+                                num_hidden_layers=2, num_attention_heads=4,
+                                max_position_embeddings=TINY_CTX, rotary_pct=0.25, **ids)
+    if arch == "qwen2":  # biases on q, k, v
+        return tf.Qwen2Config(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
+                              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                              max_position_embeddings=TINY_CTX, **ids)
+    raise ValueError(f"no tiny config for {arch!r}; known: {TINY_ARCHS}")
+
+
+def randomize_(model, seed: int = 0, scale: float = 0.2) -> None:
+    """Draw every parameter at random, norms around 1, so logits are O(1) and a wrong
+    mapping of any weight (biases included) shows up far above float32 noise."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen) * scale
+            is_norm_gain = p.ndim == 1 and ("norm" in name or name.split(".")[-2].startswith("ln"))
+            p.copy_(1.0 + noise if is_norm_gain and name.endswith("weight") else noise)
+
+
+def save_tiny_model(arch: str, out: Path, seed: int = 0) -> Path:
+    """Build, randomize and save a tiny model with its tokenizer as a Hugging Face dir."""
+    import transformers as tf
+
+    tokenizer = tiny_tokenizer()
+    model = tf.AutoModelForCausalLM.from_config(tiny_config(arch, len(tokenizer)))
+    randomize_(model, seed)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_models_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tiny-models")
+
+
+@pytest.fixture(scope="session")
+def _tiny_model_builder(tiny_models_root):
+    built: dict[str, Path] = {}
+
+    def build(arch: str) -> Path:
+        if arch not in built:
+            built[arch] = save_tiny_model(arch, tiny_models_root / arch)
+        return built[arch]
+
+    return build
+
+
+@pytest.fixture
+def model_roots(monkeypatch, tiny_models_root, tmp_path):
+    """Let `analyses.models` load from the tiny models' folder and this test's `tmp_path`:
+    sets ANALYSES_MODEL_ROOTS to those plus the default roots, for this test only."""
+    from analyses import models
+
+    monkeypatch.delenv(models.ROOTS_ENV, raising=False)
+    roots = [tiny_models_root, tmp_path, *models.allowed_roots()]
+    monkeypatch.setenv(models.ROOTS_ENV, os.pathsep.join(str(r) for r in roots))
+    return roots
+
+
+@pytest.fixture
+def tiny_model_dir(_tiny_model_builder, model_roots):
+    """`tiny_model_dir(arch) -> Path`: a saved tiny model of `arch` (one of TINY_ARCHS),
+    built once per session, inside an allowed model root."""
+    return _tiny_model_builder
+
+
+@pytest.fixture
+def tiny_gpt2_dir(tiny_model_dir) -> Path:
+    return tiny_model_dir("gpt2")
+
+
+@pytest.fixture
+def tiny_llama_dir(tiny_model_dir) -> Path:
+    return tiny_model_dir("llama")
+
+
+@pytest.fixture
+def tiny_neox_dir(tiny_model_dir) -> Path:
+    return tiny_model_dir("neox")
+
+
+@pytest.fixture
+def tiny_qwen2_dir(tiny_model_dir) -> Path:
+    return tiny_model_dir("qwen2")
+
+
+# --------------------------------------------------------------------------- real fixtures
+
+@pytest.fixture(scope="session")
+def stories260k_dir() -> Path:
+    """Karpathy's stories260K llama2.c model (see its README), or a skip where it is absent."""
+    folder = SHARED_FIXTURES / "stories260K"
+    if not (folder / "stories260K.bin").is_file():
+        pytest.skip("../shared/fixtures/stories260K is absent: this clone has no shared fixtures "
+                    "folder beside it (tests never download it)")
+    return folder

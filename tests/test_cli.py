@@ -1,0 +1,56 @@
+"""The CLI contract: one JSON document on stdout, exit 2 with one line on bad input."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "analyses", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("kind=nope&prompt=x", "kind: unknown kind"),
+    ("kind=logit_lens&prompt=x&layer=abc", "layer: expected an integer"),
+    ("kind=logit_lens", "prompt: required"),
+    ("not a query string", "expected key=value"),
+    ("kind=logit_lens&prompt=x&model=../../etc/passwd", "outside the folders models may be loaded from"),
+])
+def test_bad_input_exits_2_with_one_line(spec, words):
+    done = run_cli("run", "--spec", spec)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and words in errors[0], done.stderr
+    assert done.stderr.strip().splitlines()[-1] == errors[0]  # progress lines may come before it
+    assert "Traceback" not in done.stderr
+
+
+def test_kinds_lists_every_registered_kind():
+    done = run_cli("kinds")
+    assert done.returncode == 0, done.stderr
+    kinds = json.loads(done.stdout)["kinds"]
+    assert kinds["logit_lens"]["tables"]["top"][:3] == ["layer", "layer_index", "position"]
+
+
+def test_logit_lens_on_stories260k_prints_the_documented_json(stories260k_dir, tmp_path):
+    model = stories260k_dir / "stories260K.bin"
+    out = tmp_path / "lens.csv"
+    done = run_cli("run", "--spec", f"kind=logit_lens&model={model}&prompt=Once%20upon%20a%20time&top_k=3",
+                   "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert set(document) >= {"kind", "spec", "tables"}
+    assert document["kind"] == "logit_lens"
+    assert document["spec"]["prompt"] == "Once upon a time"
+    rows = document["tables"]["top"]
+    assert set(rows[0]) >= {"layer", "layer_index", "position", "token", "rank", "token_id",
+                            "token_str", "prob", "logit"}
+    assert (tmp_path / "lens.top.csv").exists()

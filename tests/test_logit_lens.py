@@ -1,0 +1,78 @@
+"""Logit lens: the final layer is the model's own output; targets agree with the top table."""
+import numpy as np
+import pytest
+import torch
+
+from analyses import AnalysisSpec, compute, models
+from analyses.logit_lens import run
+from conftest import TINY_ARCHS
+
+PROMPT = "When Mary and John went to the store, John gave a drink to"
+
+
+def model_probs(bridge, prompt: str) -> np.ndarray:
+    """[pos, d_vocab] the model's own next-token distribution."""
+    tokens = bridge.to_tokens(prompt, prepend_bos=True)
+    with torch.no_grad():
+        return bridge(tokens)[0].softmax(-1).numpy()
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_final_layer_equals_the_models_output(tiny_model_dir, arch):
+    model = models.load(str(tiny_model_dir(arch)))
+    result = run(model, AnalysisSpec(kind="logit_lens", prompt=PROMPT, top_k=5))
+    top = result.tables["top"]
+    final = top[top.layer == "final_post"].sort_values(["position", "rank"])
+    expected = model_probs(model.bridge, PROMPT)  # [pos, d_vocab]
+    n_pos = expected.shape[0]
+    assert final.position.nunique() == n_pos
+    want_ids = np.argsort(-expected, axis=-1)[:, :5]
+    np.testing.assert_allclose(final.prob.to_numpy().reshape(n_pos, 5),
+                               np.take_along_axis(expected, want_ids, -1), atol=1e-5)
+    # every block's input plus the final output, for every position
+    assert top.layer_index.nunique() == model.bridge.cfg.n_layers + 1
+    assert len(top) == (model.bridge.cfg.n_layers + 1) * n_pos * 5
+
+
+def test_target_trajectory_agrees_with_the_top_table(tiny_gpt2_dir):
+    model = models.load(str(tiny_gpt2_dir))
+    first = run(model, AnalysisSpec(kind="logit_lens", prompt=PROMPT, top_k=1)).tables["top"]
+    last = first[(first.layer == "final_post") & (first.position == first.position.max())].iloc[0]
+    spec = AnalysisSpec(kind="logit_lens", prompt=PROMPT, top_k=1, token=last.token_str)
+    targets = run(model, spec).tables["targets"]
+    row = targets[(targets.layer == "final_post") & (targets.position == last.position)].iloc[0]
+    assert row["rank"] == 1 and row.token_id == last.token_id
+    assert row.prob == pytest.approx(last.prob, abs=1e-6)
+    assert set(targets.layer_index) == set(first.layer_index)
+
+
+def test_without_the_final_norm_the_last_layer_differs(tiny_gpt2_dir):
+    model = models.load(str(tiny_gpt2_dir))
+    normed = run(model, AnalysisSpec(kind="logit_lens", prompt=PROMPT, top_k=3)).tables["top"]
+    raw = run(model, AnalysisSpec(kind="logit_lens", prompt=PROMPT, top_k=3, final_norm=False)).tables["top"]
+    assert not np.allclose(normed.prob, raw.prob)
+
+
+def test_multi_token_target_is_refused_with_its_pieces(tiny_gpt2_dir):
+    model = models.load(str(tiny_gpt2_dir))
+    with pytest.raises(ValueError, match="token: .* tokens .* exactly one"):
+        run(model, AnalysisSpec(kind="logit_lens", prompt=PROMPT, token=" Constantinople"))
+
+
+def test_prompt_longer_than_the_context_is_refused_before_inference(tiny_gpt2_dir):
+    model = models.load(str(tiny_gpt2_dir))
+    with pytest.raises(ValueError, match=r"prompt: \d+ tokens .* context holds 64"):
+        run(model, AnalysisSpec(kind="logit_lens", prompt="word " * 200))
+
+
+def test_stories260k_final_layer_is_the_softmax_output(stories260k_dir):
+    spec = AnalysisSpec(kind="logit_lens", model=str(stories260k_dir / "stories260K.bin"),
+                        prompt="Once upon a time", top_k=3)
+    result = compute(spec)
+    top = result.tables["top"]
+    model = models.load(spec.model)
+    expected = model_probs(model.bridge, spec.prompt)
+    final = top[top.layer == "final_post"].sort_values(["position", "rank"])
+    got = final.prob.to_numpy().reshape(expected.shape[0], 3)
+    np.testing.assert_allclose(got, -np.sort(-expected, axis=-1)[:, :3], atol=1e-5)
+    assert result.meta["model_fingerprint"] == model.fingerprint
