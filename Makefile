@@ -7,7 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8501
 
-.PHONY: setup run test train-default
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: setup browser run test train-default
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,10 +18,18 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 setup: $(STAMP)
 
+# The browser tests drive Debian's Chromium through Playwright (never `playwright install`).
+# Also what kaleido uses for the app's PNG downloads.
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium; \
+	  elif command -v sudo >/dev/null; then sudo apt-get update && sudo apt-get install -y chromium; \
+	  else echo "$(CHROMIUM) is missing and this user cannot install it: the browser tests will skip"; fi; }
+
 run: setup
 	$(VENV)/bin/streamlit run app/main.py --server.port $(PORT)
 
-test: setup
+test: setup browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 # Retrains the embedded model from scratch (about 40 minutes on 2 CPU cores); not part of run/test.

@@ -22,6 +22,10 @@ class Analysis:
     optional: tuple[str, ...]
     tables: dict[str, tuple[str, ...]]  # table name -> its columns
     defaults: dict = field(default_factory=dict)
+    # allowed values of text fields, checked when the spec is made (a comma list is
+    # checked item by item for fields in `list_fields`)
+    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    list_fields: tuple[str, ...] = ()
 
 
 def _entries() -> tuple[Analysis, ...]:

@@ -90,6 +90,14 @@ class AnalysisSpec:
         if extra:
             allowed = ", ".join((*analysis.required, *analysis.optional))
             raise SpecError(extra[0], f"does not apply to kind '{self.kind}' (it takes: {allowed})")
+        for name, allowed in analysis.choices.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            items = [v.strip() for v in value.split(",")] if name in analysis.list_fields else [value]
+            bad = [v for v in items if v not in allowed]
+            if bad:
+                raise SpecError(name, f"{bad[0][:40]!r} is not one of: {', '.join(allowed)}")
 
     # --- the set fields, in canonical order --------------------------------------------
     def items(self) -> list[tuple[str, object]]:

@@ -71,11 +71,13 @@ class SequenceBuilder:
             ids += self.encode((" " if len(ids) > 1 else "") + text)
         return ids[: self.n_ctx]
 
-    def batch(self, rng: np.random.Generator, size: int, mixture: dict[str, float]) -> np.ndarray:
+    def batch(self, rng: np.random.Generator, size: int, mixture: dict[str, float],
+              max_period: int = 100) -> np.ndarray:
         """[batch, n_ctx] token ids, each row's document type drawn from `mixture`."""
         kinds = list(mixture)
         weights = np.array([mixture[k] for k in kinds], dtype=float)
         draws = rng.choice(len(kinds), size=size, p=weights / weights.sum())
-        makers = {"repeat": self.repeated_tokens, "needle": self.needle_document,
+        makers = {"repeat": lambda r: self.repeated_tokens(r, max_period=max_period),
+                  "needle": self.needle_document,
                   "mixed": self.mixed_document}
         return np.array([makers[kinds[d]](rng) for d in draws], dtype=np.int64)

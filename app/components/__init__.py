@@ -1,0 +1,1 @@
+"""Shared widgets and pure helpers of the app, one module each."""

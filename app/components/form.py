@@ -1,0 +1,149 @@
+"""The inputs of an analysis page, kept in step with the URL.
+
+The URL is the state. When a page opens with a link (or a preset or Run changes the
+URL), `sync_from_url` writes the link's spec into the widgets before they are drawn.
+Pressing Run reads the widgets back into a spec and writes it to the URL, which makes
+the page rerun, compute and show that spec. Nothing else changes the URL.
+
+Widgets are generic: each spec field gets one by its type in `analyses.spec.FIELDS`
+(text → text box, int → number box, bool → checkbox). A page only chooses labels, order
+and which text fields are multi-line; any field its kind accepts that the page does not
+list still gets a widget, so no field of a link is ever dropped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from analyses import AnalysisSpec
+from analyses.errors import UserError
+from analyses.registry import analysis_for
+from analyses.spec import BOOL, FIELDS, INT
+from app import links
+from app.components.display import md_escape
+from app.components.model_picker import chosen_model, set_model
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str  # a spec field of the page's kind
+    label: str | None = None  # default: the field name
+    help: str | None = None  # default: the field's help in FIELDS
+    multiline: bool = False  # text fields: a text area instead of a one-line box
+    placeholder: str | None = None
+
+
+class SpecForm:
+    """The widgets of one kind's spec fields, the Run button, and their URL round trip."""
+
+    def __init__(self, kind: str, fields: list[Field] | tuple[Field, ...] = ()):
+        self.kind = kind
+        self.analysis = analysis_for(kind)
+        accepted = (*self.analysis.required, *self.analysis.optional)
+        unknown = [f.name for f in fields if f.name not in accepted]
+        if unknown:
+            raise ValueError(f"{kind} takes no field {unknown[0]!r} (it takes {accepted})")
+        listed = {f.name for f in fields}
+        self.fields = [*fields, *(Field(name) for name in accepted if name not in listed)]
+
+    # --- session state keys ---------------------------------------------------------
+    def key(self, name: str) -> str:
+        return f"{self.kind}:{name}"
+
+    @property
+    def _applied_key(self) -> str:
+        return f"{self.kind}:_applied_query"
+
+    @property
+    def _error_key(self) -> str:
+        return f"{self.kind}:_form_error"
+
+    # --- URL → widgets --------------------------------------------------------------
+    def sync_from_url(self, raw: dict[str, list[str]], parsed: links.Parsed) -> None:
+        """Fill the widgets from the link when the link changed since they were last filled;
+        fill any widget that has no value yet from the kind's defaults."""
+        state = st.session_state
+        current = links.query_key(raw)
+        if state.get(self._applied_key) != current:
+            state[self._applied_key] = current
+            given = dict(parsed.spec.items()) if parsed.spec is not None else parsed.draft
+            if given is not None:
+                for f in self.fields:
+                    state[self.key(f.name)] = self._widget_value(f.name, given.get(f.name))
+                set_model(given.get("model") or "default")
+                state.pop(self._error_key, None)
+        for f in self.fields:
+            if self.key(f.name) not in state:
+                state[self.key(f.name)] = self._widget_value(f.name, None)
+
+    def _widget_value(self, name: str, value):
+        """A spec value as its widget holds it (None: the kind's default)."""
+        if value is None:
+            value = self.analysis.defaults.get(name)
+        info = FIELDS[name]
+        if info.type == BOOL:
+            return bool(value)
+        if info.type == INT:
+            return value  # None leaves the number box empty
+        return value or ""
+
+    # --- widgets → URL --------------------------------------------------------------
+    def spec_from_widgets(self) -> AnalysisSpec:
+        """The spec the widgets describe, with the chosen model; raises a UserError."""
+        values = {}
+        for f in self.fields:
+            value = st.session_state.get(self.key(f.name))
+            if FIELDS[f.name].type == INT:
+                value = None if value is None else int(value)
+            elif FIELDS[f.name].type != BOOL:
+                value = value if value and value.strip() else None  # leading spaces kept
+            if value is not None:
+                values[f.name] = value
+        return AnalysisSpec(kind=self.kind, model=chosen_model(), **values)
+
+    def _on_run(self) -> None:
+        try:
+            spec = self.spec_from_widgets()
+        except UserError as err:
+            st.session_state[self._error_key] = md_escape(str(err))
+            return
+        st.session_state.pop(self._error_key, None)
+        write_url(spec)
+
+    def differs_from(self, spec: AnalysisSpec) -> bool:
+        """Whether the widgets were edited away from `spec` (and Run not pressed yet)."""
+        try:
+            return self.spec_from_widgets().with_defaults() != spec.with_defaults()
+        except UserError:
+            return True
+
+    # --- drawing --------------------------------------------------------------------
+    def draw(self) -> None:
+        with st.form(f"{self.kind}:form", border=True):
+            for f in self.fields:
+                self._widget(f)
+            st.form_submit_button("Run", type="primary", icon=":material/play_arrow:",
+                                  on_click=self._on_run, key=f"{self.kind}:run")
+        if self._error_key in st.session_state:
+            st.error(st.session_state[self._error_key], icon=":material/error:")
+
+    def _widget(self, f: Field) -> None:
+        info = FIELDS[f.name]
+        label = f.label or f.name
+        help_text = f.help or md_escape(info.help)
+        key = self.key(f.name)
+        if info.type == BOOL:
+            st.checkbox(label, key=key, help=help_text)
+        elif info.type == INT:
+            st.number_input(label, key=key, help=help_text, min_value=info.minimum,
+                            max_value=info.maximum, step=1)
+        elif f.multiline:
+            st.text_area(label, key=key, help=help_text, placeholder=f.placeholder, height=100)
+        else:
+            st.text_input(label, key=key, help=help_text, placeholder=f.placeholder)
+
+
+def write_url(spec: AnalysisSpec) -> None:
+    """Make `spec` the page's state: its query parameters replace the URL's."""
+    st.query_params.from_dict(links.params(spec))

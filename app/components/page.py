@@ -1,0 +1,122 @@
+"""The frame every analysis page shares, so a page is only its inputs and its figures.
+
+    analysis_page("logit_lens", intro="…", fields=[Field("prompt", multiline=True), …],
+                  draw=lambda result: {"heatmap": figures.logit_lens_heatmap(…)})
+
+draws, in order: the model picker (sidebar), the title, the link's error if any, the
+preset buttons, the input form with Run, and for a link with a spec: the computed (or
+kept) result's figures, its tables in an expander, the downloads, the share link and the
+headless snippet.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from analyses import AnalysisSpec, Result
+from analyses.errors import UserError
+from analyses.registry import analysis_for
+from app import links
+from app.components.display import display_token, md_escape
+from app.components.downloads import download_buttons
+from app.components.form import Field, SpecForm, write_url
+from app.components.model_picker import chosen_model, engine_caption, model_picker
+from app.components.presets import Preset, presets_for
+from app.components.run import run_spec
+from app.components.share_link import share_box, snippet_box
+
+Draw = Callable[[Result], dict[str, go.Figure]]
+PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"scale": 2}}
+
+
+def analysis_page(kind: str, *, intro: str, fields: list[Field], draw: Draw) -> None:
+    raw = links.read_query_params(st.query_params)
+    parsed = links.parse(raw, kind)
+    form = SpecForm(kind, fields)
+    form.sync_from_url(raw, parsed)  # before any widget is drawn
+    with st.sidebar:
+        model_picker(show_engine=False)
+
+    st.title(links.page_title(kind))
+    st.markdown(intro)
+    if parsed.error:
+        st.error(parsed.error, icon=":material/link_off:")
+        if parsed.other_kind:
+            st.page_link(links.page_file(parsed.other_kind), label=f"Open it on the "
+                         f"{links.page_title(parsed.other_kind)} page",
+                         query_params={name: values[0] for name, values in raw.items()})
+    preset_buttons(kind)
+    form.draw()
+
+    spec = parsed.spec
+    if spec is None:
+        engine_caption()
+        if parsed.draft is not None:
+            st.info("The link filled in some inputs: complete them and press **Run**.",
+                    icon=":material/arrow_upward:")
+        elif not parsed.error:
+            st.info("Pick an example above, or fill in the inputs and press **Run**.",
+                    icon=":material/arrow_upward:")
+        return
+    if form.differs_from(spec):
+        st.caption("The inputs above were edited: press **Run** to show their result.")
+    result = run_spec(spec)
+    engine_caption()  # after the run: the device and dtype are known now
+    if result is None:
+        return
+    show_result(spec, result, draw(result))
+
+
+def preset_buttons(kind: str) -> None:
+    presets = presets_for(kind)
+    if not presets:
+        return
+    st.markdown("**Examples** — one click fills the inputs and runs")
+    with st.container(horizontal=True):
+        for i, preset in enumerate(presets):
+            st.button(md_escape(preset.label), key=f"{kind}:preset:{i}", on_click=_on_preset,
+                      args=(kind, preset), help=md_escape(_preset_help(preset)))
+
+
+def _preset_help(preset: Preset) -> str:
+    return "; ".join(f"{name} = {value!r}" for name, value in preset.fields.items())
+
+
+def _on_preset(kind: str, preset: Preset) -> None:
+    try:
+        write_url(AnalysisSpec(kind=kind, model=chosen_model(), **preset.fields))
+    except UserError as err:  # a bad entry in data/prompts.json
+        st.session_state[f"{kind}:_form_error"] = md_escape(f"Example {preset.label}: {err}")
+
+
+def show_result(spec: AnalysisSpec, result: Result, figures: dict[str, go.Figure]) -> None:
+    for name, fig in figures.items():
+        st.plotly_chart(fig, key=f"{spec.kind}:figure:{name}", config=PLOTLY_CONFIG)
+    meta = result.meta
+    if "compute_seconds" in meta:
+        st.caption(md_escape(f"Computed on {meta.get('device')} in {meta.get('dtype')} in "
+                             f"{meta['compute_seconds']:.2f} s · analysis version "
+                             f"{meta.get('analysis_version')} · model fingerprint "
+                             f"{str(meta.get('model_fingerprint', ''))[:16]}"))
+    declared = analysis_for(spec.kind).tables
+    with st.expander(f"Tables ({', '.join(result.tables)})"):
+        for name, frame in result.tables.items():
+            st.markdown(f"**{md_escape(name)}** — {len(frame):,} rows; columns: "
+                        f"{md_escape(', '.join(declared.get(name, frame.columns)))}")
+            st.dataframe(display_frame(frame), hide_index=True, key=f"{spec.kind}:table:{name}")
+    download_buttons(result, figures)
+    share_box(spec)
+    snippet_box(spec)
+
+
+def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy for the screen: text columns with invisible characters made visible.
+    (Downloads keep the exact strings.)"""
+    shown = frame.copy()
+    for column in shown.columns:
+        if shown[column].dtype == object or pd.api.types.is_string_dtype(shown[column]):
+            shown[column] = shown[column].map(lambda v: display_token(v) if isinstance(v, str) else v)
+    return shown

@@ -1,0 +1,76 @@
+"""Run an analysis for a page: `compute(spec)` behind a progress bar, errors shown kindly.
+
+The page's script thread calls `compute`; the analysis reports progress through the
+callback, which moves an `st.progress` bar. A `UserError` (bad spec, unknown model,
+too long a prompt) is shown as the message it carries; anything else as one short line
+(the traceback goes to the server log, never to the page).
+
+Until the worker (which owns devices and keeps one lock per loaded model) lands, runs in
+this server process take turns: TransformerLens hooks live on shared modules, so two
+sessions hooking one model at once would mix their activations.
+
+Results are also kept for this browser session, keyed by the spec's query string, so a
+rerun of the page (a download click, a widget edit) does not compute again.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+
+import streamlit as st
+
+from analyses import AnalysisSpec, Result, compute
+from analyses.errors import UserError
+from app.components.display import md_escape
+
+log = logging.getLogger("app")
+RESULTS_KEY = "_results"  # session state: OrderedDict query -> Result, most recent last
+KEPT_RESULTS = 4
+LAST_META_KEY = "_last_meta"  # device/dtype of the last run, for the model picker
+_TURN = threading.Lock()  # one analysis at a time in this process (see the docstring)
+
+
+def run_spec(spec: AnalysisSpec, cache: bool = True) -> Result | None:
+    """The result of `spec` (from this session, or computed now), or None after an
+    error has been shown."""
+    kept: OrderedDict = st.session_state.setdefault(RESULTS_KEY, OrderedDict())
+    key = spec.to_query()
+    if key in kept:
+        kept.move_to_end(key)
+        return kept[key]
+    result = _compute(spec, cache)
+    if result is not None:
+        kept[key] = result
+        while len(kept) > KEPT_RESULTS:
+            kept.popitem(last=False)
+        st.session_state[LAST_META_KEY] = {"model": spec.model, **result.meta}
+    return result
+
+
+def _compute(spec: AnalysisSpec, cache: bool) -> Result | None:
+    bar = st.progress(0.0, text="Starting…")
+    owner = threading.current_thread()
+
+    def progress(fraction: float, message: str) -> None:
+        if threading.current_thread() is not owner:
+            return  # only the script thread may draw; a worker's reports are skipped
+        bar.progress(min(max(float(fraction), 0.0), 1.0), text=md_escape(message))
+
+    if not _TURN.acquire(blocking=False):
+        bar.progress(0.0, text="Waiting for another run on this server to finish…")
+        _TURN.acquire()
+    try:
+        return compute(spec, cache=cache, progress=progress)
+    except UserError as err:
+        st.error(md_escape(str(err)), icon=":material/error:")
+    except Exception as err:  # noqa: BLE001 - a page must never show a traceback
+        log.exception("analysis failed for %s", spec.to_query())
+        first_line = (str(err).strip().splitlines() or [""])[0][:300]
+        st.error(md_escape(f"The analysis failed unexpectedly ({type(err).__name__}: "
+                           f"{first_line}). The server log has the details."),
+                 icon=":material/error:")
+    finally:
+        _TURN.release()
+        bar.empty()
+    return None

@@ -1,0 +1,29 @@
+"""The "Share link" box and the headless snippet: both come from `app.links`."""
+from __future__ import annotations
+
+import streamlit as st
+
+from analyses import AnalysisSpec
+from app import links
+
+
+def current_base() -> str:
+    """The app's root URL as the browser sees it (`st.context.url`), else localhost."""
+    try:
+        url = st.context.url
+    except Exception:  # noqa: BLE001 - older Streamlit, or no browser session
+        url = None
+    return links.app_base(url)
+
+
+def share_box(spec: AnalysisSpec) -> str:
+    """The full URL of this view, in a code box with a copy button; returns it."""
+    url = links.share_url(spec, current_base())
+    st.markdown("**Share link** — opens this exact view (copy button at the right)")
+    st.code(url, language=None, wrap_lines=True)
+    return url
+
+
+def snippet_box(spec: AnalysisSpec) -> None:
+    st.markdown("**Reproduce headless** (Python, no browser)")
+    st.code(links.snippet(spec), language="python", wrap_lines=True)

@@ -1,0 +1,136 @@
+"""Every link of the app is built and parsed here, and nowhere else.
+
+A link is `<base>/<url path of the kind's page>?<spec.to_query()>`: the query string is
+the analysis spec itself, so the URL is the whole state of a view. Parsing goes the other
+way: `st.query_params` → `AnalysisSpec`, or a readable error naming the bad field.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from analyses.errors import UserError
+from analyses.registry import analyses, analysis_for
+from analyses.spec import BOOL, FIELDS, INT, AnalysisSpec
+from app.components.display import md_escape
+from app.main import PAGES
+
+DEFAULT_BASE_URL = "http://localhost:8501"
+TITLES = {  # page titles where "Kind name" (from the kind) reads badly
+    "dla": "Direct logit attribution",
+}
+
+
+def url_path(kind: str) -> str:
+    """The page's path under the app: the kind itself (`/logit_lens`)."""
+    return kind
+
+
+def page_file(kind: str) -> str:
+    """The page script of a kind, relative to app/main.py (what st.page_link takes)."""
+    return PAGES[kind]
+
+
+def page_title(kind: str) -> str:
+    return TITLES.get(kind, kind.replace("_", " ").capitalize())
+
+
+def params(spec: AnalysisSpec) -> dict[str, str]:
+    """The spec as query parameters (str → str), encoded exactly as `to_query` does."""
+    return dict(parse_qsl(spec.to_query(), keep_blank_values=True))
+
+
+def query_key(raw: dict[str, list[str]]) -> str:
+    """A canonical text of raw query parameters: equal parameters, equal key."""
+    return "&".join(f"{name}={value}" for name in sorted(raw) for value in raw[name])
+
+
+def app_base(context_url: str | None) -> str:
+    """The app's root URL from `st.context.url` (which ends in the current page's path)."""
+    url = (context_url or DEFAULT_BASE_URL).split("?", 1)[0].split("#", 1)[0].rstrip("/")
+    for kind in PAGES:
+        suffix = "/" + url_path(kind)
+        if url.endswith(suffix):
+            return url[: -len(suffix)]
+    return url
+
+
+def share_url(spec: AnalysisSpec, base: str) -> str:
+    """The full link that reopens `spec` on its page."""
+    return f"{base.rstrip('/')}/{url_path(spec.kind)}?{spec.to_query()}"
+
+
+def snippet(spec: AnalysisSpec) -> str:
+    """A headless Python snippet that reproduces the result (the query is pure ASCII)."""
+    return (
+        "from analyses import AnalysisSpec, compute\n\n"
+        f"result = compute(AnalysisSpec.from_query({spec.to_query()!r}))\n"
+        "for name, table in result.tables.items():\n"
+        "    print(name, table.head(), sep=\"\\n\")\n"
+    )
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """What a page's URL says: a spec to show, a draft (valid fields, but not all the
+    required ones: they fill the widgets, nothing runs), an error, or nothing at all."""
+
+    spec: AnalysisSpec | None = None
+    draft: dict | None = None  # field -> value, model included
+    error: str | None = None  # Markdown-safe: shown with st.error as it is
+    other_kind: str | None = None  # the link is for another registered kind's page
+
+    @property
+    def empty(self) -> bool:
+        return self.spec is None and self.draft is None and self.error is None
+
+
+def parse(raw: dict[str, list[str]], kind: str) -> Parsed:
+    """Query parameters (name → every value given) → the spec they describe for `kind`.
+
+    No parameters: a blank page. Missing `kind`: the page's kind. Required fields missing
+    while the others are valid (`?model=gpt2`): a draft. Every problem (a field given twice,
+    an unknown field, a bad value, a link meant for another page) becomes a readable
+    error; nothing here raises.
+    """
+    if not raw:
+        return Parsed()
+    doubled = sorted(name for name, values in raw.items() if len(values) > 1)
+    if doubled:
+        return _error(f"{doubled[0]}: given more than once")
+    values = {name: vals[0] for name, vals in raw.items()}
+    values.setdefault("kind", kind)
+    if values["kind"] != kind:
+        other = values["kind"]
+        if other in analyses() and other in PAGES:
+            return Parsed(error=md_escape(f"this link is for the {page_title(other)} page, not "
+                                          f"this one"), other_kind=other)
+        return _error(f"kind: this page shows '{kind}', the link asks for {other[:40]!r}")
+    missing = [name for name in analysis_for(kind).required if name not in values]
+    try:
+        if not missing:
+            return Parsed(spec=AnalysisSpec.from_mapping(values))
+        # Check the fields given by building a spec with stand-ins for the missing ones.
+        probe = AnalysisSpec.from_mapping({**values, **{n: _stand_in(n) for n in missing}})
+    except UserError as err:
+        return _error(str(err))
+    return Parsed(draft={name: value for name, value in probe.items() if name not in missing})
+
+
+def _stand_in(name: str) -> str:
+    """A valid value of a field, standing in for a missing one while the rest are checked."""
+    info = FIELDS[name]
+    if info.type == INT:
+        return str(info.minimum or 0)
+    return "0" if info.type == BOOL else "x"
+
+
+def _error(message: str) -> Parsed:
+    return Parsed(error=md_escape(f"This link cannot be opened: {message}"))
+
+
+def read_query_params(query_params) -> dict[str, list[str]]:
+    """`st.query_params` (or AppTest's dict) as name → every value given."""
+    if hasattr(query_params, "get_all"):
+        return {name: list(query_params.get_all(name)) for name in query_params}
+    return {name: list(v) if isinstance(v, list) else [v] for name, v in dict(query_params).items()}

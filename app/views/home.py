@@ -1,0 +1,44 @@
+"""Home: what the workbench is, the model picker, and one-click examples of every page."""
+import streamlit as st
+
+from analyses import AnalysisSpec
+from analyses.errors import UserError
+from analyses.registry import analyses
+from app import links
+from app.components.display import md_escape
+from app.components.model_picker import chosen_model, model_picker
+from app.components.presets import presets_for
+from app.main import PAGES
+
+EXAMPLES_PER_PAGE = 3
+
+st.title("Interpretability workbench")
+st.markdown(
+    "A workbench for looking inside small language models. Pick a model — the embedded "
+    "`default`, a Hugging Face model, or a local checkpoint — and an analysis: each page "
+    "takes a prompt, runs the analysis (on a GPU when there is one), and draws what it found "
+    "with interactive plotly figures. Every view is a link: the URL holds the whole analysis "
+    "spec, so copying it shares exactly what you see, and the same spec runs headless from "
+    "Python or the command line (`python -m analyses run --spec '…'`). Results come with "
+    "their tables as CSV and Parquet."
+)
+
+st.subheader("Model")
+model_picker(where=st.container())
+
+st.subheader("Examples")
+model = chosen_model()
+for kind, analysis in analyses().items():
+    if kind not in PAGES:
+        continue
+    with st.container(border=True):
+        st.page_link(links.page_file(kind), label=f"**{links.page_title(kind)}**",
+                     icon=":material/arrow_forward:")
+        st.caption(md_escape(analysis.summary))
+        for preset in presets_for(kind)[:EXAMPLES_PER_PAGE]:
+            try:
+                spec = AnalysisSpec(kind=kind, model=model, **preset.fields)
+            except UserError:
+                continue  # a bad entry in data/prompts.json: the page itself says why
+            st.page_link(links.page_file(kind), label=md_escape(preset.label),
+                         query_params=links.params(spec), icon=":material/play_arrow:")

@@ -1,0 +1,30 @@
+"""Logit lens page: what each layer would predict, read through the unembedding."""
+from app.components import figures
+from app.components.form import Field
+from app.components.page import analysis_page
+
+
+def draw(result):
+    shown = {"heatmap": figures.logit_lens_heatmap(result.tables["top"])}
+    if "targets" in result.tables:
+        shown["target_ranks"] = figures.target_rank_chart(result.tables["targets"])
+    return shown
+
+
+analysis_page(
+    "logit_lens",
+    intro="The **logit lens** (nostalgebraist, 2020) reads the residual stream after each "
+          "layer through the model's final norm and unembedding, as if the model stopped "
+          "there. Each cell shows the token that layer would predict next and its probability; "
+          "hover a cell for its top-k list. Target tokens are tracked by rank at the last "
+          "position.",
+    fields=[
+        Field("prompt", "Prompt", multiline=True),
+        Field("token", "Target tokens", placeholder=" Paris, London",
+              help="Comma-separated; each keeps its leading space (` Paris` is not `Paris`). "
+                   "Each must be one token."),
+        Field("top_k", "Top-k tokens per cell"),
+        Field("final_norm", "Apply the final norm before unembedding"),
+    ],
+    draw=draw,
+)

@@ -1,0 +1,139 @@
+"""The whole path in a real browser: the Streamlit server, a share link, a preset click.
+
+Drives Debian's Chromium (/usr/bin/chromium; `make test` installs it) through Playwright's
+Python package; never `playwright install`. The server runs as a subprocess on a free
+port, offline, loading a tiny model from this test's model roots.
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from analyses import AnalysisSpec
+from app import links
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+START_TIMEOUT_S = 90  # the server imports torch and transformer_lens on a shared CPU
+RESULT_TIMEOUT_MS = 180_000
+CHART = '[data-testid="stPlotlyChart"]'
+PROGRESS = '[data-testid="stProgress"], [data-testid="stStatusWidget"]'
+
+if not CHROMIUM.is_file():
+    pytest.skip("/usr/bin/chromium is missing: `make test` installs it (apt-get install chromium)",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is missing: "
+                               "pip install -r requirements-dev.txt")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(model_roots, tiny_gpt2_dir, tmp_path):
+    """The app served by `streamlit run` on a free port; yields its base URL."""
+    port = free_port()
+    streamlit = Path(sys.executable).with_name("streamlit")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", ANALYSES_CACHE=str(tmp_path / "cache.duckdb"))
+    log = open(tmp_path / "server.log", "wb")
+    proc = subprocess.Popen(
+        [str(streamlit), "run", "app/main.py", "--server.port", str(port),
+         "--server.headless", "true", "--server.fileWatcherType", "none"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the server exited ({proc.returncode}): "
+                            f"{(tmp_path / 'server.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the server did not answer within {START_TIMEOUT_S} s")
+            time.sleep(0.5)
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture
+def page():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": 1400, "height": 2200})
+        finally:
+            browser.close()
+
+
+def test_share_link_then_preset_in_a_real_browser(server, page, tiny_gpt2_dir, tmp_path):
+    spec = AnalysisSpec(kind="logit_lens", model=str(tiny_gpt2_dir), prompt="Once upon a time",
+                        top_k=3)
+    page.goto(links.share_url(spec, server))
+    page.wait_for_selector(CHART, timeout=RESULT_TIMEOUT_MS)
+    page.wait_for_selector(".js-plotly-plot .xtick text", state="attached", timeout=30_000)
+    assert page.locator(CHART).count() == 1  # no targets: the heatmap alone
+    assert page.get_by_text("This link cannot be opened").count() == 0
+
+    # Record whether a progress bar (or Streamlit's running indicator) ever appears.
+    page.evaluate("""() => {
+        window.__sawProgress = false;
+        const seen = () => { if (document.querySelector('%s')) window.__sawProgress = true; };
+        new MutationObserver(seen).observe(document.body, {subtree: true, childList: true});
+    }""" % PROGRESS.replace("'", "\\'"))
+    page.get_by_role("button", name="ioi: When Mary and John").click()
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('.js-plotly-plot .xtick text')]
+                 .some(t => t.textContent.includes('\u2423Mary'))""", timeout=RESULT_TIMEOUT_MS)
+    page.wait_for_function(f"() => document.querySelectorAll('{CHART}').length === 2",
+                           timeout=RESULT_TIMEOUT_MS)  # the heatmap and the target ranks
+    assert page.evaluate("window.__sawProgress"), "no progress indicator while running"
+    assert "prompt=When" in page.url and "token=" in page.url  # the URL is the new state
+    page.wait_for_function(  # the share box follows once the run has drawn it
+        """() => (document.querySelector('[data-testid="stCode"]') || {}).innerText
+                 ?.replace(/\\n/g, '').includes('token=%20Mary%2C%20John')""",
+        timeout=RESULT_TIMEOUT_MS)
+    share = page.locator('[data-testid="stCode"]').first.inner_text().replace("\n", "")
+    assert share.startswith(f"{server}/logit_lens?kind=logit_lens&")
+    page.screenshot(path=tmp_path / "logit_lens.png", full_page=True)
+    assert (tmp_path / "logit_lens.png").stat().st_size > 10_000
+
+
+def test_bad_link_and_home_in_a_real_browser(server, page, tmp_path):
+    page.goto(f"{server}/logit_lens?kind=logit_lens&prompt=Hi&top_k=abc")
+    page.get_by_text("This link cannot be opened").wait_for(timeout=RESULT_TIMEOUT_MS)
+    assert page.locator(CHART).count() == 0
+    page.goto(server)
+    page.get_by_text("Interpretability workbench").first.wait_for(timeout=RESULT_TIMEOUT_MS)
+    page.get_by_text("ioi: When Mary and John").first.wait_for(timeout=30_000)
+    page.screenshot(path=tmp_path / "home.png", full_page=True)
+
+
+@pytest.mark.skipif(shutil.which("streamlit") is None and
+                    not Path(sys.executable).with_name("streamlit").exists(),
+                    reason="no streamlit executable")
+def test_streamlit_executable_is_beside_this_python():
+    assert Path(sys.executable).with_name("streamlit").exists()

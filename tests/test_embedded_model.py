@@ -1,0 +1,78 @@
+"""The embedded model's documented behaviours, on held-out items, through the bridge.
+
+Thresholds were fixed in the issue before training (never lowered to pass):
+induction ≥ 2 heads ≥ 0.5 and second-copy loss ≤ half the first; needle recall ≥ 90%
+after ≥ 200 filler tokens and a retrieval head ≥ 0.5; IOI accuracy ≥ 90% and logit
+difference ≥ 2; facts top-1 ≥ 90% with the answer rising through the last layers;
+held-out story loss ≤ 2.5 nats/token.
+"""
+import numpy as np
+import pytest
+
+from analyses import AnalysisSpec, behaviours as bh, compute, models
+from analyses.train_default import lexicon as lx
+
+SEED = 777  # apart from the training and card seeds
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    if not (models.EMBEDDED_ROOT / models.DEFAULT_MODEL / "config.json").exists():
+        pytest.fail("the embedded model is missing from data/models: it is part of the repo")
+    return models.load("default")
+
+
+@pytest.fixture(scope="module")
+def forward(embedded):
+    return bh.bridge_forward(embedded.bridge)
+
+
+def test_induction_heads(embedded, forward):
+    tokenizer = embedded.tokenizer
+    vocab = np.array([i for i in range(len(tokenizer)) if i != tokenizer.bos_token_id])
+    report = bh.measure_induction(forward, tokenizer.bos_token_id, vocab, np.random.default_rng(SEED), n=32)
+    assert (report.scores >= 0.5).sum() >= 2, report.scores
+    assert report.loss_second <= 0.5 * report.loss_first
+
+
+def test_needle_retrieval(embedded, forward):
+    report = bh.measure_needle(forward, embedded.tokenizer, np.random.default_rng(SEED), n=100,
+                               filler_tokens=200)
+    assert report.recall >= 0.9
+    assert report.retrieval_scores.max() >= 0.5, report.retrieval_scores
+
+
+def test_indirect_object_identification_on_held_out_items(embedded, forward):
+    report = bh.measure_ioi(forward, embedded.tokenizer, np.random.default_rng(SEED), n=300, held_out=True)
+    assert report.accuracy >= 0.9
+    assert report.mean_logit_diff >= 2.0
+
+
+def test_facts_are_recalled(embedded, forward):
+    assert len(lx.CAPITALS) >= 50
+    assert bh.measure_facts(forward, embedded.tokenizer).accuracy >= 0.9
+
+
+def test_a_capital_rises_through_the_last_layers_under_the_logit_lens(embedded):
+    spec = AnalysisSpec(kind="logit_lens", prompt="The capital of France is", token=" Paris")
+    targets = compute(spec).tables["targets"]
+    last = targets[targets.position == targets.position.max()].sort_values("layer_index")
+    assert last["rank"].iloc[-1] == 1  # the model's own answer
+    assert last.prob.iloc[-1] > last.prob.iloc[-2] > last.prob.iloc[0]
+
+
+def test_ordinary_text(embedded, forward):
+    loss = bh.measure_text_loss(forward, embedded.tokenizer, np.random.default_rng(SEED), n=32)
+    assert loss <= 2.5
+
+
+def test_loads_offline_with_plain_transformers():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory = models.EMBEDDED_ROOT / models.DEFAULT_MODEL
+    model = AutoModelForCausalLM.from_pretrained(directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    assert model.config.model_type == "gpt2"
+    assert len(tokenizer.encode(" Paris", add_special_tokens=False)) == 1
+    size = sum(f.stat().st_size for f in directory.iterdir())
+    assert size <= 25 * 2**20
