@@ -1,0 +1,142 @@
+"""The local worker: dedupe of equal specs, isolation of concurrent jobs, progress, cancel, OOM."""
+import threading
+
+import pytest
+
+from analyses import AnalysisSpec, compute
+from analyses.progress import Cancelled
+from analyses.registry import analysis_for
+from analyses.service import result_key
+from analyses.store import Store
+from analyses.worker import Busy, JobFailed, LocalWorker, State
+from test_store import assert_same_result, lens_spec
+
+PROMPTS = [
+    "When Mary and John went to the store, John gave a drink to",
+    "The capital of France is",
+    "Once upon a time there was",
+    "def add(a, b): return a + b",
+    "Lily liked to play in the park with her dog",
+    "1 2 3 4 5 6 7 8 9",
+    "The capital of Japan is Tokyo. The capital of",
+    "Hello world",
+]
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "cache.duckdb")
+    yield s
+    s.close()
+
+
+def run_concurrently(fn, args_list):
+    results, errors = [None] * len(args_list), []
+    barrier = threading.Barrier(len(args_list))
+
+    def call(i, args):
+        barrier.wait()
+        try:
+            results[i] = fn(*args)
+        except Exception as err:  # noqa: BLE001
+            errors.append(err)
+
+    threads = [threading.Thread(target=call, args=(i, a)) for i, a in enumerate(args_list)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    return results
+
+
+def test_twenty_identical_specs_compute_once(store, tiny_gpt2_dir):
+    worker = LocalWorker(store=store)
+    spec = lens_spec(tiny_gpt2_dir)
+    results = run_concurrently(lambda: compute(spec, worker=worker, store=store), [()] * 20)
+    assert worker.computations == 1
+    for result in results[1:]:
+        assert_same_result(results[0], result)
+
+
+def test_eight_distinct_specs_at_once_equal_one_by_one(store, tiny_gpt2_dir):
+    specs = [lens_spec(tiny_gpt2_dir, prompt) for prompt in PROMPTS]
+    worker = LocalWorker(threads=4, store=store)
+    together = run_concurrently(lambda s: compute(s, cache=False, worker=worker, store=store),
+                                [(s,) for s in specs])
+    alone = [compute(s, cache=False, worker=LocalWorker(threads=1, store=store), store=store) for s in specs]
+    for a, b in zip(together, alone):
+        assert_same_result(a, b)
+
+
+def test_progress_reaches_the_caller(store, tiny_gpt2_dir):
+    seen = []
+    compute(lens_spec(tiny_gpt2_dir), worker=LocalWorker(store=store), store=store,
+            progress=lambda f, m: seen.append((f, m)))
+    assert seen and all(0.0 <= f <= 1.0 for f, _ in seen)
+
+
+def test_a_cancelled_job_stops_and_is_not_stored(store, tiny_gpt2_dir):
+    started, release = threading.Event(), threading.Event()
+    analysis = analysis_for("logit_lens")
+    real_run = analysis.run
+
+    def slow_run(model, spec, progress):
+        started.set()
+        release.wait(30)
+        progress(0.5, "between batches")  # the cancellation lands here
+        return real_run(model, spec, progress)
+
+    object.__setattr__(analysis, "run", slow_run)
+    try:
+        spec = lens_spec(tiny_gpt2_dir)
+        worker = LocalWorker(store=store)
+        job = worker.submit(spec, result_key(spec))
+        assert started.wait(30)
+        job.cancel()
+        release.set()
+        with pytest.raises(Cancelled):
+            job.wait(30)
+        assert job.state is State.CANCELLED and store.keys() == []
+    finally:
+        object.__setattr__(analysis, "run", real_run)
+
+
+def test_out_of_memory_fails_that_job_and_the_worker_goes_on(store, tiny_gpt2_dir):
+    analysis = analysis_for("logit_lens")
+    real_run = analysis.run
+
+    def exploding_run(model, spec, progress):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    worker = LocalWorker(store=store)
+    object.__setattr__(analysis, "run", exploding_run)
+    try:
+        with pytest.raises(JobFailed, match="out of memory while running logit_lens"):
+            compute(lens_spec(tiny_gpt2_dir), worker=worker, store=store)
+    finally:
+        object.__setattr__(analysis, "run", real_run)
+    assert compute(lens_spec(tiny_gpt2_dir), worker=worker, store=store).tables["top"].shape[0] > 0
+
+
+def test_a_full_queue_answers_busy_at_once(store, tiny_gpt2_dir):
+    worker = LocalWorker(threads=1, max_queued=1, store=store)
+    gate = threading.Event()
+    analysis = analysis_for("logit_lens")
+    real_run = analysis.run
+    object.__setattr__(analysis, "run", lambda m, s, p: (gate.wait(30), real_run(m, s, p))[1])
+    try:
+        first = lens_spec(tiny_gpt2_dir, PROMPTS[0])
+        worker.submit(first, result_key(first))
+        second = lens_spec(tiny_gpt2_dir, PROMPTS[1])
+        with pytest.raises(Busy, match="busy"):
+            worker.submit(second, result_key(second))
+    finally:
+        gate.set()
+        object.__setattr__(analysis, "run", real_run)
+
+
+def test_bad_input_fails_the_job_with_the_users_message(store, tiny_gpt2_dir):
+    spec = AnalysisSpec(kind="logit_lens", model=str(tiny_gpt2_dir), prompt="word " * 500)
+    with pytest.raises(JobFailed, match="prompt: .* context holds"):
+        compute(spec, worker=LocalWorker(store=store), store=store)
