@@ -139,19 +139,9 @@ class LocalWorker:
             job.fraction, job.message = float(fraction), message
 
         try:
-            progress(0.0, f"loading {job.spec.model}")
-            model = models.load(job.spec.model, device=device, dtype=dtype)
-            analysis = analysis_for(job.spec.kind)
-            with self._model_lock(model.fingerprint):
-                job.state = State.RUNNING
-                progress(0.0, "running")
-                started = time.perf_counter()
-                result = analysis.run(model, job.spec, progress)
-                seconds = time.perf_counter() - started
-                self.computations += 1
-            result = _with_meta(result, model, analysis.version, seconds)
+            result, fingerprint, version, seconds = self._execute(job, device, dtype, progress)
             if store:
-                self.store.put(job.key, result, model.fingerprint, analysis.version, seconds)
+                self.store.put(job.key, result, fingerprint, version, seconds)
             job.result, job.state, job.fraction, job.message = result, State.DONE, 1.0, "done"
         except Cancelled:
             job.state, job.message = State.CANCELLED, "cancelled"
@@ -171,11 +161,25 @@ class LocalWorker:
                 self._in_flight.pop(job.key, None)
             job._done.set()
 
+    def _execute(self, job: Job, device: str | None, dtype: str, progress):
+        """Run the analysis in this process: (result, model fingerprint, version, seconds)."""
+        progress(0.0, f"loading {job.spec.model}")
+        model = models.load(job.spec.model, device=device, dtype=dtype)
+        analysis = analysis_for(job.spec.kind)
+        with self._model_lock(model.fingerprint):
+            job.state = State.RUNNING
+            progress(0.0, "running")
+            started = time.perf_counter()
+            result = analysis.run(model, job.spec, progress)
+            seconds = time.perf_counter() - started
+            self.computations += 1
+        return with_meta(result, model, analysis.version, seconds), model.fingerprint, analysis.version, seconds
+
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _with_meta(result: Result, model, analysis_version: int, seconds: float) -> Result:
+def with_meta(result: Result, model, analysis_version: int, seconds: float) -> Result:
     from dataclasses import replace
 
     meta = dict(result.meta, model_fingerprint=model.fingerprint, analysis_version=analysis_version,
