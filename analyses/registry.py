@@ -29,9 +29,10 @@ class Analysis:
 
 
 def _entries() -> tuple[Analysis, ...]:
-    from . import logit_lens
+    from . import activation_patching, attribution_patching, dla, heads, logit_lens, neurons
 
-    return (logit_lens.ANALYSIS,)
+    return (logit_lens.ANALYSIS, heads.ANALYSIS, activation_patching.ANALYSIS, neurons.ANALYSIS,
+            dla.ANALYSIS, attribution_patching.ANALYSIS)
 
 
 _ANALYSES: dict[str, Analysis] | None = None

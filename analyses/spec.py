@@ -46,8 +46,13 @@ FIELDS: dict[str, FieldInfo] = {
     "layer": FieldInfo(INT, "a layer index (0-based)", 0, 10_000),
     "neuron": FieldInfo(INT, "a neuron index within the layer's MLP (0-based)", 0, 10_000_000),
     "seed": FieldInfo(INT, "random seed for generated inputs", 0, 2**31 - 1),
-    "final_norm": FieldInfo(BOOL, "logit lens: apply the final norm before unembedding (1) or not (0)"),
+    "final_norm": FieldInfo(BOOL, "logit lens, neurons: apply the final norm before unembedding (1) "
+                                  "or not (0)"),
     "exact": FieldInfo(BOOL, "attribution patching: also run exact patching (1)"),
+    "qk_fix": FieldInfo(BOOL, "attribution patching: AtP* query/key fix, recompute the attention "
+                              "softmax exactly for q and k nodes (1)"),
+    "graddrop": FieldInfo(BOOL, "attribution patching: AtP* GradDrop, average |AtP| over backward "
+                                "passes that each drop one layer's gradient (1)"),
     "ablate": FieldInfo(BOOL, "heads: mean-ablate the top heads and report the drop (1)"),
 }
 MAX_TEXT_CHARS = 20_000  # a spec is a link: longer text is surely a mistake
@@ -72,6 +77,8 @@ class AnalysisSpec:
     seed: int | None = None
     final_norm: bool | None = None
     exact: bool | None = None
+    qk_fix: bool | None = None
+    graddrop: bool | None = None
     ablate: bool | None = None
 
     def __post_init__(self):

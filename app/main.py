@@ -17,6 +17,11 @@ HOME = "views/home.py"  # never a `pages/` folder: see app/__init__.py
 # kind -> page script, relative to this file. A new kind: one line here plus its page.
 PAGES: dict[str, str] = {
     "logit_lens": "views/logit_lens.py",
+    "heads": "views/heads.py",
+    "activation_patching": "views/activation_patching.py",
+    "neurons": "views/neurons.py",
+    "dla": "views/dla.py",
+    "attribution_patching": "views/attribution_patching.py",
 }
 
 

@@ -157,3 +157,18 @@ def test_a_store_held_by_another_process_is_read_only_or_unavailable_never_a_cra
     finally:
         holder.kill()
         holder.wait(10)
+
+
+@pytest.mark.parametrize("prompt", [
+    "'); DROP TABLE results; --",
+    '<img src=x onerror="alert(1)"> <script>alert(2)</script>',
+    "rtl \u202e mark, zero\u200bwidth, nul \x00 end",
+])
+def test_hostile_text_round_trips_link_to_store_unchanged(store, tiny_gpt2_dir, prompt):
+    spec = AnalysisSpec.from_query(lens_spec(tiny_gpt2_dir, prompt).to_query())
+    assert spec.prompt == prompt
+    compute(spec, worker=LocalWorker(store=store), store=store)
+    stored = store.get(result_key(spec))
+    assert stored.spec.prompt == prompt and stored.spec == spec.with_defaults()
+    assert set(store.sql("SELECT table_name FROM information_schema.tables").table_name) >= {"results"}
+    assert store.sql("SELECT count(*) AS n FROM results").n[0] == 1

@@ -57,27 +57,45 @@ class SequenceBuilder:
         ids += self.stories_tokens(rng, tail, lead_space=True)
         return ids
 
-    def mixed_document(self, rng: np.random.Generator, ioi_share=0.4, fact_share=0.25) -> list[int]:
-        ids = [self.bos]
+    def ioi_sentence(self, rng: np.random.Generator, lead_space: bool) -> tuple[list[int], int]:
+        """One training IOI sentence and the index of its answer (the IO) token."""
+        item = corpus.ioi_item(rng, self.split.train_pairs, self.split.train_templates)
+        ids = self.encode((" " if lead_space else "") + item.prompt)
+        answer_at = len(ids)
+        return ids + self.encode(" " + item.io) + self.encode("."), answer_at
+
+    def mixed_document(self, rng: np.random.Generator, ioi_share=0.4, fact_share=0.25):
+        """Stories, IOI sentences and facts interleaved; also the IO answers' positions."""
+        ids, answers = [self.bos], []
         while len(ids) < self.n_ctx:
             draw = rng.random()
             if draw < ioi_share:
-                item = corpus.ioi_item(rng, self.split.train_pairs, self.split.train_templates)
-                text = f"{item.prompt} {item.io}."
-            elif draw < ioi_share + fact_share:
-                text = corpus.fact_sentence(rng)
-            else:
-                text = corpus.story(rng, int(rng.integers(2, 6)))
+                sentence, answer_at = self.ioi_sentence(rng, lead_space=len(ids) > 1)
+                answers.append(len(ids) + answer_at)
+                ids += sentence
+                continue
+            text = corpus.fact_sentence(rng) if draw < ioi_share + fact_share else \
+                corpus.story(rng, int(rng.integers(2, 6)))
             ids += self.encode((" " if len(ids) > 1 else "") + text)
-        return ids[: self.n_ctx]
+        return ids[: self.n_ctx], [a for a in answers if a < self.n_ctx]
+
+    def ioi_document(self, rng: np.random.Generator):
+        """IOI sentences only: ~16 answers per document, the densest IOI signal."""
+        return self.mixed_document(rng, ioi_share=1.0, fact_share=0.0)
 
     def batch(self, rng: np.random.Generator, size: int, mixture: dict[str, float],
-              max_period: int = 100) -> np.ndarray:
-        """[batch, n_ctx] token ids, each row's document type drawn from `mixture`."""
+              max_period: int = 100) -> tuple[np.ndarray, np.ndarray]:
+        """[batch, n_ctx] token ids, each row's document type drawn from `mixture`, and a
+        [batch, n_ctx] mask of the positions holding an IOI answer (for extra loss weight)."""
         kinds = list(mixture)
         weights = np.array([mixture[k] for k in kinds], dtype=float)
         draws = rng.choice(len(kinds), size=size, p=weights / weights.sum())
-        makers = {"repeat": lambda r: self.repeated_tokens(r, max_period=max_period),
-                  "needle": self.needle_document,
-                  "mixed": self.mixed_document}
-        return np.array([makers[kinds[d]](rng) for d in draws], dtype=np.int64)
+        makers = {"repeat": lambda r: (self.repeated_tokens(r, max_period=max_period), []),
+                  "needle": lambda r: (self.needle_document(r), []),
+                  "mixed": self.mixed_document, "ioi": self.ioi_document}
+        rows = [makers[kinds[d]](rng) for d in draws]
+        tokens = np.array([ids for ids, _ in rows], dtype=np.int64)
+        answers = np.zeros(tokens.shape, dtype=bool)
+        for row, (_, positions) in enumerate(rows):
+            answers[row, positions] = True
+        return tokens, answers

@@ -6,9 +6,12 @@ Pressing Run reads the widgets back into a spec and writes it to the URL, which 
 the page rerun, compute and show that spec. Nothing else changes the URL.
 
 Widgets are generic: each spec field gets one by its type in `analyses.spec.FIELDS`
-(text → text box, int → number box, bool → checkbox). A page only chooses labels, order
-and which text fields are multi-line; any field its kind accepts that the page does not
-list still gets a widget, so no field of a link is ever dropped.
+(text → text box, int → number box, bool → checkbox; a bool field the kind gives no
+default, whose absence means "the analysis decides", → auto/yes/no; a text field with
+`choices` in the kind's registry entry → a select box, or a multiselect for its
+`list_fields`). A page only chooses labels, order and which text fields are multi-line;
+any field its kind accepts that the page does not list still gets a widget, so no field
+of a link is dropped.
 """
 from __future__ import annotations
 
@@ -23,6 +26,10 @@ from analyses.spec import BOOL, FIELDS, INT
 from app import links
 from app.components.display import md_escape
 from app.components.model_picker import chosen_model, set_model
+
+
+AUTO = "auto"  # a tri-state bool left unset: the analysis decides
+TRISTATE = {True: "yes", False: "no"}
 
 
 @dataclass(frozen=True)
@@ -77,11 +84,28 @@ class SpecForm:
             if self.key(f.name) not in state:
                 state[self.key(f.name)] = self._widget_value(f.name, None)
 
+    def _choices(self, name: str) -> tuple[str, ...] | None:
+        return getattr(self.analysis, "choices", {}).get(name)
+
+    def _is_list(self, name: str) -> bool:
+        return name in getattr(self.analysis, "list_fields", ())
+
+    def _is_tristate(self, name: str) -> bool:
+        """A bool field without a default: unset is a third answer (attribution patching's
+        `exact`: run it when the model is small enough), which a checkbox cannot give."""
+        return FIELDS[name].type == BOOL and name not in self.analysis.defaults
+
     def _widget_value(self, name: str, value):
         """A spec value as its widget holds it (None: the kind's default)."""
         if value is None:
             value = self.analysis.defaults.get(name)
         info = FIELDS[name]
+        if self._choices(name) is not None:
+            if self._is_list(name):
+                return [v.strip() for v in (value or "").split(",") if v.strip()]
+            return value  # None leaves the select box empty
+        if self._is_tristate(name):
+            return AUTO if value is None else TRISTATE[bool(value)]
         if info.type == BOOL:
             return bool(value)
         if info.type == INT:
@@ -94,7 +118,11 @@ class SpecForm:
         values = {}
         for f in self.fields:
             value = st.session_state.get(self.key(f.name))
-            if FIELDS[f.name].type == INT:
+            if isinstance(value, list):  # a multiselect of choices
+                value = ",".join(value) or None
+            elif self._is_tristate(f.name):
+                value = {label: flag for flag, label in TRISTATE.items()}.get(value)  # auto: None
+            elif FIELDS[f.name].type == INT:
                 value = None if value is None else int(value)
             elif FIELDS[f.name].type != BOOL:
                 value = value if value and value.strip() else None  # leading spaces kept
@@ -133,7 +161,15 @@ class SpecForm:
         label = f.label or f.name
         help_text = f.help or md_escape(info.help)
         key = self.key(f.name)
-        if info.type == BOOL:
+        choices = self._choices(f.name)
+        if choices is not None and self._is_list(f.name):
+            st.multiselect(label, list(choices), key=key, help=help_text)
+        elif choices is not None:
+            st.selectbox(label, list(choices), key=key, help=help_text, index=None,
+                         placeholder=f.placeholder or "Choose…")
+        elif self._is_tristate(f.name):
+            st.radio(label, [AUTO, *TRISTATE.values()], key=key, help=help_text, horizontal=True)
+        elif info.type == BOOL:
             st.checkbox(label, key=key, help=help_text)
         elif info.type == INT:
             st.number_input(label, key=key, help=help_text, min_value=info.minimum,

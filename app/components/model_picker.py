@@ -43,6 +43,9 @@ def model_picker(where=None, show_engine: bool = True) -> str:
              "`EleutherAI/pythia-70m`: from the local cache when offline), a local Hugging "
              "Face model folder, or a llama2.c `.bin` checkpoint.",
     )
+    known = known_models()
+    if known:
+        where.caption(md_escape("Here: " + ", ".join(known)))
     ref = chosen_model()
     problem, where_from = check_model(ref)
     if problem:
@@ -62,6 +65,17 @@ def engine_caption(where=None) -> None:
 
 def _copy_widget() -> None:
     st.session_state[MODEL_KEY] = (st.session_state.get(WIDGET_KEY) or "").strip() or DEFAULT
+
+
+@st.cache_data(ttl=CHECK_TTL_S, show_spinner=False)
+def known_models() -> list[str]:
+    """`default`, the embedded models and those in the local Hugging Face cache."""
+    try:
+        rows = models.available()
+    except Exception:  # noqa: BLE001 - a listing is a hint; never fail the page for it
+        rows = []
+    names = [row["ref"] for row in rows]
+    return (["default"] if any(row.get("default") for row in rows) else []) + names
 
 
 @st.cache_data(ttl=CHECK_TTL_S, show_spinner=False, max_entries=64)

@@ -7,6 +7,11 @@ draws, in order: the model picker (sidebar), the title, the link's error if any,
 preset buttons, the input form with Run, and for a link with a spec: the computed (or
 kept) result's figures, its tables in an expander, the downloads, the share link and the
 headless snippet.
+
+`draw` returns figures by name, in the order they are shown; an entry may instead be a
+section, a function that draws its own Streamlit elements in that place (a note, the
+baselines, a selector and the view it picks). Sections read only the result: they never
+compute, and what they select is a view of the result, not part of the link.
 """
 from __future__ import annotations
 
@@ -21,15 +26,18 @@ from analyses.errors import UserError
 from analyses.registry import analysis_for
 from app import links
 from app.components.display import display_token, md_escape
-from app.components.downloads import download_buttons
+from app.components.downloads import download_buttons, file_stem
 from app.components.form import Field, SpecForm, write_url
 from app.components.model_picker import chosen_model, engine_caption, model_picker
 from app.components.presets import Preset, presets_for
 from app.components.run import run_spec
 from app.components.share_link import share_box, snippet_box
 
-Draw = Callable[[Result], dict[str, go.Figure]]
+Section = Callable[[], None]  # draws Streamlit elements itself, in its place among the figures
+Draw = Callable[[Result], dict[str, "go.Figure | Section"]]
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"scale": 2}}
+# rows of a table sent to the browser (a whole-model neuron atlas has about a million)
+MAX_SHOWN_ROWS = 10_000
 
 
 def analysis_page(kind: str, *, intro: str, fields: list[Field], draw: Draw) -> None:
@@ -92,9 +100,13 @@ def _on_preset(kind: str, preset: Preset) -> None:
         st.session_state[f"{kind}:_form_error"] = md_escape(f"Example {preset.label}: {err}")
 
 
-def show_result(spec: AnalysisSpec, result: Result, figures: dict[str, go.Figure]) -> None:
-    for name, fig in figures.items():
-        st.plotly_chart(fig, key=f"{spec.kind}:figure:{name}", config=PLOTLY_CONFIG)
+def show_result(spec: AnalysisSpec, result: Result, shown: dict[str, go.Figure | Section]) -> None:
+    figures = {name: item for name, item in shown.items() if isinstance(item, go.Figure)}
+    for name, item in shown.items():
+        if isinstance(item, go.Figure):
+            chart(item, f"{spec.kind}:figure:{name}")
+        else:
+            item()
     meta = result.meta
     if "compute_seconds" in meta:
         st.caption(md_escape(f"Computed on {meta.get('device')} in {meta.get('dtype')} in "
@@ -106,10 +118,24 @@ def show_result(spec: AnalysisSpec, result: Result, figures: dict[str, go.Figure
         for name, frame in result.tables.items():
             st.markdown(f"**{md_escape(name)}** — {len(frame):,} rows; columns: "
                         f"{md_escape(', '.join(declared.get(name, frame.columns)))}")
-            st.dataframe(display_frame(frame), hide_index=True, key=f"{spec.kind}:table:{name}")
+            if len(frame) > MAX_SHOWN_ROWS:
+                st.caption(f"The first {MAX_SHOWN_ROWS:,} rows; the downloads below hold all of them.")
+            st.dataframe(display_frame(frame.head(MAX_SHOWN_ROWS)), hide_index=True,
+                         key=f"{spec.kind}:table:{name}")
     download_buttons(result, figures)
     share_box(spec)
     snippet_box(spec)
+
+
+def chart(fig: go.Figure, key: str) -> None:
+    """A plotly figure as every page draws one."""
+    st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG)
+
+
+def view_key(result: Result, name: str) -> str:
+    """A widget key for a section's selector, distinct per result (a new result starts
+    from its own defaults instead of a choice made for another)."""
+    return f"{file_stem(result)}:view:{name}"
 
 
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:

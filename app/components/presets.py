@@ -3,11 +3,17 @@
 The file holds suites of examples (`ioi`, `facts`, `needle`, `induction`, `text`), each
 entry named by spec fields (`prompt`, `clean`, `corrupted`, `answer`, `wrong`). A kind
 takes the entries whose fields it accepts; where a kind names its inputs differently an
-adapter in `ADAPTERS` maps them (the logit lens reads `answer`/`wrong` as target tokens).
+adapter in `ADAPTERS` maps (suite, entry) to its fields: the logit lens reads
+`answer`/`wrong` as target tokens, the patching kinds read a fact's `prompt` as the clean
+prompt, the heads page picks the detector a suite was written for.
+
+Examples are taken round-robin across suites (the first of each suite, then the second…),
+so the first few, which the Home page shows, come from different suites.
 """
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -15,6 +21,7 @@ from typing import Callable
 from analyses.registry import analysis_for
 
 PROMPTS_FILE = Path(__file__).resolve().parents[2] / "data" / "prompts.json"
+PROMPTS_ENV = "ANALYSES_PROMPTS"  # another suites file (tests point it at a fixed one)
 PER_SUITE = 2  # examples taken from each suite
 MAX_PRESETS = 8
 LABEL_CHARS = 38
@@ -27,22 +34,60 @@ class Preset:
     fields: dict = field(default_factory=dict)  # spec fields, without kind and model
 
 
-def _logit_lens(entry: dict) -> dict:
-    prompt = entry.get("prompt") or entry.get("clean")
+def _prompt(entry: dict) -> str | None:
+    return entry.get("prompt") or entry.get("clean")
+
+
+def _logit_lens(suite: str, entry: dict) -> dict:
     targets = [entry[k] for k in ("answer", "wrong") if entry.get(k) and "," not in entry[k]]
-    return {"prompt": prompt, **({"token": ",".join(targets)} if targets else {})}
+    return {"prompt": _prompt(entry), **({"token": ",".join(targets)} if targets else {})}
 
 
-# kind -> entry -> spec fields. Kinds not listed keep the entry fields they accept.
-ADAPTERS: dict[str, Callable[[dict], dict]] = {
+def _patching(suite: str, entry: dict) -> dict:
+    """A pair of prompts: `ioi` entries name theirs clean/corrupted; `facts` entries hold
+    the clean prompt under `prompt` and a corrupted one of the same shape."""
+    return {"clean": _prompt(entry), **{k: entry.get(k) for k in ("corrupted", "answer", "wrong")}}
+
+
+def _dla(suite: str, entry: dict) -> dict:
+    return {"prompt": _prompt(entry), "answer": entry.get("answer"), "wrong": entry.get("wrong")}
+
+
+def _heads(suite: str, entry: dict) -> dict:
+    """The detector a suite was written for; only previous_token reads a prompt (the others
+    build their own token sequences), so plain-text suites ask for it on their prompt."""
+    if suite == "needle":
+        return {"detector": "retrieval"}
+    if suite == "induction":
+        return {"detector": "induction,duplicate_token"}
+    if "clean" in entry:  # patching pairs: their prompts say nothing about heads
+        return {}
+    return {"detector": "previous_token", "prompt": entry.get("prompt")}
+
+
+def _neurons(suite: str, entry: dict) -> dict:
+    """Which neurons promote the entry's answer, and which fire on its prompt."""
+    answer = entry.get("answer")
+    token = {"token": answer} if answer and "," not in answer else {}
+    return {**token, "prompt": _prompt(entry)}
+
+
+# kind -> (suite, entry) -> spec fields. Kinds not listed keep the entry fields they accept.
+ADAPTERS: dict[str, Callable[[str, dict], dict]] = {
     "logit_lens": _logit_lens,
+    "heads": _heads,
+    "activation_patching": _patching,
+    "attribution_patching": _patching,
+    "neurons": _neurons,
+    "dla": _dla,
 }
 
 
 def load_suites(path: Path | None = None) -> dict[str, list[dict]]:
-    """The suites (of `PROMPTS_FILE` unless `path` is given), or {} when the file is
-    missing or unreadable (pages then show no examples)."""
-    path = PROMPTS_FILE if path is None else path
+    """The suites (of `$ANALYSES_PROMPTS`, else `PROMPTS_FILE`, unless `path` is given), or
+    {} when the file is missing or unreadable (pages then show no examples)."""
+    if path is None:
+        path = Path(os.environ.get(PROMPTS_ENV) or PROMPTS_FILE)
     try:
         stat = path.stat()
     except OSError:
@@ -69,28 +114,36 @@ def _read(path: str, mtime_ns: int, size: int) -> dict[str, list[dict]]:
 
 
 def presets_for(kind: str, suites: dict[str, list[dict]] | None = None) -> list[Preset]:
-    """The examples that make a valid spec for `kind`, a few from each suite."""
+    """The examples that make a valid spec for `kind`: up to `PER_SUITE` from each suite,
+    taken round-robin across suites, without repeats."""
     suites = load_suites() if suites is None else suites
     analysis = analysis_for(kind)
     accepted = set(analysis.required) | set(analysis.optional)
-    adapt = ADAPTERS.get(kind, lambda entry: entry)
-    found: list[Preset] = []
+    adapt = ADAPTERS.get(kind, lambda suite, entry: entry)
+    per_suite: list[list[Preset]] = []
+    seen: list[dict] = []
     for suite, entries in suites.items():
-        taken = 0
+        taken: list[Preset] = []
         for entry in entries if isinstance(entries, list) else []:
+            if len(taken) == PER_SUITE:
+                break
             if not isinstance(entry, dict):
                 continue
-            fields = {k: v for k, v in adapt(entry).items()
+            fields = {k: v for k, v in adapt(suite, entry).items()
                       if k in accepted and isinstance(v, str) and v}
-            if taken == PER_SUITE or not all(name in fields for name in analysis.required):
+            if not fields or fields in seen or not all(n in fields for n in analysis.required):
                 continue
-            found.append(Preset(_label(suite, fields), suite, fields))
-            taken += 1
+            seen.append(fields)
+            taken.append(Preset(_label(suite, fields), suite, fields))
+        per_suite.append(taken)
+    found = [group[i] for i in range(PER_SUITE) for group in per_suite if i < len(group)]
     return found[:MAX_PRESETS]
 
 
 def _label(suite: str, fields: dict) -> str:
-    text = next((fields[k] for k in ("prompt", "clean") if k in fields), "")
+    """`suite: the prompt…`, or the fields' values where there is no prompt (`needle: retrieval`)."""
+    text = next((fields[k] for k in ("prompt", "clean") if k in fields),
+                ", ".join(v.replace(",", ", ") for v in fields.values()))
     text = " ".join(text.split())
     if len(text) > LABEL_CHARS:
         text = text[: LABEL_CHARS - 1].rstrip() + "…"

@@ -1,16 +1,14 @@
 """Run an analysis for a page: `compute(spec)` behind a progress bar, errors shown kindly.
 
-The page's script thread calls `compute`; the analysis reports progress through the
-callback, which moves an `st.progress` bar. A `UserError` (bad spec, unknown model,
-too long a prompt) is shown as the message it carries; anything else as one short line
-(the traceback goes to the server log, never to the page).
+`compute` hands the spec to the worker (or answers from the store) and, while it waits,
+calls the progress callback from this script thread, which moves an `st.progress` bar.
+A `UserError` (bad spec, unknown model, too long a prompt, a busy worker) is shown as the
+message it carries; anything else as one short line (the traceback goes to the server
+log, never to the page).
 
-Until the worker (which owns devices and keeps one lock per loaded model) lands, runs in
-this server process take turns: TransformerLens hooks live on shared modules, so two
-sessions hooking one model at once would mix their activations.
-
-Results are also kept for this browser session, keyed by the spec's query string, so a
-rerun of the page (a download click, a widget edit) does not compute again.
+Results are also kept for this browser session under their content key (model
+fingerprint, analysis version, inputs), so a rerun of the page (a download click, a
+widget edit) draws at once, without even a store lookup's progress flash.
 """
 from __future__ import annotations
 
@@ -22,20 +20,22 @@ import streamlit as st
 
 from analyses import AnalysisSpec, Result, compute
 from analyses.errors import UserError
+from analyses.service import result_key
 from app.components.display import md_escape
 
 log = logging.getLogger("app")
-RESULTS_KEY = "_results"  # session state: OrderedDict query -> Result, most recent last
+RESULTS_KEY = "_results"  # session state: OrderedDict content key -> Result, most recent last
 KEPT_RESULTS = 4
 LAST_META_KEY = "_last_meta"  # device/dtype of the last run, for the model picker
-_TURN = threading.Lock()  # one analysis at a time in this process (see the docstring)
 
 
 def run_spec(spec: AnalysisSpec, cache: bool = True) -> Result | None:
-    """The result of `spec` (from this session, or computed now), or None after an
+    """The result of `spec` (kept from this session, or computed now), or None after an
     error has been shown."""
     kept: OrderedDict = st.session_state.setdefault(RESULTS_KEY, OrderedDict())
-    key = spec.to_query()
+    key = _guarded(spec, lambda: result_key(spec))  # the model's fingerprint: no load
+    if key is None:
+        return None
     if key in kept:
         kept.move_to_end(key)
         return kept[key]
@@ -54,14 +54,19 @@ def _compute(spec: AnalysisSpec, cache: bool) -> Result | None:
 
     def progress(fraction: float, message: str) -> None:
         if threading.current_thread() is not owner:
-            return  # only the script thread may draw; a worker's reports are skipped
+            return  # only the script thread may draw; `compute` reports from it
         bar.progress(min(max(float(fraction), 0.0), 1.0), text=md_escape(message))
 
-    if not _TURN.acquire(blocking=False):
-        bar.progress(0.0, text="Waiting for another run on this server to finish…")
-        _TURN.acquire()
     try:
-        return compute(spec, cache=cache, progress=progress)
+        return _guarded(spec, lambda: compute(spec, cache=cache, progress=progress))
+    finally:
+        bar.empty()
+
+
+def _guarded(spec: AnalysisSpec, call):
+    """`call()`, or None after showing its error as a short message."""
+    try:
+        return call()
     except UserError as err:
         st.error(md_escape(str(err)), icon=":material/error:")
     except Exception as err:  # noqa: BLE001 - a page must never show a traceback
@@ -70,7 +75,4 @@ def _compute(spec: AnalysisSpec, cache: bool) -> Result | None:
         st.error(md_escape(f"The analysis failed unexpectedly ({type(err).__name__}: "
                            f"{first_line}). The server log has the details."),
                  icon=":material/error:")
-    finally:
-        _TURN.release()
-        bar.empty()
     return None

@@ -35,10 +35,14 @@ for kind, analysis in analyses().items():
         st.page_link(links.page_file(kind), label=f"**{links.page_title(kind)}**",
                      icon=":material/arrow_forward:")
         st.caption(md_escape(analysis.summary))
+        examples = []
         for preset in presets_for(kind)[:EXAMPLES_PER_PAGE]:
             try:
-                spec = AnalysisSpec(kind=kind, model=model, **preset.fields)
+                examples.append((preset.label, AnalysisSpec(kind=kind, model=model, **preset.fields)))
             except UserError:
                 continue  # a bad entry in data/prompts.json: the page itself says why
-            st.page_link(links.page_file(kind), label=md_escape(preset.label),
+        if not examples and not analysis.required:  # no suite fits, but the defaults run
+            examples.append(("with its defaults", AnalysisSpec(kind=kind, model=model)))
+        for label, spec in examples:
+            st.page_link(links.page_file(kind), label=md_escape(label),
                          query_params=links.params(spec), icon=":material/play_arrow:")

@@ -4,8 +4,8 @@ Drives Debian's Chromium (/usr/bin/chromium; `make test` installs it) through Pl
 Python package; never `playwright install`. The server runs as a subprocess on a free
 port, offline, loading a tiny model from this test's model roots.
 """
+import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -41,13 +41,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(model_roots, tiny_gpt2_dir, tmp_path):
-    """The app served by `streamlit run` on a free port; yields its base URL."""
+@pytest.fixture(scope="module")
+def tiny_model(_tiny_model_builder) -> Path:
+    return _tiny_model_builder("gpt2")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model, tiny_models_root, tmp_path_factory):
+    """The app served by `streamlit run` on a free port (one server for this module), with
+    a fixed example suite whose names are single tokens of the tiny model, loading models
+    from the tiny models' folder; yields its base URL."""
+    from analyses import models
+    from app.components.presets import PROMPTS_ENV
+
+    folder = tmp_path_factory.mktemp("server")
+    prompts = folder / "prompts.json"
+    prompts.write_text(json.dumps({"ioi": [{
+        "clean": "When Mary and John went to the store, John gave a drink to",
+        "corrupted": "When Mary and John went to the store, Mary gave a drink to",
+        "answer": " Mary", "wrong": " John"}]}))
+    roots = os.pathsep.join(str(r) for r in (tiny_models_root, *models.allowed_roots()))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", ANALYSES_CACHE=str(folder / "cache.duckdb"),
+               **{PROMPTS_ENV: str(prompts), models.ROOTS_ENV: roots})
     port = free_port()
     streamlit = Path(sys.executable).with_name("streamlit")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", ANALYSES_CACHE=str(tmp_path / "cache.duckdb"))
-    log = open(tmp_path / "server.log", "wb")
+    log = open(folder / "server.log", "wb")
     proc = subprocess.Popen(
         [str(streamlit), "run", "app/main.py", "--server.port", str(port),
          "--server.headless", "true", "--server.fileWatcherType", "none"],
@@ -58,7 +76,7 @@ def server(model_roots, tiny_gpt2_dir, tmp_path):
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"the server exited ({proc.returncode}): "
-                            f"{(tmp_path / 'server.log').read_text()[-2000:]}")
+                            f"{(folder / 'server.log').read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as reply:
                     if reply.status == 200:
@@ -89,8 +107,8 @@ def page():
             browser.close()
 
 
-def test_share_link_then_preset_in_a_real_browser(server, page, tiny_gpt2_dir, tmp_path):
-    spec = AnalysisSpec(kind="logit_lens", model=str(tiny_gpt2_dir), prompt="Once upon a time",
+def test_share_link_then_preset_in_a_real_browser(server, page, tiny_model, tmp_path):
+    spec = AnalysisSpec(kind="logit_lens", model=str(tiny_model), prompt="Once upon a time",
                         top_k=3)
     page.goto(links.share_url(spec, server))
     page.wait_for_selector(CHART, timeout=RESULT_TIMEOUT_MS)
@@ -130,10 +148,3 @@ def test_bad_link_and_home_in_a_real_browser(server, page, tmp_path):
     page.get_by_text("Interpretability workbench").first.wait_for(timeout=RESULT_TIMEOUT_MS)
     page.get_by_text("ioi: When Mary and John").first.wait_for(timeout=30_000)
     page.screenshot(path=tmp_path / "home.png", full_page=True)
-
-
-@pytest.mark.skipif(shutil.which("streamlit") is None and
-                    not Path(sys.executable).with_name("streamlit").exists(),
-                    reason="no streamlit executable")
-def test_streamlit_executable_is_beside_this_python():
-    assert Path(sys.executable).with_name("streamlit").exists()

@@ -81,3 +81,10 @@ def test_a_link_without_the_required_fields_is_a_draft():
     assert parsed.draft == {"kind": "logit_lens", "model": "gpt2", "top_k": 3}
     bad = links.parse({"model": ["gpt2"], "top_k": ["0"]}, "logit_lens")
     assert bad.draft is None and "top_k" in bad.error.replace("\\", "")
+
+
+def test_params_keep_awkward_text_exactly():
+    text = "a+b & c=d %20 50% ünï\u200b\n 'q' \"dq\" #frag ?x"
+    original = spec(prompt=text, token=" +, &")
+    raw = {name: [value] for name, value in links.params(original).items()}
+    assert links.parse(raw, "logit_lens").spec == original

@@ -25,6 +25,12 @@ needs_default_model = pytest.mark.skipif(
 
 
 @pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Each test stores results in its own DuckDB file, never in data/cache.duckdb."""
+    monkeypatch.setenv("ANALYSES_CACHE", str(tmp_path / "cache.duckdb"))
+
+
+@pytest.fixture(autouse=True)
 def known_prompts(tmp_path, monkeypatch):
     """Pages read their examples from a fixed suite here, not the evolving data/prompts.json
     (whose names need not be single tokens of the tiny test models)."""
@@ -37,7 +43,7 @@ def known_prompts(tmp_path, monkeypatch):
     }
     path = tmp_path / "prompts.json"
     path.write_text(json.dumps(suites))
-    monkeypatch.setattr(presets, "PROMPTS_FILE", path)
+    monkeypatch.setenv(presets.PROMPTS_ENV, str(path))
     return suites
 
 
@@ -63,9 +69,45 @@ def figures(at: AppTest) -> list[dict]:
     return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
 
 
-def ll_query(model: Path | str, **fields) -> dict:
-    spec = AnalysisSpec(kind="logit_lens", model=str(model), **fields)
+def spec_query(kind: str, model: Path | str, **fields) -> dict:
+    spec = AnalysisSpec(kind=kind, model=str(model), **fields)
     return dict(parse_qsl(spec.to_query()))
+
+
+def ll_query(model: Path | str, **fields) -> dict:
+    return spec_query("logit_lens", model, **fields)
+
+
+def click_preset(at: AppTest, label_start: str, model: Path) -> AppTest:
+    """Pick `model` in the sidebar, then click the example whose label starts so."""
+    at.text_input(key="_model_input").set_value(str(model)).run()
+    assert_clean(at)
+    labels = [b.label.replace("\\", "") for b in at.button]
+    preset = next((b for b, label in zip(at.button, labels) if label.startswith(label_start)), None)
+    assert preset is not None, labels
+    preset.click().run()
+    assert_clean(at)
+    assert not at.error, errors(at)
+    assert at.query_params["model"] == str(model)
+    return at
+
+
+def assert_blank(at: AppTest) -> None:
+    """A page opened without a link: no error, no figure, a Run button."""
+    assert_clean(at)
+    assert not at.error or all("embedded default model" in e for e in errors(at))
+    assert not figures(at)
+    assert any(b.label == "Run" for b in at.button)
+
+
+def assert_bad_link(at: AppTest) -> None:
+    assert_clean(at)
+    assert any(e.startswith("This link cannot be opened") for e in errors(at)), errors(at)
+    assert not figures(at)
+
+
+PAIR = {"clean": IOI, "corrupted": IOI.replace("John gave", "Mary gave"), "answer": " Mary",
+        "wrong": " John"}
 
 
 # --------------------------------------------------------------------------- the router
@@ -100,9 +142,24 @@ def test_home_default_run(model_roots):
         to_page = [link for link in links if link.page.endswith(Path(page).stem)
                    or Path(page).stem in link.page]
         assert to_page, f"no link to the {kind} page"
-    with_spec = [link for link in links if "kind=logit_lens" in link.query_string]
-    assert with_spec, "no one-click example for the logit lens"
-    assert "model=default" in with_spec[0].query_string
+    for kind in PAGES:
+        with_spec = [link for link in links if f"kind={kind}&" in link.query_string]
+        assert with_spec, f"no one-click example for the {kind} page"
+        assert "model=default" in with_spec[0].query_string
+
+
+def test_home_runs_a_kind_without_required_inputs_on_its_defaults_when_no_example_fits(
+        model_roots, tmp_path, monkeypatch):
+    from app.components import presets
+
+    empty = tmp_path / "no-suites.json"
+    empty.write_text("{}")
+    monkeypatch.setenv(presets.PROMPTS_ENV, str(empty))
+    at = open_page()
+    assert_clean(at)
+    queries = [link.proto.query_string for link in at.get("page_link") if link.proto.query_string]
+    assert sorted(q.split("&")[0] for q in queries) == ["kind=heads", "kind=neurons"]
+    assert all(q.endswith("&model=default") for q in queries)
 
 
 def test_home_model_picker_reports_a_bad_model(model_roots):
@@ -235,3 +292,313 @@ def test_logit_lens_on_the_default_model(model_roots):
     assert not at.error, errors(at)
     assert at.query_params["model"] == "default"
     assert figures(at)
+
+
+# --------------------------------------------------------------------------- generic form
+
+def test_fields_with_choices_get_select_boxes_that_round_trip_through_the_url(monkeypatch):
+    from analyses import registry
+
+    if "choices" not in registry.Analysis.__dataclass_fields__:
+        pytest.skip("this registry has no `choices` yet")
+    fake = registry.Analysis(
+        kind="fake_choice", summary="a test kind", version=1, run=None, required=("prompt",),
+        optional=("detector", "granularity"), tables={}, defaults={"granularity": "x"},
+        choices={"detector": ("a", "b", "c"), "granularity": ("x", "y")},
+        list_fields=("detector",))
+    monkeypatch.setattr(registry, "_ANALYSES", {**registry.analyses(), "fake_choice": fake})
+
+    def script():
+        import streamlit as st
+
+        from app import links
+        from app.components.form import SpecForm
+
+        raw = links.read_query_params(st.query_params)
+        form = SpecForm("fake_choice", [])
+        form.sync_from_url(raw, links.parse(raw, "fake_choice"))
+        form.draw()
+
+    at = AppTest.from_function(script, default_timeout=TIMEOUT_S)
+    at.query_params = {"prompt": "Hi", "detector": "a,c", "granularity": "y"}
+    at.run()
+    assert_clean(at)
+    assert at.multiselect(key="fake_choice:detector").value == ["a", "c"]
+    assert at.selectbox(key="fake_choice:granularity").value == "y"
+    at.multiselect(key="fake_choice:detector").set_value(["b"])
+    next(b for b in at.button if b.label == "Run").click().run()
+    assert_clean(at)
+    assert at.query_params["detector"] == "b" and at.query_params["granularity"] == "y"
+
+
+# --------------------------------------------------------------------------- heads
+
+HEADS = PAGES["heads"]
+
+
+def test_heads_default_run(model_roots):
+    at = open_page(HEADS)
+    assert_blank(at)
+    assert at.multiselect(key="heads:detector").value == ["previous_token", "duplicate_token",
+                                                          "induction", "retrieval"]
+    assert at.text_area(key="heads:prompt").value == ""
+    assert at.number_input(key="heads:seed").value == 0
+    assert at.checkbox(key="heads:ablate").value is False
+
+
+def test_heads_restores_a_link_and_views_one_head(tiny_gpt2_dir):
+    query = spec_query("heads", tiny_gpt2_dir, detector="previous_token,induction",
+                       prompt="When Mary and John", seed=3, ablate=True)
+    at = open_page(HEADS, query)
+    assert_clean(at)
+    assert not at.error, errors(at)
+    assert at.multiselect(key="heads:detector").value == ["previous_token", "induction"]
+    assert at.text_area(key="heads:prompt").value == "When Mary and John"
+    assert at.number_input(key="heads:seed").value == 3
+    assert at.checkbox(key="heads:ablate").value is True
+    previous, induction, profile, ablation = figures(at)
+    assert previous["data"][0]["type"] == "heatmap"
+    assert "previous_token" in previous["layout"]["title"]["text"]
+    assert "induction" in induction["layout"]["title"]["text"]
+    assert [bar["x"] for bar in profile["data"]] == [["previous_token", "induction"]]
+    assert {trace["name"] for trace in ablation["data"]} == {"top heads", "random heads"}
+    layer, head = at.selectbox[0], at.selectbox[1]
+    layer.set_value(1).run()
+    head.set_value(2).run()
+    assert_clean(at)
+    assert "L1 H2" in figures(at)[2]["layout"]["title"]["text"]
+
+
+def test_heads_preset_runs_the_previous_token_detector_on_its_prompt(tiny_gpt2_dir):
+    at = click_preset(open_page(HEADS), "facts: The capital of France", tiny_gpt2_dir)
+    assert at.query_params["detector"] == "previous_token"
+    assert at.query_params["prompt"] == "The capital of France is"
+    assert at.multiselect(key="heads:detector").value == ["previous_token"]
+    assert len(figures(at)) == 2  # the heatmap and one head's profile
+
+
+@pytest.mark.parametrize("query", [
+    {"kind": "heads", "detector": "bogus"},
+    {"kind": "heads", "seed": "-1"},
+    {"kind": "heads", "layer": "1"},
+])
+def test_heads_bad_link_shows_an_error_box(model_roots, query):
+    assert_bad_link(open_page(HEADS, query))
+
+
+# --------------------------------------------------------------------------- activation patching
+
+AP = PAGES["activation_patching"]
+
+
+def test_activation_patching_default_run(model_roots):
+    at = open_page(AP)
+    assert_blank(at)
+    assert at.text_area(key="activation_patching:clean").value == ""
+    assert at.selectbox(key="activation_patching:granularity").value == "resid_pre"
+    assert at.number_input(key="activation_patching:layer").value is None
+
+
+def test_activation_patching_restores_a_link_and_labels_positions_by_token(tiny_gpt2_dir):
+    at = open_page(AP, spec_query("activation_patching", tiny_gpt2_dir, **PAIR,
+                                  granularity="head_out_by_pos", layer=1))
+    assert_clean(at)
+    assert not at.error, errors(at)
+    assert at.text_area(key="activation_patching:corrupted").value == PAIR["corrupted"]
+    assert at.text_input(key="activation_patching:answer").value == " Mary"
+    assert at.selectbox(key="activation_patching:granularity").value == "head_out_by_pos"
+    assert at.number_input(key="activation_patching:layer").value == 1
+    [heatmap] = figures(at)
+    assert heatmap["layout"]["yaxis"]["ticktext"] == ["L1 H0", "L1 H1", "L1 H2", "L1 H3"]
+    assert "\u2423John→\u2423Mary" in heatmap["layout"]["xaxis"]["ticktext"]
+    clean, corrupted = (m.value for m in at.metric)  # the baselines, also under the title
+    assert f"clean {clean}, corrupted {corrupted}" in heatmap["layout"]["title"]["text"]
+
+
+def test_activation_patching_preset_runs_the_ioi_pair(tiny_gpt2_dir):
+    at = click_preset(open_page(AP), "ioi: When Mary", tiny_gpt2_dir)
+    assert {k: at.query_params[k] for k in PAIR} == PAIR
+    [heatmap] = figures(at)
+    assert heatmap["layout"]["yaxis"]["title"]["text"] == "layer"  # resid_pre: layer × position
+    assert len(at.metric) == 2
+
+
+@pytest.mark.parametrize("query", [
+    {"kind": "activation_patching", **PAIR, "granularity": "heads"},
+    {"kind": "activation_patching", **PAIR, "layer": "x"},
+    {"kind": "activation_patching", **PAIR, "prompt": "Hi"},
+])
+def test_activation_patching_bad_link_shows_an_error_box(model_roots, query):
+    assert_bad_link(open_page(AP, query))
+
+
+# --------------------------------------------------------------------------- neurons
+
+NEURONS = PAGES["neurons"]
+
+
+def test_neurons_default_run(model_roots):
+    at = open_page(NEURONS)
+    assert_blank(at)
+    assert at.text_input(key="neurons:token").value == ""
+    assert at.number_input(key="neurons:layer").value is None
+    assert at.number_input(key="neurons:top_k").value == 10
+    assert at.checkbox(key="neurons:final_norm").value is True
+
+
+def test_neurons_restores_a_link_to_one_neuron(tiny_gpt2_dir):
+    at = open_page(NEURONS, spec_query("neurons", tiny_gpt2_dir, token=" Mary",
+                                       prompt="When Mary and John", layer=1, neuron=5, top_k=3))
+    assert_clean(at)
+    assert not at.error, errors(at)
+    assert at.text_input(key="neurons:token").value == " Mary"
+    assert at.text_area(key="neurons:prompt").value == "When Mary and John"
+    assert at.number_input(key="neurons:layer").value == 1
+    assert at.number_input(key="neurons:neuron").value == 5
+    promoters, tokens, activations = figures(at)
+    assert "\u2423Mary" in promoters["layout"]["title"]["text"]
+    assert promoters["data"][0]["y"] == ["L1 N5"]  # the scope is the one neuron
+    assert "L1 N5" in tokens["layout"]["title"]["text"] and len(tokens["data"]) == 2
+    assert [len(t["y"]) for t in tokens["data"]] == [3, 3]
+    assert activations["data"][0]["type"] == "bar"
+
+
+def test_neurons_preset_searches_a_token_and_the_view_picks_another_neuron(tiny_gpt2_dir):
+    at = click_preset(open_page(NEURONS), "ioi: When Mary", tiny_gpt2_dir)
+    assert at.query_params["token"] == " Mary" and at.query_params["prompt"] == IOI
+    shown = figures(at)
+    assert "\u2423Mary" in shown[0]["layout"]["title"]["text"]  # the promoters
+    assert shown[1]["data"][0]["type"] == "heatmap"  # the most active neurons on the prompt
+    top = shown[0]["data"][0]["y"][0]
+    assert top in shown[2]["layout"]["title"]["text"]  # the view opens on the top promoter
+    view = at.number_input[-1]
+    view.set_value(7).run()
+    assert_clean(at)
+    assert "N7" in figures(at)[2]["layout"]["title"]["text"]
+
+
+@pytest.mark.parametrize("query", [
+    {"kind": "neurons", "top_k": "0"},
+    {"kind": "neurons", "neuron": "-3"},
+    {"kind": "neurons", "detector": "induction"},
+])
+def test_neurons_bad_link_shows_an_error_box(model_roots, query):
+    assert_bad_link(open_page(NEURONS, query))
+
+
+# --------------------------------------------------------------------------- dla
+
+DLA = PAGES["dla"]
+
+
+def test_dla_default_run(model_roots):
+    at = open_page(DLA)
+    assert_blank(at)
+    assert at.text_area(key="dla:prompt").value == ""
+    assert at.text_input(key="dla:answer").value == "" and at.text_input(key="dla:wrong").value == ""
+
+
+def test_dla_restores_a_link_and_its_bars_sum_to_the_logit_difference(tiny_gpt2_dir):
+    at = open_page(DLA, spec_query("dla", tiny_gpt2_dir, prompt=IOI, answer=" Mary", wrong=" John"))
+    assert_clean(at)
+    assert not at.error, errors(at)
+    assert at.text_input(key="dla:wrong").value == " John"
+    components, heads = figures(at)
+    bars = components["data"][0]
+    assert bars["x"][:2] == ["embed", "pos_embed"] and bars["x"][-1] == "bias"
+    assert bars["x"][2:6] == ["L0 attn", "L0 mlp", "L1 attn", "L1 mlp"]
+    title = components["layout"]["title"]["text"]
+    total = float(title.split("the bars sum to ")[1].split(";")[0])
+    own = float(title.split("own value is ")[1].split("<")[0])
+    assert total == pytest.approx(own, abs=1e-3)
+    assert heads["data"][0]["type"] == "heatmap"  # layer × head
+    assert heads["layout"]["yaxis"]["ticktext"] == ["0", "1"]
+    assert heads["layout"]["xaxis"]["ticktext"] == ["0", "1", "2", "3"]
+
+
+def test_dla_preset_fills_prompt_answer_and_wrong(tiny_gpt2_dir):
+    at = click_preset(open_page(DLA), "ioi: When Mary", tiny_gpt2_dir)
+    assert at.query_params["prompt"] == IOI
+    assert (at.query_params["answer"], at.query_params["wrong"]) == (" Mary", " John")
+    assert len(figures(at)) == 2
+
+
+@pytest.mark.parametrize("query", [
+    {"kind": "dla", "prompt": "Hi", "answer": " Mary", "clean": "Ho"},
+    {"kind": "dla", "prompt": ["Hi", "Ho"], "answer": " Mary"},
+    {"kind": "logit_lens_typo", "prompt": "Hi", "answer": " Mary"},
+])
+def test_dla_bad_link_shows_an_error_box(model_roots, query):
+    assert_bad_link(open_page(DLA, query))
+
+
+# --------------------------------------------------------------------------- attribution patching
+
+ATP = PAGES["attribution_patching"]
+
+
+def test_attribution_patching_default_run(model_roots):
+    at = open_page(ATP)
+    assert_blank(at)
+    assert at.radio(key="attribution_patching:exact").value == "auto"
+    assert at.checkbox(key="attribution_patching:qk_fix").value is False
+    assert at.checkbox(key="attribution_patching:graddrop").value is False
+
+
+def test_attribution_patching_restores_a_link_with_exact_beside_atp(tiny_gpt2_dir):
+    at = open_page(ATP, spec_query("attribution_patching", tiny_gpt2_dir, **PAIR, exact=True))
+    assert_clean(at)
+    assert not at.error, errors(at)
+    assert at.radio(key="attribution_patching:exact").value == "yes"
+    shown = figures(at)
+    heatmaps, scatter = shown[:-1], shown[-1]
+    assert [h["layout"]["title"]["text"].split(":")[0] for h in heatmaps] == [
+        "resid", "head", "mlp", "q", "k", "v"]
+    assert all(len(h["data"]) == 2 for h in heatmaps)  # AtP beside exact
+    assert heatmaps[0]["layout"]["yaxis"]["ticktext"][-1] == "final"
+    assert scatter["data"][-1]["name"] == "AtP = exact"
+    assert "all nodes: r " in scatter["layout"]["title"]["text"]
+    assert any("Where to trust AtP" in i.value for i in at.info)
+    assert any("On this input AtP matched" in c.value.replace("\\", "") for c in at.caption)
+
+
+def test_attribution_patching_without_exact_shows_atp_alone(tiny_gpt2_dir):
+    at = open_page(ATP, spec_query("attribution_patching", tiny_gpt2_dir, **PAIR, exact=False,
+                                   layer=1))
+    assert_clean(at)
+    assert not at.error, errors(at)
+    shown = figures(at)
+    assert len(shown) == 6 and all(len(h["data"]) == 1 for h in shown)  # no scatter
+    assert any("Exact patching was not run" in c.value.replace("\\", "") for c in at.caption)
+
+
+def test_attribution_patching_preset_and_the_exact_choice_round_trip(tiny_gpt2_dir):
+    at = click_preset(open_page(ATP), "ioi: When Mary", tiny_gpt2_dir)
+    assert {k: at.query_params[k] for k in PAIR} == PAIR
+    assert "exact" not in at.query_params  # auto: the analysis decides (it runs: few nodes)
+    assert len(figures(at)) == 7
+    at.radio(key="attribution_patching:exact").set_value("no")
+    next(b for b in at.button if b.label == "Run").click().run()
+    assert_clean(at)
+    assert at.query_params["exact"] == "0"
+    assert len(figures(at)) == 6
+
+
+@pytest.mark.parametrize("query", [
+    {"kind": "attribution_patching", **PAIR, "exact": "maybe"},
+    {"kind": "attribution_patching", **PAIR, "granularity": "resid_pre"},
+    {"kind": "attribution_patching", "clean": IOI, "answer": " Mary", "wrong": " John",
+     "qk_fix": "1", "corrupted": ["a", "b"]},
+])
+def test_attribution_patching_bad_link_shows_an_error_box(model_roots, query):
+    assert_bad_link(open_page(ATP, query))
+
+
+def test_long_tables_send_only_their_first_rows_to_the_browser(tiny_gpt2_dir, monkeypatch):
+    from app.components import page
+
+    monkeypatch.setattr(page, "MAX_SHOWN_ROWS", 5)
+    at = open_page(DLA, spec_query("dla", tiny_gpt2_dir, prompt=IOI, answer=" Mary", wrong=" John"))
+    assert_clean(at)
+    assert any("The first 5 rows" in c.value for c in at.caption)
+    assert len(at.dataframe[0].value) == 5

@@ -1,0 +1,427 @@
+"""Activation patching (Meng et al. 2022, "ROME"; Wang et al. 2022, "IOI"): run the model on
+the corrupted prompt, overwrite one activation with its value from the clean prompt, and see
+how much of the clean answer comes back.
+
+Direction: denoising, the TransformerLens convention: the corrupted run is patched with clean
+activations. Metric: the logit difference `answer - wrong` at the last position. `raw` is that
+metric on the patched run; `value = (raw - corrupted) / (clean - corrupted)`, so the clean run
+scores 1 and the corrupted run 0 (both baselines are in the result's `meta`).
+
+The engine (`Patcher`) gives the same numbers as `transformer_lens.patching.get_act_patch_*`
+(one full forward per patched cell) but much faster:
+
+- **batched**: B copies of the corrupted run go through the model as one batch, and a hook
+  writes the clean activation into a different cell (layer, position and/or head) in each
+  batch row, so one forward pass measures B patches;
+- **resumed**: nothing below the patched layer is recomputed. The corrupted residual stream
+  entering each block is cached once; a batch whose cells all lie at layer >= l starts from
+  that cache with the bridge's `start_at_layer=l`, while the blocks below l are swapped for
+  pass-throughs for the duration of the call (the bridge alone would still run them and
+  discard their output). Batches hold as many cells as fit, in layer order
+  (`Patcher.batches` says why not one batch per layer);
+- **last position only**: only the last position's logits are computed (`logits_to_keep=1`).
+
+The first batch carries one extra, unpatched row that must reproduce the corrupted run; on
+an architecture where resuming does not, the engine falls back to batched full forwards.
+
+Table `effects`: one row per patched cell: `granularity`, `layer`, `position`, `head`, `value`,
+`raw`. `position` is -1 where a cell spans every position (the `head_*` kinds without
+`_by_pos`); `head` is -1 where a cell is not per head (the residual, `attn_out` and `mlp_out`
+kinds). For `head_k` / `head_v` on grouped-query models `head` counts key/value heads.
+`head_pattern_by_pos`'s `position` is the destination (query) position.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from .errors import SpecError
+from .progress import Progress, silent
+from .registry import Analysis
+from .result import Result
+from .spec import AnalysisSpec
+from .tokens import prompt_tokens, single_token, token_strings
+
+EFFECT_COLUMNS = ("granularity", "layer", "position", "head", "value", "raw")
+POSITION, HEAD = "position", "head"
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where one granularity patches: a hook per layer, and how a cell indexes its tensor.
+
+    `dims` names what each activation axis after the batch axis is indexed by: a cell's
+    position, its head, or nothing (the axis is patched whole). A cell's position is -1 when
+    the site is not `by_position`: that cell covers every position.
+    """
+
+    hook: str  # hook name with a {layer} field, as TransformerLens names it
+    dims: tuple[str | None, ...]
+    by_position: bool
+    per_head: bool
+
+    def name(self, layer: int) -> str:
+        return self.hook.format(layer=layer)
+
+
+_RESID = (POSITION, None)  # [batch, pos, d_model]
+_HEAD_VECTOR = (POSITION, HEAD, None)  # [batch, pos, head, d_head]
+_PATTERN = (HEAD, POSITION, None)  # [batch, head, dest_pos, src_pos]
+
+GRANULARITIES: dict[str, Site] = {
+    "resid_pre": Site("blocks.{layer}.hook_resid_pre", _RESID, True, False),
+    "resid_mid": Site("blocks.{layer}.hook_resid_mid", _RESID, True, False),
+    "resid_post": Site("blocks.{layer}.hook_resid_post", _RESID, True, False),
+    "attn_out": Site("blocks.{layer}.hook_attn_out", _RESID, True, False),
+    "mlp_out": Site("blocks.{layer}.hook_mlp_out", _RESID, True, False),
+    "head_out": Site("blocks.{layer}.attn.hook_z", _HEAD_VECTOR, False, True),
+    "head_out_by_pos": Site("blocks.{layer}.attn.hook_z", _HEAD_VECTOR, True, True),
+    "head_q": Site("blocks.{layer}.attn.hook_q", _HEAD_VECTOR, False, True),
+    "head_k": Site("blocks.{layer}.attn.hook_k", _HEAD_VECTOR, False, True),
+    "head_v": Site("blocks.{layer}.attn.hook_v", _HEAD_VECTOR, False, True),
+    "head_q_by_pos": Site("blocks.{layer}.attn.hook_q", _HEAD_VECTOR, True, True),
+    "head_k_by_pos": Site("blocks.{layer}.attn.hook_k", _HEAD_VECTOR, True, True),
+    "head_v_by_pos": Site("blocks.{layer}.attn.hook_v", _HEAD_VECTOR, True, True),
+    "head_pattern": Site("blocks.{layer}.attn.hook_pattern", _PATTERN, False, True),
+    "head_pattern_by_pos": Site("blocks.{layer}.attn.hook_pattern", _PATTERN, True, True),
+}
+BLOCK_GRANULARITIES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
+ALL = "all"  # every layer x position granularity the model has
+CHOICES = (*GRANULARITIES, ALL)
+
+MAX_ROWS = 256  # patched runs per forward pass
+ROW_BUDGET_BYTES = 512 * 2**20  # activation memory one batch may take, roughly
+
+
+# --------------------------------------------------------------------------- inputs
+
+@dataclass(frozen=True)
+class PromptPair:
+    clean: Int[Tensor, "1 pos"]
+    corrupted: Int[Tensor, "1 pos"]
+    answer: int  # token id
+    wrong: int  # token id
+
+
+def prompt_pair(bridge, spec: AnalysisSpec) -> PromptPair:
+    """Tokenize and check a spec's clean/corrupted prompts and its two one-token answers."""
+    clean = prompt_tokens(bridge, spec.clean, "clean")
+    corrupted = prompt_tokens(bridge, spec.corrupted, "corrupted")
+    if clean.shape[1] != corrupted.shape[1]:
+        raise SpecError("corrupted", f"the clean prompt is {clean.shape[1]} tokens and the "
+                                     f"corrupted prompt is {corrupted.shape[1]} tokens (with BOS); "
+                                     "patching pairs them position by position, so they must be "
+                                     "the same length")
+    answer = single_token(bridge, spec.answer, "answer")
+    wrong = single_token(bridge, spec.wrong, "wrong")
+    if answer == wrong:
+        raise SpecError("wrong", f"is the same token as answer ({spec.answer!r}); the logit "
+                                 "difference would always be 0")
+    return PromptPair(clean, corrupted, answer, wrong)
+
+
+def check_layer(bridge, layer: int | None) -> list[int]:
+    """The layers to patch: all of them, or the one `layer` names."""
+    n_layers = int(bridge.cfg.n_layers)
+    if layer is None:
+        return list(range(n_layers))
+    if layer >= n_layers:
+        raise SpecError("layer", f"{layer} is out of range: the model has {n_layers} layers "
+                                 f"(0-{n_layers - 1})")
+    return [layer]
+
+
+def logit_diff(logits: Float[Tensor, "batch pos d_vocab"], answer: int, wrong: int) -> Float[Tensor, "batch"]:
+    """The metric: logit(answer) - logit(wrong) at the last position, per batch row."""
+    last = logits[:, -1].float()
+    return last[:, answer] - last[:, wrong]
+
+
+# --------------------------------------------------------------------------- the engine
+
+class Patcher:
+    """Batched, resumed activation patching for one prompt pair.
+
+    Caches the corrupted residual stream entering every block and, per site, the clean
+    activations (one clean forward for all the `sites` named up front, one more for each
+    site asked for later); `patch(site, cells)` then measures the metric with each cell
+    patched. Call it with the model's lock held: hooks live on shared modules.
+    """
+
+    def __init__(self, bridge, pair: PromptPair, sites: tuple[Site, ...] = (), metric=None):
+        self.bridge = bridge
+        self.pair = pair
+        self.metric = metric or partial(logit_diff, answer=pair.answer, wrong=pair.wrong)
+        self.n_layers = int(bridge.cfg.n_layers)
+        self.n_forwards = 0
+        self.resumes = True  # until the first batch shows that resuming is not exact here
+        self._verified = False
+        self._clean: dict[str, Tensor] = {}  # hook name -> [1, ...] clean activation
+        starts = [f"blocks.{layer}.hook_resid_pre" for layer in range(self.n_layers)]
+        tuple_outputs: list[bool] = []
+        probe = bridge.blocks[0].register_forward_hook(
+            lambda module, args, output: tuple_outputs.append(isinstance(output, tuple)))
+        try:
+            with torch.no_grad():
+                corrupted_logits, cache = bridge.run_with_cache(pair.corrupted, names_filter=starts)
+        finally:
+            probe.remove()
+        self.n_forwards += 1
+        self._block_returns_tuple = bool(tuple_outputs and tuple_outputs[0])
+        self._starts = [cache[name] for name in starts]  # [1, pos, d_model] per layer
+        self.corrupted_baseline = float(self.metric(corrupted_logits)[0])
+        clean_logits = self._cache_clean([s for s in sites if self.available(s)])
+        self.clean_baseline = float(self.metric(clean_logits)[0])
+
+    # --- public -----------------------------------------------------------------
+    @property
+    def n_tokens(self) -> int:
+        return int(self.pair.corrupted.shape[1])
+
+    def available(self, site: Site) -> bool:
+        return site.name(0) in self.bridge.hook_dict
+
+    def cells(self, site: Site, layers: list[int]) -> np.ndarray:
+        """Every cell of `site` in `layers`: int [n, 3] of (layer, position, head), -1 = n/a,
+        in TransformerLens's order (layer, then position, then head)."""
+        positions = range(self.n_tokens) if site.by_position else [-1]
+        rows = []
+        for layer in layers:
+            heads = range(self.n_heads(site, layer)) if site.per_head else [-1]
+            rows += [(layer, p, h) for p in positions for h in heads]
+        return np.array(rows, dtype=np.int64).reshape(-1, 3)
+
+    def n_heads(self, site: Site, layer: int) -> int:
+        return int(self.clean_activation(site, layer).shape[1 + site.dims.index(HEAD)])
+
+    def clean_activation(self, site: Site, layer: int) -> Tensor:
+        if site.name(layer) not in self._clean:
+            self._cache_clean([site])
+        return self._clean[site.name(layer)]
+
+    def patch(self, site: Site, cells: np.ndarray, progress: Progress = silent,
+              span: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+        """The metric with each cell of `cells` (int [n, 3]) patched alone: float [n]."""
+        cells = np.asarray(cells, dtype=np.int64).reshape(-1, 3)
+        out = np.empty(len(cells))
+        lo, hi, finished = span[0], span[1], 0
+        for batch in self.batches(cells):
+            out[batch] = self._run_batch(site, cells[batch])
+            finished += len(batch)
+            progress(lo + (hi - lo) * finished / len(cells),
+                     f"patched {finished} of {len(cells)} cells")
+        return out
+
+    def batches(self, cells: np.ndarray) -> list[np.ndarray]:
+        """Indices of `cells`, one array per forward pass: in layer order, as many as fit.
+
+        A batch starts at its lowest layer, so its higher-layer cells recompute the blocks in
+        between; still, few large batches beat one batch per layer on this hardware: with
+        rows of a few tokens a block's cost is mostly reading its weights, which a batch pays
+        once whatever its size (GPT-2-small shape, 14 tokens, 2 CPU cores: 168 cells in one
+        batch 5 s, one batch per layer 27 s). Sweeps beyond `rows_per_batch` cells still
+        resume late: their later batches start at higher layers."""
+        order = np.argsort(cells[:, 0], kind="stable")
+        cap = self.rows_per_batch()
+        return [order[i:i + cap] for i in range(0, len(order), cap)]
+
+    def rows_per_batch(self) -> int:
+        cfg = self.bridge.cfg
+        pos, d_model = self.n_tokens, int(cfg.d_model)
+        d_mlp = int(getattr(cfg, "d_mlp", None) or 4 * d_model)
+        item = self._starts[0].element_size()
+        per_row = item * pos * (8 * d_model + 2 * d_mlp + 4 * int(cfg.n_heads) * pos)
+        return int(max(1, min(MAX_ROWS, ROW_BUDGET_BYTES // max(per_row, 1))))
+
+    # --- internals --------------------------------------------------------------
+    def _cache_clean(self, sites) -> Tensor:
+        """One clean forward caching every layer's activation at `sites`; its logits."""
+        names = sorted({site.name(layer) for site in sites for layer in range(self.n_layers)})
+        with torch.no_grad():
+            logits, cache = self.bridge.run_with_cache(self.pair.clean, names_filter=names)
+        self.n_forwards += 1
+        self._clean.update({name: cache[name] for name in names})
+        return logits
+
+    def _run_batch(self, site: Site, cells: np.ndarray) -> np.ndarray:
+        check = not self._verified and self.resumes
+        if check:  # one extra, unpatched row: resuming must reproduce the corrupted run
+            cells = np.vstack([cells, [-1, -1, -1]])
+        layers = sorted({int(layer) for layer in cells[:, 0] if layer >= 0})
+        hooks = []
+        for layer in layers:
+            clean = self.clean_activation(site, layer)
+            mask = _cell_mask(site, cells, layer, clean.shape)
+            hooks.append((site.name(layer), partial(_write_clean, mask=mask, clean=clean)))
+        with torch.no_grad():
+            try:
+                logits = self._forward(len(cells), layers[0] if self.resumes else 0, hooks)
+                metric = self.metric(logits).cpu().numpy().astype(np.float64)
+            except (NotImplementedError, ValueError, TypeError, RuntimeError):
+                if not check:
+                    raise
+                metric = None
+        self.n_forwards += 1
+        if check:
+            self._verified = True
+            tol = 1e-4 * max(1.0, abs(self.corrupted_baseline))
+            if metric is None or abs(metric[-1] - self.corrupted_baseline) > tol:
+                self.resumes = False  # this architecture cannot resume: full forwards
+                return self._run_batch(site, cells[:-1])
+            metric = metric[:-1]
+        return metric
+
+    def _forward(self, rows: int, start: int, hooks) -> Tensor:
+        if not self.resumes:
+            return self.bridge.run_with_hooks(self.pair.corrupted.expand(rows, -1), fwd_hooks=hooks)
+        residual = self._starts[start].expand(rows, -1, -1)
+        with self._skip_blocks_below(start):
+            return self.bridge.run_with_hooks(residual, fwd_hooks=hooks, start_at_layer=start,
+                                              logits_to_keep=1)
+
+    @contextmanager
+    def _skip_blocks_below(self, start: int):
+        """Blocks below `start` pass their input through: their output would be discarded.
+
+        Set with object.__setattr__ because the bridge forwards ordinary attribute writes
+        to the wrapped Hugging Face module."""
+        tuple_out = self._block_returns_tuple
+
+        def passthrough(*args, **kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            return (hidden,) if tuple_out else hidden
+
+        skipped = list(self.bridge.blocks)[:start]
+        try:
+            for block in skipped:
+                object.__setattr__(block, "forward", passthrough)
+            yield
+        finally:
+            for block in skipped:
+                if "forward" in block.__dict__:
+                    object.__delattr__(block, "forward")
+
+
+def _cell_mask(site: Site, cells: np.ndarray, layer: int, shape: torch.Size) -> Tensor:
+    """Bool [rows, ...] (size 1 on axes the site patches whole): True where row r's cell
+    lies, for the rows whose cell is at `layer`; other rows stay all False (unpatched)."""
+    mask_shape = [len(cells)] + [size if dim else 1 for dim, size in zip(site.dims, shape[1:])]
+    mask = torch.zeros(mask_shape, dtype=torch.bool)
+    for row, (cell_layer, position, head) in enumerate(cells.tolist()):
+        if cell_layer != layer:
+            continue
+        value = {POSITION: position, HEAD: head}
+        index = [row] + [(slice(None) if value[dim] < 0 else value[dim]) if dim else 0
+                         for dim in site.dims]
+        mask[tuple(index)] = True
+    return mask
+
+
+def _write_clean(activation: Tensor, hook, mask: Tensor, clean: Tensor) -> Tensor:
+    """Each batch row gets the clean activation in its own cell (mask), corrupted elsewhere.
+
+    In place, as TransformerLens's patch setters do: at a hook whose tensor is also the
+    residual stream (`hook_resid_mid` is the second norm's input, the very tensor the block
+    adds the MLP output to) the patch must reach the residual, not only the norm's input."""
+    patched = torch.where(mask.to(activation.device), clean.to(activation.dtype), activation)
+    return activation.copy_(patched)
+
+
+# --------------------------------------------------------------------------- the analysis
+
+def normaliser(clean: float, corrupted: float):
+    """raw metric -> share of the clean-corrupted gap restored; refuses a pair with no gap."""
+    gap = clean - corrupted
+    if not math.isfinite(gap) or abs(gap) <= 1e-6 * max(1.0, abs(clean), abs(corrupted)):
+        raise SpecError("corrupted", f"the clean and corrupted prompts give the same logit "
+                                     f"difference ({clean:.6g} vs {corrupted:.6g}), so they do not "
+                                     "separate the answers and there is no effect to restore; "
+                                     "choose prompts on which the model prefers the answer "
+                                     "differently")
+    return lambda raw: (np.asarray(raw) - corrupted) / gap
+
+
+def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
+    started = time.perf_counter()
+    bridge = model.bridge
+    spec = spec.with_defaults()
+    pair = prompt_pair(bridge, spec)
+    layers = check_layer(bridge, spec.layer)
+    progress(0.0, "running the clean and corrupted prompts")
+    names = list(BLOCK_GRANULARITIES) if spec.granularity == ALL else [spec.granularity]
+    patcher = Patcher(bridge, pair, sites=tuple(GRANULARITIES[name] for name in names))
+    normalise = normaliser(patcher.clean_baseline, patcher.corrupted_baseline)
+    names, skipped = _granularities(patcher, spec.granularity)
+    plan = [(name, patcher.cells(GRANULARITIES[name], layers)) for name in names]
+    total = sum(len(cells) for _, cells in plan)
+    frames, done = [], 0
+    for name, cells in plan:
+        span = (0.05 + 0.95 * done / total, 0.05 + 0.95 * (done + len(cells)) / total)
+        raw = patcher.patch(GRANULARITIES[name], cells, progress, span)
+        done += len(cells)
+        frames.append(effects_table(name, cells, raw, normalise(raw)))
+    progress(1.0, "done")
+    meta = {
+        "clean_baseline": patcher.clean_baseline,
+        "corrupted_baseline": patcher.corrupted_baseline,
+        "metric": "logit difference answer - wrong at the last position",
+        "n_tokens": patcher.n_tokens,
+        "clean_tokens": token_strings(bridge, pair.clean[0]),
+        "corrupted_tokens": token_strings(bridge, pair.corrupted[0]),
+        "answer_id": pair.answer,
+        "wrong_id": pair.wrong,
+        "n_cells": total,
+        "n_forwards": patcher.n_forwards,
+        "resumed": patcher.resumes,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    if skipped:
+        meta["not_on_this_model"] = skipped
+    return Result(spec=spec, tables={"effects": pd.concat(frames, ignore_index=True)}, meta=meta)
+
+
+def _granularities(patcher: Patcher, granularity: str) -> tuple[list[str], list[str]]:
+    if granularity == ALL:
+        names = [g for g in BLOCK_GRANULARITIES if patcher.available(GRANULARITIES[g])]
+        return names, [g for g in BLOCK_GRANULARITIES if g not in names]
+    if not patcher.available(GRANULARITIES[granularity]):
+        arch = getattr(patcher.bridge.cfg, "architecture", None) or "this model"
+        raise SpecError("granularity", f"{granularity!r} is not available on {arch}: it has no "
+                                       f"{GRANULARITIES[granularity].name(0)} hook (e.g. a "
+                                       "parallel attention+MLP block has no resid_mid)")
+    return [granularity], []
+
+
+def effects_table(granularity: str, cells: np.ndarray, raw: np.ndarray,
+                  value: np.ndarray) -> pd.DataFrame:
+    """cells: int [n, 3] (layer, position, head); raw, value: [n] -> one row per cell."""
+    return pd.DataFrame({
+        "granularity": granularity,
+        "layer": cells[:, 0],
+        "position": cells[:, 1],
+        "head": cells[:, 2],
+        "value": np.asarray(value, dtype=np.float64),
+        "raw": np.asarray(raw, dtype=np.float64),
+    })
+
+
+ANALYSIS = Analysis(
+    kind="activation_patching",
+    summary="which activations carry the answer: patch clean activations into the corrupted run",
+    version=1,
+    run=run,
+    required=("clean", "corrupted", "answer", "wrong"),
+    optional=("granularity", "layer"),
+    tables={"effects": EFFECT_COLUMNS},
+    defaults={"granularity": "resid_pre"},
+    choices={"granularity": CHOICES},
+)

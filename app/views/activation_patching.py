@@ -1,0 +1,57 @@
+"""Activation patching page: which activations carry the answer from the clean prompt."""
+import streamlit as st
+
+from app.components import figures
+from app.components.display import md_escape
+from app.components.form import Field
+from app.components.page import analysis_page
+
+
+def draw(result):
+    meta, effects = result.meta, result.tables["effects"]
+    baselines = (meta["clean_baseline"], meta["corrupted_baseline"])
+
+    def summary():
+        clean, corrupted = st.columns(2)
+        clean.metric("Clean logit difference", f"{baselines[0]:.3f}", border=True,
+                     help="logit(answer) − logit(wrong) at the last position of the clean prompt: "
+                          "a patch that restores it scores 1")
+        corrupted.metric("Corrupted logit difference", f"{baselines[1]:.3f}", border=True,
+                         help="the same on the corrupted prompt: a patch that changes nothing "
+                              "scores 0")
+        if meta.get("not_on_this_model"):
+            st.caption(md_escape("Not on this model (no such hook): "
+                                 + ", ".join(meta["not_on_this_model"])))
+
+    shown = {"baselines": summary}
+    for granularity in dict.fromkeys(effects["granularity"]):
+        shown[granularity] = figures.patching_heatmap(
+            effects, granularity, meta.get("clean_tokens"), meta.get("corrupted_tokens"), baselines)
+    return shown
+
+
+analysis_page(
+    "activation_patching",
+    intro="**Activation patching** (Meng et al. 2022; Wang et al. 2022) runs the model on the "
+          "corrupted prompt, overwrites one activation with its value from the clean prompt, "
+          "and measures how much of the clean logit difference (answer − wrong) comes back: "
+          "1 is the whole clean answer, 0 nothing. Cells that score high carry the information "
+          "the two prompts differ in. Positions are labelled by their tokens, `clean→corrupted` "
+          "where the prompts differ.",
+    fields=[
+        Field("clean", "Clean prompt", multiline=True),
+        Field("corrupted", "Corrupted prompt", multiline=True,
+              help="The same number of tokens as the clean prompt: patching pairs them "
+                   "position by position."),
+        Field("answer", "Answer", placeholder=" Mary",
+              help="The clean prompt's next token, leading space included; one token."),
+        Field("wrong", "Wrong answer", placeholder=" John",
+              help="The corrupted prompt's next token, leading space included; one token."),
+        Field("granularity", "What to patch",
+              help="resid_pre/mid/post, attn_out, mlp_out: layer × position; head_*: each "
+                   "head over all positions; head_*_by_pos: each head at each position; "
+                   "all: every layer × position kind."),
+        Field("layer", "Only this layer", help="Leave empty to patch every layer."),
+    ],
+    draw=draw,
+)

@@ -1,0 +1,69 @@
+"""Attribution patching page: every node's patching effect estimated at once (AtP / AtP*)."""
+import streamlit as st
+
+from app.components import figures
+from app.components.display import md_escape
+from app.components.form import Field
+from app.components.page import analysis_page, view_key
+
+TRUST = ("Where to trust AtP: it is a first-order (linear) estimate, so it ranks nodes well where "
+         "a node acts almost linearly on the logit difference (residual stream, MLP and head "
+         "outputs, values) and misses effects through a saturated attention softmax (queries "
+         "and keys: turn on the QK fix) or effects that cancel between paths (GradDrop); check "
+         "the nodes it ranks highest with exact patching.")
+
+
+def draw(result):
+    meta, nodes = result.meta, result.tables["attributions"]
+    agreement = result.tables.get("agreement")
+    magnitude = bool(meta.get("atp_is_magnitude"))
+    clean, corrupted = meta.get("clean_tokens"), meta.get("corrupted_tokens")
+
+    def summary():
+        st.info(md_escape(TRUST), icon=":material/rule:")
+        method, clean_box, corrupted_box = st.columns(3)
+        method.metric("Method", str(meta.get("method", "AtP")), border=True)
+        clean_box.metric("Clean logit difference", f"{meta['clean_baseline']:.3f}", border=True)
+        corrupted_box.metric("Corrupted logit difference", f"{meta['corrupted_baseline']:.3f}",
+                             border=True)
+        if magnitude:
+            st.caption("With GradDrop each AtP value is a size (≥ 0): it is compared with |exact|.")
+
+    shown = {"summary": summary}
+    for node in dict.fromkeys(nodes["node"]):
+        shown[f"atp_{node}"] = figures.atp_heatmap(nodes, node, clean, corrupted, magnitude)
+    if nodes["exact"].notna().any():
+        shown["agreement"] = figures.atp_agreement_scatter(nodes, agreement, magnitude, clean)
+
+    def agreement_numbers():
+        if agreement is not None:
+            st.dataframe(agreement.round(3), hide_index=True, key=view_key(result, "agreement"))
+        st.caption(md_escape(figures.agreement_note(agreement)))
+
+    shown["agreement_numbers"] = agreement_numbers
+    return shown
+
+
+analysis_page(
+    "attribution_patching",
+    intro="**Attribution patching** (Nanda 2023; Kramár et al. 2024, *AtP\\**) estimates the "
+          "effect of patching every node from corrupted to clean at once, from one forward and "
+          "one backward pass: (clean − corrupted activation) · gradient of the logit "
+          "difference. Each heatmap shows one kind of node; when exact patching runs too "
+          "(`exact`), its effects sit beside the estimates on the same colour scale, and a "
+          "scatter shows how well the two agree.",
+    fields=[
+        Field("clean", "Clean prompt", multiline=True),
+        Field("corrupted", "Corrupted prompt", multiline=True,
+              help="The same number of tokens as the clean prompt."),
+        Field("answer", "Answer", placeholder=" Mary"),
+        Field("wrong", "Wrong answer", placeholder=" John"),
+        Field("layer", "Only this layer", help="Leave empty for every layer."),
+        Field("exact", "Also run exact patching",
+              help="auto: when there are at most 2,000 nodes. Exact patching is one patched "
+                   "run per node (batched), the ground truth AtP is checked against."),
+        Field("qk_fix", "AtP* QK fix (recompute the attention softmax for queries and keys)"),
+        Field("graddrop", "AtP* GradDrop (average |AtP| over layer-dropped gradients)"),
+    ],
+    draw=draw,
+)

@@ -1,0 +1,55 @@
+"""Attention heads page: which heads are previous-token, duplicate-token, induction or
+retrieval heads, and what ablating the top ones does."""
+import streamlit as st
+
+from app.components import figures
+from app.components.form import Field
+from app.components.page import analysis_page, chart, view_key
+
+
+def draw(result):
+    scores = result.tables["scores"]
+    shown = {f"scores_{d}": figures.head_score_heatmap(scores, d)
+             for d in dict.fromkeys(scores["detector"])}
+    shown["one_head"] = lambda: one_head(result, scores)
+    if "ablation" in result.tables:
+        shown["ablation"] = figures.head_ablation_chart(result.tables["ablation"])
+    return shown
+
+
+def one_head(result, scores):
+    """A head picked by (layer, head), the top-scoring one first. The heads analysis returns
+    scores, not attention patterns, so the view is the head's score under each detector."""
+    st.subheader("One head")
+    layers = sorted(int(v) for v in scores["layer"].unique())
+    heads = sorted(int(v) for v in scores["head"].unique())
+    top = scores.loc[scores["score"].idxmax()]
+    left, right = st.columns(2)
+    layer = left.selectbox("Layer", layers, index=layers.index(int(top["layer"])),
+                           key=view_key(result, "layer"))
+    head = right.selectbox("Head", heads, index=heads.index(int(top["head"])),
+                           key=view_key(result, "head"))
+    chart(figures.head_profile_chart(scores, layer, head), view_key(result, "profile"))
+    st.caption("This analysis returns each head's scores, not its attention pattern: the "
+               "bars compare the head across the detectors that ran.")
+
+
+analysis_page(
+    "heads",
+    intro="**Head detectors** score every attention head for a known behaviour: "
+          "*previous-token*, *duplicate-token* and *induction* heads (Olsson et al. 2022; "
+          "TransformerLens's `detect_head` score: the share of the head's attention, BOS "
+          "excluded, that falls where the behaviour says it should) on generated random-token "
+          "sequences, and *retrieval* heads (Wu et al. 2024) that copy a needle planted far "
+          "back in the context. Scores run from 0 to 1. With ablation, each detector's top "
+          "heads are mean-ablated beside as many random heads.",
+    fields=[
+        Field("detector", "Detectors"),
+        Field("prompt", "Prompt (previous-token detector only)", multiline=True,
+              help="The previous-token detector reads this prompt instead of random tokens; "
+                   "the other detectors build their own inputs."),
+        Field("seed", "Seed for the generated inputs"),
+        Field("ablate", "Mean-ablate the top heads and measure the drop"),
+    ],
+    draw=draw,
+)
