@@ -22,8 +22,8 @@ setup: $(STAMP)
 # Also what kaleido uses for the app's PNG downloads.
 browser:
 	@test -x $(CHROMIUM) || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium; \
-	  elif command -v sudo >/dev/null; then sudo apt-get update && sudo apt-get install -y chromium; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "$(CHROMIUM) is missing and this user cannot install it: the browser tests will skip"; fi; }
 
 run: setup

@@ -140,7 +140,8 @@ def check_layer(bridge, layer: int | None) -> list[int]:
     return [layer]
 
 
-def logit_diff(logits: Float[Tensor, "batch pos d_vocab"], answer: int, wrong: int) -> Float[Tensor, "batch"]:
+def logit_diff(logits: Float[Tensor, "batch pos d_vocab"], answer: int,
+               wrong: int) -> Float[Tensor, "batch"]:
     """The metric: logit(answer) - logit(wrong) at the last position, per batch row."""
     last = logits[:, -1].float()
     return last[:, answer] - last[:, wrong]
@@ -225,11 +226,11 @@ class Patcher:
         """Indices of `cells`, one array per forward pass: in layer order, as many as fit.
 
         A batch starts at its lowest layer, so its higher-layer cells recompute the blocks in
-        between; still, few large batches beat one batch per layer on this hardware: with
-        rows of a few tokens a block's cost is mostly reading its weights, which a batch pays
-        once whatever its size (GPT-2-small shape, 14 tokens, 2 CPU cores: 168 cells in one
-        batch 5 s, one batch per layer 27 s). Sweeps beyond `rows_per_batch` cells still
-        resume late: their later batches start at higher layers."""
+        between. One batch per layer would do less arithmetic (GPT-2-small shape, 14 tokens,
+        168 cells, one CPU thread: 2.7 s against 4.0 s), but many small forwards are what a
+        shared CPU handles worst (the same on 2 busy threads: 29 s against 7 s), and on small
+        models a forward's fixed cost dominates anyway. Sweeps beyond `rows_per_batch` cells
+        still resume late: their later batches start at higher layers."""
         order = np.argsort(cells[:, 0], kind="stable")
         cap = self.rows_per_batch()
         return [order[i:i + cap] for i in range(0, len(order), cap)]
@@ -260,7 +261,7 @@ class Patcher:
         hooks = []
         for layer in layers:
             clean = self.clean_activation(site, layer)
-            mask = _cell_mask(site, cells, layer, clean.shape)
+            mask = _cell_mask(site, cells, layer, clean.shape).to(clean.device)
             hooks.append((site.name(layer), partial(_write_clean, mask=mask, clean=clean)))
         with torch.no_grad():
             try:
@@ -332,7 +333,7 @@ def _write_clean(activation: Tensor, hook, mask: Tensor, clean: Tensor) -> Tenso
     In place, as TransformerLens's patch setters do: at a hook whose tensor is also the
     residual stream (`hook_resid_mid` is the second norm's input, the very tensor the block
     adds the MLP output to) the patch must reach the residual, not only the norm's input."""
-    patched = torch.where(mask.to(activation.device), clean.to(activation.dtype), activation)
+    patched = torch.where(mask, clean.to(activation.dtype), activation)
     return activation.copy_(patched)
 
 

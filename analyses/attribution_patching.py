@@ -73,10 +73,6 @@ class NodeKind:
     site: str  # the activation_patching granularity that patches one such node exactly
     hook: str  # hook name with a {layer} field
 
-    @property
-    def dims(self) -> tuple[str | None, ...]:
-        return GRANULARITIES[self.site].dims
-
 
 NODE_KINDS: dict[str, NodeKind] = {
     "resid": NodeKind("resid_pre", "blocks.{layer}.hook_resid_pre"),
@@ -86,12 +82,12 @@ NODE_KINDS: dict[str, NodeKind] = {
     "k": NodeKind("head_k_by_pos", "blocks.{layer}.attn.hook_k"),
     "v": NodeKind("head_v_by_pos", "blocks.{layer}.attn.hook_v"),
 }
-FINAL = "final"  # the `resid` node at layer n_layers reads this hook instead
 PATTERN = "blocks.{layer}.attn.hook_pattern"
 SCORES = "blocks.{layer}.attn.hook_attn_scores"
 
 
 def _hook(kind: str, layer: int, n_layers: int) -> str:
+    """The hook a node reads; the final residual stream is the last block's resid_post."""
     if kind == "resid" and layer == n_layers:
         return f"blocks.{n_layers - 1}.hook_resid_post"
     return NODE_KINDS[kind].hook.format(layer=layer)
@@ -144,8 +140,7 @@ def gradients(bridge, pair, hooks: list[str], graddrop: bool, metric) -> Attribu
     names = list(dict.fromkeys([*hooks, *drops]))
     fwd_hooks = [(name, partial(hook_fn, name=name)) for name in names]
     with torch.enable_grad():
-        logits = bridge.run_with_hooks(pair.corrupted.expand(rows, -1), fwd_hooks=fwd_hooks,
-                                       logits_to_keep=1)
+        logits = bridge.run_with_hooks(pair.corrupted.expand(rows, -1), fwd_hooks=fwd_hooks)
         total = metric(logits).sum()  # rows are independent: each row's own gradient
         found = [name for name in hooks if name in zeros]
         grads = torch.autograd.grad(total, [zeros[name] for name in found], allow_unused=True)
@@ -194,12 +189,11 @@ def qk_fixed_scores(bridge, pair, attribution: Attribution, layers: list[int]) -
 
     fwd_hooks = []
     for i, layer in enumerate(layers):
-        fwd_hooks.append((q_names[i], partial(patch_all, row=2 * i, clean_act=clean[q_names[i]])))
-        fwd_hooks.append((k_names[i], partial(patch_all, row=2 * i + 1, clean_act=clean[k_names[i]])))
+        for row, name in ((2 * i, q_names[i]), (2 * i + 1, k_names[i])):
+            fwd_hooks.append((name, partial(patch_all, row=row, clean_act=clean[name])))
         fwd_hooks.append((SCORES.format(layer=layer), partial(capture, layer=layer)))
     with torch.no_grad():
-        bridge.run_with_hooks(pair.corrupted.expand(2 * len(layers), -1), fwd_hooks=fwd_hooks,
-                              logits_to_keep=1)
+        bridge.run_with_hooks(pair.corrupted.expand(2 * len(layers), -1), fwd_hooks=fwd_hooks)
 
     out = {}
     for i, layer in enumerate(layers):
@@ -211,7 +205,7 @@ def qk_fixed_scores(bridge, pair, attribution: Attribution, layers: list[int]) -
                             "hook_attn_scores, so the exact recomputation does not apply; run "
                             "without qk_fix")
         with_q = patched_scores[layer][2 * i].float()  # row t: clean query t, corrupted keys
-        with_k = patched_scores[layer][2 * i + 1].float()  # column s: corrupted queries, clean key s
+        with_k = patched_scores[layer][2 * i + 1].float()  # column s: clean key s
         d_pattern_q = with_q.softmax(-1) - pattern  # [head, q, k]: query t patched -> row t
         q_est = torch.einsum("hts,rhts->rth", d_pattern_q, grad)  # [rows, pos, head]
         per_head = key_patch_effects(scores, pattern, with_k, grad)  # [rows, pos, head]
@@ -229,12 +223,13 @@ def key_patch_effects(scores: Tensor, pattern: Tensor, with_k: Tensor, grad: Ten
     scores, pattern, with_k: [head, q, k]; grad: [rows, head, q, k]. Column s of the scores
     takes `with_k`'s column s; every query row is renormalised exactly."""
     n_heads, n_pos, _ = scores.shape
-    out = torch.empty(grad.shape[0], n_pos, n_heads, dtype=grad.dtype)
+    out = torch.empty(grad.shape[0], n_pos, n_heads, dtype=grad.dtype, device=grad.device)
     chunk = max(1, (1 << 24) // max(n_heads * n_pos * n_pos, 1))  # bounded memory
     for lo in range(0, n_pos, chunk):
-        keys = torch.arange(lo, min(lo + chunk, n_pos))
+        keys = torch.arange(lo, min(lo + chunk, n_pos), device=scores.device)
         patched = scores.unsqueeze(0).repeat(len(keys), 1, 1, 1)  # [s, head, q, k]
-        patched[torch.arange(len(keys)), :, :, keys] = with_k[:, :, keys].permute(2, 0, 1)
+        rows = torch.arange(len(keys), device=scores.device)
+        patched[rows, :, :, keys] = with_k[:, :, keys].permute(2, 0, 1)
         d_pattern = patched.softmax(-1) - pattern  # [s, head, q, k]
         out[:, lo:lo + len(keys)] = torch.einsum("shqk,rhqk->rsh", d_pattern, grad)
     return out
@@ -284,8 +279,8 @@ def _node_frame(kind: str, layer: int, score: np.ndarray) -> pd.DataFrame:
     if score.ndim == 1:
         position, head = np.arange(n_pos), np.full(n_pos, -1)
     else:
-        position, head = (a.ravel() for a in np.meshgrid(np.arange(n_pos), np.arange(score.shape[1]),
-                                                          indexing="ij"))
+        grid = np.meshgrid(np.arange(n_pos), np.arange(score.shape[1]), indexing="ij")
+        position, head = (a.ravel() for a in grid)
     return pd.DataFrame({"node": kind, "layer": layer, "position": position, "head": head,
                          "atp": score.ravel().astype(np.float64)})
 
@@ -351,7 +346,8 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     progress(0.0, "attribution: one forward and one backward pass")
     nodes = attribute(bridge, pair, layers, qk_fix=bool(spec.qk_fix), graddrop=bool(spec.graddrop))
     want_exact = spec.exact if spec.exact is not None else len(nodes) <= AUTO_EXACT_NODES
-    sites = tuple(GRANULARITIES[k.site] for k in NODE_KINDS.values()) + (GRANULARITIES["resid_post"],)
+    sites = tuple(GRANULARITIES[name] for name in (*(k.site for k in NODE_KINDS.values()),
+                                                   "resid_post"))
     patcher = Patcher(bridge, pair, sites=sites if want_exact else ())
     normaliser(patcher.clean_baseline, patcher.corrupted_baseline)  # refuses a pair with no gap
     progress(0.1, "attribution done")

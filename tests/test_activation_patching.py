@@ -132,8 +132,8 @@ def test_head_sweeps_by_position_equal_transformer_lens(arch_model):
 def test_grouped_query_keys_and_values_are_patched_per_key_value_head(tiny_llama_dir):
     model = models.load(str(tiny_llama_dir))
     cfg = model.bridge.cfg
-    for granularity, n_heads in (("head_k", cfg.n_key_value_heads), ("head_v", cfg.n_key_value_heads),
-                                 ("head_q", cfg.n_heads)):
+    n_kv = cfg.n_key_value_heads
+    for granularity, n_heads in (("head_k", n_kv), ("head_v", n_kv), ("head_q", cfg.n_heads)):
         table = effects(model, tiny_llama_dir, granularity)
         assert len(table) == cfg.n_layers * n_heads, granularity
 
@@ -180,7 +180,8 @@ def test_values_are_normalised_between_the_baselines(tiny_gpt2_dir):
     result = run(model, spec(tiny_gpt2_dir))
     clean, corrupted = result.meta["clean_baseline"], result.meta["corrupted_baseline"]
     table = result.tables["effects"]
-    np.testing.assert_allclose(table.value, (table.raw - corrupted) / (clean - corrupted), atol=1e-9)
+    expected = (table.raw - corrupted) / (clean - corrupted)
+    np.testing.assert_allclose(table.value, expected, atol=1e-9)
     assert list(table.columns) == ["granularity", "layer", "position", "head", "value", "raw"]
     assert result.meta["n_tokens"] == len(result.meta["clean_tokens"]) == table.position.nunique()
     # positions where the prompts agree, at the first layer: patching changes nothing
@@ -191,8 +192,8 @@ def test_values_are_normalised_between_the_baselines(tiny_gpt2_dir):
 
 
 def test_all_runs_every_layer_by_position_granularity_the_model_has(tiny_model_dir):
-    for arch, expected in (("gpt2", {"resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"}),
-                           ("neox", {"resid_pre", "resid_post", "attn_out", "mlp_out"})):
+    block = {"resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"}
+    for arch, expected in (("gpt2", block), ("neox", block - {"resid_mid"})):
         model = models.load(str(tiny_model_dir(arch)))
         result = run(model, spec(tiny_model_dir(arch), granularity="all", layer=1))
         table = result.tables["effects"]
@@ -222,8 +223,8 @@ def test_unknown_granularity_is_refused_with_the_choices():
 
 def test_unequal_lengths_are_refused_naming_both(tiny_gpt2_dir):
     model = models.load(str(tiny_gpt2_dir))
-    bad = AnalysisSpec(kind="activation_patching", model=str(tiny_gpt2_dir), clean=CLEAN,
-                       corrupted="Mary and John: Mary gave it all to", answer=" Mary", wrong=" John")
+    bad = AnalysisSpec(kind="activation_patching", model=str(tiny_gpt2_dir),
+                       **{**PAIR, "corrupted": "Mary and John: Mary gave it all to"})
     n_clean = model.bridge.to_tokens(CLEAN).shape[1]
     n_bad = model.bridge.to_tokens(bad.corrupted).shape[1]
     with pytest.raises(SpecError, match=f"corrupted: the clean prompt is {n_clean} tokens and the "

@@ -167,7 +167,8 @@ def test_exact_and_agreement_tables(tiny_llama_dir):
     assert result.meta["exact"] and nodes.exact.notna().all()  # few nodes: exact by default
     assert set(nodes.node) == {"resid", "head", "mlp", "q", "k", "v"}
     cfg = model.bridge.cfg
-    assert len(nodes[nodes.node == "k"]) == cfg.n_layers * cfg.n_key_value_heads * result.meta["n_tokens"]
+    n_keys = cfg.n_layers * cfg.n_key_value_heads * result.meta["n_tokens"]
+    assert len(nodes[nodes.node == "k"]) == n_keys
     assert set(nodes[nodes.node == "resid"].layer) == set(range(cfg.n_layers + 1))
     assert list(agreement.node) == ["resid", "head", "mlp", "q", "k", "v", "all"]
     for column in ("pearson", "spearman", "top10_overlap"):

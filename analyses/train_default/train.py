@@ -209,8 +209,15 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=Path("data/models/tiny-circuits"))
     parser.add_argument("--max-minutes", type=float, default=TrainConfig.max_minutes)
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--answer-weight", type=float, default=TrainConfig.answer_weight)
+    parser.add_argument("--max-main-steps", type=int, default=TrainConfig.max_main_steps)
+    parser.add_argument("--mixture", type=json.loads, default=None,
+                        help='main-phase document mixture as JSON, e.g. {"repeat": 0.15, "mixed": 0.85}')
     args = parser.parse_args(argv)
-    report = train(TrainConfig(max_minutes=args.max_minutes, seed=args.seed), args.out,
+    cfg = TrainConfig(max_minutes=args.max_minutes, seed=args.seed, answer_weight=args.answer_weight,
+                      max_main_steps=args.max_main_steps,
+                      **{"main_mixture": args.mixture} if args.mixture else {})
+    report = train(cfg, args.out,
                    log=lambda line: print(line, flush=True))
     print(json.dumps({k: report[k] for k in ("steps", "minutes", "passed")}))
 
