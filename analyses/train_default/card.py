@@ -53,9 +53,33 @@ def top_heads(scores: np.ndarray, k: int = 4) -> str:
     return ", ".join(f"L{i // scores.shape[1]}H{i % scores.shape[1]} {scores.ravel()[i]:.2f}" for i in order)
 
 
+IOI_NOTE = """The model picks one of the two names about half the time: it has
+not learned to prefer the name that appears once. Measured attempts on this machine (main-phase
+steps 1,250–3,000): IOI sentences inside mixed text (this model), dense IOI-only documents (30%
+of the mix), and 2–4× extra loss weight on IOI answers all stayed at chance, and the
+weighted runs lost induction. The IOI test is marked as an expected failure (strict, so it
+turns red once a retrained model passes) and the issue stays open. Next to try: more layers
+once the copy circuit is in place, a longer main phase, and IOI sentences with distractor
+names."""
+
+
+def verdicts(m: Measurements) -> dict[str, bool]:
+    """Each behaviour against the thresholds the tests assert (fixed before training)."""
+    ind = m.induction
+    return {
+        "induction": (ind.scores >= 0.5).sum() >= 2 and ind.loss_second <= 0.5 * ind.loss_first,
+        "retrieval": m.needle.recall >= 0.9 and m.needle.retrieval_scores.max() >= 0.5,
+        "IOI": m.ioi.accuracy >= 0.9 and m.ioi.mean_logit_diff >= 2.0,
+        "facts": m.facts.accuracy >= 0.9,
+        "text": m.text_loss <= 2.5,
+    }
+
+
 def render(m: Measurements, log: dict, config: dict) -> str:
     ind, needle = m.induction, m.needle
     n_induction = int((ind.scores >= 0.5).sum())
+    ok = {name: "pass" if passed else "**fails**" for name, passed in verdicts(m).items()}
+    missing = [name for name, passed in verdicts(m).items() if not passed]
     return f"""# tiny-circuits — the workbench's embedded default model
 
 A 4-layer GPT-2-architecture language model trained from scratch by this project
@@ -93,19 +117,22 @@ Reproduce: `make train-default` (seed {config['seed']}). This run: {log['steps']
 machine (torch {log['torch']}).
 
 ## Measured behaviours (held-out items; `python -m analyses.train_default.card`)
-| behaviour | measure | result | test threshold |
-|---|---|---|---|
-| induction | heads with induction score ≥ 0.5 on [BOS, r, r], r = 40 random tokens | {n_induction} heads: {top_heads(ind.scores)} | ≥ 2 heads |
-| induction | loss on the second copy / first copy | {ind.loss_second:.2f} / {ind.loss_first:.2f} = {ind.loss_second / ind.loss_first:.2f} | ≤ 0.5 |
-| retrieval | whole 3-word code recalled top-1 after {needle.filler_tokens} filler tokens | {100 * needle.recall:.1f}% (first word {100 * needle.first_token_recall:.1f}%) | ≥ 90% |
-| retrieval | retrieval score (Wu et al. 2024) | {top_heads(needle.retrieval_scores)} | one head ≥ 0.5 |
-| IOI | held-out name pairs and templates: top-1 accuracy | {100 * m.ioi.accuracy:.1f}% (training items {100 * m.ioi_train.accuracy:.1f}%) | ≥ 90% |
-| IOI | mean logit difference IO − S | {m.ioi.mean_logit_diff:.2f} (training items {m.ioi_train.mean_logit_diff:.2f}) | ≥ 2 |
-| facts | "The capital of X is" → capital, top-1 | {100 * m.facts.accuracy:.1f}% of {len(__import__('analyses.train_default.lexicon', fromlist=['x']).CAPITALS)} | ≥ 90% |
-| text | held-out story loss (nats/token) | {m.text_loss:.2f} (uniform: {np.log(2000):.2f}) | ≤ 2.5 |
+| behaviour | measure | result | test threshold | verdict |
+|---|---|---|---|---|
+| induction | heads with induction score ≥ 0.5 on [BOS, r, r], r = 40 random tokens | {n_induction} heads: {top_heads(ind.scores)} | ≥ 2 heads | {ok['induction']} |
+| induction | loss on the second copy / first copy | {ind.loss_second:.2f} / {ind.loss_first:.2f} = {ind.loss_second / ind.loss_first:.2f} | ≤ 0.5 | {ok['induction']} |
+| retrieval | whole 3-word code recalled top-1 after {needle.filler_tokens} filler tokens | {100 * needle.recall:.1f}% (first word {100 * needle.first_token_recall:.1f}%) | ≥ 90% | {ok['retrieval']} |
+| retrieval | retrieval score (Wu et al. 2024) | {top_heads(needle.retrieval_scores)} | one head ≥ 0.5 | {ok['retrieval']} |
+| IOI | held-out name pairs and templates: top-1 accuracy | {100 * m.ioi.accuracy:.1f}% (training items {100 * m.ioi_train.accuracy:.1f}%) | ≥ 90% | {ok['IOI']} |
+| IOI | mean logit difference IO − S | {m.ioi.mean_logit_diff:.2f} (training items {m.ioi_train.mean_logit_diff:.2f}) | ≥ 2 | {ok['IOI']} |
+| facts | "The capital of X is" → capital, top-1 | {100 * m.facts.accuracy:.1f}% of {len(__import__('analyses.train_default.lexicon', fromlist=['x']).CAPITALS)} | ≥ 90% | {ok['facts']} |
+| text | held-out story loss (nats/token) | {m.text_loss:.2f} (uniform: {np.log(2000):.2f}) | ≤ 2.5 | {ok['text']} |
 
 Greedy continuation of "Once upon a time, there was a":
 > {m.sample}
+
+## Not yet learned
+{"Nothing: every behaviour meets its threshold." if not missing else "Failing: " + ", ".join(missing) + ". " + IOI_NOTE if "IOI" in missing else "Failing: " + ", ".join(missing) + "."}
 
 ## Limits
 The model knows only its generated world: simple stories, 40 names, {len(__import__('analyses.train_default.lexicon', fromlist=['x']).CAPITALS)} capitals,
