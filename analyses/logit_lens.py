@@ -17,7 +17,7 @@ from .progress import Progress, silent
 from .registry import Analysis
 from .result import Result
 from .spec import AnalysisSpec
-from .tokens import prompt_tokens, single_token, token_strings
+from .tokens import prompt_tokens, single_token, token_decoder, token_strings
 
 TOP_COLUMNS = ("layer", "layer_index", "position", "token", "rank", "token_id", "token_str",
                "prob", "logit")
@@ -61,7 +61,7 @@ def top_table(labels: list[str], inputs: list[str], top_ids: np.ndarray, probs: 
     n_layer, n_pos, k = top_ids.shape
     layer_index, position, rank = np.meshgrid(np.arange(n_layer), np.arange(n_pos), np.arange(k),
                                               indexing="ij")
-    vocab = _decoder(bridge)
+    vocab = token_decoder(bridge)
     return pd.DataFrame({
         "layer": np.array(labels)[layer_index.ravel()],
         "layer_index": layer_index.ravel(),
@@ -81,7 +81,7 @@ def target_table(labels: list[str], ids: list[int], ranks: np.ndarray, probs: np
     n_layer, n_pos, n_target = ranks.shape
     layer_index, position, target = np.meshgrid(np.arange(n_layer), np.arange(n_pos),
                                                 np.arange(n_target), indexing="ij")
-    vocab = _decoder(bridge)
+    vocab = token_decoder(bridge)
     token_ids = np.array(ids)[target.ravel()]
     return pd.DataFrame({
         "layer": np.array(labels)[layer_index.ravel()],
@@ -92,17 +92,6 @@ def target_table(labels: list[str], ids: list[int], ranks: np.ndarray, probs: np
         "rank": ranks.ravel() + 1,  # TransformerLens counts from 0
         "prob": probs.ravel(),
     })
-
-
-def _decoder(bridge):
-    cache: dict[int, str] = {}
-
-    def decode(token_id) -> str:
-        token_id = int(token_id)
-        if token_id not in cache:
-            cache[token_id] = bridge.tokenizer.decode([token_id])
-        return cache[token_id]
-    return decode
 
 
 ANALYSIS = Analysis(

@@ -41,7 +41,7 @@ from .progress import Progress, silent
 from .registry import Analysis
 from .result import Result
 from .spec import AnalysisSpec
-from .tokens import prompt_tokens, single_token, token_strings
+from .tokens import prompt_tokens, single_token, token_decoder, token_strings
 
 ATLAS_COLUMNS = ("layer", "neuron", "rank", "token_id", "token_str", "score", "direction")
 PROMOTER_COLUMNS = ("token_id", "token_str", "layer", "neuron", "score", "rank")
@@ -180,23 +180,12 @@ def activations_table(bridge, prompt: str, where: list[tuple[int, Tensor]], top_
     return pd.concat(frames, ignore_index=True)
 
 
-def _decoder(bridge):
-    cache: dict[int, str] = {}
-
-    def decode(token_id) -> str:
-        token_id = int(token_id)
-        if token_id not in cache:
-            cache[token_id] = bridge.tokenizer.decode([token_id])
-        return cache[token_id]
-    return decode
-
-
 def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     bridge = model.bridge
     spec = spec.with_defaults()
     where = scope(bridge, spec)
     token_ids = list(dict.fromkeys(single_token(bridge, t, "token") for t in spec.targets()))
-    decode = _decoder(bridge)
+    decode = token_decoder(bridge)
     columns, target_scores, neuron_ids = atlas(
         bridge, where, spec.top_k, spec.final_norm, token_ids,
         lambda f, m: progress(0.9 * f, m))

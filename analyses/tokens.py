@@ -34,5 +34,17 @@ def single_token(bridge, text: str, field: str) -> int:
     return int(ids[0])
 
 
+def token_decoder(bridge):
+    """id -> token text, memoised: tables decode the same few ids many times."""
+    cache: dict[int, str] = {}
+
+    def decode(token_id) -> str:
+        token_id = int(token_id)
+        if token_id not in cache:
+            cache[token_id] = bridge.tokenizer.decode([token_id])
+        return cache[token_id]
+    return decode
+
+
 def device_of(bridge) -> torch.device:
     return next(bridge.parameters()).device

@@ -157,6 +157,15 @@ MIN_ROW_PX = 8
 MIN_PLOT_PX = 160  # a grid of a few rows still gets room for its colour bar
 
 
+def layer_head_axes(x_ticks: list[str], y_ticks: list[str]) -> dict:
+    """Layout of a layer (rows) × head (columns) grid: labelled ticks, height to fit."""
+    def axis(title: str, ticks: list[str]) -> dict:
+        return {"title": {"text": title}, "tickmode": "array", "tickvals": list(range(len(ticks))),
+                "ticktext": ticks}
+    return dict(xaxis=axis("head", x_ticks), yaxis=axis("layer", y_ticks),
+                height=grid_height(len(y_ticks)), margin={"l": 70, "r": 20, "t": 50, "b": 50})
+
+
 def grid_height(n_rows: int, extra: int = 140) -> int:
     """Figure height for a grid of `n_rows` plus `extra` pixels of title and axes:
     `CELL_PX` rows, thinner when there are many, at least `MIN_PLOT_PX` in all."""
@@ -412,11 +421,7 @@ def head_score_heatmap(scores: pd.DataFrame, detector: str) -> go.Figure:
     ))
     fig.update_layout(
         title={"text": f"{plot_text(detector)} score of every head"},
-        xaxis={"title": {"text": "head"}, "tickmode": "array", "tickvals": list(range(len(x_ticks))),
-               "ticktext": x_ticks},
-        yaxis={"title": {"text": "layer"}, "tickmode": "array", "tickvals": list(range(len(y_ticks))),
-               "ticktext": y_ticks},
-        height=grid_height(len(y_ticks)), margin={"l": 70, "r": 20, "t": 50, "b": 50},
+        **layer_head_axes(x_ticks, y_ticks),
     )
     return fig
 
@@ -601,10 +606,6 @@ def dla_head_heatmap(contributions: pd.DataFrame, metric: str = "the logit diffe
     ))
     fig.update_layout(
         title={"text": f"Each head's direct contribution to {plot_text(metric)}"},
-        xaxis={"title": {"text": "head"}, "tickmode": "array", "tickvals": list(range(len(x_ticks))),
-               "ticktext": x_ticks},
-        yaxis={"title": {"text": "layer"}, "tickmode": "array", "tickvals": list(range(len(y_ticks))),
-               "ticktext": y_ticks},
-        height=grid_height(len(y_ticks)), margin={"l": 70, "r": 20, "t": 50, "b": 50},
+        **layer_head_axes(x_ticks, y_ticks),
     )
     return fig
