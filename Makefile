@@ -32,6 +32,6 @@ run: setup
 test: setup browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
-# Retrains the embedded model from scratch (about 40 minutes on 2 CPU cores); not part of run/test.
+# Retrains the embedded model from scratch (about 20 minutes on this 2-core machine); not part of run/test.
 train-default: setup
 	HF_HUB_OFFLINE=1 $(PY) -m analyses.train_default --out data/models/tiny-circuits
