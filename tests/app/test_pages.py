@@ -602,3 +602,21 @@ def test_long_tables_send_only_their_first_rows_to_the_browser(tiny_gpt2_dir, mo
     assert_clean(at)
     assert any("The first 5 rows" in c.value for c in at.caption)
     assert len(at.dataframe[0].value) == 5
+
+
+@needs_default_model
+@pytest.mark.parametrize("kind", sorted(PAGES))
+def test_every_page_shows_a_real_figure_from_the_embedded_model_in_one_click(kind, monkeypatch, model_roots):
+    """The issue's first-minute promise: open a page, click its first example from the real
+    prompt suite (data/prompts.json), get a figure computed by the embedded model."""
+    from app.components import presets
+
+    monkeypatch.delenv(presets.PROMPTS_ENV)  # the shipped suite, not the tests' fixed one
+    at = open_page(PAGES[kind])
+    examples = [b for b in at.button if ":" in b.label]
+    assert examples, f"{kind} page shows no examples"
+    examples[0].click().run()
+    assert_clean(at)
+    assert not at.error, errors(at)
+    assert at.query_params["model"] == "default"
+    assert figures(at), f"{kind}: no figure after clicking {examples[0].label!r}"
