@@ -140,3 +140,16 @@ def test_bad_input_fails_the_job_with_the_users_message(store, tiny_gpt2_dir):
     spec = AnalysisSpec(kind="logit_lens", model=str(tiny_gpt2_dir), prompt="word " * 500)
     with pytest.raises(JobFailed, match="prompt: .* context holds"):
         compute(spec, worker=LocalWorker(store=store), store=store)
+
+
+def test_a_hung_job_gives_the_caller_a_bounded_wait(store, tiny_gpt2_dir):
+    gate = threading.Event()
+    analysis = analysis_for("logit_lens")
+    real_run = analysis.run
+    object.__setattr__(analysis, "run", lambda m, s, p: (gate.wait(30), real_run(m, s, p))[1])
+    try:
+        with pytest.raises(TimeoutError, match="keeps running and its result will be cached"):
+            compute(lens_spec(tiny_gpt2_dir), worker=LocalWorker(store=store), store=store, timeout=0.5)
+    finally:
+        gate.set()
+        object.__setattr__(analysis, "run", real_run)

@@ -13,6 +13,7 @@ widget edit) draws at once, without even a store lookup's progress flash.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import OrderedDict
 
@@ -27,6 +28,9 @@ log = logging.getLogger("app")
 RESULTS_KEY = "_results"  # session state: OrderedDict content key -> Result, most recent last
 KEPT_RESULTS = 4
 LAST_META_KEY = "_last_meta"  # device/dtype of the last run, for the model picker
+# A page waits at most this long (seconds) for a job: never an endless spinner. The job
+# goes on in the worker and stores its result, so reopening the link later shows it.
+WAIT_S = float(os.environ.get("ANALYSES_APP_WAIT_S", "600"))
 
 
 def run_spec(spec: AnalysisSpec, cache: bool = True) -> Result | None:
@@ -58,7 +62,7 @@ def _compute(spec: AnalysisSpec, cache: bool) -> Result | None:
         bar.progress(min(max(float(fraction), 0.0), 1.0), text=md_escape(message))
 
     try:
-        return _guarded(spec, lambda: compute(spec, cache=cache, progress=progress))
+        return _guarded(spec, lambda: compute(spec, cache=cache, progress=progress, timeout=WAIT_S))
     finally:
         bar.empty()
 
@@ -69,6 +73,8 @@ def _guarded(spec: AnalysisSpec, call):
         return call()
     except UserError as err:
         st.error(md_escape(str(err)), icon=":material/error:")
+    except TimeoutError as err:
+        st.warning(md_escape(f"{err}. Reopen this link later to see it."), icon=":material/schedule:")
     except Exception as err:  # noqa: BLE001 - a page must never show a traceback
         log.exception("analysis failed for %s", spec.to_query())
         first_line = (str(err).strip().splitlines() or [""])[0][:300]
