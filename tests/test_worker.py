@@ -153,3 +153,31 @@ def test_a_hung_job_gives_the_caller_a_bounded_wait(store, tiny_gpt2_dir):
     finally:
         gate.set()
         object.__setattr__(analysis, "run", real_run)
+
+
+def test_an_abandoned_job_still_stores_its_result_for_the_next_visit(store, tiny_gpt2_dir):
+    """A closed tab or a rerun page stops waiting; the job goes on and its result is cached,
+    and asking again meanwhile joins the same job instead of starting another."""
+    gate = threading.Event()
+    analysis = analysis_for("logit_lens")
+    real_run = analysis.run
+    object.__setattr__(analysis, "run", lambda m, s, p: (gate.wait(30), real_run(m, s, p))[1])
+    worker = LocalWorker(store=store)
+    spec = lens_spec(tiny_gpt2_dir)
+    try:
+        with pytest.raises(TimeoutError):
+            compute(spec, worker=worker, store=store, timeout=0.2)  # the visitor leaves
+        with pytest.raises(TimeoutError):
+            compute(spec, worker=worker, store=store, timeout=0.2)  # a rerun: same job
+        gate.set()
+        worker.jobs()[0].wait(30) if worker.jobs() else None
+    finally:
+        gate.set()
+        object.__setattr__(analysis, "run", real_run)
+    for _ in range(100):
+        if result_key(spec) in store:
+            break
+        threading.Event().wait(0.1)
+    assert result_key(spec) in store
+    assert worker.computations == 1
+    assert compute(spec, worker=worker, store=store).meta["cache_hit"]
