@@ -172,3 +172,21 @@ def test_hostile_text_round_trips_link_to_store_unchanged(store, tiny_gpt2_dir, 
     assert stored.spec.prompt == prompt and stored.spec == spec.with_defaults()
     assert set(store.sql("SELECT table_name FROM information_schema.tables").table_name) >= {"results"}
     assert store.sql("SELECT count(*) AS n FROM results").n[0] == 1
+
+
+def test_new_weights_under_the_same_name_are_never_served_old_results(tmp_path, monkeypatch):
+    from conftest import save_tiny_model
+
+    monkeypatch.setenv("ANALYSES_MODEL_ROOTS", str(tmp_path))
+    store = Store(tmp_path / "cache.duckdb")
+    worker = LocalWorker(store=store)
+    directory = save_tiny_model("gpt2", tmp_path / "same-name", seed=0)
+    spec = lens_spec(directory)
+    first = compute(spec, worker=worker, store=store)
+    models.clear_cache()
+    save_tiny_model("gpt2", directory, seed=1)  # retrained weights, same path and name
+    second = compute(spec, worker=worker, store=store)
+    assert not second.meta.get("cache_hit")
+    assert second.meta["model_fingerprint"] != first.meta["model_fingerprint"]
+    assert worker.computations == 2 and len(store.keys()) == 2
+    store.close()
