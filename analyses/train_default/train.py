@@ -211,11 +211,12 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--answer-weight", type=float, default=TrainConfig.answer_weight)
     parser.add_argument("--max-main-steps", type=int, default=TrainConfig.max_main_steps)
+    parser.add_argument("--n-layer", type=int, default=TrainConfig.n_layer)
     parser.add_argument("--mixture", type=json.loads, default=None,
                         help='main-phase document mixture as JSON, e.g. {"repeat": 0.15, "mixed": 0.85}')
     args = parser.parse_args(argv)
     cfg = TrainConfig(max_minutes=args.max_minutes, seed=args.seed, answer_weight=args.answer_weight,
-                      max_main_steps=args.max_main_steps,
+                      max_main_steps=args.max_main_steps, n_layer=args.n_layer,
                       **{"main_mixture": args.mixture} if args.mixture else {})
     report = train(cfg, args.out,
                    log=lambda line: print(line, flush=True))
