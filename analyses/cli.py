@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 from pathlib import Path
 
 from .errors import UserError
+from .jsonable import jsonable
 
 log = logging.getLogger("analyses")
 
@@ -33,19 +33,6 @@ def _parser() -> argparse.ArgumentParser:
     verbs.add_parser("models", help="list the embedded models and those in the local HF cache")
     verbs.add_parser("kinds", help="list the analysis kinds, their fields and tables")
     return parser
-
-
-def _jsonable(value):
-    """Plain JSON values: numpy scalars unwrapped, NaN and infinities as null."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def write_tables(tables: dict, out: Path) -> list[Path]:
@@ -102,6 +89,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # a bug or a broken environment: one line, not a traceback
         print(f"internal error ({type(err).__name__}): {err}", file=sys.stderr)
         return 1
-    json.dump(_jsonable(document), sys.stdout, ensure_ascii=False, allow_nan=False)
+    json.dump(jsonable(document), sys.stdout, ensure_ascii=False, allow_nan=False)
     sys.stdout.write("\n")
     return 0

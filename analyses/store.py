@@ -33,6 +33,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from .jsonable import jsonable
 from .result import Result
 from .spec import AnalysisSpec
 
@@ -183,7 +184,7 @@ class Store:
                     [key, result.kind, result.spec.to_json(), result.spec.model, model_fingerprint,
                      analysis_version, json.dumps(library_versions()),
                      datetime.now(timezone.utc).replace(tzinfo=None), compute_seconds,
-                     json.dumps(list(result.tables)), json.dumps(_plain(result.meta))])
+                     json.dumps(list(result.tables)), json.dumps(jsonable(result.meta, nan_as_null=False))])
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
@@ -207,17 +208,6 @@ class Store:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-
-def _plain(value):
-    """JSON-safe copy of meta: numpy scalars unwrapped, tuples as lists."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        return value.item()
-    return value
 
 
 _STORE: Store | None = None
