@@ -44,6 +44,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from . import path_patching
 from .errors import SpecError
 from .progress import Progress, silent
 from .registry import Analysis
@@ -51,7 +52,8 @@ from .result import Result
 from .spec import AnalysisSpec
 from .tokens import prompt_tokens, single_token, token_strings
 
-EFFECT_COLUMNS = ("granularity", "layer", "position", "head", "value", "raw")
+EFFECT_COLUMNS = ("granularity", "layer", "position", "head", "value", "raw",
+                  "sender_layer", "sender_head", "receiver_input")
 POSITION, HEAD = "position", "head"
 
 
@@ -96,7 +98,8 @@ GRANULARITIES: dict[str, Site] = {
 }
 BLOCK_GRANULARITIES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
 ALL = "all"  # every layer x position granularity the model has
-CHOICES = (*GRANULARITIES, ALL)
+DIRECT_PATH = "direct_path"  # sender head -> receiver head q/k/v input: see path_patching
+CHOICES = (*GRANULARITIES, DIRECT_PATH, ALL)
 
 MAX_ROWS = 256  # patched runs per forward pass
 ROW_BUDGET_BYTES = 512 * 2**20  # activation memory one batch may take, roughly
@@ -167,6 +170,7 @@ class Patcher:
         self.resumes = True  # until the first batch shows that resuming is not exact here
         self._verified = False
         self._clean: dict[str, Tensor] = {}  # hook name -> [1, ...] clean activation
+        self._corrupted: dict[str, Tensor] = {}  # hook name -> [1, ...] corrupted activation
         starts = [f"blocks.{layer}.hook_resid_pre" for layer in range(self.n_layers)]
         tuple_outputs: list[bool] = []
         probe = bridge.blocks[0].register_forward_hook(
@@ -209,6 +213,15 @@ class Patcher:
             self._cache_clean([site])
         return self._clean[site.name(layer)]
 
+    def corrupted_activation(self, site: Site, layer: int) -> Tensor:
+        if site.name(layer) not in self._corrupted:
+            names = [site.name(layer) for layer in range(self.n_layers)]
+            with torch.no_grad():
+                _, cache = self.bridge.run_with_cache(self.pair.corrupted, names_filter=names)
+            self.n_forwards += 1
+            self._corrupted.update({name: cache[name] for name in names})
+        return self._corrupted[site.name(layer)]
+
     def patch(self, site: Site, cells: np.ndarray, progress: Progress = silent,
               span: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
         """The metric with each cell of `cells` (int [n, 3]) patched alone: float [n]."""
@@ -235,12 +248,13 @@ class Patcher:
         cap = self.rows_per_batch()
         return [order[i:i + cap] for i in range(0, len(order), cap)]
 
-    def rows_per_batch(self) -> int:
+    def rows_per_batch(self, split_qkv_inputs: bool = False) -> int:
         cfg = self.bridge.cfg
-        pos, d_model = self.n_tokens, int(cfg.d_model)
+        pos, d_model, n_heads = self.n_tokens, int(cfg.d_model), int(cfg.n_heads)
         d_mlp = int(getattr(cfg, "d_mlp", None) or 4 * d_model)
         item = self._starts[0].element_size()
-        per_row = item * pos * (8 * d_model + 2 * d_mlp + 4 * int(cfg.n_heads) * pos)
+        split = 6 * n_heads * d_model if split_qkv_inputs else 0  # per-head q/k/v inputs + norms
+        per_row = item * pos * (8 * d_model + 2 * d_mlp + 4 * n_heads * pos + split)
         return int(max(1, min(MAX_ROWS, ROW_BUDGET_BYTES // max(per_row, 1))))
 
     # --- internals --------------------------------------------------------------
@@ -254,18 +268,26 @@ class Patcher:
         return logits
 
     def _run_batch(self, site: Site, cells: np.ndarray) -> np.ndarray:
+        def hooks_for(cells):
+            hooks = []
+            for layer in sorted({int(layer) for layer in cells[:, 0] if layer >= 0}):
+                clean = self.clean_activation(site, layer)
+                mask = _cell_mask(site, cells, layer, clean.shape).to(clean.device)
+                hooks.append((site.name(layer), partial(_write_clean, mask=mask, clean=clean)))
+            return hooks
+
+        return self.measure(cells, int(cells[:, 0].min()), hooks_for)
+
+    def measure(self, cells: np.ndarray, start: int, hooks_for) -> np.ndarray:
+        """The metric of one batched forward pass: row r is patched by the hooks that
+        `hooks_for(cells)` builds for `cells[r]` (a row of -1s must stay unpatched); nothing
+        below layer `start` changes, so the pass resumes there where resuming is exact."""
         check = not self._verified and self.resumes
         if check:  # one extra, unpatched row: resuming must reproduce the corrupted run
-            cells = np.vstack([cells, [-1, -1, -1]])
-        layers = sorted({int(layer) for layer in cells[:, 0] if layer >= 0})
-        hooks = []
-        for layer in layers:
-            clean = self.clean_activation(site, layer)
-            mask = _cell_mask(site, cells, layer, clean.shape).to(clean.device)
-            hooks.append((site.name(layer), partial(_write_clean, mask=mask, clean=clean)))
+            cells = np.vstack([cells, np.full((1, cells.shape[1]), -1)])
         with torch.no_grad():
             try:
-                logits = self._forward(len(cells), layers[0] if self.resumes else 0, hooks)
+                logits = self._forward(len(cells), start if self.resumes else 0, hooks_for(cells))
                 metric = self.metric(logits).cpu().numpy().astype(np.float64)
             except (NotImplementedError, ValueError, TypeError, RuntimeError):
                 if not check:
@@ -277,7 +299,7 @@ class Patcher:
             tol = 1e-4 * max(1.0, abs(self.corrupted_baseline))
             if metric is None or abs(metric[-1] - self.corrupted_baseline) > tol:
                 self.resumes = False  # this architecture cannot resume: full forwards
-                return self._run_batch(site, cells[:-1])
+                return self.measure(cells[:-1], start, hooks_for)
             metric = metric[:-1]
         return metric
 
@@ -358,6 +380,8 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     pair = prompt_pair(bridge, spec)
     layers = check_layer(bridge, spec.layer)
     progress(0.0, "running the clean and corrupted prompts")
+    if spec.granularity == DIRECT_PATH:
+        return _run_direct_path(bridge, spec, pair, layers, progress, started)
     names = list(BLOCK_GRANULARITIES) if spec.granularity == ALL else [spec.granularity]
     patcher = Patcher(bridge, pair, sites=tuple(GRANULARITIES[name] for name in names))
     normalise = normaliser(patcher.clean_baseline, patcher.corrupted_baseline)
@@ -371,7 +395,43 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
         done += len(cells)
         frames.append(effects_table(name, cells, raw, normalise(raw)))
     progress(1.0, "done")
-    meta = {
+    meta = _meta(bridge, pair, patcher, total, started)
+    if skipped:
+        meta["not_on_this_model"] = skipped
+    return Result(spec=spec, tables={"effects": _with_all_columns(frames)}, meta=meta)
+
+
+def _run_direct_path(bridge, spec: AnalysisSpec, pair: PromptPair, layers: list[int],
+                     progress: Progress, started: float) -> Result:
+    """Every sender head -> receiver head q/k/v edge into the receiver `layers`."""
+    if not path_patching.supported(bridge):
+        arch = getattr(bridge.cfg, "architecture", None) or "this model"
+        raise SpecError("granularity", f"'direct_path' is not available on {arch}: "
+                                       "TransformerLens has no split q/k/v input hooks for it")
+    patcher = Patcher(bridge, pair, sites=(GRANULARITIES["head_out"],))
+    normalise = normaliser(patcher.clean_baseline, patcher.corrupted_baseline)
+    cells = path_patching.path_cells(bridge, [layer for layer in layers if layer > 0])
+    if len(cells) == 0:
+        raise SpecError("layer", "layer 0 receives no paths: a receiver needs a sender head in an "
+                                 "earlier layer; pick layer 1 or later, or leave layer empty")
+    raw = path_patching.patch_paths(patcher, cells, progress, (0.05, 1.0))
+    progress(1.0, "done")
+    frame = path_patching.paths_table(cells, raw, normalise(raw))
+    return Result(spec=spec, tables={"effects": _with_all_columns([frame])},
+                  meta=_meta(bridge, pair, patcher, len(cells), started))
+
+
+def _with_all_columns(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """One `effects` table; the path columns are -1 / "" on rows that are not paths."""
+    table = pd.concat(frames, ignore_index=True)
+    for column, missing in (("sender_layer", -1), ("sender_head", -1), ("receiver_input", "")):
+        if column not in table:
+            table[column] = missing
+    return table[list(EFFECT_COLUMNS)]
+
+
+def _meta(bridge, pair: PromptPair, patcher: Patcher, n_cells: int, started: float) -> dict:
+    return {
         "clean_baseline": patcher.clean_baseline,
         "corrupted_baseline": patcher.corrupted_baseline,
         "metric": "logit difference answer - wrong at the last position",
@@ -380,14 +440,11 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
         "corrupted_tokens": token_strings(bridge, pair.corrupted[0]),
         "answer_id": pair.answer,
         "wrong_id": pair.wrong,
-        "n_cells": total,
+        "n_cells": n_cells,
         "n_forwards": patcher.n_forwards,
         "resumed": patcher.resumes,
         "seconds": round(time.perf_counter() - started, 3),
     }
-    if skipped:
-        meta["not_on_this_model"] = skipped
-    return Result(spec=spec, tables={"effects": pd.concat(frames, ignore_index=True)}, meta=meta)
 
 
 def _granularities(patcher: Patcher, granularity: str) -> tuple[list[str], list[str]]:
@@ -418,7 +475,7 @@ def effects_table(granularity: str, cells: np.ndarray, raw: np.ndarray,
 ANALYSIS = Analysis(
     kind="activation_patching",
     summary="which activations carry the answer: patch clean activations into the corrupted run",
-    version=1,
+    version=2,  # 2: direct_path; the effects table gained the sender/receiver_input columns
     run=run,
     required=("clean", "corrupted", "answer", "wrong"),
     optional=("granularity", "layer"),

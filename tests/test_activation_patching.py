@@ -182,7 +182,8 @@ def test_values_are_normalised_between_the_baselines(tiny_gpt2_dir):
     table = result.tables["effects"]
     expected = (table.raw - corrupted) / (clean - corrupted)
     np.testing.assert_allclose(table.value, expected, atol=1e-9)
-    assert list(table.columns) == ["granularity", "layer", "position", "head", "value", "raw"]
+    assert list(table.columns) == ["granularity", "layer", "position", "head", "value", "raw",
+                                   "sender_layer", "sender_head", "receiver_input"]
     assert result.meta["n_tokens"] == len(result.meta["clean_tokens"]) == table.position.nunique()
     # positions where the prompts agree, at the first layer: patching changes nothing
     same = [i for i, (a, b) in enumerate(zip(result.meta["clean_tokens"],

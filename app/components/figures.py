@@ -254,6 +254,44 @@ def patching_heatmap(effects: pd.DataFrame, granularity: str, clean_tokens: list
     return fig
 
 
+def path_heatmap(effects: pd.DataFrame, receiver_input: str,
+                 baselines: tuple[float, float] | None = None) -> go.Figure:
+    """The `direct_path` rows of `effects` for one receiver input (q, k or v) as a sender head
+    × receiver head heatmap of `value` (share of the logit difference restored by that path)."""
+    rows = effects[(effects["granularity"] == "direct_path")
+                   & (effects["receiver_input"] == receiver_input)]
+    frame = rows
+    value = frame.pivot_table(index=["sender_layer", "sender_head"], columns=["layer", "head"],
+                              values="value", aggfunc="first")
+    raw = frame.pivot_table(index=["sender_layer", "sender_head"], columns=["layer", "head"],
+                            values="raw", aggfunc="first").reindex_like(value)
+    z, r = value.to_numpy(dtype=float), raw.to_numpy(dtype=float)
+    y_ticks = [head_label(l, h) for l, h in value.index]
+    x_ticks = [head_label(l, h) for l, h in value.columns]
+    hover = _cells(z, lambda i, j, v: f"{y_ticks[i]} → {x_ticks[j]} {receiver_input}<br>"
+                                      f"restored {v:.3f} of the gap<br>logit difference {r[i, j]:.3f}")
+    limit = symmetric_limit(z)
+    note = None
+    if baselines is not None:
+        note = (f"logit difference: clean {baselines[0]:.3f}, corrupted {baselines[1]:.3f} "
+                "· blank: no such path (the receiver must lie in a later layer)")
+    fig = go.Figure(go.Heatmap(
+        z=z, x=list(range(len(x_ticks))), y=list(range(len(y_ticks))), customdata=hover,
+        hovertemplate="%{customdata}<extra></extra>", colorscale=DIVERGING, zmid=0.0,
+        zmin=-limit, zmax=limit, colorbar={"title": {"text": "restored"}}, xgap=1, ygap=1,
+    ))
+    fig.update_layout(
+        title=_title(f"Direct paths into the receivers' {receiver_input} input: share of the "
+                     "logit difference restored by each sender → receiver path", note),
+        xaxis={"title": {"text": f"receiver head ({receiver_input} input)"}, "tickmode": "array",
+               "tickvals": list(range(len(x_ticks))), "ticktext": x_ticks, "tickangle": -45},
+        yaxis={"title": {"text": "sender head"}, "tickmode": "array",
+               "tickvals": list(range(len(y_ticks))), "ticktext": y_ticks},
+        height=grid_height(len(y_ticks), extra=190), margin={"l": 80, "r": 20, "t": 80, "b": 100},
+    )
+    return fig
+
+
 # --------------------------------------------------------------------------- attribution patching
 
 NODE_TITLES = {  # node kind -> what one node of it is

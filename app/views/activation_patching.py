@@ -25,6 +25,10 @@ def draw(result):
 
     shown = {"baselines": summary}
     for granularity in dict.fromkeys(effects["granularity"]):
+        if granularity == "direct_path":
+            for name in dict.fromkeys(effects["receiver_input"][effects["granularity"] == granularity]):
+                shown[f"direct_path_{name}"] = figures.path_heatmap(effects, name, baselines)
+            continue
         shown[granularity] = figures.patching_heatmap(
             effects, granularity, meta.get("clean_tokens"), meta.get("corrupted_tokens"), baselines)
     return shown
@@ -50,8 +54,10 @@ analysis_page(
         Field("granularity", "What to patch",
               help="resid_pre/mid/post, attn_out, mlp_out: layer × position; head_*: each "
                    "head over all positions; head_*_by_pos: each head at each position; "
-                   "all: every layer × position kind."),
-        Field("layer", "Only this layer", help="Leave empty to patch every layer."),
+                   "all: every layer × position kind; direct_path: each sender head → "
+                   "receiver head q/k/v path (path patching, everything else frozen)."),
+        Field("layer", "Only this layer", help="Leave empty to patch every layer (for "
+                                               "direct_path: the receivers' layer)."),
     ],
     draw=draw,
 )

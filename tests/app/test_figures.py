@@ -255,6 +255,23 @@ def test_patching_heatmap_of_heads_is_layer_by_head_or_head_rows_by_position():
     assert list(by_pos.layout.xaxis.ticktext)[1] == "\u2423Mary"  # no corrupted tokens given
 
 
+def test_path_heatmap_is_sender_by_receiver_for_one_input():
+    from app.components.figures import path_heatmap
+
+    rows = [dict(granularity="direct_path", layer=rl, position=-1, head=rh, sender_layer=sl,
+                 sender_head=sh, receiver_input=name, value=sl + sh / 10 + rh / 100 + (name == "k"),
+                 raw=0.0)
+            for rl in (1, 2) for sl in range(rl) for sh in range(2) for rh in range(2)
+            for name in ("q", "k")]
+    fig = path_heatmap(pd.DataFrame(rows), "k", (2.0, 0.5))
+    z = np.array(fig.data[0].z, dtype=float)
+    assert list(fig.layout.yaxis.ticktext) == ["L0 H0", "L0 H1", "L1 H0", "L1 H1"]
+    assert list(fig.layout.xaxis.ticktext) == ["L1 H0", "L1 H1", "L2 H0", "L2 H1"]
+    assert z[3, 2] == pytest.approx(1 + 0.1 + 0.0 + 1)  # L1 H1 -> L2 H0, k input
+    assert np.isnan(z[2, 0])  # L1 -> L1: no such path, left blank
+    assert "clean 2.000, corrupted 0.500" in fig.layout.title.text
+
+
 # --------------------------------------------------------------------------- attribution patching
 
 def attribution_table(exact: bool = True) -> pd.DataFrame:

@@ -415,6 +415,16 @@ def test_activation_patching_restores_a_link_and_labels_positions_by_token(tiny_
     assert f"clean {clean}, corrupted {corrupted}" in heatmap["layout"]["title"]["text"]
 
 
+def test_activation_patching_direct_path_shows_one_heatmap_per_receiver_input(tiny_gpt2_dir):
+    at = open_page(AP, spec_query("activation_patching", tiny_gpt2_dir, **PAIR,
+                                  granularity="direct_path"))
+    assert not at.error, errors(at)
+    maps = figures(at)
+    assert [m["layout"]["xaxis"]["title"]["text"] for m in maps] == [
+        f"receiver head ({name} input)" for name in ("q", "k", "v")]
+    assert maps[0]["layout"]["yaxis"]["ticktext"][0] == "L0 H0"
+
+
 def test_activation_patching_preset_runs_the_ioi_pair(tiny_gpt2_dir):
     at = click_preset(open_page(AP), "ioi: When Mary", tiny_gpt2_dir)
     assert {k: at.query_params[k] for k in PAIR} == PAIR
