@@ -32,6 +32,7 @@ kinds). For `head_k` / `head_v` on grouped-query models `head` counts key/value 
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from contextlib import contextmanager
@@ -43,6 +44,7 @@ import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformers import DynamicCache
 
 from . import path_patching
 from .errors import SpecError
@@ -169,23 +171,38 @@ class Patcher:
         self.n_forwards = 0
         self.resumes = True  # until the first batch shows that resuming is not exact here
         self._verified = False
+        self._prefix = None  # the corrupted prompt's key/value cache before first_difference
         self._clean: dict[str, Tensor] = {}  # hook name -> [1, ...] clean activation
         self._corrupted: dict[str, Tensor] = {}  # hook name -> [1, ...] corrupted activation
         starts = [f"blocks.{layer}.hook_resid_pre" for layer in range(self.n_layers)]
+        site_names = [site.name(layer) for site in sites if self.available(site)
+                      for layer in range(self.n_layers)]
         tuple_outputs: list[bool] = []
         probe = bridge.blocks[0].register_forward_hook(
             lambda module, args, output: tuple_outputs.append(isinstance(output, tuple)))
-        try:
+        kv = DynamicCache()  # filled by this forward where the bridge passes it through
+        try:  # clean and corrupted as one batch of two: one forward instead of two
             with torch.no_grad():
-                corrupted_logits, cache = bridge.run_with_cache(pair.corrupted, names_filter=starts)
+                logits, cache = bridge.run_with_cache(
+                    torch.cat([pair.clean, pair.corrupted]),
+                    names_filter=sorted({*starts, *site_names}), past_key_values=kv)
         finally:
             probe.remove()
         self.n_forwards += 1
         self._block_returns_tuple = bool(tuple_outputs and tuple_outputs[0])
-        self._starts = [cache[name] for name in starts]  # [1, pos, d_model] per layer
-        self.corrupted_baseline = float(self.metric(corrupted_logits)[0])
-        clean_logits = self._cache_clean([s for s in sites if self.available(s)])
-        self.clean_baseline = float(self.metric(clean_logits)[0])
+        self._starts = [cache[name][1:2] for name in starts]  # corrupted, [1, pos, d_model]
+        self._clean.update({name: cache[name][:1] for name in site_names})
+        self._corrupted.update({name: cache[name][1:2] for name in site_names})
+        clean_metric, corrupted_metric = self.metric(logits).tolist()
+        self.clean_baseline, self.corrupted_baseline = float(clean_metric), float(corrupted_metric)
+        # The prompts agree before this position, so (causal attention) every activation
+        # there is the same in both runs and patching it changes nothing: no forward needed.
+        differs = (pair.clean[0] != pair.corrupted[0]).nonzero()
+        self.first_difference = int(differs[0]) if len(differs) else self.n_tokens
+        if 0 < self.first_difference < self.n_tokens and kv.get_seq_length() == self.n_tokens:
+            kv.crop(self.first_difference - self.n_tokens)  # keep the shared prefix
+            kv.batch_select_indices(torch.tensor([1]))  # of the corrupted row
+            self._prefix = kv
 
     # --- public -----------------------------------------------------------------
     @property
@@ -226,17 +243,20 @@ class Patcher:
               span: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
         """The metric with each cell of `cells` (int [n, 3]) patched alone: float [n]."""
         cells = np.asarray(cells, dtype=np.int64).reshape(-1, 3)
-        out = np.empty(len(cells))
-        lo, hi, finished = span[0], span[1], 0
-        for batch in self.batches(cells):
+        out = np.full(len(cells), self.corrupted_baseline)
+        lo, hi = span[0], span[1]
+        no_op = site.by_position & (cells[:, 1] >= 0) & (cells[:, 1] < self.first_difference)
+        finished = int(no_op.sum())
+        for batch in self.batches(cells, np.flatnonzero(~no_op)):
             out[batch] = self._run_batch(site, cells[batch])
             finished += len(batch)
             progress(lo + (hi - lo) * finished / len(cells),
                      f"patched {finished} of {len(cells)} cells")
         return out
 
-    def batches(self, cells: np.ndarray) -> list[np.ndarray]:
-        """Indices of `cells`, one array per forward pass: in layer order, as many as fit.
+    def batches(self, cells: np.ndarray, which: np.ndarray | None = None) -> list[np.ndarray]:
+        """Indices of `cells` (those in `which`, default all), one array per forward pass:
+        in layer order, as many as fit.
 
         A batch starts at its lowest layer, so its higher-layer cells recompute the blocks in
         between. One batch per layer would do less arithmetic (GPT-2-small shape, 14 tokens,
@@ -244,7 +264,8 @@ class Patcher:
         shared CPU handles worst (the same on 2 busy threads: 29 s against 7 s), and on small
         models a forward's fixed cost dominates anyway. Sweeps beyond `rows_per_batch` cells
         still resume late: their later batches start at higher layers."""
-        order = np.argsort(cells[:, 0], kind="stable")
+        which = np.arange(len(cells)) if which is None else np.asarray(which)
+        order = which[np.argsort(cells[which, 0], kind="stable")]
         cap = self.rows_per_batch()
         return [order[i:i + cap] for i in range(0, len(order), cap)]
 
@@ -268,11 +289,11 @@ class Patcher:
         return logits
 
     def _run_batch(self, site: Site, cells: np.ndarray) -> np.ndarray:
-        def hooks_for(cells):
+        def hooks_for(cells, offset: int):
             hooks = []
             for layer in sorted({int(layer) for layer in cells[:, 0] if layer >= 0}):
-                clean = self.clean_activation(site, layer)
-                mask = _cell_mask(site, cells, layer, clean.shape).to(clean.device)
+                clean = _from_position(self.clean_activation(site, layer), site, offset)
+                mask = _cell_mask(site, cells, layer, clean.shape, offset).to(clean.device)
                 hooks.append((site.name(layer), partial(_write_clean, mask=mask, clean=clean)))
             return hooks
 
@@ -280,14 +301,19 @@ class Patcher:
 
     def measure(self, cells: np.ndarray, start: int, hooks_for) -> np.ndarray:
         """The metric of one batched forward pass: row r is patched by the hooks that
-        `hooks_for(cells)` builds for `cells[r]` (a row of -1s must stay unpatched); nothing
-        below layer `start` changes, so the pass resumes there where resuming is exact."""
+        `hooks_for(cells, offset)` builds for `cells[r]` (a row of -1s must stay unpatched)
+        at positions `offset` onwards (the hooks see only those); nothing below layer
+        `start` and before position `first_difference` changes, so where resuming is exact
+        the pass starts at that layer and computes only the positions from there, the
+        earlier ones' keys and values coming from the corrupted run's cache."""
         check = not self._verified and self.resumes
         if check:  # one extra, unpatched row: resuming must reproduce the corrupted run
             cells = np.vstack([cells, np.full((1, cells.shape[1]), -1)])
+        offset = self.first_difference if self.resumes else 0
         with torch.no_grad():
             try:
-                logits = self._forward(len(cells), start if self.resumes else 0, hooks_for(cells))
+                logits = self._forward(len(cells), start if self.resumes else 0,
+                                       hooks_for(cells, offset))
                 metric = self.metric(logits).cpu().numpy().astype(np.float64)
             except (NotImplementedError, ValueError, TypeError, RuntimeError):
                 if not check:
@@ -306,10 +332,25 @@ class Patcher:
     def _forward(self, rows: int, start: int, hooks) -> Tensor:
         if not self.resumes:
             return self.bridge.run_with_hooks(self.pair.corrupted.expand(rows, -1), fwd_hooks=hooks)
-        residual = self._starts[start].expand(rows, -1, -1)
+        offset = self.first_difference
+        residual = self._starts[start][:, offset:].expand(rows, -1, -1)
+        past = {}
+        if offset:
+            past["past_key_values"] = copy.deepcopy(self._prefix_cache())
+            past["past_key_values"].batch_repeat_interleave(rows)
         with self._skip_blocks_below(start):
             return self.bridge.run_with_hooks(residual, fwd_hooks=hooks, start_at_layer=start,
-                                              logits_to_keep=1)
+                                              logits_to_keep=1, **past)
+
+    def _prefix_cache(self):
+        """The corrupted run's keys and values before `first_difference` (Hugging Face's
+        cache object), computed once."""
+        if self._prefix is None:
+            prefix = self.pair.corrupted[:, : self.first_difference]
+            with torch.no_grad():
+                _, self._prefix = self.bridge(prefix, return_type="logits_and_cache")
+            self.n_forwards += 1
+        return self._prefix
 
     @contextmanager
     def _skip_blocks_below(self, start: int):
@@ -334,15 +375,26 @@ class Patcher:
                     object.__delattr__(block, "forward")
 
 
-def _cell_mask(site: Site, cells: np.ndarray, layer: int, shape: torch.Size) -> Tensor:
+def _from_position(activation: Tensor, site: Site, offset: int) -> Tensor:
+    """`activation` [1, ...] from position `offset` on (its position axis, if any, sliced)."""
+    if not offset or POSITION not in site.dims:
+        return activation
+    index = [slice(None)] * activation.dim()
+    index[1 + site.dims.index(POSITION)] = slice(offset, None)
+    return activation[tuple(index)]
+
+
+def _cell_mask(site: Site, cells: np.ndarray, layer: int, shape: torch.Size,
+               offset: int = 0) -> Tensor:
     """Bool [rows, ...] (size 1 on axes the site patches whole): True where row r's cell
-    lies, for the rows whose cell is at `layer`; other rows stay all False (unpatched)."""
+    lies, for the rows whose cell is at `layer`; other rows stay all False (unpatched).
+    `shape` starts at position `offset`: a cell's position p is index p - offset."""
     mask_shape = [len(cells)] + [size if dim else 1 for dim, size in zip(site.dims, shape[1:])]
     mask = torch.zeros(mask_shape, dtype=torch.bool)
     for row, (cell_layer, position, head) in enumerate(cells.tolist()):
         if cell_layer != layer:
             continue
-        value = {POSITION: position, HEAD: head}
+        value = {POSITION: position - offset if position >= 0 else -1, HEAD: head}
         index = [row] + [(slice(None) if value[dim] < 0 else value[dim]) if dim else 0
                          for dim in site.dims]
         mask[tuple(index)] = True

@@ -109,7 +109,7 @@ def patch_paths(patcher, cells: np.ndarray, progress: Progress = silent,
     cells = np.asarray(cells, dtype=np.int64).reshape(-1, 5)
     deltas = sender_deltas(patcher)
 
-    def hooks_for(batch: np.ndarray):
+    def hooks_for(batch: np.ndarray, offset: int):
         hooks = []
         for layer in sorted({int(x) for x in batch[:, 2] if x >= 0}):
             for i, name in enumerate(INPUTS):
@@ -119,7 +119,7 @@ def patch_paths(patcher, cells: np.ndarray, progress: Progress = silent,
                 picked = batch[rows]
                 hooks.append((f"blocks.{layer}.hook_{name}_input", partial(
                     _add_deltas, rows=torch.from_numpy(rows), heads=torch.from_numpy(picked[:, 3]),
-                    deltas=deltas[picked[:, 0], picked[:, 1]])))
+                    deltas=deltas[picked[:, 0], picked[:, 1], offset:])))
         return hooks
 
     out = np.empty(len(cells))
