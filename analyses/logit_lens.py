@@ -8,6 +8,8 @@ block's input (`L_pre`) and the final output.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import torch
@@ -37,22 +39,64 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     progress(0.1, "running the model")
     _, cache = bridge.run_with_cache(tokens, names_filter=_residual_hooks)
     progress(0.5, "reading every layer through the unembedding")
-    lens = dict(cache=cache, positions=None, apply_ln=spec.final_norm)
-    probs = tl_logit_lens(bridge, top_k=spec.top_k, return_type="probs", **lens)
-    logits = tl_logit_lens(bridge, top_k=spec.top_k, return_type="logits", **lens)
-    labels = probs.labels
+    ids = [i for _, i in targets]
+    readout = read_all_layers(bridge, cache, int(tokens.shape[1]), spec.top_k, ids,
+                              spec.final_norm)
     inputs = token_strings(bridge, tokens[0])
-    tables = {"top": top_table(labels, inputs, probs.readout.top_ids[:, 0].cpu().numpy(),
-                               probs.readout.values[:, 0].float().cpu().numpy(),
-                               logits.readout.values[:, 0].float().cpu().numpy(), bridge)}
+    tables = {"top": top_table(readout.labels, inputs, readout.top_ids, readout.top_probs,
+                               readout.top_logits, bridge)}
     if targets:
-        ids = [i for _, i in targets]
-        lensed = tl_logit_lens(bridge, targets=ids, return_type="probs", **lens)
-        tables["targets"] = target_table(labels, ids, lensed.readout.target_ranks[:, 0].cpu().numpy(),
-                                         lensed.readout.values[:, 0].float().cpu().numpy(), bridge)
+        tables["targets"] = target_table(readout.labels, ids, readout.target_ranks,
+                                         readout.target_probs, bridge)
+    labels = readout.labels
     progress(1.0, "done")
     return Result(spec=spec, tables=tables, meta={"n_tokens": int(tokens.shape[1]),
                                                   "layers": labels, "final_norm": spec.final_norm})
+
+
+@dataclass(frozen=True)
+class Readout:
+    """Every layer's prediction at every position: arrays [layer, pos, k] / [layer, pos, target]."""
+
+    labels: list[str]
+    top_ids: np.ndarray
+    top_probs: np.ndarray
+    top_logits: np.ndarray
+    target_ranks: np.ndarray  # 0 = the argmax; only strictly larger logits count
+    target_probs: np.ndarray
+
+
+READOUT_BYTES = 256 * 2**20  # full-vocabulary logits one chunk of positions may take
+
+
+def read_all_layers(bridge, cache, n_pos: int, top_k: int, targets: list[int],
+                    final_norm: bool) -> Readout:
+    """One TransformerLens readout per chunk of positions (full-vocabulary logits of every
+    stack entry), from which the top-k, their probabilities and the targets' ranks all
+    come: one unembedding instead of one per quantity, and bounded memory on long prompts."""
+    n_entries = int(bridge.cfg.n_layers) + 1  # every block's input and the final output
+    d_vocab = int(bridge.cfg.d_vocab)
+    chunk = max(1, READOUT_BYTES // (4 * n_entries * d_vocab))
+    parts, labels = [], None
+    for start in range(0, n_pos, chunk):
+        lensed = tl_logit_lens(bridge, cache=cache, positions=slice(start, min(n_pos, start + chunk)),
+                               apply_ln=final_norm, return_type="logits")
+        labels = lensed.labels
+        logits = lensed.readout.values[:, 0].float()  # [entry, chunk, vocab]
+        log_probs = logits.log_softmax(-1)
+        top_logits, top_ids = logits.topk(top_k, dim=-1)
+        part = [top_ids, log_probs.gather(-1, top_ids).exp(), top_logits]
+        if targets:
+            ids = torch.tensor(targets, device=logits.device)
+            target_logits = logits[..., ids]  # [entry, chunk, target]
+            ranks = (logits.unsqueeze(-2) > target_logits.unsqueeze(-1)).sum(-1)
+            part += [ranks, log_probs[..., ids].exp()]
+        parts.append(part)
+    joined = [torch.cat(column, dim=1).cpu().numpy() for column in zip(*parts)]
+    empty = np.zeros((len(labels), n_pos, 0))
+    return Readout(labels=labels, top_ids=joined[0], top_probs=joined[1], top_logits=joined[2],
+                   target_ranks=joined[3] if targets else empty,
+                   target_probs=joined[4] if targets else empty)
 
 
 def top_table(labels: list[str], inputs: list[str], top_ids: np.ndarray, probs: np.ndarray,

@@ -46,6 +46,41 @@ def test_target_trajectory_agrees_with_the_top_table(tiny_gpt2_dir):
     assert set(targets.layer_index) == set(first.layer_index)
 
 
+@pytest.mark.parametrize("final_norm", [True, False])
+def test_one_readout_equals_transformer_lens_top_k_and_target_readouts(tiny_gpt2_dir, monkeypatch,
+                                                                       final_norm):
+    """Ours reads full-vocabulary logits once (in chunks of positions); TransformerLens's
+    `logit_lens` with `top_k=` / `targets=` must give the same ids, values and ranks."""
+    from transformer_lens.tools.analysis import logit_lens as tl_logit_lens
+
+    from analyses import logit_lens
+
+    model = models.load(str(tiny_gpt2_dir))
+    bridge = model.bridge
+    monkeypatch.setattr(logit_lens, "READOUT_BYTES", 1)  # one position per chunk
+    spec = AnalysisSpec(kind="logit_lens", prompt=PROMPT, top_k=4, token=" Mary, John",
+                        final_norm=final_norm)
+    result = run(model, spec)
+    _, cache = bridge.run_with_cache(bridge.to_tokens(PROMPT))
+    lens = dict(cache=cache, positions=None, apply_ln=final_norm)
+    probs = tl_logit_lens(bridge, top_k=4, return_type="probs", **lens).readout
+    logits = tl_logit_lens(bridge, top_k=4, return_type="logits", **lens).readout
+    ids = [int(bridge.to_single_token(t)) for t in (" Mary", " John")]
+    targeted = tl_logit_lens(bridge, targets=ids, return_type="probs", **lens).readout
+    top = result.tables["top"].sort_values(["layer_index", "position", "rank"])
+    shape = probs.values[:, 0].shape  # [entry, pos, k]
+    np.testing.assert_array_equal(top.token_id.to_numpy().reshape(shape), probs.top_ids[:, 0])
+    np.testing.assert_allclose(top.prob.to_numpy().reshape(shape), probs.values[:, 0], atol=1e-6)
+    np.testing.assert_allclose(top.logit.to_numpy().reshape(shape), logits.values[:, 0], atol=1e-5)
+    targets = result.tables["targets"].sort_values(["layer_index", "position", "token_id"])
+    order = np.argsort(ids)  # the table is sorted by id
+    t_shape = targeted.values[:, 0].shape  # [entry, pos, target]
+    np.testing.assert_array_equal(targets["rank"].to_numpy().reshape(t_shape),
+                                  targeted.target_ranks[:, 0][..., order] + 1)
+    np.testing.assert_allclose(targets.prob.to_numpy().reshape(t_shape),
+                               targeted.values[:, 0][..., order], atol=1e-6)
+
+
 def test_without_the_final_norm_the_last_layer_differs(tiny_gpt2_dir):
     model = models.load(str(tiny_gpt2_dir))
     normed = run(model, AnalysisSpec(kind="logit_lens", prompt=PROMPT, top_k=3)).tables["top"]
