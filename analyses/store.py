@@ -11,12 +11,14 @@ queried with SQL across models:
     WHERE s.detector = 'induction' AND s.score > 0.5;
 
 One result is written in one transaction: a half-written result is never
-visible. One process writes the file (DuckDB's own lock); threads use their own
-cursor and writes are serialised by a lock. A file that cannot be opened
-(corrupt, another DuckDB version) is moved aside and rebuilt — this is a cache,
-never the only copy of anything. A file held by another process is opened
-read-only when possible; otherwise the store is unavailable and callers compute
-without it (`Store.available`, `Store.problem` say why).
+visible; a write that fails (a full disk) is rolled back and logged, and the
+caller still gets its result, uncached. One process writes the file (DuckDB's
+own lock); threads use their own cursor and writes are serialised by a lock.
+A file that cannot be opened (corrupt, another DuckDB version) is moved aside
+and rebuilt — this is a cache, never the only copy of anything. A file held by
+another process is opened read-only when possible; otherwise the store is
+unavailable and callers compute without it (`Store.available`, `Store.problem`
+say why).
 """
 from __future__ import annotations
 
@@ -168,28 +170,42 @@ class Store:
     # --- writing -------------------------------------------------------------
     def put(self, key: str, result: Result, model_fingerprint: str, analysis_version: int,
             compute_seconds: float | None = None) -> bool:
-        """Store `result` whole, in one transaction, or not at all. False when read-only/absent."""
+        """Store `result` whole, in one transaction, or not at all. False when nothing was
+        stored: read-only, absent, or the write failed (a full disk) — that is logged, not
+        raised, because the caller's result is fine and this is only a cache."""
         if not self.available or self.read_only:
             return False
         with self._write_lock:
             cur = self._cursor()
-            if cur.execute("SELECT 1 FROM results WHERE key = ?", [key]).fetchone():
-                return True  # equal content, equal result: nothing to do
-            cur.execute("BEGIN TRANSACTION")
             try:
-                for table, frame in result.tables.items():
-                    self._insert_table(cur, key, table_name(result.kind, table, analysis_version), frame)
-                cur.execute(
-                    "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [key, result.kind, result.spec.to_json(), result.spec.model, model_fingerprint,
-                     analysis_version, json.dumps(library_versions()),
-                     datetime.now(timezone.utc).replace(tzinfo=None), compute_seconds,
-                     json.dumps(list(result.tables)), json.dumps(jsonable(result.meta, nan_as_null=False))])
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+                if cur.execute("SELECT 1 FROM results WHERE key = ?", [key]).fetchone():
+                    return True  # equal content, equal result: nothing to do
+                self._write(cur, key, result, model_fingerprint, analysis_version, compute_seconds)
+            except (duckdb.Error, OSError) as err:
+                log.warning("result %s was not stored in %s (%s); it is returned uncached",
+                            key, self.path, err)
+                return False
         return True
+
+    def _write(self, cur, key: str, result: Result, model_fingerprint: str, analysis_version: int,
+               compute_seconds: float | None) -> None:
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            for table, frame in result.tables.items():
+                self._insert_table(cur, key, table_name(result.kind, table, analysis_version), frame)
+            cur.execute(
+                "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [key, result.kind, result.spec.to_json(), result.spec.model, model_fingerprint,
+                 analysis_version, json.dumps(library_versions()),
+                 datetime.now(timezone.utc).replace(tzinfo=None), compute_seconds,
+                 json.dumps(list(result.tables)), json.dumps(jsonable(result.meta, nan_as_null=False))])
+            cur.execute("COMMIT")
+        except BaseException:
+            try:
+                cur.execute("ROLLBACK")
+            except duckdb.TransactionException:
+                pass  # a failed COMMIT has already ended it; re-raise the error that says why
+            raise
 
     @staticmethod
     def _insert_table(cur, key: str, name: str, frame: pd.DataFrame) -> None:
