@@ -19,7 +19,7 @@ from .progress import Progress, silent
 from .registry import Analysis
 from .result import Result
 from .spec import AnalysisSpec
-from .tokens import prompt_tokens, single_token, token_decoder, token_strings
+from .tokens import prompt_tokens, single_token, token_strings, token_texts
 
 TOP_COLUMNS = ("layer", "layer_index", "position", "token", "rank", "token_id", "token_str",
                "prob", "logit")
@@ -105,7 +105,6 @@ def top_table(labels: list[str], inputs: list[str], top_ids: np.ndarray, probs: 
     n_layer, n_pos, k = top_ids.shape
     layer_index, position, rank = np.meshgrid(np.arange(n_layer), np.arange(n_pos), np.arange(k),
                                               indexing="ij")
-    vocab = token_decoder(bridge)
     return pd.DataFrame({
         "layer": np.array(labels)[layer_index.ravel()],
         "layer_index": layer_index.ravel(),
@@ -113,7 +112,7 @@ def top_table(labels: list[str], inputs: list[str], top_ids: np.ndarray, probs: 
         "token": np.array(inputs, dtype=object)[position.ravel()],
         "rank": rank.ravel() + 1,  # 1 = the most likely token
         "token_id": top_ids.ravel(),
-        "token_str": [vocab(i) for i in top_ids.ravel()],
+        "token_str": token_texts(bridge, top_ids.ravel()),
         "prob": probs.ravel(),
         "logit": logits.ravel(),
     })
@@ -125,14 +124,13 @@ def target_table(labels: list[str], ids: list[int], ranks: np.ndarray, probs: np
     n_layer, n_pos, n_target = ranks.shape
     layer_index, position, target = np.meshgrid(np.arange(n_layer), np.arange(n_pos),
                                                 np.arange(n_target), indexing="ij")
-    vocab = token_decoder(bridge)
     token_ids = np.array(ids)[target.ravel()]
     return pd.DataFrame({
         "layer": np.array(labels)[layer_index.ravel()],
         "layer_index": layer_index.ravel(),
         "position": position.ravel(),
         "token_id": token_ids,
-        "token_str": [vocab(i) for i in token_ids],
+        "token_str": token_texts(bridge, token_ids),
         "rank": ranks.ravel() + 1,  # TransformerLens counts from 0
         "prob": probs.ravel(),
     })

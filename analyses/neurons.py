@@ -41,7 +41,7 @@ from .progress import Progress, silent
 from .registry import Analysis
 from .result import Result
 from .spec import AnalysisSpec
-from .tokens import prompt_tokens, single_token, token_decoder, token_strings
+from .tokens import prompt_tokens, single_token, token_decoder, token_strings, token_texts
 
 ATLAS_COLUMNS = ("layer", "neuron", "rank", "token_id", "token_str", "score", "direction")
 PROMOTER_COLUMNS = ("token_id", "token_str", "layer", "neuron", "score", "rank")
@@ -190,7 +190,7 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
         bridge, where, spec.top_k, spec.final_norm, token_ids,
         lambda f, m: progress(0.9 * f, m))
     frame = pd.DataFrame(columns)
-    frame.insert(4, "token_str", [decode(i) for i in frame.token_id])
+    frame.insert(4, "token_str", token_texts(bridge, frame.token_id.to_numpy()))
     tables = {"atlas": frame.loc[:, list(ATLAS_COLUMNS)]}
     if token_ids:
         tables["promoters"] = promoters_table(target_scores, neuron_ids, token_ids, spec.top_k, decode)

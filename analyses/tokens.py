@@ -2,6 +2,7 @@
 that name the field and the limit (a user's text never reaches the model unchecked)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from jaxtyping import Int
 from torch import Tensor
@@ -44,6 +45,15 @@ def token_decoder(bridge):
             cache[token_id] = bridge.tokenizer.decode([token_id])
         return cache[token_id]
     return decode
+
+
+def token_texts(bridge, ids) -> np.ndarray:
+    """The text of each token id in `ids` (any shape), as an object array of that shape:
+    each distinct id decoded once (tables repeat the same few ids thousands of times)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    unique, inverse = np.unique(ids, return_inverse=True)
+    texts = np.array(bridge.tokenizer.batch_decode([[int(i)] for i in unique]), dtype=object)
+    return texts[inverse].reshape(ids.shape)
 
 
 def device_of(bridge) -> torch.device:
