@@ -2,6 +2,8 @@
 that name the field and the limit (a user's text never reaches the model unchecked)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from jaxtyping import Int
@@ -10,14 +12,32 @@ from torch import Tensor
 from .errors import SpecError
 
 
+MAX_TOKENS_ENV = "ANALYSES_MAX_TOKENS"  # a deployment's own cap on prompt length, in tokens
+
+
+def token_limit(bridge) -> tuple[int, str]:
+    """(the most tokens a prompt may have, with BOS; what sets it): the model's context, or
+    `ANALYSES_MAX_TOKENS` where that is smaller (a shared server's guard on time and memory)."""
+    context = int(bridge.cfg.n_ctx)
+    configured = os.environ.get(MAX_TOKENS_ENV, "").strip()
+    if configured:
+        try:
+            cap = int(configured)
+        except ValueError:
+            raise ValueError(f"{MAX_TOKENS_ENV}={configured!r} is not a whole number") from None
+        if 0 < cap < context:
+            return cap, f"this server accepts at most {cap} ({MAX_TOKENS_ENV})"
+    return context, f"the model's context holds {context}"
+
+
 def prompt_tokens(bridge, text: str, field: str = "prompt") -> Int[Tensor, "1 pos"]:
-    """BOS + the prompt's tokens, refused if longer than the model's context."""
+    """BOS + the prompt's tokens, refused (before any inference) if longer than the limit."""
     if not text:
         raise SpecError(field, "is empty")
     tokens = bridge.to_tokens(text, prepend_bos=True, truncate=False)  # TL would cut silently
-    limit = bridge.cfg.n_ctx
+    limit, why = token_limit(bridge)
     if tokens.shape[1] > limit:
-        raise SpecError(field, f"{tokens.shape[1]} tokens (with BOS); the model's context holds {limit}")
+        raise SpecError(field, f"{tokens.shape[1]} tokens (with BOS); {why}")
     return tokens
 
 

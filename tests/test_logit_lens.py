@@ -100,6 +100,17 @@ def test_prompt_longer_than_the_context_is_refused_before_inference(tiny_gpt2_di
         run(model, AnalysisSpec(kind="logit_lens", prompt="word " * 200))
 
 
+def test_a_configured_token_limit_is_refused_with_its_name(tiny_gpt2_dir, monkeypatch):
+    model = models.load(str(tiny_gpt2_dir))
+    n_tokens = int(model.bridge.to_tokens(PROMPT).shape[1])
+    monkeypatch.setenv("ANALYSES_MAX_TOKENS", "8")
+    with pytest.raises(ValueError, match=rf"prompt: {n_tokens} tokens \(with BOS\); this server accepts at "
+                                         r"most 8 \(ANALYSES_MAX_TOKENS\)"):
+        run(model, AnalysisSpec(kind="logit_lens", prompt=PROMPT))
+    monkeypatch.setenv("ANALYSES_MAX_TOKENS", str(n_tokens))  # exactly the limit is fine
+    assert run(model, AnalysisSpec(kind="logit_lens", prompt=PROMPT)).meta["n_tokens"] == n_tokens
+
+
 def test_stories260k_final_layer_is_the_softmax_output(stories260k_dir):
     spec = AnalysisSpec(kind="logit_lens", model=str(stories260k_dir / "stories260K.bin"),
                         prompt="Once upon a time", top_k=3)
