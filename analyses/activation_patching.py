@@ -474,11 +474,8 @@ def _run_direct_path(bridge, spec: AnalysisSpec, pair: PromptPair, layers: list[
 
 
 def _with_all_columns(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """One `effects` table; the path columns are -1 / "" on rows that are not paths."""
-    table = pd.concat(frames, ignore_index=True)
-    for column, missing in (("sender_layer", -1), ("sender_head", -1), ("receiver_input", "")):
-        if column not in table:
-            table[column] = missing
+    """One `effects` table from per-granularity frames that each have every column."""
+    table = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     return table[list(EFFECT_COLUMNS)]
 
 
@@ -513,15 +510,20 @@ def _granularities(patcher: Patcher, granularity: str) -> tuple[list[str], list[
 
 def effects_table(granularity: str, cells: np.ndarray, raw: np.ndarray,
                   value: np.ndarray) -> pd.DataFrame:
-    """cells: int [n, 3] (layer, position, head); raw, value: [n] -> one row per cell."""
+    """cells: int [n, 3] (layer, position, head); raw, value: [n] -> one row per cell (the
+    path columns -1 / "": these cells are not paths)."""
+    n = len(cells)
     return pd.DataFrame({
-        "granularity": granularity,
+        "granularity": np.full(n, granularity, dtype=object),
         "layer": cells[:, 0],
         "position": cells[:, 1],
         "head": cells[:, 2],
         "value": np.asarray(value, dtype=np.float64),
         "raw": np.asarray(raw, dtype=np.float64),
-    })
+        "sender_layer": np.full(n, -1),
+        "sender_head": np.full(n, -1),
+        "receiver_input": np.full(n, "", dtype=object),
+    }, copy=False)
 
 
 ANALYSIS = Analysis(
