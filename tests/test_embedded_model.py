@@ -42,8 +42,6 @@ def test_needle_retrieval(embedded, forward):
     assert report.retrieval_scores.max() >= 0.5, report.retrieval_scores
 
 
-@pytest.mark.xfail(strict=True, reason="IOI not learned yet: held-out accuracy is at chance "
-                   "(MODEL_CARD.md, 'Not yet learned'); strict, so a retrained model that passes turns this red")
 def test_indirect_object_identification_on_held_out_items(embedded, forward):
     report = bh.measure_ioi(forward, embedded.tokenizer, np.random.default_rng(SEED), n=300, held_out=True)
     assert report.accuracy >= 0.9

@@ -83,6 +83,19 @@ class SequenceBuilder:
         """IOI sentences only: ~16 answers per document, the densest IOI signal."""
         return self.mixed_document(rng, ioi_share=1.0, fact_share=0.0)
 
+    def short_ioi_documents(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """[size, length] documents of one IOI sentence each ([BOS, sentence, IO, "."]),
+        padded at the end with BOS, and a [size, length] mask of the real tokens. The same
+        sentences inside long mixed documents never taught IOI (chance after 3,000 steps),
+        while these taught a trained model in 200 steps (measured here)."""
+        rows = [[self.bos, *self.ioi_sentence(rng, lead_space=False)[0]] for _ in range(size)]
+        length = max(len(row) for row in rows)
+        tokens = np.full((size, length), self.bos, dtype=np.int64)
+        real = np.zeros((size, length), dtype=bool)
+        for i, row in enumerate(rows):
+            tokens[i, : len(row)], real[i, : len(row)] = row, True
+        return tokens, real
+
     def batch(self, rng: np.random.Generator, size: int, mixture: dict[str, float],
               max_period: int = 100) -> tuple[np.ndarray, np.ndarray]:
         """[batch, n_ctx] token ids, each row's document type drawn from `mixture`, and a
