@@ -76,3 +76,20 @@ def test_loads_offline_with_plain_transformers():
     assert len(tokenizer.encode(" Paris", add_special_tokens=False)) == 1
     size = sum(f.stat().st_size for f in directory.iterdir())
     assert size <= 25 * 2**20
+
+
+def test_the_model_cards_ioi_heads_are_where_patching_finds_them_on_other_prompts(embedded):
+    """The card's two strongest IOI heads (last-position head patching) are the two strongest
+    again on 16 other held-out prompts."""
+    import re
+
+    from analyses.train_default.card import ioi_head_effects
+
+    card = (models.EMBEDDED_ROOT / models.DEFAULT_MODEL / "MODEL_CARD.md").read_text()
+    line = next(row for row in card.splitlines() if row.startswith("| IOI | heads"))
+    listed = {(int(layer), int(head)) for layer, head in re.findall(r"L(\d+)H(\d+) -?[\d.]+", line)[:2]}
+    grid = ioi_head_effects(embedded, np.random.default_rng(SEED))  # [layer, head]
+    strongest = np.argsort(grid.ravel())[::-1][:2]
+    found = {(int(i) // grid.shape[1], int(i) % grid.shape[1]) for i in strongest}
+    assert found == listed, (grid.round(2), listed)
+    assert grid.max() > 0.5  # one head carries most of the answer's difference to the end
