@@ -66,7 +66,8 @@ class Readout:
     target_probs: np.ndarray
 
 
-READOUT_BYTES = 256 * 2**20  # full-vocabulary logits one chunk of positions may take
+READOUT_BYTES = 64 * 2**20  # full-vocabulary logits one chunk of positions may take (the
+# log-softmax and TransformerLens's own buffers take about as much again each)
 
 
 def read_all_layers(bridge, cache, n_pos: int, top_k: int, targets: list[int],

@@ -1,0 +1,183 @@
+"""Speed rows: ours against TransformerLens's own functions (or a plain forward pass, or
+torch.mm) on the same model and inputs, in the same run."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bench.common import row, timed
+from analyses import AnalysisSpec, compute
+from analyses import activation_patching, attribution_patching, heads, logit_lens, neurons
+
+# granularity -> (TransformerLens sweep, the columns of our table that index its output)
+TL_SWEEPS = {"resid_pre": ("get_act_patch_resid_pre", ["layer", "position"]),
+             "head_out": ("get_act_patch_attn_head_out_all_pos", ["layer", "head"]),
+             "head_out_by_pos": ("get_act_patch_attn_head_out_by_pos", ["layer", "position", "head"])}
+TL_INDEX = {"layer": "layer", "position": "pos", "head": "head_index"}
+
+
+def _metric(pair):
+    return lambda logits: logits[0, -1, pair.answer] - logits[0, -1, pair.wrong]
+
+
+def patching_row(label, model, ref, pair, granularity, target_ratio, sample=None):
+    """Ours vs TransformerLens's one-forward-per-cell sweep, compared as in
+    tests/test_activation_patching.py (the raw logit difference, atol 1e-5).
+
+    With `sample`, the reference runs once on that many random cells (TransformerLens's own
+    `index_df`) and its time is scaled to all cells: a full sweep of a large model would take
+    most of the benchmark's budget, and a sweep's cells all cost one forward pass each. Our
+    side then runs once too, after one warm-up."""
+    from transformer_lens import patching as tl_patching
+
+    bridge = model.bridge
+    spec = AnalysisSpec(kind="activation_patching", model=ref, granularity=granularity, **pair)
+    repeats = (3, 1) if sample is None else (1, 0)
+    t_ours, result = timed(lambda: activation_patching.run(model, spec), repeats[0], 1)
+    tl_pair = activation_patching.prompt_pair(bridge, spec)
+    sweep_name, axes = TL_SWEEPS[granularity]
+    sweep = getattr(tl_patching, sweep_name)
+    ours = result.tables["effects"]
+    cells = ours[axes].reset_index(drop=True)
+    index_df = None
+    if sample is not None and sample < len(cells):
+        cells = cells.sample(sample, random_state=0).sort_values(axes).reset_index(drop=True)
+        index_df = cells.rename(columns=TL_INDEX)
+
+    def reference():
+        with torch.no_grad():
+            _, clean_cache = bridge.run_with_cache(tl_pair.clean)
+            if index_df is None:
+                return sweep(bridge, tl_pair.corrupted, clean_cache, _metric(tl_pair))
+            fixed = {k: v for k, v in sweep.keywords.items() if k != "index_axis_names"}
+            return tl_patching.generic_activation_patch(
+                bridge, tl_pair.corrupted, clean_cache, _metric(tl_pair), index_df=index_df, **fixed)
+
+    t_ref, expected = timed(reference, *repeats)
+    got = cells.merge(ours, on=axes, how="left")["raw"].to_numpy()
+    if index_df is None:
+        got = ours.set_index(axes).raw.sort_index().to_numpy()
+        expected = expected.reshape(-1)
+    else:
+        t_ref *= len(ours) / len(cells)
+    diff = float(np.abs(got - expected.numpy().reshape(-1)).max())
+    ratio = t_ref / t_ours
+    note = f"{int(tl_pair.clean.shape[1])} tokens, {len(ours)} cells"
+    if index_df is not None:
+        note += f"; reference timed on {len(cells)} random cells and scaled to all, one run each"
+    return row(f"patching {granularity}, {label}", t_ours, t_ref, ratio, diff,
+               f">= {target_ratio}x, abs diff <= 1e-5", ratio >= target_ratio and diff <= 1e-5, note)
+
+
+def forward_with_cache(bridge, tokens):
+    def forward():
+        with torch.no_grad():
+            return bridge.run_with_cache(tokens)
+    return timed(forward)[0]
+
+
+def attribution_rows(label, model, ref, pair):
+    """All nodes, plain AtP: time over one forward pass with cache; and ours against
+    TransformerLens's `attribution_patch` (node scores compared, atol 1e-5)."""
+    from transformer_lens.tools.analysis.attribution_patching import attribution_patch
+
+    bridge = model.bridge
+    spec = AnalysisSpec(kind="attribution_patching", model=ref, exact=False, **pair)
+    t_ours, result = timed(lambda: attribution_patching.run(model, spec))
+    tl_pair = activation_patching.prompt_pair(bridge, spec)
+    t_fwd = forward_with_cache(bridge, tl_pair.corrupted)
+    t_tl, reference = timed(lambda: attribution_patch(bridge, tl_pair.clean, tl_pair.corrupted,
+                                                      _metric(tl_pair)))
+    table = result.tables["attributions"].set_index(["node", "layer", "position", "head"]).atp
+    kinds = {"attn_head_out": "head", "mlp_out": "mlp"}
+    diffs = [abs(table[(kinds[n.kind], n.layer, n.position, n.head if n.kind == "attn_head_out"
+                        else -1)] - score)
+             for n, score in reference.node_scores.items() if n.kind in kinds]
+    n_tokens = int(tl_pair.clean.shape[1])
+    ratio = t_ours / t_fwd
+    return [
+        row(f"attribution patching (AtP, all nodes) / forward, {label}", t_ours, t_fwd, ratio,
+            None, "<= 4x a forward with cache", ratio <= 4,
+            f"{n_tokens} tokens, {len(table)} nodes; reference = one run_with_cache"),
+        row(f"attribution patching vs TransformerLens attribution_patch, {label}", t_ours, t_tl,
+            t_tl / t_ours, float(max(diffs)), "abs diff <= 1e-5", float(max(diffs)) <= 1e-5,
+            "ratio = reference / ours; head and MLP node scores compared"),
+    ]
+
+
+def logit_lens_row(label, model, ref, prompt):
+    bridge = model.bridge
+    spec = AnalysisSpec(kind="logit_lens", model=ref, prompt=prompt, top_k=10)
+    t_ours, _ = timed(lambda: logit_lens.run(model, spec))
+    tokens = bridge.to_tokens(prompt)
+    t_fwd = forward_with_cache(bridge, tokens)
+    ratio = t_ours / t_fwd
+    cfg = bridge.cfg
+    return row(f"logit lens (all layers x positions, top-10), {label}", t_ours, t_fwd, ratio,
+               None, "<= 1.5x a forward", ratio <= 1.5,
+               f"{int(tokens.shape[1])} tokens; reference = one run_with_cache; the readout "
+               f"alone unembeds {int(cfg.n_layers) + 1} residual streams where the forward "
+               "unembeds one")
+
+
+def heads_row(label, model, ref):
+    """All four detectors: time over one forward pass with cache on the induction probe."""
+    bridge = model.bridge
+    spec = AnalysisSpec(kind="heads", model=ref)
+    t_ours, _ = timed(lambda: heads.run(model, spec))
+    probe = heads.repeated_probe(bridge, np.random.default_rng(0))
+    tokens = torch.as_tensor(probe.tokens)
+    t_fwd = forward_with_cache(bridge, tokens)
+    ratio = t_ours / t_fwd
+    return row(f"head detectors (all four) / forward, {label}", t_ours, t_fwd, ratio, None,
+               "report", None, f"reference = one run_with_cache on the induction probe "
+               f"{tuple(tokens.shape)}; the detectors run {len(heads.DETECTORS)} probes")
+
+
+def neurons_row(label, model, ref, layer=None):
+    """Achieved GFLOP/s of the atlas (2 * neurons * d_model * d_vocab / time) against
+    torch.mm on the same shapes, in the atlas's own chunks, in the same run; peak memory."""
+    from bench.common import peak_memory
+
+    bridge = model.bridge
+    spec = AnalysisSpec(kind="neurons", model=ref, layer=layer)
+    t_ours, result = timed(lambda: neurons.run(model, spec))
+    _, peak_mib, _ = peak_memory(lambda: neurons.run(model, spec))
+    n = int(result.meta["neurons"])
+    d_model, d_vocab = bridge.W_U.shape
+    chunk = neurons.chunk_size(d_vocab)
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.randn(n, d_model, generator=gen)
+    w_u = torch.randn(d_model, d_vocab, generator=gen)
+
+    def mm():
+        out = None
+        for start in range(0, n, chunk):
+            out = torch.mm(rows[start:start + chunk], w_u)
+        return out
+
+    t_mm, _ = timed(mm)
+    flops = 2.0 * n * d_model * d_vocab
+    ours_rate, mm_rate = flops / t_ours / 1e9, flops / t_mm / 1e9
+    ratio = ours_rate / mm_rate
+    return row(f"neuron atlas, {label}", t_ours, t_mm, ratio, None, ">= 50% of torch.mm GFLOP/s",
+               ratio >= 0.5,
+               f"{n} neurons ({'all' if layer is None else f'layer {layer}'}), {d_model}x{d_vocab}: "
+               f"{ours_rate:.1f} vs {mm_rate:.1f} GFLOP/s "
+               f"(ratio = ours/mm rate); peak memory +{peak_mib:.0f} MiB")
+
+
+def cache_row(label, ref, pair, granularity="resid_pre"):
+    """A stored result's `compute` against computing it (fresh store under TMP)."""
+    spec = AnalysisSpec(kind="activation_patching", model=ref, granularity=granularity, **pair)
+    compute(spec)  # computes and stores it
+    t_hit, hit = timed(lambda: compute(spec))
+    t_miss, fresh = timed(lambda: compute(spec, cache=False))
+    diff = float(np.abs(hit.tables["effects"].raw.to_numpy()
+                        - fresh.tables["effects"].raw.to_numpy()).max())
+    ratio = t_miss / t_hit
+    return row(f"cache: stored result vs computing it, activation_patching {granularity}, {label}",
+               t_hit, t_miss, ratio, diff, ">= 50x", ratio >= 50,
+               f"{len(hit.tables['effects'])} rows; reference = compute(cache=False) with the "
+               "model loaded")
