@@ -138,6 +138,23 @@ def test_grouped_query_keys_and_values_are_patched_per_key_value_head(tiny_llama
         assert len(table) == cfg.n_layers * n_heads, granularity
 
 
+def test_batches_that_start_at_their_own_layer_give_the_same_numbers(tiny_gpt2_dir, monkeypatch):
+    """Large rows (long prompts, wide models) are batched per layer; small ones together."""
+    import analyses.activation_patching as engine
+
+    model = models.load(str(tiny_gpt2_dir))
+    pair = prompt_pair(model.bridge, spec(tiny_gpt2_dir))
+    site = GRANULARITIES["head_out"]
+    together = Patcher(model.bridge, pair, sites=(site,))
+    cells = together.cells(site, [0, 1])
+    assert len(together.batches(cells)) == 1
+    monkeypatch.setattr(engine, "PER_LAYER_WORK", 0)
+    per_layer = Patcher(model.bridge, pair, sites=(site,))
+    batches = per_layer.batches(cells)
+    assert [set(cells[b, 0]) for b in batches] == [{0}, {1}]
+    np.testing.assert_allclose(per_layer.patch(site, cells), together.patch(site, cells), atol=1e-6)
+
+
 def test_full_forwards_give_the_same_numbers_as_resumed_ones(tiny_gpt2_dir):
     """The fallback for architectures that cannot resume from a layer: same cells, same numbers."""
     model = models.load(str(tiny_gpt2_dir))
