@@ -103,22 +103,25 @@ class Attribution:
     grads: dict[str, Tensor]  # hook -> [rows, ...]; row 0 plain, row 1 + l drops block l
     corrupted: dict[str, Tensor]  # hook -> [...] corrupted activation
     n_rows: int
+    clean_metric: float  # the metric on the clean and corrupted runs: the two baselines
+    corrupted_metric: float
 
 
 def gradients(bridge, pair, hooks: list[str], graddrop: bool, metric) -> Attribution:
-    """Clean activations (one forward) and corrupted activations and gradients (one forward,
-    one backward) at `hooks`. With `graddrop`, rows 1..L of the corrupted batch each drop the
-    gradient through one block's attention and MLP outputs.
+    """Corrupted activations and the metric's gradients at `hooks` (one forward, one
+    backward), with the clean activations from an extra batch row of the same forward (its
+    metric is left out of the gradient, so nothing flows back into it). With `graddrop`,
+    rows 1..L of the corrupted rows each drop the gradient through one block's attention and
+    MLP outputs.
 
     The gradient of an activation is read as the gradient of a zero tensor added to it in its
     hook: exactly what the model consumes downstream, in the hook's own shape."""
     n_layers = int(bridge.cfg.n_layers)
-    rows = 1 + (n_layers if graddrop else 0)
+    rows = 1 + (n_layers if graddrop else 0)  # corrupted rows; the clean row comes last
     wanted = set(hooks)
-    with torch.no_grad():
-        _, clean_cache = bridge.run_with_cache(pair.clean, names_filter=hooks)
     zeros: dict[str, Tensor] = {}
     corrupted: dict[str, Tensor] = {}
+    clean: dict[str, Tensor] = {}
     drops = {}
     if graddrop:
         for layer in range(n_layers):
@@ -128,6 +131,7 @@ def gradients(bridge, pair, hooks: list[str], graddrop: bool, metric) -> Attribu
     def hook_fn(activation: Tensor, hook, name: str) -> Tensor:
         if name in wanted:
             corrupted[name] = activation[0].detach().clone()
+            clean[name] = activation[-1].detach().clone()
             zeros[name] = torch.zeros_like(activation, requires_grad=True)
             activation = activation + zeros[name]
         if name in drops:
@@ -139,9 +143,11 @@ def gradients(bridge, pair, hooks: list[str], graddrop: bool, metric) -> Attribu
 
     names = list(dict.fromkeys([*hooks, *drops]))
     fwd_hooks = [(name, partial(hook_fn, name=name)) for name in names]
+    tokens = torch.cat([pair.corrupted.expand(rows, -1), pair.clean])
     with torch.enable_grad():
-        logits = bridge.run_with_hooks(pair.corrupted.expand(rows, -1), fwd_hooks=fwd_hooks)
-        total = metric(logits).sum()  # rows are independent: each row's own gradient
+        logits = bridge.run_with_hooks(tokens, fwd_hooks=fwd_hooks)
+        metrics = metric(logits)  # [rows + 1]
+        total = metrics[:rows].sum()  # rows are independent: each row's own gradient
         found = [name for name in hooks if name in zeros]
         grads = torch.autograd.grad(total, [zeros[name] for name in found], allow_unused=True)
     missing = sorted(set(hooks) - set(found))
@@ -149,11 +155,13 @@ def gradients(bridge, pair, hooks: list[str], graddrop: bool, metric) -> Attribu
         raise UserError(f"attribution patching needs the hooks {missing[:3]} and they did not "
                         "fire on this model")
     return Attribution(
-        delta={name: (clean_cache[name][0] - corrupted[name]).detach() for name in found},
-        grads={name: (torch.zeros_like(zeros[name]) if g is None else g).detach()
+        delta={name: clean[name] - corrupted[name] for name in found},
+        grads={name: (torch.zeros_like(zeros[name]) if g is None else g)[:rows].detach()
                for name, g in zip(found, grads)},
         corrupted=corrupted,
         n_rows=rows,
+        clean_metric=float(metrics[-1]),
+        corrupted_metric=float(metrics[0]),
     )
 
 
@@ -239,7 +247,8 @@ def key_patch_effects(scores: Tensor, pattern: Tensor, with_k: Tensor, grad: Ten
 
 def attribute(bridge, pair, layers: list[int], qk_fix: bool = False, graddrop: bool = False,
               metric=None) -> pd.DataFrame:
-    """Every node's AtP (or AtP*) estimate: columns node, layer, position, head, atp."""
+    """Every node's AtP (or AtP*) estimate: columns node, layer, position, head, atp; the
+    metric's clean and corrupted baselines in `.attrs`."""
     metric = metric or partial(logit_diff, answer=pair.answer, wrong=pair.wrong)
     n_layers = int(bridge.cfg.n_layers)
     if graddrop and n_layers < 2:
@@ -270,7 +279,10 @@ def attribute(bridge, pair, layers: list[int], qk_fix: bool = False, graddrop: b
         else:
             score = per_row[0]
         frames.append(_node_frame(kind, layer, score.float().cpu().numpy()))
-    return pd.concat(frames, ignore_index=True)
+    nodes = pd.concat(frames, ignore_index=True)
+    nodes.attrs.update(clean_baseline=attribution.clean_metric,
+                       corrupted_baseline=attribution.corrupted_metric)
+    return nodes
 
 
 def _node_frame(kind: str, layer: int, score: np.ndarray) -> pd.DataFrame:
@@ -348,8 +360,12 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     want_exact = spec.exact if spec.exact is not None else len(nodes) <= AUTO_EXACT_NODES
     sites = tuple(GRANULARITIES[name] for name in (*(k.site for k in NODE_KINDS.values()),
                                                    "resid_post"))
-    patcher = Patcher(bridge, pair, sites=sites if want_exact else ())
-    normaliser(patcher.clean_baseline, patcher.corrupted_baseline)  # refuses a pair with no gap
+    baselines = (nodes.attrs["clean_baseline"], nodes.attrs["corrupted_baseline"])
+    patcher = None
+    if want_exact:  # its baselines, from the engine that patches, are the ones reported
+        patcher = Patcher(bridge, pair, sites=sites)
+        baselines = (patcher.clean_baseline, patcher.corrupted_baseline)
+    normaliser(*baselines)  # refuses a pair with no gap
     progress(0.1, "attribution done")
     nodes["exact"] = exact_effects(patcher, nodes, progress, (0.1, 1.0)) if want_exact else np.nan
     tables = {"attributions": nodes[list(ATTRIBUTION_COLUMNS)]}
@@ -360,8 +376,8 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     fixes = [name for name, on in (("qk_fix", spec.qk_fix), ("graddrop", spec.graddrop)) if on]
     meta = {
         "method": method + (f" ({', '.join(fixes)})" if fixes else ""),
-        "clean_baseline": patcher.clean_baseline,
-        "corrupted_baseline": patcher.corrupted_baseline,
+        "clean_baseline": baselines[0],
+        "corrupted_baseline": baselines[1],
         "metric": "logit difference answer - wrong at the last position",
         "units": "change of the raw logit difference from the corrupted run (atp and exact)",
         "atp_is_magnitude": bool(spec.graddrop),
@@ -371,7 +387,7 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
         "n_tokens": int(pair.corrupted.shape[1]),
         "clean_tokens": token_strings(bridge, pair.clean[0]),
         "corrupted_tokens": token_strings(bridge, pair.corrupted[0]),
-        "n_forwards_exact": patcher.n_forwards,
+        "n_forwards_exact": patcher.n_forwards if patcher else 0,
         "seconds": round(time.perf_counter() - started, 3),
     }
     return Result(spec=spec, tables=tables, meta=meta)

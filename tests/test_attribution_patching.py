@@ -185,6 +185,10 @@ def test_exact_can_be_switched_off(tiny_gpt2_dir):
     nodes = result.tables["attributions"]
     assert nodes.exact.isna().all() and "agreement" not in result.tables
     assert set(nodes.layer) == {1, 2}  # layer 1, and the final residual stream after it
+    # the baselines come from the gradient pass's own rows: the same as the patching engine's
+    with_exact = run(model, spec(tiny_gpt2_dir, exact=True, layer=1)).meta
+    for key in ("clean_baseline", "corrupted_baseline"):
+        assert result.meta[key] == pytest.approx(with_exact[key], abs=1e-5)
 
 
 def test_the_atp_star_fields_round_trip_and_belong_to_attribution_only(tiny_gpt2_dir):
