@@ -3,6 +3,7 @@ that name the field and the limit (a user's text never reaches the model uncheck
 from __future__ import annotations
 
 import os
+import weakref
 
 import numpy as np
 import torch
@@ -43,7 +44,8 @@ def prompt_tokens(bridge, text: str, field: str = "prompt") -> Int[Tensor, "1 po
 
 def token_strings(bridge, tokens: Int[Tensor, "pos"]) -> list[str]:
     """Each token id as the text it stands for (leading spaces kept)."""
-    return [bridge.tokenizer.decode([int(t)]) for t in tokens]
+    ids = tokens.cpu().numpy() if isinstance(tokens, Tensor) else np.asarray(tokens)
+    return token_texts(bridge, ids).tolist()
 
 
 def single_token(bridge, text: str, field: str) -> int:
@@ -67,12 +69,20 @@ def token_decoder(bridge):
     return decode
 
 
+_DECODED: "weakref.WeakKeyDictionary[object, dict[int, str]]" = weakref.WeakKeyDictionary()
+
+
 def token_texts(bridge, ids) -> np.ndarray:
-    """The text of each token id in `ids` (any shape), as an object array of that shape:
-    each distinct id decoded once (tables repeat the same few ids thousands of times)."""
+    """The text of each token id in `ids` (any shape), as an object array of that shape.
+    Each id is decoded once per tokenizer for the life of the process (tables repeat the
+    same few ids thousands of times, and every analysis of a model asks for the same ones)."""
     ids = np.asarray(ids, dtype=np.int64)
     unique, inverse = np.unique(ids, return_inverse=True)
-    texts = np.array(bridge.tokenizer.batch_decode([[int(i)] for i in unique]), dtype=object)
+    known = _DECODED.setdefault(bridge.tokenizer, {})
+    missing = [int(i) for i in unique if int(i) not in known]
+    if missing:
+        known.update(zip(missing, bridge.tokenizer.batch_decode([[i] for i in missing])))
+    texts = np.array([known[int(i)] for i in unique], dtype=object)
     return texts[inverse].reshape(ids.shape)
 
 
