@@ -470,10 +470,7 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
 def _run_direct_path(bridge, spec: AnalysisSpec, pair: PromptPair, layers: list[int],
                      progress: Progress, started: float) -> Result:
     """Every sender head -> receiver head q/k/v edge into the receiver `layers`."""
-    if not path_patching.supported(bridge):
-        arch = getattr(bridge.cfg, "architecture", None) or "this model"
-        raise SpecError("granularity", f"'direct_path' is not available on {arch}: "
-                                       "TransformerLens has no split q/k/v input hooks for it")
+    path_patching.require_support(bridge)  # before any forward pass
     patcher = Patcher(bridge, pair, sites=(GRANULARITIES["head_out"],))
     normalise = normaliser(patcher.clean_baseline, patcher.corrupted_baseline)
     cells = path_patching.path_cells(bridge, [layer for layer in layers if layer > 0])

@@ -48,6 +48,14 @@ def supported(bridge) -> bool:
     return hasattr(bridge, "set_use_split_qkv_input")
 
 
+def require_support(bridge) -> None:
+    """Refuse, naming the architecture, where TransformerLens has no split q/k/v inputs."""
+    if not supported(bridge):
+        arch = getattr(bridge.cfg, "architecture", None) or "this model"
+        raise SpecError("granularity", f"'direct_path' is not available on {arch}: "
+                                       "TransformerLens has no split q/k/v input hooks for it")
+
+
 @contextmanager
 def split_qkv_inputs(bridge):
     """The bridge with per-head q/k/v inputs for the duration (a flag on shared modules:
@@ -102,10 +110,7 @@ def patch_paths(patcher, cells: np.ndarray, progress: Progress = silent,
                 span: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
     """The metric with each edge of `cells` (int [n, 5]) patched alone: float [n]."""
     bridge = patcher.bridge
-    if not supported(bridge):
-        arch = getattr(bridge.cfg, "architecture", None) or "this model"
-        raise SpecError("granularity", f"'direct_path' is not available on {arch}: TransformerLens "
-                                       "has no split q/k/v input hooks for it")
+    require_support(bridge)
     cells = np.asarray(cells, dtype=np.int64).reshape(-1, 5)
     deltas = sender_deltas(patcher)
 

@@ -214,3 +214,17 @@ def test_stories260k_attributes_end_to_end(stories260k_dir):
     gap = result.meta["clean_baseline"] - result.meta["corrupted_baseline"]
     assert final.exact.iloc[-1] == pytest.approx(gap, abs=1e-4)  # the final residual restores all
     assert agreement.set_index("node").loc["all", "pearson"] > 0.5
+
+
+def test_a_separate_clean_forward_gives_the_same_scores(tiny_gpt2_dir, monkeypatch):
+    """Long prompts run the clean prompt apart (memory); short ones in the gradient batch."""
+    import analyses.attribution_patching as atp
+
+    model = models.load(str(tiny_gpt2_dir))
+    batched = run(model, spec(tiny_gpt2_dir, exact=False))
+    monkeypatch.setattr(atp, "CLEAN_IN_BATCH_WORK", 0)
+    apart = run(model, spec(tiny_gpt2_dir, exact=False))
+    np.testing.assert_allclose(apart.tables["attributions"].atp, batched.tables["attributions"].atp,
+                               atol=1e-6)
+    for key in ("clean_baseline", "corrupted_baseline"):
+        assert apart.meta[key] == pytest.approx(batched.meta[key], abs=1e-6)
