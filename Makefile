@@ -33,7 +33,7 @@ test: setup browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 # Speed against TransformerLens, a forward pass and torch.mm, memory and scaling, and the app's
-# cold start, measured in one run (about 7 minutes on 2 CPU cores); prints a table and writes
+# cold start, measured in one run (8–11 minutes on 2 CPU cores); prints a table and writes
 # bench/results.json. Not part of test.
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) -m bench.run

@@ -21,20 +21,21 @@ def _metric(pair):
     return lambda logits: logits[0, -1, pair.answer] - logits[0, -1, pair.wrong]
 
 
-def patching_row(label, model, ref, pair, granularity, target_ratio, sample=None):
+def patching_row(label, model, ref, pair, granularity, target_ratio, sample=None, warmup=1):
     """Ours vs TransformerLens's one-forward-per-cell sweep, compared as in
     tests/test_activation_patching.py (the raw logit difference, atol 1e-5).
 
     With `sample`, the reference runs once on that many random cells (TransformerLens's own
     `index_df`) and its time is scaled to all cells: a full sweep of a large model would take
     most of the benchmark's budget, and a sweep's cells all cost one forward pass each. Our
-    side then runs once too, after one warm-up."""
+    side then runs once too, after `warmup` runs (none where earlier rows ran the same
+    granularity on this model: a 64-token sweep of the GPT-2-small shape takes over a minute)."""
     from transformer_lens import patching as tl_patching
 
     bridge = model.bridge
     spec = AnalysisSpec(kind="activation_patching", model=ref, granularity=granularity, **pair)
     repeats = (3, 1) if sample is None else (1, 0)
-    t_ours, result = timed(lambda: activation_patching.run(model, spec), repeats[0], 1)
+    t_ours, result = timed(lambda: activation_patching.run(model, spec), repeats[0], warmup)
     tl_pair = activation_patching.prompt_pair(bridge, spec)
     sweep_name, axes = TL_SWEEPS[granularity]
     sweep = getattr(tl_patching, sweep_name)
