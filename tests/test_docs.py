@@ -1,11 +1,14 @@
-"""Docs that cannot drift: every registered kind and every spec field is in the README."""
+"""Docs that cannot drift: every registered kind and every spec field is in the README, and
+its Performance table is the one `make bench` last wrote."""
+import json
 import re
 from pathlib import Path
 
 from analyses.registry import analyses
 from analyses.spec import FIELDS
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
 
 
 def test_every_kind_has_a_row_in_the_readme_analyses_table():
@@ -24,3 +27,14 @@ def test_every_kind_declares_its_tables_and_fields():
         assert analysis.tables, kind
         assert set(analysis.defaults) <= set(analysis.optional), kind
         assert set(analysis.choices) <= set(analysis.required) | set(analysis.optional), kind
+
+
+def test_the_readme_performance_table_is_what_make_bench_last_wrote():
+    from bench.table import table
+
+    results = json.loads((ROOT / "bench" / "results.json").read_text())
+    performance = README.split("## Performance", 1)[1].split("\n## ", 1)[0]
+    assert table(results["rows"]) in performance, (
+        "README's Performance table differs from bench/results.json: paste the table "
+        "`make bench` printed")
+    assert f"took {results['total_s'] / 60:.1f} minutes" in performance
