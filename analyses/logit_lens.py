@@ -26,8 +26,12 @@ TOP_COLUMNS = ("layer", "layer_index", "position", "token", "rank", "token_id", 
 TARGET_COLUMNS = ("layer", "layer_index", "position", "token_id", "token_str", "rank", "prob")
 
 
-def _residual_hooks(name: str) -> bool:
-    return "hook_resid" in name or name.startswith("ln_final") or name.endswith("hook_out")
+def residual_stream_hooks(n_layers: int) -> list[str]:
+    """The hooks the lens's stack is built from: every block's input and the last block's
+    output. Exactly these: caching every component's output as well made the forward 1.5x
+    slower on the embedded model (52 hooks instead of 4)."""
+    return [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)] + [
+        f"blocks.{n_layers - 1}.hook_resid_post"]
 
 
 @torch.no_grad()
@@ -37,7 +41,8 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     tokens = prompt_tokens(bridge, spec.prompt)  # [1, pos]
     targets = [(t, single_token(bridge, t, "token")) for t in spec.targets()]
     progress(0.1, "running the model")
-    _, cache = bridge.run_with_cache(tokens, names_filter=_residual_hooks)
+    _, cache = bridge.run_with_cache(
+        tokens, names_filter=residual_stream_hooks(int(bridge.cfg.n_layers)))
     progress(0.5, "reading every layer through the unembedding")
     ids = [i for _, i in targets]
     readout = read_all_layers(bridge, cache, int(tokens.shape[1]), spec.top_k, ids,
