@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.common import pair_of_length, peak_memory, row
+from bench.common import pair_of_length, peak_memory, row, timed
 from analyses import AnalysisSpec
 from analyses import activation_patching, attribution_patching, dla, logit_lens
 
@@ -41,10 +41,11 @@ def scaling_rows(model, ref) -> list[dict]:
     for length in LENGTHS:
         pair = pair_of_length(model.bridge, length)
         for name, (spec, run) in _specs(ref, pair).items():
-            # Warm-up at every length: a length's first call peaks higher (logit lens at 1024
-            # tokens: 1.5 GB against 0.96 GB steady) and would make the memory rows noisy.
-            run(model, spec)
-            seconds, peak_mib, _ = peak_memory(lambda: run(model, spec))
+            # Time: the first call at each length, with glibc's own allocator settings.
+            # Memory: the second, measured as `peak_memory` does (a length's first call peaks
+            # higher, e.g. the logit lens at 1024 tokens 1.5 GB against 0.96 GB after it).
+            seconds, _ = timed(lambda: run(model, spec), repeats=1, warmup=0)
+            _, peak_mib, _ = peak_memory(lambda: run(model, spec))
             measured.setdefault(name, []).append((seconds, peak_mib))
     rows = []
     for name, points in measured.items():
