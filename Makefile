@@ -11,9 +11,13 @@ CHROMIUM := /usr/bin/chromium
 
 .PHONY: setup browser run test bench train-default
 
-$(STAMP): requirements.txt requirements-dev.txt
+# The pinned requirements, then this project itself as an editable package (its own
+# dependencies are those pins: --no-deps), so `import analyses` and `import app` work from
+# anywhere without editing sys.path.
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -30,6 +34,7 @@ run: setup
 	$(VENV)/bin/streamlit run app/main.py --server.port $(PORT)
 
 test: setup browser
+	$(VENV)/bin/ruff check .
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 # Speed against TransformerLens, a forward pass and torch.mm, memory and scaling, and the app's
@@ -40,4 +45,4 @@ bench: setup
 
 # Retrains the embedded model from scratch (15 minutes on 2 cores with bf16 instructions, 25 in fp32 on AVX2-only ones); not part of run/test.
 train-default: setup
-	HF_HUB_OFFLINE=1 $(PY) -m analyses.train_default --out data/models/tiny-circuits
+	HF_HUB_OFFLINE=1 $(PY) -m analyses.embedded --out data/models/tiny-circuits

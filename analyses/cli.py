@@ -12,8 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
-from .errors import UserError
-from .jsonable import jsonable
+from analyses.core.errors import UserError
+from analyses.core.jsonable import jsonable
 
 log = logging.getLogger("analyses")
 
@@ -48,10 +48,10 @@ def write_tables(tables: dict, out: Path) -> list[Path]:
 
 
 def _run(args) -> dict:
-    from .service import compute
-    from .spec import AnalysisSpec
+    from analyses.core.spec import AnalysisSpec
 
-    spec = AnalysisSpec.parse(args.spec)
+    spec = AnalysisSpec.parse(args.spec)  # a bad spec exits here, before any heavy import
+    from analyses.runtime.service import compute
 
     def progress(fraction: float, message: str) -> None:
         log.info("%3.0f%% %s", 100 * fraction, message)
@@ -65,10 +65,11 @@ def _run(args) -> dict:
 
 
 def _kinds() -> dict:
-    from .registry import analyses
+    from analyses.core.catalogue import CATALOGUE
 
-    return {a.kind: {"summary": a.summary, "required": a.required, "optional": a.optional,
-                     "defaults": a.defaults, "tables": a.tables} for a in analyses().values()}
+    return {k.name: {"summary": k.summary, "required": k.required, "optional": k.optional,
+                     "defaults": k.defaults, "choices": k.choices, "tables": k.tables}
+            for k in CATALOGUE.kinds()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "run":
             document = _run(args)
         elif args.verb == "models":
-            from .models import available
+            from analyses.runtime.models import available
 
             document = {"models": available()}
         else:
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except Exception as err:  # a bug or a broken environment: one line, not a traceback
+    except Exception as err:  # noqa: BLE001 - a bug or a broken environment: one line, not a traceback
         print(f"internal error ({type(err).__name__}): {err}", file=sys.stderr)
         return 1
     json.dump(jsonable(document), sys.stdout, ensure_ascii=False, allow_nan=False)

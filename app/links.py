@@ -9,30 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-from analyses.errors import UserError
-from analyses.registry import analyses, analysis_for
-from analyses.spec import BOOL, FIELDS, INT, AnalysisSpec
+from analyses.core.catalogue import CATALOGUE
+from analyses.core.errors import UserError
+from analyses.core.spec import BOOL, FIELDS, INT, AnalysisSpec
 from app.components.display import md_escape
-from app.main import PAGES
+from app.routes import PAGES, page_file, page_title, url_path
 
+__all__ = ["page_file", "page_title", "url_path"]  # the route helpers pages reach through links
 DEFAULT_BASE_URL = "http://localhost:8501"
-TITLES = {  # page titles where "Kind name" (from the kind) reads badly
-    "dla": "Direct logit attribution",
-}
-
-
-def url_path(kind: str) -> str:
-    """The page's path under the app: the kind itself (`/logit_lens`)."""
-    return kind
-
-
-def page_file(kind: str) -> str:
-    """The page script of a kind, relative to app/main.py (what st.page_link takes)."""
-    return PAGES[kind]
-
-
-def page_title(kind: str) -> str:
-    return TITLES.get(kind, kind.replace("_", " ").capitalize())
 
 
 def params(spec: AnalysisSpec) -> dict[str, str]:
@@ -102,11 +86,11 @@ def parse(raw: dict[str, list[str]], kind: str) -> Parsed:
     values.setdefault("kind", kind)
     if values["kind"] != kind:
         other = values["kind"]
-        if other in analyses() and other in PAGES:
+        if other in CATALOGUE and other in PAGES:
             return Parsed(error=md_escape(f"this link is for the {page_title(other)} page, not "
                                           f"this one"), other_kind=other)
         return _error(f"kind: this page shows '{kind}', the link asks for {other[:40]!r}")
-    missing = [name for name in analysis_for(kind).required if name not in values]
+    missing = [name for name in CATALOGUE[kind].required if name not in values]
     try:
         if not missing:
             return Parsed(spec=AnalysisSpec.from_mapping(values))

@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)  # the machine is shared
 
-from analyses import models  # noqa: E402
+from analyses.runtime import models  # noqa: E402
 
 GPT2_SMALL = dict(n_layer=12, n_embd=768, n_head=12, vocab_size=50257)
 STORIES260K = REPO_ROOT.parent / "shared" / "fixtures" / "stories260K"
@@ -159,8 +159,9 @@ def pair_of_length(bridge, length: int) -> dict:
     cut or extended by a story after the names, the same in both prompts, so the prompts
     first differ early (about position 11), the least favourable case for our engine, which
     skips what lies before the first difference."""
-    from analyses.train_default import corpus
     import numpy as np
+
+    from analyses.embedded import corpus
 
     pair = ioi_pair()
     rng = np.random.default_rng(0)

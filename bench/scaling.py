@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.common import pair_of_length, peak_memory, row, timed
 from analyses import AnalysisSpec
-from analyses import activation_patching, attribution_patching, dla, logit_lens
+from analyses.kinds import activation_patching, attribution_patching, dla, logit_lens
+from bench.common import pair_of_length, peak_memory, row, timed
 
 LENGTHS = (64, 256, 1024)
 
@@ -44,8 +44,8 @@ def scaling_rows(model, ref) -> list[dict]:
             # Time: the first call at each length, with glibc's own allocator settings.
             # Memory: the second, measured as `peak_memory` does (a length's first call peaks
             # higher, e.g. the logit lens at 1024 tokens 1.5 GB against 0.96 GB after it).
-            seconds, _ = timed(lambda: run(model, spec), repeats=1, warmup=0)
-            _, peak_mib, _ = peak_memory(lambda: run(model, spec))
+            seconds, _ = timed(lambda run=run, spec=spec: run(model, spec), repeats=1, warmup=0)
+            _, peak_mib, _ = peak_memory(lambda run=run, spec=spec: run(model, spec))
             measured.setdefault(name, []).append((seconds, peak_mib))
     rows = []
     for name, points in measured.items():

@@ -3,12 +3,11 @@ torch.mm) on the same model and inputs, in the same run."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import torch
 
-from bench.common import row, timed
 from analyses import AnalysisSpec, compute
-from analyses import activation_patching, attribution_patching, heads, logit_lens, neurons
+from analyses.kinds import activation_patching, attribution_patching, heads, logit_lens, neurons
+from bench.common import row, timed
 
 # granularity -> (TransformerLens sweep, the columns of our table that index its output)
 TL_SWEEPS = {"resid_pre": ("get_act_patch_resid_pre", ["layer", "position"]),

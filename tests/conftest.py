@@ -45,8 +45,15 @@ def tiny_tokenizer():
                                    clean_up_tokenization_spaces=False)
 
 
-def tiny_config(arch: str, vocab_size: int):
-    """A 2-layer config of each architecture; Llama and Qwen2 use grouped-query attention."""
+def tiny_config(arch: str, vocab_size: int, n_layers: int = 2):
+    """A tiny config of each architecture (2 layers unless asked); Llama and Qwen2 use
+    grouped-query attention."""
+    config = _tiny_config(arch, vocab_size)
+    config.num_hidden_layers = n_layers  # GPT-2's n_layer is an alias of it
+    return config
+
+
+def _tiny_config(arch: str, vocab_size: int):
     import transformers as tf
 
     ids = dict(bos_token_id=0, eos_token_id=0, pad_token_id=0)
@@ -81,12 +88,12 @@ def randomize_(model, seed: int = 0, scale: float = 0.2) -> None:
             p.copy_(1.0 + noise if is_norm_gain and name.endswith("weight") else noise)
 
 
-def save_tiny_model(arch: str, out: Path, seed: int = 0) -> Path:
+def save_tiny_model(arch: str, out: Path, seed: int = 0, n_layers: int = 2) -> Path:
     """Build, randomize and save a tiny model with its tokenizer as a Hugging Face dir."""
     import transformers as tf
 
     tokenizer = tiny_tokenizer()
-    model = tf.AutoModelForCausalLM.from_config(tiny_config(arch, len(tokenizer)))
+    model = tf.AutoModelForCausalLM.from_config(tiny_config(arch, len(tokenizer), n_layers))
     randomize_(model, seed)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -114,7 +121,7 @@ def _tiny_model_builder(tiny_models_root):
 def model_roots(monkeypatch, tiny_models_root, tmp_path):
     """Let `analyses.models` load from the tiny models' folder and this test's `tmp_path`:
     sets ANALYSES_MODEL_ROOTS to those plus the default roots, for this test only."""
-    from analyses import models
+    from analyses.runtime import models
 
     monkeypatch.delenv(models.ROOTS_ENV, raising=False)
     roots = [tiny_models_root, tmp_path, *models.allowed_roots()]

@@ -1,18 +1,18 @@
-"""Docs that cannot drift: every registered kind and every spec field is in the README, and
-its Performance table is the one `make bench` last wrote."""
+"""Docs that cannot drift: every catalogued kind, spec field and subpackage is in the README,
+and its Performance table is the one `make bench` last wrote."""
 import json
 import re
 from pathlib import Path
 
-from analyses.registry import analyses
-from analyses.spec import FIELDS
+from analyses.core.catalogue import CATALOGUE
+from analyses.core.spec import FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 
 def test_every_kind_has_a_row_in_the_readme_analyses_table():
-    missing = [kind for kind in analyses() if f"| `{kind}` |" not in README]
+    missing = [kind for kind in CATALOGUE if f"| `{kind}` |" not in README]
     assert not missing, f"README's Analyses table lacks {missing}"
 
 
@@ -23,7 +23,8 @@ def test_every_spec_field_is_documented_in_the_readme():
 
 
 def test_every_kind_declares_its_tables_and_fields():
-    for kind, analysis in analyses().items():
+    for analysis in CATALOGUE.kinds():
+        kind = analysis.name
         assert analysis.tables, kind
         assert set(analysis.defaults) <= set(analysis.optional), kind
         assert set(analysis.choices) <= set(analysis.required) | set(analysis.optional), kind
@@ -38,3 +39,11 @@ def test_the_readme_performance_table_is_what_make_bench_last_wrote():
         "README's Performance table differs from bench/results.json: paste the table "
         "`make bench` printed")
     assert f"took {results['total_s'] / 60:.1f} minutes" in performance
+
+
+def test_the_readme_layout_names_every_package_and_subpackage():
+    layout = README.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    packages = sorted({p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "analyses").rglob("__init__.py")}
+                      | {"app", "app/views", "app/components", "bench", "tests", "data"})
+    missing = [name for name in packages if f"{name.rsplit('/', 1)[-1]}/" not in layout]
+    assert not missing, f"README's Layout section does not name {missing}"

@@ -8,7 +8,7 @@ the page rerun, compute and show that spec. Nothing else changes the URL.
 Widgets are generic: each spec field gets one by its type in `analyses.spec.FIELDS`
 (text → text box, int → number box, bool → checkbox; a bool field the kind gives no
 default, whose absence means "the analysis decides", → auto/yes/no; a text field with
-`choices` in the kind's registry entry → a select box, or a multiselect for its
+`choices` in the kind's catalogue entry → a select box, or a multiselect for its
 `list_fields`). A page only chooses labels, order and which text fields are multi-line;
 any field its kind accepts that the page does not list still gets a widget, so no field
 of a link is dropped.
@@ -20,13 +20,12 @@ from dataclasses import dataclass
 import streamlit as st
 
 from analyses import AnalysisSpec
-from analyses.errors import UserError
-from analyses.registry import analysis_for
-from analyses.spec import BOOL, FIELDS, INT
+from analyses.core.catalogue import CATALOGUE
+from analyses.core.errors import UserError
+from analyses.core.spec import BOOL, FIELDS, INT
 from app import links
 from app.components.display import md_escape
 from app.components.model_picker import chosen_model, set_model
-
 
 AUTO = "auto"  # a tri-state bool left unset: the analysis decides
 TRISTATE = {True: "yes", False: "no"}
@@ -46,7 +45,7 @@ class SpecForm:
 
     def __init__(self, kind: str, fields: list[Field] | tuple[Field, ...] = ()):
         self.kind = kind
-        self.analysis = analysis_for(kind)
+        self.analysis = CATALOGUE[kind]
         accepted = (*self.analysis.required, *self.analysis.optional)
         unknown = [f.name for f in fields if f.name not in accepted]
         if unknown:

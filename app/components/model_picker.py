@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analyses import models
-from analyses.errors import ModelError
+from analyses.core.errors import ModelError
+from analyses.runtime import models
 from app.components.display import md_escape
 from app.components.run import LAST_META_KEY
 

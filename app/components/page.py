@@ -15,15 +15,15 @@ compute, and what they select is a view of the result, not part of the link.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 from analyses import AnalysisSpec, Result
-from analyses.errors import UserError
-from analyses.registry import analysis_for
+from analyses.core.catalogue import CATALOGUE
+from analyses.core.errors import UserError
 from app import links
 from app.components.display import display_token, md_escape
 from app.components.downloads import download_buttons, file_stem
@@ -113,7 +113,7 @@ def show_result(spec: AnalysisSpec, result: Result, shown: dict[str, go.Figure |
                              f"{meta['compute_seconds']:.2f} s · analysis version "
                              f"{meta.get('analysis_version')} · model fingerprint "
                              f"{str(meta.get('model_fingerprint', ''))[:16]}"))
-    declared = analysis_for(spec.kind).tables
+    declared = CATALOGUE[spec.kind].tables
     with st.expander(f"Tables ({', '.join(result.tables)})"):
         for name, frame in result.tables.items():
             st.markdown(f"**{md_escape(name)}** — {len(frame):,} rows; columns: "

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from analyses.registry import analysis_for
+from analyses.core.catalogue import CATALOGUE
 
 PROMPTS_FILE = Path(__file__).resolve().parents[2] / "data" / "prompts.json"
 PROMPTS_ENV = "ANALYSES_PROMPTS"  # another suites file (tests point it at a fixed one)
@@ -117,7 +117,7 @@ def presets_for(kind: str, suites: dict[str, list[dict]] | None = None) -> list[
     """The examples that make a valid spec for `kind`: up to `PER_SUITE` from each suite,
     taken round-robin across suites, without repeats."""
     suites = load_suites() if suites is None else suites
-    analysis = analysis_for(kind)
+    analysis = CATALOGUE[kind]
     accepted = set(analysis.required) | set(analysis.optional)
     adapt = ADAPTERS.get(kind, lambda suite, entry: entry)
     per_suite: list[list[Preset]] = []

@@ -20,8 +20,8 @@ from collections import OrderedDict
 import streamlit as st
 
 from analyses import AnalysisSpec, Result, compute
-from analyses.errors import UserError
-from analyses.service import result_key
+from analyses.core.errors import UserError
+from analyses.runtime.service import result_key
 from app.components.display import md_escape
 
 log = logging.getLogger("app")

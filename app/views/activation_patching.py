@@ -1,14 +1,13 @@
 """Activation patching page: which activations carry the answer from the clean prompt."""
 import streamlit as st
 
-from app.components import figures
 from app.components.display import md_escape
 from app.components.form import Field
 from app.components.page import analysis_page
 
 
 def draw(result):
-    meta, effects = result.meta, result.tables["effects"]
+    meta = result.meta
     baselines = (meta["clean_baseline"], meta["corrupted_baseline"])
 
     def summary():
@@ -23,15 +22,7 @@ def draw(result):
             st.caption(md_escape("Not on this model (no such hook): "
                                  + ", ".join(meta["not_on_this_model"])))
 
-    shown = {"baselines": summary}
-    for granularity in dict.fromkeys(effects["granularity"]):
-        if granularity == "direct_path":
-            for name in dict.fromkeys(effects["receiver_input"][effects["granularity"] == granularity]):
-                shown[f"direct_path_{name}"] = figures.path_heatmap(effects, name, baselines)
-            continue
-        shown[granularity] = figures.patching_heatmap(
-            effects, granularity, meta.get("clean_tokens"), meta.get("corrupted_tokens"), baselines)
-    return shown
+    return {"baselines": summary, **result.figures()}
 
 
 analysis_page(

@@ -1,7 +1,7 @@
 """Attribution patching page: every node's patching effect estimated at once (AtP / AtP*)."""
 import streamlit as st
 
-from app.components import figures
+from analyses.figures.attribution_patching import agreement_note
 from app.components.display import md_escape
 from app.components.form import Field
 from app.components.page import analysis_page, view_key
@@ -14,10 +14,9 @@ TRUST = ("Where to trust AtP: it is a first-order (linear) estimate, so it ranks
 
 
 def draw(result):
-    meta, nodes = result.meta, result.tables["attributions"]
+    meta = result.meta
     agreement = result.tables.get("agreement")
     magnitude = bool(meta.get("atp_is_magnitude"))
-    clean, corrupted = meta.get("clean_tokens"), meta.get("corrupted_tokens")
 
     def summary():
         st.info(md_escape(TRUST), icon=":material/rule:")
@@ -29,16 +28,12 @@ def draw(result):
         if magnitude:
             st.caption("With GradDrop each AtP value is a size (≥ 0): it is compared with |exact|.")
 
-    shown = {"summary": summary}
-    for node in dict.fromkeys(nodes["node"]):
-        shown[f"atp_{node}"] = figures.atp_heatmap(nodes, node, clean, corrupted, magnitude)
-    if nodes["exact"].notna().any():
-        shown["agreement"] = figures.atp_agreement_scatter(nodes, agreement, magnitude, clean)
+    shown = {"summary": summary, **result.figures()}
 
     def agreement_numbers():
         if agreement is not None:
             st.dataframe(agreement.round(3), hide_index=True, key=view_key(result, "agreement"))
-        st.caption(md_escape(figures.agreement_note(agreement)))
+        st.caption(md_escape(agreement_note(agreement)))
 
     shown["agreement_numbers"] = agreement_numbers
     return shown

@@ -1,18 +1,10 @@
 """Direct logit attribution page: each component's direct share of the logit difference."""
-from app.components import figures
 from app.components.form import Field
 from app.components.page import analysis_page
 
 
 def draw(result):
-    spec, table = result.spec, result.tables["contributions"]
-    metric = f"logit({spec.answer!r})" + (f" − logit({spec.wrong!r})" if spec.wrong else "")
-    return {
-        "components": figures.dla_components_chart(table, metric, result.meta.get("logit_diff"),
-                                                   tuple(result.meta.get("total_components")
-                                                         or figures.DLA_TOTAL)),
-        "heads": figures.dla_head_heatmap(table, metric),
-    }
+    return result.figures()
 
 
 analysis_page(

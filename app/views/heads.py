@@ -2,18 +2,17 @@
 retrieval heads, and what ablating the top ones does."""
 import streamlit as st
 
-from app.components import figures
+from analyses.figures.heads import head_profile_chart
 from app.components.form import Field
 from app.components.page import analysis_page, chart, view_key
 
 
 def draw(result):
-    scores = result.tables["scores"]
-    shown = {f"scores_{d}": figures.head_score_heatmap(scores, d)
-             for d in dict.fromkeys(scores["detector"])}
+    scores, shown = result.tables["scores"], result.figures()
+    ablation = shown.pop("ablation", None)  # shown after the one-head view
     shown["one_head"] = lambda: one_head(result, scores)
-    if "ablation" in result.tables:
-        shown["ablation"] = figures.head_ablation_chart(result.tables["ablation"])
+    if ablation is not None:
+        shown["ablation"] = ablation
     return shown
 
 
@@ -29,7 +28,7 @@ def one_head(result, scores):
                            key=view_key(result, "layer"))
     head = right.selectbox("Head", heads, index=heads.index(int(top["head"])),
                            key=view_key(result, "head"))
-    chart(figures.head_profile_chart(scores, layer, head), view_key(result, "profile"))
+    chart(head_profile_chart(scores, layer, head), view_key(result, "profile"))
     st.caption("This analysis returns each head's scores, not its attention pattern: the "
                "bars compare the head across the detectors that ran.")
 
@@ -37,12 +36,15 @@ def one_head(result, scores):
 analysis_page(
     "heads",
     intro="**Head detectors** score every attention head for a known behaviour: "
-          "*previous-token*, *duplicate-token* and *induction* heads (Olsson et al. 2022; "
-          "TransformerLens's `detect_head` score: the share of the head's attention, BOS "
-          "excluded, that falls where the behaviour says it should) on generated random-token "
-          "sequences, and *retrieval* heads (Wu et al. 2024) that copy a needle planted far "
-          "back in the context. Scores run from 0 to 1. With ablation, each detector's top "
-          "heads are mean-ablated beside as many random heads.",
+          "*previous-token* and *duplicate-token* heads (TransformerLens's `detect_head` score: "
+          "the share of the head's attention, BOS excluded, that falls where the behaviour says "
+          "it should), *induction* heads (Olsson et al. 2022: the mean attention from each token "
+          "of a repeated random sequence to the token after its first occurrence; "
+          "TransformerLens's score, which also averages over the first copy and so tops out "
+          "near 0.5, is in the `tl_score` column) and *retrieval* heads (Wu et al. 2024) that "
+          "copy a needle planted far back in the context. Every score runs from 0 to 1, 1 being "
+          "a perfect head. With ablation, each detector's top heads are mean-ablated beside as "
+          "many random heads.",
     fields=[
         Field("detector", "Detectors"),
         Field("prompt", "Prompt (previous-token detector only)", multiline=True,

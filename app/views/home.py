@@ -2,13 +2,13 @@
 import streamlit as st
 
 from analyses import AnalysisSpec
-from analyses.errors import UserError
-from analyses.registry import analyses
+from analyses.core.catalogue import CATALOGUE
+from analyses.core.errors import UserError
 from app import links
 from app.components.display import md_escape
 from app.components.model_picker import chosen_model, model_picker
 from app.components.presets import presets_for
-from app.main import PAGES
+from app.routes import PAGES
 
 EXAMPLES_PER_PAGE = 3
 
@@ -28,7 +28,8 @@ model_picker(where=st.container())
 
 st.subheader("Examples")
 model = chosen_model()
-for kind, analysis in analyses().items():
+for analysis in CATALOGUE.kinds():
+    kind = analysis.name
     if kind not in PAGES:
         continue
     with st.container(border=True):

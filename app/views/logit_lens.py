@@ -1,14 +1,10 @@
 """Logit lens page: what each layer would predict, read through the unembedding."""
-from app.components import figures
 from app.components.form import Field
 from app.components.page import analysis_page
 
 
 def draw(result):
-    shown = {"heatmap": figures.logit_lens_heatmap(result.tables["top"])}
-    if "targets" in result.tables:
-        shown["target_ranks"] = figures.target_rank_chart(result.tables["targets"])
-    return shown
+    return result.figures()
 
 
 analysis_page(

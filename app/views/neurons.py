@@ -2,23 +2,14 @@
 and which neurons fire on a prompt."""
 import streamlit as st
 
-from app.components import figures
+from analyses.figures.layout import neuron_label
+from analyses.figures.neurons import neuron_activations_chart, neuron_tokens_chart
 from app.components.form import Field
 from app.components.page import analysis_page, chart, view_key
 
 
 def draw(result):
-    tables = result.tables
-    shown = {}
-    if "promoters" in tables:
-        promoters = tables["promoters"]
-        for i, token_id in enumerate(dict.fromkeys(promoters["token_id"])):
-            shown[f"promoters_{i}"] = figures.neuron_promoters_chart(promoters, token_id)
-    activations = tables.get("activations")
-    if activations is not None and len(activations.drop_duplicates(["layer", "neuron"])) > 1:
-        shown["activations"] = figures.neuron_activations_chart(activations)
-    shown["one_neuron"] = lambda: one_neuron(result)
-    return shown
+    return {**result.figures(), "one_neuron": lambda: one_neuron(result)}
 
 
 def first_neuron(result) -> tuple[int, int]:
@@ -49,16 +40,16 @@ def one_neuron(result):
                                key=view_key(result, "layer"))
         neuron = int(right.number_input("Neuron", min_value=0, max_value=d_mlp - 1, step=1,
                                         value=min(neuron, d_mlp - 1), key=view_key(result, "neuron")))
-    chart(figures.neuron_tokens_chart(atlas, layer, neuron), view_key(result, "tokens"))
+    chart(neuron_tokens_chart(atlas, layer, neuron), view_key(result, "tokens"))
     activations = result.tables.get("activations")
     if activations is None:
         st.caption("Give a prompt above to see this neuron's activations on it.")
         return
     mine = activations[(activations["layer"] == layer) & (activations["neuron"] == neuron)]
     if len(mine):
-        chart(figures.neuron_activations_chart(mine), view_key(result, "activations"))
+        chart(neuron_activations_chart(mine), view_key(result, "activations"))
     else:
-        st.caption(f"Neuron {figures.neuron_label(layer, neuron)} is not among the most active "
+        st.caption(f"Neuron {neuron_label(layer, neuron)} is not among the most active "
                    "on this prompt: set its layer and neuron above and press Run to read its "
                    "activations.")
 

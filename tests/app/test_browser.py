@@ -51,7 +51,7 @@ def server(tiny_model, tiny_models_root, tmp_path_factory):
     """The app served by `streamlit run` on a free port (one server for this module), with
     a fixed example suite whose names are single tokens of the tiny model, loading models
     from the tiny models' folder; yields its base URL."""
-    from analyses import models
+    from analyses.runtime import models
     from app.components.presets import PROMPTS_ENV
 
     folder = tmp_path_factory.mktemp("server")
@@ -107,6 +107,7 @@ def page():
             browser.close()
 
 
+@pytest.mark.slow
 def test_share_link_then_preset_in_a_real_browser(server, page, tiny_model, tmp_path):
     spec = AnalysisSpec(kind="logit_lens", model=str(tiny_model), prompt="Once upon a time",
                         top_k=3)
@@ -140,6 +141,7 @@ def test_share_link_then_preset_in_a_real_browser(server, page, tiny_model, tmp_
     assert (tmp_path / "logit_lens.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_bad_link_and_home_in_a_real_browser(server, page, tmp_path):
     page.goto(f"{server}/logit_lens?kind=logit_lens&prompt=Hi&top_k=abc")
     page.get_by_text("This link cannot be opened").wait_for(timeout=RESULT_TIMEOUT_MS)

@@ -2,6 +2,7 @@
 bad links. Pages run in this process, so the tiny models of conftest (and the
 ANALYSES_MODEL_ROOTS the `model_roots` fixture sets) apply to them."""
 import json
+import os
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -9,8 +10,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from analyses import AnalysisSpec
-from analyses.registry import analyses
-from app.main import HOME, PAGES
+from analyses.core.catalogue import CATALOGUE
+from app import links
+from app.routes import HOME, PAGES
 
 APP_DIR = Path(__file__).resolve().parents[2] / "app"
 MAIN = APP_DIR / "main.py"
@@ -113,10 +115,10 @@ PAIR = {"clean": IOI, "corrupted": IOI.replace("John gave", "Mary gave"), "answe
 # --------------------------------------------------------------------------- the router
 
 def test_every_registered_kind_has_a_page():
-    missing = sorted(set(analyses()) - set(PAGES))
-    assert not missing, f"registered kinds without a page in app/main.py PAGES: {missing}"
-    unknown = sorted(set(PAGES) - set(analyses()))
-    assert not unknown, f"pages for kinds the registry does not know: {unknown}"
+    missing = sorted(set(CATALOGUE) - set(PAGES))
+    assert not missing, f"catalogued kinds without a page in app/routes.py PAGES: {missing}"
+    unknown = sorted(set(PAGES) - set(CATALOGUE))
+    assert not unknown, f"pages for kinds the catalogue does not know: {unknown}"
     for page in (HOME, *PAGES.values()):
         assert (APP_DIR / page).is_file(), page
     assert not (APP_DIR / "pages").exists(), "a pages/ folder switches Streamlit to v1 routing"
@@ -243,23 +245,6 @@ def test_logit_lens_run_with_an_empty_prompt_says_so(model_roots):
     assert "prompt" not in at.query_params
 
 
-@pytest.mark.parametrize("query", [
-    {"kind": "logit_lens", "prompt": "Hi", "top_k": "abc"},
-    {"kind": "logit_lens", "prompt": "Hi", "top_k": "0"},
-    {"kind": "logit_lens", "prompt": "Hi", "bogus": "1"},
-    {"kind": "logit_lens", "prompt": ["Hi", "Ho"]},
-    {"kind": "logit_lens", "prompt": "Hi", "final_norm": "yes"},
-    {"kind": "no_such_kind", "prompt": "Hi"},
-    {"kind": "logit_lens", "prompt": "Hi", "clean": "Ho"},
-    {"kind": "logit_lens", "prompt": "x" * 20_001},
-])
-def test_logit_lens_bad_link_shows_an_error_box_and_no_exception(model_roots, query):
-    at = open_page(LL, query)
-    assert_clean(at)
-    assert any(e.startswith("This link cannot be opened") for e in errors(at)), errors(at)
-    assert not figures(at)
-
-
 def test_logit_lens_model_and_token_errors_are_shown(tiny_gpt2_dir):
     at = open_page(LL, ll_query("no-such-org/no-such-model", prompt="Hi"))
     assert_clean(at)
@@ -297,16 +282,15 @@ def test_logit_lens_on_the_default_model(model_roots):
 # --------------------------------------------------------------------------- generic form
 
 def test_fields_with_choices_get_select_boxes_that_round_trip_through_the_url(monkeypatch):
-    from analyses import registry
+    from analyses.core.catalogue import CATALOGUE, Kind
 
-    if "choices" not in registry.Analysis.__dataclass_fields__:
-        pytest.skip("this registry has no `choices` yet")
-    fake = registry.Analysis(
-        kind="fake_choice", summary="a test kind", version=1, run=None, required=("prompt",),
+    fake = Kind(
+        name="fake_choice", summary="a test kind", version=1, runner="nowhere:run",
+        figures="nowhere:figures", required=("prompt",),
         optional=("detector", "granularity"), tables={}, defaults={"granularity": "x"},
         choices={"detector": ("a", "b", "c"), "granularity": ("x", "y")},
         list_fields=("detector",))
-    monkeypatch.setattr(registry, "_ANALYSES", {**registry.analyses(), "fake_choice": fake})
+    monkeypatch.setitem(CATALOGUE._kinds, "fake_choice", fake)  # for this test only
 
     def script():
         import streamlit as st
@@ -377,15 +361,6 @@ def test_heads_preset_runs_the_previous_token_detector_on_its_prompt(tiny_gpt2_d
     assert len(figures(at)) == 2  # the heatmap and one head's profile
 
 
-@pytest.mark.parametrize("query", [
-    {"kind": "heads", "detector": "bogus"},
-    {"kind": "heads", "seed": "-1"},
-    {"kind": "heads", "layer": "1"},
-])
-def test_heads_bad_link_shows_an_error_box(model_roots, query):
-    assert_bad_link(open_page(HEADS, query))
-
-
 # --------------------------------------------------------------------------- activation patching
 
 AP = PAGES["activation_patching"]
@@ -433,15 +408,6 @@ def test_activation_patching_preset_runs_the_ioi_pair(tiny_gpt2_dir):
     assert len(at.metric) == 2
 
 
-@pytest.mark.parametrize("query", [
-    {"kind": "activation_patching", **PAIR, "granularity": "heads"},
-    {"kind": "activation_patching", **PAIR, "layer": "x"},
-    {"kind": "activation_patching", **PAIR, "prompt": "Hi"},
-])
-def test_activation_patching_bad_link_shows_an_error_box(model_roots, query):
-    assert_bad_link(open_page(AP, query))
-
-
 # --------------------------------------------------------------------------- neurons
 
 NEURONS = PAGES["neurons"]
@@ -487,15 +453,6 @@ def test_neurons_preset_searches_a_token_and_the_view_picks_another_neuron(tiny_
     assert "N7" in figures(at)[2]["layout"]["title"]["text"]
 
 
-@pytest.mark.parametrize("query", [
-    {"kind": "neurons", "top_k": "0"},
-    {"kind": "neurons", "neuron": "-3"},
-    {"kind": "neurons", "detector": "induction"},
-])
-def test_neurons_bad_link_shows_an_error_box(model_roots, query):
-    assert_bad_link(open_page(NEURONS, query))
-
-
 # --------------------------------------------------------------------------- dla
 
 DLA = PAGES["dla"]
@@ -531,15 +488,6 @@ def test_dla_preset_fills_prompt_answer_and_wrong(tiny_gpt2_dir):
     assert at.query_params["prompt"] == IOI
     assert (at.query_params["answer"], at.query_params["wrong"]) == (" Mary", " John")
     assert len(figures(at)) == 2
-
-
-@pytest.mark.parametrize("query", [
-    {"kind": "dla", "prompt": "Hi", "answer": " Mary", "clean": "Ho"},
-    {"kind": "dla", "prompt": ["Hi", "Ho"], "answer": " Mary"},
-    {"kind": "logit_lens_typo", "prompt": "Hi", "answer": " Mary"},
-])
-def test_dla_bad_link_shows_an_error_box(model_roots, query):
-    assert_bad_link(open_page(DLA, query))
 
 
 # --------------------------------------------------------------------------- attribution patching
@@ -594,14 +542,39 @@ def test_attribution_patching_preset_and_the_exact_choice_round_trip(tiny_gpt2_d
     assert len(figures(at)) == 6
 
 
-@pytest.mark.parametrize("query", [
-    {"kind": "attribution_patching", **PAIR, "exact": "maybe"},
-    {"kind": "attribution_patching", **PAIR, "granularity": "resid_pre"},
-    {"kind": "attribution_patching", "clean": IOI, "answer": " Mary", "wrong": " John",
-     "qk_fix": "1", "corrupted": ["a", "b"]},
-])
-def test_attribution_patching_bad_link_shows_an_error_box(model_roots, query):
-    assert_bad_link(open_page(ATP, query))
+# --------------------------------------------------------------------------- bad links, every page
+
+BAD_LINKS = [  # (page's kind, query): a wrong value, a stray or repeated field, another kind
+    ("logit_lens", {"kind": "logit_lens", "prompt": "Hi", "top_k": "abc"}),
+    ("logit_lens", {"kind": "logit_lens", "prompt": "Hi", "top_k": "0"}),
+    ("logit_lens", {"kind": "logit_lens", "prompt": "Hi", "bogus": "1"}),
+    ("logit_lens", {"kind": "logit_lens", "prompt": ["Hi", "Ho"]}),
+    ("logit_lens", {"kind": "logit_lens", "prompt": "Hi", "final_norm": "yes"}),
+    ("logit_lens", {"kind": "no_such_kind", "prompt": "Hi"}),
+    ("logit_lens", {"kind": "logit_lens", "prompt": "Hi", "clean": "Ho"}),
+    ("logit_lens", {"kind": "logit_lens", "prompt": "x" * 20_001}),
+    ("heads", {"kind": "heads", "detector": "bogus"}),
+    ("heads", {"kind": "heads", "seed": "-1"}),
+    ("heads", {"kind": "heads", "layer": "1"}),
+    ("activation_patching", {"kind": "activation_patching", **PAIR, "granularity": "heads"}),
+    ("activation_patching", {"kind": "activation_patching", **PAIR, "layer": "x"}),
+    ("activation_patching", {"kind": "activation_patching", **PAIR, "prompt": "Hi"}),
+    ("neurons", {"kind": "neurons", "top_k": "0"}),
+    ("neurons", {"kind": "neurons", "neuron": "-3"}),
+    ("neurons", {"kind": "neurons", "detector": "induction"}),
+    ("dla", {"kind": "dla", "prompt": "Hi", "answer": " Mary", "clean": "Ho"}),
+    ("dla", {"kind": "dla", "prompt": ["Hi", "Ho"], "answer": " Mary"}),
+    ("dla", {"kind": "logit_lens_typo", "prompt": "Hi", "answer": " Mary"}),
+    ("attribution_patching", {"kind": "attribution_patching", **PAIR, "exact": "maybe"}),
+    ("attribution_patching", {"kind": "attribution_patching", **PAIR, "granularity": "resid_pre"}),
+    ("attribution_patching", {"kind": "attribution_patching", "clean": IOI, "answer": " Mary",
+                              "wrong": " John", "qk_fix": "1", "corrupted": ["a", "b"]}),
+]
+
+
+@pytest.mark.parametrize("kind, query", BAD_LINKS, ids=[f"{k}-{i}" for i, (k, _) in enumerate(BAD_LINKS)])
+def test_a_bad_link_shows_an_error_box_and_no_figure(model_roots, kind, query):
+    assert_bad_link(open_page(PAGES[kind], query))
 
 
 def test_long_tables_send_only_their_first_rows_to_the_browser(tiny_gpt2_dir, monkeypatch):
@@ -630,3 +603,54 @@ def test_every_page_shows_a_real_figure_from_the_embedded_model_in_one_click(kin
     assert not at.error, errors(at)
     assert at.query_params["model"] == "default"
     assert figures(at), f"{kind}: no figure after clicking {examples[0].label!r}"
+
+
+@pytest.mark.parametrize("kind", ["logit_lens", "attribution_patching", "heads"])
+def test_a_page_shows_exactly_the_figures_of_its_result(kind, tiny_gpt2_dir):
+    """The page draws `result.figures()` (the same builders a notebook gets), in that order,
+    between its own sections; a view's one-head chart is the only figure it adds."""
+    import json
+
+    from analyses import compute
+
+    fields = {"logit_lens": {"prompt": IOI, "token": " Mary"},
+              "attribution_patching": {**PAIR, "exact": True},
+              "heads": {"detector": "previous_token,induction", "seed": 1}}[kind]
+    spec = AnalysisSpec(kind=kind, model=str(tiny_gpt2_dir), **fields)
+    at = open_page(PAGES[kind], links.params(spec))
+    assert_clean(at)
+    expected = [json.loads(fig.to_json()) for fig in compute(spec).figures().values()]
+    shown = figures(at)
+    if kind == "heads":  # the one-head view's profile chart sits before the ablation chart
+        shown = [f for f in shown if "under each detector" not in f["layout"]["title"]["text"]]
+    assert [f["data"] for f in shown] == [f["data"] for f in expected]
+    assert [f["layout"]["title"] for f in shown] == [f["layout"]["title"] for f in expected]
+
+
+def test_home_and_every_form_render_before_torch_is_imported(tmp_path):
+    """In a fresh process (warm-up off): the home page and each page's form, Run button
+    included, draw with torch, transformers and TransformerLens still unimported."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import json, sys
+        from streamlit.testing.v1 import AppTest
+        from app.routes import PAGES
+        at = AppTest.from_file({str(MAIN)!r}, default_timeout=120).run()
+        drawn = {{"home": bool(at.title) and not at.exception}}
+        for kind, page in PAGES.items():
+            at.switch_page(page)
+            at.run()
+            drawn[kind] = not at.exception and any(b.label == "Run" for b in at.button)
+        heavy = [m for m in ("torch", "transformers", "transformer_lens") if m in sys.modules]
+        print(json.dumps({{"drawn": drawn, "heavy": heavy}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], cwd=APP_DIR.parent, capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1", ANALYSES_APP_WARMUP="0",
+                                                ANALYSES_CACHE=str(tmp_path / "cache.duckdb")))
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["heavy"] == []
+    assert seen["drawn"] == {"home": True, **{kind: True for kind in PAGES}}

@@ -1,0 +1,198 @@
+"""The catalogue: the one visible list of analysis kinds, as plain data.
+
+Each entry says what a kind needs (spec fields), what it returns (tables and their
+columns), its version, and *where* the code that runs it and draws it lives — as dotted
+paths (`"analyses.kinds.logit_lens:run"`), imported only when a job runs or a figure is
+asked for. So building a spec, checking it, listing kinds and reading a cached result
+import neither torch nor transformers nor TransformerLens.
+
+A new kind is one module under `analyses/kinds/`, one under `analyses/figures/`, and one
+entry in `KINDS` below. Tests and embedders can build their own `Catalogue` (with a kind
+whose runner is a plain function) and hand it to a worker, instead of patching this one.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+
+from .errors import SpecError
+
+Code = str | Callable  # "package.module:attribute", or the callable itself
+
+# Choices shared by a kind's spec check and the code that implements it (each kind's
+# module asserts it agrees with these at import: one definition, checked both ways).
+GRANULARITIES = (
+    "resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out",
+    "head_out", "head_out_by_pos", "head_q", "head_k", "head_v",
+    "head_q_by_pos", "head_k_by_pos", "head_v_by_pos", "head_pattern", "head_pattern_by_pos",
+    "direct_path", "all",
+)
+DETECTORS = ("previous_token", "duplicate_token", "induction", "retrieval")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One analysis kind. `runner` is called as `runner(model, spec, progress) -> Result`;
+    `figures` as `figures(result) -> {name: plotly Figure}`."""
+
+    name: str
+    summary: str
+    version: int  # bump when the numbers a kind returns change: old cache entries go stale
+    runner: Code
+    figures: Code
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    tables: dict[str, tuple[str, ...]]  # table name -> its columns
+    defaults: dict = field(default_factory=dict)
+    # allowed values of text fields, checked when the spec is made (a comma list is
+    # checked item by item for fields in `list_fields`)
+    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    list_fields: tuple[str, ...] = ()
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return (*self.required, *self.optional)
+
+    def run_function(self) -> Callable:
+        """The function that runs this kind (imports its module: torch and the rest)."""
+        return resolve(self.runner)
+
+    def figures_function(self) -> Callable:
+        """The function that draws this kind's result (imports plotly, never Streamlit)."""
+        return resolve(self.figures)
+
+    def with_runner(self, runner: Code) -> Kind:
+        return replace(self, runner=runner)
+
+
+def resolve(code: Code) -> Callable:
+    """A callable from a `"module:attribute"` path (or the callable itself)."""
+    if callable(code):
+        return code
+    module, _, attribute = code.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+class Catalogue:
+    """Kinds by name, in their listed order."""
+
+    def __init__(self, kinds: tuple[Kind, ...]):
+        self._kinds = {k.name: k for k in kinds}
+
+    def __getitem__(self, name: str) -> Kind:
+        if name not in self._kinds:
+            raise SpecError("kind", f"unknown kind {str(name)[:40]!r}; choose one of: "
+                                    f"{', '.join(self._kinds)}")
+        return self._kinds[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._kinds
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._kinds)
+
+    def __len__(self) -> int:
+        return len(self._kinds)
+
+    def kinds(self) -> list[Kind]:
+        return list(self._kinds.values())
+
+    def replacing(self, name: str, **changes) -> Catalogue:
+        """A copy in which kind `name` has `changes` (e.g. `runner=` a test double)."""
+        return Catalogue(tuple(replace(k, **changes) if k.name == name else k
+                               for k in self._kinds.values()))
+
+
+KINDS: tuple[Kind, ...] = (
+    Kind(
+        name="logit_lens",
+        summary="what each layer would predict: the residual stream read through the unembedding",
+        version=1,
+        runner="analyses.kinds.logit_lens:run",
+        figures="analyses.figures.logit_lens:figures",
+        required=("prompt",),
+        optional=("top_k", "token", "final_norm"),
+        tables={"top": ("layer", "layer_index", "position", "token", "rank", "token_id",
+                        "token_str", "prob", "logit"),
+                "targets": ("layer", "layer_index", "position", "token_id", "token_str", "rank",
+                            "prob")},
+        defaults={"top_k": 10, "final_norm": True},
+    ),
+    Kind(
+        name="heads",
+        summary="which attention heads are previous-token, duplicate-token, induction or "
+                "retrieval heads",
+        version=2,  # 2: induction `score` on the standard 0-1 scale; TransformerLens's in `tl_score`
+        runner="analyses.kinds.heads:run",
+        figures="analyses.figures.heads:figures",
+        required=(),
+        optional=("detector", "prompt", "seed", "ablate"),
+        tables={"scores": ("detector", "layer", "head", "score", "tl_score"),
+                "ablation": ("detector", "heads", "ablated", "metric", "baseline", "after",
+                             "drop")},
+        defaults={"detector": ",".join(DETECTORS), "seed": 0, "ablate": False},
+        choices={"detector": DETECTORS},
+        list_fields=("detector",),
+    ),
+    Kind(
+        name="activation_patching",
+        summary="which activations carry the answer: patch clean activations into the "
+                "corrupted run",
+        version=2,  # 2: direct_path; the effects table gained the sender/receiver_input columns
+        runner="analyses.kinds.activation_patching:run",
+        figures="analyses.figures.activation_patching:figures",
+        required=("clean", "corrupted", "answer", "wrong"),
+        optional=("granularity", "layer"),
+        tables={"effects": ("granularity", "layer", "position", "head", "value", "raw",
+                            "sender_layer", "sender_head", "receiver_input")},
+        defaults={"granularity": "resid_pre"},
+        choices={"granularity": GRANULARITIES},
+    ),
+    Kind(
+        name="neurons",
+        summary="neuron atlas: the tokens each MLP neuron promotes and suppresses, read through "
+                "the unembedding; which neurons promote a token; top neurons on a prompt",
+        version=1,
+        runner="analyses.kinds.neurons:run",
+        figures="analyses.figures.neurons:figures",
+        required=(),
+        optional=("top_k", "final_norm", "token", "prompt", "layer", "neuron"),
+        tables={"atlas": ("layer", "neuron", "rank", "token_id", "token_str", "score",
+                          "direction"),
+                "promoters": ("token_id", "token_str", "layer", "neuron", "score", "rank"),
+                "activations": ("layer", "neuron", "position", "token", "activation")},
+        defaults={"top_k": 10, "final_norm": True},
+    ),
+    Kind(
+        name="dla",
+        summary="direct logit attribution: each layer's and head's direct share of the logit "
+                "difference answer − wrong at the prompt's last position",
+        version=1,
+        runner="analyses.kinds.dla:run",
+        figures="analyses.figures.dla:figures",
+        required=("prompt", "answer"),
+        optional=("wrong",),
+        tables={"contributions": ("component", "layer", "head", "value")},
+    ),
+    Kind(
+        name="attribution_patching",
+        summary="every node's patching effect at once, estimated from one forward and backward "
+                "pass",
+        version=1,
+        runner="analyses.kinds.attribution_patching:run",
+        figures="analyses.figures.attribution_patching:figures",
+        required=("clean", "corrupted", "answer", "wrong"),
+        optional=("layer", "exact", "qk_fix", "graddrop"),
+        tables={"attributions": ("node", "layer", "position", "head", "atp", "exact"),
+                "agreement": ("node", "pearson", "spearman", "top10_overlap")},
+        defaults={"qk_fix": False, "graddrop": False},
+    ),
+)
+
+CATALOGUE = Catalogue(KINDS)
+
+
+def kind(name: str) -> Kind:
+    """The default catalogue's entry for `name` (a SpecError naming `kind` if unknown)."""
+    return CATALOGUE[name]

@@ -1,0 +1,217 @@
+"""The analysis spec: one frozen object that says *what* to compute.
+
+The app builds it from the URL, the CLI from `--spec`, tests and notebooks by
+hand; the store keys results by it and the worker runs it. It round-trips
+exactly through a URL query string (`from_query` / `to_query`) and through JSON
+(`from_json` / `to_json`), and every validation error names the bad field.
+
+Which fields a kind needs and accepts is declared by that kind's entry in the catalogue
+(`analyses.core.catalogue`, plain data): building and checking a spec imports no torch.
+A field the kind does not use is an error, never dropped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, fields, replace
+from urllib.parse import quote, unquote_plus
+
+from .catalogue import CATALOGUE
+from .errors import SpecError
+
+TEXT, INT, BOOL = "text", "int", "bool"
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    type: str
+    help: str
+    minimum: int | None = None
+    maximum: int | None = None
+
+
+# The one vocabulary of links, JSON, the CLI and tests, in canonical order.
+FIELDS: dict[str, FieldInfo] = {
+    "kind": FieldInfo(TEXT, "which analysis: see `python -m analyses kinds`"),
+    "model": FieldInfo(TEXT, "model reference: `default`, an embedded name, a Hugging Face id, "
+                             "a local directory or a llama2.c .bin file"),
+    "prompt": FieldInfo(TEXT, "the text the model reads"),
+    "clean": FieldInfo(TEXT, "the clean prompt of a patching pair"),
+    "corrupted": FieldInfo(TEXT, "the corrupted prompt (same token length as clean)"),
+    "answer": FieldInfo(TEXT, "the correct next token, leading space included (' Paris')"),
+    "wrong": FieldInfo(TEXT, "the contrasting wrong token, leading space included"),
+    "token": FieldInfo(TEXT, "target tokens, separated by commas (' Paris, London')"),
+    "top_k": FieldInfo(INT, "how many top tokens to list", 1, 100),
+    "granularity": FieldInfo(TEXT, "what to patch (activation patching)"),
+    "detector": FieldInfo(TEXT, "head detectors, separated by commas"),
+    "layer": FieldInfo(INT, "a layer index (0-based)", 0, 10_000),
+    "neuron": FieldInfo(INT, "a neuron index within the layer's MLP (0-based)", 0, 10_000_000),
+    "seed": FieldInfo(INT, "random seed for generated inputs", 0, 2**31 - 1),
+    "final_norm": FieldInfo(BOOL, "logit lens, neurons: apply the final norm before unembedding (1) "
+                                  "or not (0)"),
+    "exact": FieldInfo(BOOL, "attribution patching: also run exact patching (1)"),
+    "qk_fix": FieldInfo(BOOL, "attribution patching: AtP* query/key fix, recompute the attention "
+                              "softmax exactly for q and k nodes (1)"),
+    "graddrop": FieldInfo(BOOL, "attribution patching: AtP* GradDrop, average |AtP| over backward "
+                                "passes that each drop one layer's gradient (1)"),
+    "ablate": FieldInfo(BOOL, "heads: mean-ablate the top heads and report the drop (1)"),
+}
+MAX_TEXT_CHARS = 20_000  # a spec is a link: longer text is surely a mistake
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    kind: str
+    model: str = "default"
+    prompt: str | None = None
+    clean: str | None = None
+    corrupted: str | None = None
+    answer: str | None = None
+    wrong: str | None = None
+    token: str | None = None
+    top_k: int | None = None
+    granularity: str | None = None
+    detector: str | None = None
+    layer: int | None = None
+    neuron: int | None = None
+    seed: int | None = None
+    final_norm: bool | None = None
+    exact: bool | None = None
+    qk_fix: bool | None = None
+    graddrop: bool | None = None
+    ablate: bool | None = None
+
+    def __post_init__(self):
+        for name, info in FIELDS.items():
+            value = getattr(self, name)
+            if value is not None:
+                _check_value(name, info, value)
+        analysis = CATALOGUE[self.kind]
+        given = {f.name for f in fields(self) if getattr(self, f.name) is not None} - {"kind", "model"}
+        missing = [name for name in analysis.required if name not in given]
+        if missing:
+            raise SpecError(missing[0], f"required for kind '{self.kind}' but missing")
+        extra = sorted(given - set(analysis.required) - set(analysis.optional))
+        if extra:
+            allowed = ", ".join((*analysis.required, *analysis.optional))
+            raise SpecError(extra[0], f"does not apply to kind '{self.kind}' (it takes: {allowed})")
+        for name, allowed in analysis.choices.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            items = [v.strip() for v in value.split(",")] if name in analysis.list_fields else [value]
+            bad = [v for v in items if v not in allowed]
+            if bad:
+                raise SpecError(name, f"{bad[0][:40]!r} is not one of: {', '.join(allowed)}")
+
+    # --- the set fields, in canonical order --------------------------------------------
+    def items(self) -> list[tuple[str, object]]:
+        return [(n, getattr(self, n)) for n in FIELDS if getattr(self, n) is not None]
+
+    def with_defaults(self) -> AnalysisSpec:
+        """The same spec with the kind's defaults filled in: what actually runs."""
+        unset = {k: v for k, v in CATALOGUE[self.kind].defaults.items() if getattr(self, k) is None}
+        return replace(self, **unset)
+
+    # --- query strings -----------------------------------------------------------
+    def to_query(self) -> str:
+        return "&".join(f"{n}={quote(_encode(v), safe='')}" for n, v in self.items())
+
+    @classmethod
+    def from_query(cls, query: str) -> AnalysisSpec:
+        if not isinstance(query, str):
+            raise SpecError("query", f"expected a query string, got {type(query).__name__}")
+        query = query.strip()
+        query = query[1:] if query.startswith("?") else query
+        values: dict[str, str] = {}
+        for part in filter(None, query.split("&")):
+            name, sep, raw = part.partition("=")
+            if not sep:
+                raise SpecError(name[:40] or "query", "expected key=value pairs joined by '&'")
+            if _BAD_PERCENT.search(raw):
+                raise SpecError(name, "invalid percent-encoding (a '%' must be followed by two hex digits)")
+            if name in values:
+                raise SpecError(name, "given more than once")
+            values[name] = unquote_plus(raw, errors="strict")
+        return cls.from_mapping(values)
+
+    # --- JSON ----------------------------------------------------------------
+    def to_json(self) -> str:
+        return json.dumps(dict(self.items()), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> AnalysisSpec:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SpecError("json", f"not valid JSON ({err.msg} at position {err.pos})") from None
+        if not isinstance(data, dict):
+            raise SpecError("json", "expected a JSON object of field: value")
+        return cls.from_mapping(data)
+
+    @classmethod
+    def parse(cls, text: str) -> AnalysisSpec:
+        """A query string or a JSON object, whichever `text` is."""
+        return cls.from_json(text) if text.lstrip().startswith("{") else cls.from_query(text)
+
+    @classmethod
+    def from_mapping(cls, data: dict) -> AnalysisSpec:
+        unknown = sorted(set(data) - set(FIELDS))
+        if unknown:
+            raise SpecError(str(unknown[0])[:40], f"unknown field; known fields: {', '.join(FIELDS)}")
+        if "kind" not in data:
+            raise SpecError("kind", "missing: every spec names its analysis kind")
+        return cls(**{name: _decode(name, FIELDS[name], value) for name, value in data.items()})
+
+    # --- identity --------------------------------------------------------------
+    def content_key(self, fingerprint: str, version: int) -> str:
+        """Stable hash of what determines the result: kind, analysis version, model
+        content (not its name), and every input and parameter, defaults included."""
+        resolved = dict(self.with_defaults().items())
+        resolved["model"] = fingerprint
+        payload = json.dumps([resolved, version], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+    def targets(self) -> list[str]:
+        """`token` split at commas; each keeps its leading space (' Paris')."""
+        return [t for t in (self.token or "").split(",") if t.strip()]
+
+
+def _encode(value) -> str:
+    return ("1" if value else "0") if isinstance(value, bool) else str(value)
+
+
+def _decode(name: str, info: FieldInfo, value):
+    """A query-string or JSON value, converted to the field's type."""
+    if info.type == TEXT:
+        if not isinstance(value, str):
+            raise SpecError(name, f"expected text, got {json.dumps(value)[:40]}")
+        return value
+    if info.type == BOOL:
+        if isinstance(value, bool) or value in ("0", "1", 0, 1):
+            return bool(int(value))
+        raise SpecError(name, f"expected 0 or 1, got {str(value)[:40]!r}")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?\d{1,12}", value.strip()):
+        return int(value)
+    raise SpecError(name, f"expected an integer, got {str(value)[:40]!r}")
+
+
+def _check_value(name: str, info: FieldInfo, value) -> None:
+    expected = {TEXT: str, INT: int, BOOL: bool}[info.type]
+    if not isinstance(value, expected) or (info.type == INT and isinstance(value, bool)):
+        raise SpecError(name, f"expected {info.type}, got {type(value).__name__}")
+    if info.type == TEXT:
+        if len(value) > MAX_TEXT_CHARS:
+            raise SpecError(name, f"{len(value)} characters; at most {MAX_TEXT_CHARS} are accepted")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise SpecError(name, "contains characters that are not valid Unicode text") from None
+    if info.type == INT and info.minimum is not None and value < info.minimum:
+        raise SpecError(name, f"must be at least {info.minimum}, got {value}")
+    if info.type == INT and info.maximum is not None and value > info.maximum:
+        raise SpecError(name, f"must be at most {info.maximum}, got {value}")

@@ -1,0 +1,3 @@
+from analyses.embedded.train import main
+
+main()

@@ -1,0 +1,181 @@
+"""Attribution patching figures: AtP beside exact patching per node kind (one colour scale),
+and the agreement of the two (a scatter and a plain-text verdict)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from analyses.figures.layout import (
+    cells,
+    colour_scale,
+    grid,
+    grid_height,
+    heatmap,
+    position_labels,
+    row_labels,
+    symmetric_limit,
+    title,
+)
+from analyses.figures.text import plot_text
+
+
+def figures(result) -> dict[str, go.Figure]:
+    """One AtP heatmap per node kind, then the agreement scatter when exact patching ran."""
+    meta, nodes = result.meta, result.tables["attributions"]
+    magnitude = bool(meta.get("atp_is_magnitude"))
+    clean, corrupted = meta.get("clean_tokens"), meta.get("corrupted_tokens")
+    shown = {f"atp_{node}": atp_heatmap(nodes, node, clean, corrupted, magnitude)
+             for node in dict.fromkeys(nodes["node"])}
+    if nodes["exact"].notna().any():
+        shown["agreement"] = atp_agreement_scatter(nodes, result.tables.get("agreement"),
+                                                   magnitude, clean)
+    return shown
+
+
+NODE_TITLES = {  # node kind -> what one node of it is
+    "resid": "residual stream entering each layer",
+    "head": "head outputs",
+    "mlp": "MLP outputs",
+    "q": "queries",
+    "k": "keys",
+    "v": "values",
+}
+
+
+def atp_heatmap(attributions: pd.DataFrame, node: str, clean_tokens: list[str] | None = None,
+                corrupted_tokens: list[str] | None = None, magnitude: bool = False) -> go.Figure:
+    """The AtP estimates of one node kind as a (layer[, head]) × position heatmap, with the
+    exact patching effects beside it on the same colour scale when `exact` is filled.
+
+    `attributions`: the attribution patching table. Both panels are changes of the raw
+    logit difference from the corrupted run. With `magnitude` (GradDrop: `atp` >= 0) the
+    exact panel shows |exact|, which is what AtP* estimates then. A `resid` node past the
+    last block's layer is the final residual stream, labelled `final`.
+    """
+    rows = attributions[attributions["node"] == node]
+    per_head = bool((rows["head"] >= 0).any())
+    index = ["layer", "head"] if per_head else ["layer"]
+    atp = grid(rows, index, "position", "atp")
+    exact = grid(rows, index, "position", "exact").reindex(index=atp.index, columns=atp.columns)
+    a, e = atp.to_numpy(dtype=float), exact.to_numpy(dtype=float)
+    if magnitude:
+        e = np.abs(e)
+    has_exact = bool(np.isfinite(e).any())
+    y_ticks = row_labels(atp.index)
+    if not per_head:
+        last_block = attributions.loc[attributions["node"] != "resid", "layer"].max()
+        if pd.notna(last_block):
+            y_ticks = ["final" if int(layer) > last_block else tick
+                       for layer, tick in zip(atp.index, y_ticks)]
+    n_tokens = int(atp.columns.max()) + 1 if len(atp.columns) else 0
+    names = position_labels(n_tokens, clean_tokens, corrupted_tokens)
+    x_ticks = [names[int(p)] for p in atp.columns]
+    exact_name = "|exact|" if magnitude else "exact"
+
+    def hover(i, j, _):
+        values = f"AtP {a[i, j]:.4g}" + (f"<br>{exact_name} {e[i, j]:.4g}" if has_exact else "")
+        return f"{y_ticks[i]} · position {int(atp.columns[j])} ({x_ticks[j]})<br>{values}"
+
+    hover_text = cells(a, hover)
+    limit = symmetric_limit(a, e if has_exact else [])
+    panels = [("AtP estimate", a)] + ([(f"{exact_name} patching", e)] if has_exact else [])
+    fig = make_subplots(rows=1, cols=len(panels), shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=[name for name, _ in panels])
+    for col, (_, z) in enumerate(panels, start=1):
+        fig.add_trace(heatmap(z, hover_text, signed=not magnitude, coloraxis="coloraxis"),
+                      row=1, col=col)
+        fig.update_xaxes(tickmode="array", tickvals=list(range(len(x_ticks))), ticktext=x_ticks,
+                         tickangle=-45, title={"text": "input token (position)"}, row=1, col=col)
+    fig.update_yaxes(tickmode="array", tickvals=list(range(len(y_ticks))), ticktext=y_ticks,
+                     title={"text": "layer, head" if per_head else "layer"}, row=1, col=1)
+    scale = colour_scale(not magnitude, limit, prefix="c")
+    fig.update_layout(
+        title=title(f"{plot_text(node)}: {NODE_TITLES.get(node, 'nodes')}",
+                     "change of the logit difference from the corrupted run when the node is "
+                     "patched to its clean value"),
+        coloraxis={**scale, "colorbar": {"title": {"text": "Δ logit diff"}}},
+        height=grid_height(len(y_ticks), extra=200), margin={"l": 80, "r": 20, "t": 100, "b": 90},
+    )
+    return fig
+
+
+SCATTER_GL_POINTS = 5_000  # above this many points the scatter draws with WebGL
+
+
+def atp_agreement_scatter(attributions: pd.DataFrame, agreement: pd.DataFrame | None = None,
+                          magnitude: bool = False, clean_tokens: list[str] | None = None) -> go.Figure:
+    """AtP (y) against exact patching (x), one colour per node kind, with the line y = x;
+    each legend entry carries that kind's row of the `agreement` table (Pearson r,
+    Spearman ρ, top-10 overlap), the title the `all` row. With `magnitude`, x is |exact|."""
+    done = attributions[attributions["exact"].notna()]
+    stats = {} if agreement is None else agreement.set_index("node").to_dict("index")
+    x_name = "|exact|" if magnitude else "exact"
+    trace = go.Scattergl if len(done) > SCATTER_GL_POINTS else go.Scatter
+    fig = go.Figure()
+    for node, group in done.groupby("node", sort=False):
+        x = group["exact"].abs() if magnitude else group["exact"]
+        where = [_node_where(layer, head, pos, clean_tokens)
+                 for layer, head, pos in group[["layer", "head", "position"]].itertuples(index=False)]
+        name = plot_text(str(node)) + (f" · {_stats_text(stats[node])}" if node in stats else "")
+        fig.add_trace(trace(
+            x=x, y=group["atp"], mode="markers", name=name, marker={"size": 6, "opacity": 0.7},
+            customdata=[f"{plot_text(str(node))} {w}" for w in where],
+            hovertemplate=f"%{{customdata}}<br>{x_name} %{{x:.4g}}<br>AtP %{{y:.4g}}<extra></extra>",
+        ))
+    values = np.concatenate([(done["exact"].abs() if magnitude else done["exact"]).to_numpy(float),
+                             done["atp"].to_numpy(float)]) if len(done) else np.zeros(1)
+    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="AtP = exact",
+                             line={"dash": "dash", "color": "grey", "width": 1}, hoverinfo="skip"))
+    fig.update_layout(
+        title=title("AtP estimate against exact patching, one point per node",
+                     f"all nodes: {_stats_text(stats['all'])}" if "all" in stats else None),
+        xaxis={"title": {"text": f"{x_name} patching effect (Δ logit diff)"}},
+        yaxis={"title": {"text": "AtP estimate (Δ logit diff)"}},
+        height=520, legend={"title": {"text": "node kind"}},
+        margin={"l": 70, "r": 20, "t": 80, "b": 60},
+    )
+    return fig
+
+
+def _node_where(layer, head, position, tokens: list[str] | None) -> str:
+    parts = [f"L{int(layer)}"] + ([f"H{int(head)}"] if head >= 0 else [])
+    if position >= 0:
+        token = tokens[int(position)] if tokens is not None and position < len(tokens) else None
+        parts.append(f"pos {int(position)}" + (f" ({plot_text(token, visible_spaces=True)})"
+                                               if token is not None else ""))
+    return " ".join(parts)
+
+
+def _stats_text(row: dict) -> str:
+    def num(v, fmt):
+        return "n/a" if v is None or not np.isfinite(v) else format(v, fmt)
+    return (f"r {num(row.get('pearson'), '.2f')}, ρ {num(row.get('spearman'), '.2f')}, "
+            f"top-10 {num(row.get('top10_overlap'), '.0%')}")
+
+
+TRUSTED_PEARSON = 0.9  # agreement at or above which a node kind's AtP reads as trustworthy
+TRUSTED_OVERLAP = 0.7
+
+
+def agreement_note(agreement: pd.DataFrame | None) -> str:
+    """One plain-text line: for which node kinds AtP matched exact patching on this input."""
+    if agreement is None or agreement.empty:
+        return ("Exact patching was not run (exact = no, or more nodes than the automatic "
+                "limit), so nothing here checks AtP: set exact to yes to compare.")
+    kinds = agreement[agreement["node"] != "all"]
+    good = kinds[(kinds["pearson"] >= TRUSTED_PEARSON) & (kinds["top10_overlap"] >= TRUSTED_OVERLAP)]
+    poor = kinds[~kinds["node"].isin(good["node"])]
+    rule = f"Pearson r ≥ {TRUSTED_PEARSON} and top-10 overlap ≥ {TRUSTED_OVERLAP:.0%}"
+    if poor.empty:
+        return f"On this input AtP matched exact patching for every node kind ({rule})."
+    if good.empty:
+        return (f"On this input AtP matched exact patching for no node kind ({rule}): read its "
+                "heatmaps as rough candidates only.")
+    return (f"On this input AtP matched exact patching ({rule}) for {', '.join(good['node'])}; "
+            f"not for {', '.join(poor['node'])}: trust the exact panels there.")
+
+
+# --------------------------------------------------------------------------- heads

@@ -1,0 +1,84 @@
+"""Head detector figures: one layer × head grid per detector (scores 0 to 1), one head's
+profile across detectors, and the ablation check."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from analyses.figures.layout import MAX_VALUE_TEXT, cells, grid, head_label, heatmap, layer_head_axes, title
+from analyses.figures.text import plot_text
+
+
+def figures(result) -> dict[str, go.Figure]:
+    scores = result.tables["scores"]
+    shown = {f"scores_{d}": head_score_heatmap(scores, d) for d in dict.fromkeys(scores["detector"])}
+    if "ablation" in result.tables:
+        shown["ablation"] = head_ablation_chart(result.tables["ablation"])
+    return shown
+
+
+def head_score_heatmap(scores: pd.DataFrame, detector: str) -> go.Figure:
+    """Layer × head heatmap of one detector's scores (the heads `scores` table), 0 to 1."""
+    rows = scores[scores["detector"] == detector]
+    table = grid(rows, ["layer"], "head", "score")
+    z = table.to_numpy(dtype=float)
+    y_ticks = [str(int(layer)) for layer in table.index]
+    x_ticks = [str(int(h)) for h in table.columns]
+    tl = (grid(rows, ["layer"], "head", "tl_score").reindex_like(table).to_numpy(dtype=float)
+          if "tl_score" in rows else np.full_like(z, np.nan))
+    shown_tl = bool(np.isfinite(tl).any() and not np.allclose(tl, z, equal_nan=True))
+
+    def hover_text(i, j, v):
+        text = f"layer {y_ticks[i]}, head {x_ticks[j]}<br>score {v:.3f}"
+        return text + (f"<br>TransformerLens detect_head {tl[i, j]:.3f}" if shown_tl else "")
+
+    hover = cells(z, hover_text)
+    fig = go.Figure(heatmap(z, hover, signed=False, colorbar="score",
+                            values_in_cells=len(x_ticks) <= MAX_VALUE_TEXT))
+    fig.update_layout(
+        title={"text": f"{plot_text(detector)} score of every head"},
+        **layer_head_axes(x_ticks, y_ticks),
+    )
+    return fig
+
+
+def head_profile_chart(scores: pd.DataFrame, layer: int, head: int) -> go.Figure:
+    """One head's score under every detector in the `scores` table, as bars."""
+    rows = scores[(scores["layer"] == layer) & (scores["head"] == head)]
+    names = [plot_text(str(d)) for d in rows["detector"]]
+    fig = go.Figure(go.Bar(
+        x=names, y=rows["score"], marker={"color": "#4C78A8"}, text=[f"{v:.3f}" for v in rows["score"]],
+        textposition="outside", hovertemplate="%{x}: %{y:.3f}<extra></extra>",
+    ))
+    fig.update_layout(
+        title={"text": f"Head {head_label(layer, head)} under each detector"},
+        xaxis={"title": {"text": "detector"}}, yaxis={"title": {"text": "score"}, "range": [0, 1.08]},
+        height=320, margin={"l": 60, "r": 20, "t": 50, "b": 50},
+    )
+    return fig
+
+
+def head_ablation_chart(ablation: pd.DataFrame) -> go.Figure:
+    """The heads `ablation` table: per detector, how much mean-ablating its top heads hurts
+    its behaviour, beside as many random heads (drop > 0: the behaviour got worse)."""
+    fig = go.Figure()
+    detectors = list(dict.fromkeys(ablation["detector"]))
+    metric = dict(zip(ablation["detector"], ablation["metric"]))
+    x_ticks = [f"{plot_text(str(d))}<br>({plot_text(str(metric[d]))})" for d in detectors]
+    for label, color in (("top", "#4C78A8"), ("random", "#BAB0AC")):
+        rows = ablation[ablation["ablated"] == label].set_index("detector").reindex(detectors)
+        fig.add_trace(go.Bar(
+            x=x_ticks, y=rows["drop"], name=f"{label} heads", marker={"color": color},
+            customdata=list(zip(rows["heads"].fillna("").astype(str).map(plot_text),
+                                rows["baseline"], rows["after"])),
+            hovertemplate="heads %{customdata[0]}<br>baseline %{customdata[1]:.4g}"
+                          "<br>ablated %{customdata[2]:.4g}<br>drop %{y:.4g}<extra></extra>",
+        ))
+    fig.update_layout(
+        title=title("Mean-ablating each detector's top heads, against as many random heads",
+                     "drop > 0: the detector's behaviour got worse"),
+        barmode="group", yaxis={"title": {"text": "drop of the behaviour's metric"}},
+        height=380, margin={"l": 70, "r": 20, "t": 80, "b": 70},
+    )
+    return fig

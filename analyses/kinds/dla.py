@@ -1,0 +1,148 @@
+"""Direct logit attribution: how much each component writes the answer's logit lead.
+
+The residual stream at the last position is a sum of component outputs — the
+embeddings, every attention layer (itself a sum of its heads plus a bias) and
+every MLP. The final norm is affine once its scale (the residual's own
+norm, `ln_final.hook_scale`) is fixed at its cached value, and the unembedding
+is linear, so the logit difference answer − wrong splits exactly into one term
+per component plus a constant (the final norm's bias and the unembedding's bias
+read along the same direction): Elhage et al. 2021, "A Mathematical Framework
+for Transformer Circuits"; Wang et al. 2022 (IOI).
+
+TransformerLens's `tools.analysis.direct_logit_attribution` computes the same
+numbers but needs `enable_compatibility_mode()` (LayerNorm folded into the
+weights: one-way and about three times the memory). Here the plain bridge's
+cache is read instead — centring (LayerNorm), division by the cached scale and
+the norm's weight applied explicitly — so the shared model is never changed;
+tests hold the two equal on a separately booted compatibility-mode bridge.
+
+Table `contributions` (`component`, `layer`, `head`, `value`); `layer` and `head`
+are -1 where they do not apply:
+- `embed`, `pos_embed` (when the model has learned positions), `attn` and `mlp`
+  per layer, and `bias`: these sum to the model's logit difference;
+- `head` per (layer, head) and `attn_bias` per layer (the output bias b_O):
+  a layer's heads plus its `attn_bias` sum to its `attn` row.
+Without `wrong`, the same decomposition of the answer's logit itself.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from analyses.core.catalogue import CATALOGUE
+from analyses.core.progress import Progress, silent
+from analyses.core.result import Result
+from analyses.core.spec import AnalysisSpec
+from analyses.kinds.tokens import prompt_tokens, single_token
+
+COLUMNS = CATALOGUE["dla"].tables["contributions"]
+TOTAL_COMPONENTS = ("embed", "pos_embed", "attn", "mlp", "bias")  # rows that sum to the logit difference
+
+
+def _needed(n_layers: int) -> set[str]:
+    names = {"hook_embed", "hook_pos_embed", "ln_final.hook_scale", f"blocks.{n_layers - 1}.hook_resid_post"}
+    for layer in range(n_layers):
+        names |= {f"blocks.{layer}.hook_attn_out", f"blocks.{layer}.hook_mlp_out",
+                  f"blocks.{layer}.attn.hook_z"}
+    return names
+
+
+def logit_direction(bridge, answer: int, wrong: int | None) -> Float[Tensor, "d_model"]:  # noqa: F821 - a jaxtyping shape
+    w_u = bridge.W_U
+    return w_u[:, answer] - (w_u[:, wrong] if wrong is not None else 0)
+
+
+class FinalNorm:
+    """The final norm as an affine map, its scale fixed at the cached value:
+    x -> centre(x) / scale * weight + bias (centre only for LayerNorm)."""
+
+    def __init__(self, bridge, scale: Tensor | None):
+        norm = getattr(bridge, "ln_final", None)
+        weight = getattr(norm, "weight", None) if norm is not None else None
+        if weight is not None and getattr(bridge.cfg, "rmsnorm_uses_offset", False):
+            weight = weight + 1.0  # Gemma's RMSNorm multiplies by (1 + weight)
+        self.weight = weight
+        self.bias = getattr(norm, "bias", None) if norm is not None else None
+        self.scale = scale  # scalar tensor at the chosen position, or None: no final norm
+        self.centre = str(bridge.cfg.normalization_type or "").startswith("LN")
+
+    def linear(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        """The norm's linear part: what it makes of one component's output."""
+        if self.scale is None:
+            return x
+        if self.centre:
+            x = x - x.mean(-1, keepdim=True)
+        x = x / self.scale
+        return x * self.weight if self.weight is not None else x
+
+
+@torch.no_grad()
+def attribute(bridge, tokens, answer: int, wrong: int | None, progress: Progress = silent) -> dict:
+    """Every component's direct contribution at the last position, and the actual logit
+    difference, as {"rows": [(component, layer, head, value)], "logit_diff": float}."""
+    n_layers = bridge.cfg.n_layers
+    names = _needed(n_layers)
+    logits, cache = bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
+    progress(0.6, "reading the components through the final norm")
+
+    def last(name: str) -> Float[Tensor, "d_model"]:  # noqa: F821 - a jaxtyping shape
+        return cache[name][0, -1].float()
+
+    scale = cache["ln_final.hook_scale"][0, -1].float() if "ln_final.hook_scale" in cache else None
+    norm = FinalNorm(bridge, scale)
+    direction = logit_direction(bridge, answer, wrong).float()
+
+    def value(x: Tensor) -> Tensor:
+        return norm.linear(x) @ direction
+
+    rows = [("embed", -1, -1, value(last("hook_embed")))]
+    if "hook_pos_embed" in cache:
+        rows.append(("pos_embed", -1, -1, value(last("hook_pos_embed"))))
+    residual = sum(last(n) for n in ("hook_embed", "hook_pos_embed") if n in cache)
+    for layer in range(n_layers):
+        attn = bridge.blocks[layer].attn
+        z = cache[f"blocks.{layer}.attn.hook_z"][0, -1].float()  # [head, d_head]
+        per_head = torch.einsum("hd,hdm->hm", z, attn.W_O.float())  # [head, d_model]
+        attn_out, mlp_out = last(f"blocks.{layer}.hook_attn_out"), last(f"blocks.{layer}.hook_mlp_out")
+        rows += [("head", layer, h, value(per_head[h])) for h in range(per_head.shape[0])]
+        if attn.b_O is not None:
+            rows.append(("attn_bias", layer, -1, value(attn.b_O.float())))
+        rows += [("attn", layer, -1, value(attn_out)), ("mlp", layer, -1, value(mlp_out))]
+        residual = residual + attn_out + mlp_out
+    constant = torch.zeros(())
+    if norm.bias is not None and norm.scale is not None:
+        constant = constant + norm.bias.float() @ direction
+    b_u = getattr(bridge.unembed, "b_U", None)
+    if b_u is not None:
+        constant = constant + b_u[answer].float() - (b_u[wrong].float() if wrong is not None else 0)
+    rows.append(("bias", -1, -1, constant))
+    final = logits[0, -1].float()
+    actual = final[answer] - (final[wrong] if wrong is not None else 0)
+    final_resid = last(f"blocks.{n_layers - 1}.hook_resid_post")
+    resid_error = (residual - final_resid).abs().max()
+    if resid_error > 1e-3 * max(1.0, final_resid.abs().max().item()):  # float noise is ~1e-6
+        raise RuntimeError(f"dla: the residual stream of {bridge.cfg.model_name} is not the sum of its "
+                           f"embeddings, attention and MLP outputs (off by {resid_error:.3g}); this "
+                           "architecture is not supported")
+    return {"rows": [(c, layer, h, float(v)) for c, layer, h, v in rows], "logit_diff": float(actual),
+            "residual_error": float(resid_error)}
+
+
+def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
+    bridge = model.bridge
+    spec = spec.with_defaults()
+    tokens = prompt_tokens(bridge, spec.prompt)
+    answer = single_token(bridge, spec.answer, "answer")
+    wrong = single_token(bridge, spec.wrong, "wrong") if spec.wrong is not None else None
+    progress(0.1, "running the model")
+    found = attribute(bridge, tokens, answer, wrong, progress)
+    table = pd.DataFrame(found["rows"], columns=COLUMNS)
+    total = table[table.component.isin(TOTAL_COMPONENTS)].value.sum()
+    progress(1.0, "done")
+    return Result(spec=spec, tables={"contributions": table}, meta={
+        "logit_diff": found["logit_diff"], "sum_of_components": float(total),
+        "residual_error": found["residual_error"], "total_components": list(TOTAL_COMPONENTS),
+        "position": int(tokens.shape[1] - 1),
+    })

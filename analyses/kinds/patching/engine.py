@@ -1,0 +1,430 @@
+"""The patching engine: batched, resumed activation patching of one prompt pair.
+
+Shared by activation patching (every granularity), direct-path patching (`paths.py`) and
+attribution patching (its `exact` column). It gives the same numbers as
+`transformer_lens.patching.get_act_patch_*` (one full forward per patched cell), much faster.
+
+Contract (what callers give, what the engine may skip, when it falls back):
+
+- **Direction**: denoising. The corrupted prompt runs; a patch writes the clean activation
+  into one cell (layer, and position and/or head, by the `Site`). Both prompts have the
+  same token length (`prompt_pair` refuses others).
+- **The metric** reads only the *last position's* logits, per batch row:
+  `metric(logits [batch, pos, d_vocab]) -> [batch]`; the default is the logit difference
+  `answer - wrong`. A metric that reads other positions is not supported: the engine asks
+  the model for the last position's logits only (`logits_to_keep=1`).
+- **Batched**: B copies of the corrupted run go through the model as one batch, each row
+  patched at a different cell (`Patcher.batches` says how many per forward).
+- **Resumed**: nothing below a batch's lowest patched layer is recomputed (the corrupted
+  residual entering each block is cached once; blocks below are passed through), and
+  nothing before the prompts' first differing token (those cells are exact no-ops, and
+  every patched run reuses the corrupted prefix's keys and values).
+- **Fallback**: the first batch carries one extra, unpatched row that must reproduce the
+  corrupted run's metric (to 1e-4 relative); on an architecture where resuming does not,
+  the engine switches to batched full forwards from layer 0 for the rest of its life.
+- **Hooks live on shared modules**: call the engine with the model's lock held.
+
+`effects` cells are int [n, 3] of (layer, position, head), -1 where an axis does not
+apply: `position` -1 where a cell spans every position (the `head_*` sites without
+`_by_pos`); `head` -1 where a cell is not per head (residual, `attn_out`, `mlp_out`). For
+`head_k` / `head_v` on grouped-query models `head` counts key/value heads;
+`head_pattern_by_pos`'s `position` is the destination (query) position.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformers import DynamicCache
+
+from analyses.core.errors import SpecError
+from analyses.core.progress import Progress, silent
+from analyses.core.spec import AnalysisSpec
+from analyses.kinds.tokens import prompt_tokens, single_token
+
+POSITION, HEAD = "position", "head"
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where one granularity patches: a hook per layer, and how a cell indexes its tensor.
+
+    `dims` names what each activation axis after the batch axis is indexed by: a cell's
+    position, its head, or nothing (the axis is patched whole). A cell's position is -1 when
+    the site is not `by_position`: that cell covers every position.
+    """
+
+    hook: str  # hook name with a {layer} field, as TransformerLens names it
+    dims: tuple[str | None, ...]
+    by_position: bool
+    per_head: bool
+
+    def name(self, layer: int) -> str:
+        return self.hook.format(layer=layer)
+
+
+_RESID = (POSITION, None)  # [batch, pos, d_model]
+_HEAD_VECTOR = (POSITION, HEAD, None)  # [batch, pos, head, d_head]
+_PATTERN = (HEAD, POSITION, None)  # [batch, head, dest_pos, src_pos]
+
+GRANULARITIES: dict[str, Site] = {
+    "resid_pre": Site("blocks.{layer}.hook_resid_pre", _RESID, True, False),
+    "resid_mid": Site("blocks.{layer}.hook_resid_mid", _RESID, True, False),
+    "resid_post": Site("blocks.{layer}.hook_resid_post", _RESID, True, False),
+    "attn_out": Site("blocks.{layer}.hook_attn_out", _RESID, True, False),
+    "mlp_out": Site("blocks.{layer}.hook_mlp_out", _RESID, True, False),
+    "head_out": Site("blocks.{layer}.attn.hook_z", _HEAD_VECTOR, False, True),
+    "head_out_by_pos": Site("blocks.{layer}.attn.hook_z", _HEAD_VECTOR, True, True),
+    "head_q": Site("blocks.{layer}.attn.hook_q", _HEAD_VECTOR, False, True),
+    "head_k": Site("blocks.{layer}.attn.hook_k", _HEAD_VECTOR, False, True),
+    "head_v": Site("blocks.{layer}.attn.hook_v", _HEAD_VECTOR, False, True),
+    "head_q_by_pos": Site("blocks.{layer}.attn.hook_q", _HEAD_VECTOR, True, True),
+    "head_k_by_pos": Site("blocks.{layer}.attn.hook_k", _HEAD_VECTOR, True, True),
+    "head_v_by_pos": Site("blocks.{layer}.attn.hook_v", _HEAD_VECTOR, True, True),
+    "head_pattern": Site("blocks.{layer}.attn.hook_pattern", _PATTERN, False, True),
+    "head_pattern_by_pos": Site("blocks.{layer}.attn.hook_pattern", _PATTERN, True, True),
+}
+BLOCK_GRANULARITIES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
+ALL = "all"  # every layer x position granularity the model has
+DIRECT_PATH = "direct_path"  # sender head -> receiver head q/k/v input: see paths.py
+CHOICES = (*GRANULARITIES, DIRECT_PATH, ALL)  # the catalogue lists the same (a test checks)
+
+MAX_ROWS = 256  # patched runs per forward pass
+PER_LAYER_WORK = 16_384  # computed positions x d_model from which batches start at their layer
+ROW_BUDGET_BYTES = 512 * 2**20  # activation memory one batch may take, roughly
+
+
+# --------------------------------------------------------------------------- inputs
+
+@dataclass(frozen=True)
+class PromptPair:
+    clean: Int[Tensor, "1 pos"]
+    corrupted: Int[Tensor, "1 pos"]
+    answer: int  # token id
+    wrong: int  # token id
+
+
+def prompt_pair(bridge, spec: AnalysisSpec) -> PromptPair:
+    """Tokenize and check a spec's clean/corrupted prompts and its two one-token answers."""
+    clean = prompt_tokens(bridge, spec.clean, "clean")
+    corrupted = prompt_tokens(bridge, spec.corrupted, "corrupted")
+    if clean.shape[1] != corrupted.shape[1]:
+        raise SpecError("corrupted", f"the clean prompt is {clean.shape[1]} tokens and the "
+                                     f"corrupted prompt is {corrupted.shape[1]} tokens (with BOS); "
+                                     "patching pairs them position by position, so they must be "
+                                     "the same length")
+    answer = single_token(bridge, spec.answer, "answer")
+    wrong = single_token(bridge, spec.wrong, "wrong")
+    if answer == wrong:
+        raise SpecError("wrong", f"is the same token as answer ({spec.answer!r}); the logit "
+                                 "difference would always be 0")
+    return PromptPair(clean, corrupted, answer, wrong)
+
+
+def check_layer(bridge, layer: int | None) -> list[int]:
+    """The layers to patch: all of them, or the one `layer` names."""
+    n_layers = int(bridge.cfg.n_layers)
+    if layer is None:
+        return list(range(n_layers))
+    if layer >= n_layers:
+        raise SpecError("layer", f"{layer} is out of range: the model has {n_layers} layers "
+                                 f"(0-{n_layers - 1})")
+    return [layer]
+
+
+def logit_diff(logits: Float[Tensor, "batch pos d_vocab"], answer: int,
+               wrong: int) -> Float[Tensor, "batch"]:  # noqa: F821 - a jaxtyping shape
+    """The metric: logit(answer) - logit(wrong) at the last position, per batch row."""
+    last = logits[:, -1].float()
+    return last[:, answer] - last[:, wrong]
+
+
+# --------------------------------------------------------------------------- the engine
+
+class Patcher:
+    """Batched, resumed activation patching for one prompt pair.
+
+    Caches the corrupted residual stream entering every block and, per site, the clean
+    activations (one clean forward for all the `sites` named up front, one more for each
+    site asked for later); `patch(site, cells)` then measures the metric with each cell
+    patched. Call it with the model's lock held: hooks live on shared modules.
+    """
+
+    def __init__(self, bridge, pair: PromptPair, sites: tuple[Site, ...] = (), metric=None):
+        self.bridge = bridge
+        self.pair = pair
+        self.metric = metric or partial(logit_diff, answer=pair.answer, wrong=pair.wrong)
+        self.n_layers = int(bridge.cfg.n_layers)
+        self.n_forwards = 0
+        self.resumes = True  # until the first batch shows that resuming is not exact here
+        self._verified = False
+        self._prefix = None  # the corrupted prompt's key/value cache before first_difference
+        self._clean: dict[str, Tensor] = {}  # hook name -> [1, ...] clean activation
+        self._corrupted: dict[str, Tensor] = {}  # hook name -> [1, ...] corrupted activation
+        starts = [f"blocks.{layer}.hook_resid_pre" for layer in range(self.n_layers)]
+        site_names = [site.name(layer) for site in sites if self.available(site)
+                      for layer in range(self.n_layers)]
+        tuple_outputs: list[bool] = []
+        probe = bridge.blocks[0].register_forward_hook(
+            lambda module, args, output: tuple_outputs.append(isinstance(output, tuple)))
+        kv = DynamicCache()  # filled by this forward where the bridge passes it through
+        try:  # clean and corrupted as one batch of two: one forward instead of two
+            with torch.no_grad():
+                logits, cache = bridge.run_with_cache(
+                    torch.cat([pair.clean, pair.corrupted]),
+                    names_filter=sorted({*starts, *site_names}), past_key_values=kv)
+        finally:
+            probe.remove()
+        self.n_forwards += 1
+        self._block_returns_tuple = bool(tuple_outputs and tuple_outputs[0])
+        self._starts = [cache[name][1:2] for name in starts]  # corrupted, [1, pos, d_model]
+        self._clean.update({name: cache[name][:1] for name in site_names})
+        self._corrupted.update({name: cache[name][1:2] for name in site_names})
+        clean_metric, corrupted_metric = self.metric(logits).tolist()
+        self.clean_baseline, self.corrupted_baseline = float(clean_metric), float(corrupted_metric)
+        # The prompts agree before this position, so (causal attention) every activation
+        # there is the same in both runs and patching it changes nothing: no forward needed.
+        differs = (pair.clean[0] != pair.corrupted[0]).nonzero()
+        self.first_difference = int(differs[0]) if len(differs) else self.n_tokens
+        if 0 < self.first_difference < self.n_tokens and kv.get_seq_length() == self.n_tokens:
+            kv.crop(self.first_difference - self.n_tokens)  # keep the shared prefix
+            kv.batch_select_indices(torch.tensor([1]))  # of the corrupted row
+            self._prefix = kv
+
+    # --- public -----------------------------------------------------------------
+    @property
+    def n_tokens(self) -> int:
+        return int(self.pair.corrupted.shape[1])
+
+    def available(self, site: Site) -> bool:
+        return site.name(0) in self.bridge.hook_dict
+
+    def cells(self, site: Site, layers: list[int]) -> np.ndarray:
+        """Every cell of `site` in `layers`: int [n, 3] of (layer, position, head), -1 = n/a,
+        in TransformerLens's order (layer, then position, then head)."""
+        positions = range(self.n_tokens) if site.by_position else [-1]
+        rows = []
+        for layer in layers:
+            heads = range(self.n_heads(site, layer)) if site.per_head else [-1]
+            rows += [(layer, p, h) for p in positions for h in heads]
+        return np.array(rows, dtype=np.int64).reshape(-1, 3)
+
+    def n_heads(self, site: Site, layer: int) -> int:
+        return int(self.clean_activation(site, layer).shape[1 + site.dims.index(HEAD)])
+
+    def clean_activation(self, site: Site, layer: int) -> Tensor:
+        if site.name(layer) not in self._clean:
+            self._cache_clean([site])
+        return self._clean[site.name(layer)]
+
+    def corrupted_activation(self, site: Site, layer: int) -> Tensor:
+        if site.name(layer) not in self._corrupted:
+            names = [site.name(layer) for layer in range(self.n_layers)]
+            with torch.no_grad():
+                _, cache = self.bridge.run_with_cache(self.pair.corrupted, names_filter=names)
+            self.n_forwards += 1
+            self._corrupted.update({name: cache[name] for name in names})
+        return self._corrupted[site.name(layer)]
+
+    def patch(self, site: Site, cells: np.ndarray, progress: Progress = silent,
+              span: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+        """The metric with each cell of `cells` (int [n, 3]) patched alone: float [n]."""
+        cells = np.asarray(cells, dtype=np.int64).reshape(-1, 3)
+        out = np.full(len(cells), self.corrupted_baseline)
+        lo, hi = span[0], span[1]
+        no_op = site.by_position & (cells[:, 1] >= 0) & (cells[:, 1] < self.first_difference)
+        finished = int(no_op.sum())
+        for batch in self.batches(cells, np.flatnonzero(~no_op)):
+            out[batch] = self._run_batch(site, cells[batch])
+            finished += len(batch)
+            progress(lo + (hi - lo) * finished / len(cells),
+                     f"patched {finished} of {len(cells)} cells")
+        return out
+
+    def batches(self, cells: np.ndarray, which: np.ndarray | None = None) -> list[np.ndarray]:
+        """Indices of `cells` (those in `which`, default all), one array per forward pass,
+        in layer order.
+
+        A batch starts at its lowest layer, so its higher-layer cells recompute the blocks in
+        between. Where a row's work is small (few positions after the prompts' first
+        difference, a narrow model) a forward's fixed cost dominates, and batches hold as many
+        cells as fit: fewer, larger forwards (the embedded model: one forward for a whole
+        sweep). Where it is large, each layer's cells get batches of their own that start at
+        that layer: the least arithmetic (GPT-2-small shape, 64 tokens, head_out: 1.7x fewer
+        block evaluations than one batch from layer 0)."""
+        which = np.arange(len(cells)) if which is None else np.asarray(which)
+        order = which[np.argsort(cells[which, 0], kind="stable")]
+        cap = self.rows_per_batch()
+        if self.computed_positions * int(self.bridge.cfg.d_model) < PER_LAYER_WORK:
+            return [order[i:i + cap] for i in range(0, len(order), cap)]
+        batches = []
+        for layer in dict.fromkeys(cells[order, 0].tolist()):
+            same = order[cells[order, 0] == layer]
+            batches += [same[i:i + cap] for i in range(0, len(same), cap)]
+        return batches
+
+    @property
+    def computed_positions(self) -> int:
+        """Positions a patched forward computes: those from the first difference on."""
+        return self.n_tokens - (self.first_difference if self.resumes else 0)
+
+    def rows_per_batch(self, split_qkv_inputs: bool = False) -> int:
+        cfg = self.bridge.cfg
+        pos, d_model, n_heads = self.n_tokens, int(cfg.d_model), int(cfg.n_heads)
+        d_mlp = int(getattr(cfg, "d_mlp", None) or 4 * d_model)
+        item = self._starts[0].element_size()
+        split = 6 * n_heads * d_model if split_qkv_inputs else 0  # per-head q/k/v inputs + norms
+        queries = self.computed_positions  # each attends to all `pos` keys
+        per_row = item * queries * (8 * d_model + 2 * d_mlp + 4 * n_heads * pos + split)
+        return int(max(1, min(MAX_ROWS, ROW_BUDGET_BYTES // max(per_row, 1))))
+
+    # --- internals --------------------------------------------------------------
+    def _cache_clean(self, sites) -> Tensor:
+        """One clean forward caching every layer's activation at `sites`; its logits."""
+        names = sorted({site.name(layer) for site in sites for layer in range(self.n_layers)})
+        with torch.no_grad():
+            logits, cache = self.bridge.run_with_cache(self.pair.clean, names_filter=names)
+        self.n_forwards += 1
+        self._clean.update({name: cache[name] for name in names})
+        return logits
+
+    def _run_batch(self, site: Site, cells: np.ndarray) -> np.ndarray:
+        def hooks_for(cells, offset: int):
+            hooks = []
+            for layer in sorted({int(layer) for layer in cells[:, 0] if layer >= 0}):
+                clean = _from_position(self.clean_activation(site, layer), site, offset)
+                mask = _cell_mask(site, cells, layer, clean.shape, offset).to(clean.device)
+                hooks.append((site.name(layer), partial(_write_clean, mask=mask, clean=clean)))
+            return hooks
+
+        return self.measure(cells, int(cells[:, 0].min()), hooks_for)
+
+    def measure(self, cells: np.ndarray, start: int, hooks_for) -> np.ndarray:
+        """The metric of one batched forward pass: row r is patched by the hooks that
+        `hooks_for(cells, offset)` builds for `cells[r]` (a row of -1s must stay unpatched)
+        at positions `offset` onwards (the hooks see only those); nothing below layer
+        `start` and before position `first_difference` changes, so where resuming is exact
+        the pass starts at that layer and computes only the positions from there, the
+        earlier ones' keys and values coming from the corrupted run's cache."""
+        check = not self._verified and self.resumes
+        if check:  # one extra, unpatched row: resuming must reproduce the corrupted run
+            cells = np.vstack([cells, np.full((1, cells.shape[1]), -1)])
+        offset = self.first_difference if self.resumes else 0
+        with torch.no_grad():
+            try:
+                logits = self._forward(len(cells), start if self.resumes else 0,
+                                       hooks_for(cells, offset))
+                metric = self.metric(logits).cpu().numpy().astype(np.float64)
+            except (NotImplementedError, ValueError, TypeError, RuntimeError):
+                if not check:
+                    raise
+                metric = None
+        self.n_forwards += 1
+        if check:
+            self._verified = True
+            tol = 1e-4 * max(1.0, abs(self.corrupted_baseline))
+            if metric is None or abs(metric[-1] - self.corrupted_baseline) > tol:
+                self.resumes = False  # this architecture cannot resume: full forwards
+                return self.measure(cells[:-1], start, hooks_for)
+            metric = metric[:-1]
+        return metric
+
+    def _forward(self, rows: int, start: int, hooks) -> Tensor:
+        if not self.resumes:
+            return self.bridge.run_with_hooks(self.pair.corrupted.expand(rows, -1), fwd_hooks=hooks)
+        offset = self.first_difference
+        residual = self._starts[start][:, offset:].expand(rows, -1, -1)
+        past = {}
+        if offset:
+            past["past_key_values"] = copy.deepcopy(self._prefix_cache())
+            past["past_key_values"].batch_repeat_interleave(rows)
+        with self._skip_blocks_below(start):
+            return self.bridge.run_with_hooks(residual, fwd_hooks=hooks, start_at_layer=start,
+                                              logits_to_keep=1, **past)
+
+    def _prefix_cache(self):
+        """The corrupted run's keys and values before `first_difference` (Hugging Face's
+        cache object), computed once."""
+        if self._prefix is None:
+            prefix = self.pair.corrupted[:, : self.first_difference]
+            with torch.no_grad():
+                _, self._prefix = self.bridge(prefix, return_type="logits_and_cache")
+            self.n_forwards += 1
+        return self._prefix
+
+    @contextmanager
+    def _skip_blocks_below(self, start: int):
+        """Blocks below `start` pass their input through: their output would be discarded.
+
+        Set with object.__setattr__ because the bridge forwards ordinary attribute writes
+        to the wrapped Hugging Face module."""
+        tuple_out = self._block_returns_tuple
+
+        def passthrough(*args, **kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            return (hidden,) if tuple_out else hidden
+
+        skipped = list(self.bridge.blocks)[:start]
+        try:
+            for block in skipped:
+                object.__setattr__(block, "forward", passthrough)
+            yield
+        finally:
+            for block in skipped:
+                if "forward" in block.__dict__:
+                    object.__delattr__(block, "forward")
+
+
+def _from_position(activation: Tensor, site: Site, offset: int) -> Tensor:
+    """`activation` [1, ...] from position `offset` on (its position axis, if any, sliced)."""
+    if not offset or POSITION not in site.dims:
+        return activation
+    index = [slice(None)] * activation.dim()
+    index[1 + site.dims.index(POSITION)] = slice(offset, None)
+    return activation[tuple(index)]
+
+
+def _cell_mask(site: Site, cells: np.ndarray, layer: int, shape: torch.Size,
+               offset: int = 0) -> Tensor:
+    """Bool [rows, ...] (size 1 on axes the site patches whole): True where row r's cell
+    lies, for the rows whose cell is at `layer`; other rows stay all False (unpatched).
+    `shape` starts at position `offset`: a cell's position p is index p - offset."""
+    mask_shape = [len(cells)] + [size if dim else 1 for dim, size in zip(site.dims, shape[1:])]
+    mask = torch.zeros(mask_shape, dtype=torch.bool)
+    for row, (cell_layer, position, head) in enumerate(cells.tolist()):
+        if cell_layer != layer:
+            continue
+        value = {POSITION: position - offset if position >= 0 else -1, HEAD: head}
+        index = [row] + [(slice(None) if value[dim] < 0 else value[dim]) if dim else 0
+                         for dim in site.dims]
+        mask[tuple(index)] = True
+    return mask
+
+
+def _write_clean(activation: Tensor, hook, mask: Tensor, clean: Tensor) -> Tensor:
+    """Each batch row gets the clean activation in its own cell (mask), corrupted elsewhere.
+
+    In place, as TransformerLens's patch setters do: at a hook whose tensor is also the
+    residual stream (`hook_resid_mid` is the second norm's input, the very tensor the block
+    adds the MLP output to) the patch must reach the residual, not only the norm's input."""
+    patched = torch.where(mask, clean.to(activation.dtype), activation)
+    return activation.copy_(patched)
+
+
+def normaliser(clean: float, corrupted: float):
+    """raw metric -> share of the clean-corrupted gap restored; refuses a pair with no gap."""
+    gap = clean - corrupted
+    if not math.isfinite(gap) or abs(gap) <= 1e-6 * max(1.0, abs(clean), abs(corrupted)):
+        raise SpecError("corrupted", f"the clean and corrupted prompts give the same logit "
+                                     f"difference ({clean:.6g} vs {corrupted:.6g}), so they do not "
+                                     "separate the answers and there is no effect to restore; "
+                                     "choose prompts on which the model prefers the answer "
+                                     "differently")
+    return lambda raw: (np.asarray(raw) - corrupted) / gap

@@ -1,0 +1,89 @@
+"""Prompt and answer tokenization shared by every analysis, with input checks
+that name the field and the limit (a user's text never reaches the model unchecked)."""
+from __future__ import annotations
+
+import os
+import weakref
+
+import numpy as np
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from analyses.core.errors import SpecError
+
+MAX_TOKENS_ENV = "ANALYSES_MAX_TOKENS"  # a deployment's own cap on prompt length, in tokens
+
+
+def token_limit(bridge) -> tuple[int, str]:
+    """(the most tokens a prompt may have, with BOS; what sets it): the model's context, or
+    `ANALYSES_MAX_TOKENS` where that is smaller (a shared server's guard on time and memory)."""
+    context = int(bridge.cfg.n_ctx)
+    configured = os.environ.get(MAX_TOKENS_ENV, "").strip()
+    if configured:
+        try:
+            cap = int(configured)
+        except ValueError:
+            raise ValueError(f"{MAX_TOKENS_ENV}={configured!r} is not a whole number") from None
+        if 0 < cap < context:
+            return cap, f"this server accepts at most {cap} ({MAX_TOKENS_ENV})"
+    return context, f"the model's context holds {context}"
+
+
+def prompt_tokens(bridge, text: str, field: str = "prompt") -> Int[Tensor, "1 pos"]:
+    """BOS + the prompt's tokens, refused (before any inference) if longer than the limit."""
+    if not text:
+        raise SpecError(field, "is empty")
+    tokens = bridge.to_tokens(text, prepend_bos=True, truncate=False)  # TL would cut silently
+    limit, why = token_limit(bridge)
+    if tokens.shape[1] > limit:
+        raise SpecError(field, f"{tokens.shape[1]} tokens (with BOS); {why}")
+    return tokens
+
+
+def token_strings(bridge, tokens: Int[Tensor, "pos"]) -> list[str]:  # noqa: F821 - a jaxtyping shape
+    """Each token id as the text it stands for (leading spaces kept)."""
+    ids = tokens.cpu().numpy() if isinstance(tokens, Tensor) else np.asarray(tokens)
+    return token_texts(bridge, ids).tolist()
+
+
+def single_token(bridge, text: str, field: str) -> int:
+    """The id of a one-token answer such as ' Paris'; anything else is refused."""
+    ids = bridge.to_tokens(text, prepend_bos=False, truncate=False)[0]
+    if len(ids) != 1:
+        pieces = token_strings(bridge, ids)
+        raise SpecError(field, f"{text!r} is {len(ids)} tokens {pieces}; it must be exactly one")
+    return int(ids[0])
+
+
+def token_decoder(bridge):
+    """id -> token text, memoised: tables decode the same few ids many times."""
+    cache: dict[int, str] = {}
+
+    def decode(token_id) -> str:
+        token_id = int(token_id)
+        if token_id not in cache:
+            cache[token_id] = bridge.tokenizer.decode([token_id])
+        return cache[token_id]
+    return decode
+
+
+_DECODED: weakref.WeakKeyDictionary[object, dict[int, str]] = weakref.WeakKeyDictionary()
+
+
+def token_texts(bridge, ids) -> np.ndarray:
+    """The text of each token id in `ids` (any shape), as an object array of that shape.
+    Each id is decoded once per tokenizer for the life of the process (tables repeat the
+    same few ids thousands of times, and every analysis of a model asks for the same ones)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    unique, inverse = np.unique(ids, return_inverse=True)
+    known = _DECODED.setdefault(bridge.tokenizer, {})
+    missing = [int(i) for i in unique if int(i) not in known]
+    if missing:
+        known.update(zip(missing, bridge.tokenizer.batch_decode([[i] for i in missing])))
+    texts = np.array([known[int(i)] for i in unique], dtype=object)
+    return texts[inverse].reshape(ids.shape)
+
+
+def device_of(bridge) -> torch.device:
+    return next(bridge.parameters()).device

@@ -1,3 +1,0 @@
-from .train import main
-
-main()

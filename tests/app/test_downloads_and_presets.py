@@ -1,0 +1,105 @@
+"""The app's downloads (CSV, Parquet, standalone HTML, PNG) and presets from data/prompts.json."""
+import pandas as pd
+import pytest
+
+from analyses import AnalysisSpec
+from analyses.figures.logit_lens import logit_lens_heatmap, target_rank_chart
+from figures_tables import target_table, top_table
+
+# --------------------------------------------------------------------------- downloads
+
+def test_tables_download_as_csv_and_parquet_exactly():
+    import io
+
+    from app.components.downloads import table_csv, table_parquet
+
+    top = top_table().reset_index(drop=True)
+    assert pd.read_csv(io.BytesIO(table_csv(top)))["token_str"].tolist() == top["token_str"].tolist()
+    back = pd.read_parquet(io.BytesIO(table_parquet(top)))
+    pd.testing.assert_frame_equal(back, top, check_dtype=False)
+
+
+def test_figure_html_is_standalone_offline():
+    from app.components.downloads import figure_html
+
+    page = figure_html(logit_lens_heatmap(top_table()))
+    assert "<script src=" not in page  # no CDN: plotly.js is inlined
+    assert "Plotly.newPlot" in page and len(page) > 1_000_000
+
+
+def test_figure_png_when_kaleido_and_a_browser_are_here():
+    from app.components.downloads import figure_png, png_available
+
+    if not png_available():
+        pytest.skip("PNG export needs kaleido and a Chromium browser; one is missing")
+    assert figure_png(target_rank_chart(target_table()))[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------- presets
+
+def test_presets_map_suites_to_each_kinds_fields(tmp_path):
+    from app.components.presets import load_suites, presets_for
+
+    suites = {
+        "facts": [{"prompt": "The capital of France is", "answer": " Paris"}],
+        "ioi": [{"clean": "A and B", "corrupted": "B and A", "answer": " A", "wrong": " B"}],
+        "odd": [{"nothing": "useful"}, "not an object"],
+    }
+    presets = presets_for("logit_lens", suites)
+    assert [p.fields for p in presets] == [
+        {"prompt": "The capital of France is", "token": " Paris"},
+        {"prompt": "A and B", "token": " A, B"},
+    ]
+    assert presets[0].label == "facts: The capital of France is"
+    for preset in presets:
+        AnalysisSpec(kind="logit_lens", **preset.fields)  # each is a valid spec
+    assert load_suites(tmp_path / "absent.json") == {}
+    (tmp_path / "broken.json").write_text("{not json")
+    assert load_suites(tmp_path / "broken.json") == {}
+
+
+def test_the_shipped_prompt_suites_give_every_page_examples():
+    from app.components.presets import PROMPTS_FILE, load_suites, presets_for
+    from app.routes import PAGES
+
+    suites = load_suites(PROMPTS_FILE)
+    assert suites, "data/prompts.json is missing or empty"
+    for kind in PAGES:
+        assert presets_for(kind, suites), f"no example in data/prompts.json fits {kind}"
+
+
+# --------------------------------------------------------------------------- presets of every kind
+
+def test_presets_adapt_each_suite_to_each_kind():
+    from app.components.presets import presets_for
+
+    suites = {
+        "ioi": [{"clean": "A and B, B", "corrupted": "A and B, A", "answer": " A", "wrong": " B"}],
+        "facts": [{"prompt": "F is", "answer": " P", "corrupted": "G is", "wrong": " D"},
+                  {"prompt": "H is", "answer": " Q"}],
+        "needle": [{"prompt": "code: x y. code:", "answer": " x", "code": " x y"}] * 2,
+        "induction": [{"prompt": "a b c a b c"}],
+        "text": [{"prompt": "Once"}],
+    }
+
+    def fields(kind):
+        return [p.fields for p in presets_for(kind, suites)]
+
+    assert fields("heads") == [  # round-robin across suites; the two needles are one example
+        {"detector": "previous_token", "prompt": "F is"}, {"detector": "retrieval"},
+        {"detector": "induction,duplicate_token"}, {"detector": "previous_token", "prompt": "Once"},
+        {"detector": "previous_token", "prompt": "H is"}]
+    assert [p.label for p in presets_for("heads", suites)][1:3] == [
+        "needle: retrieval", "induction: induction, duplicate_token"]
+    pairs = fields("activation_patching")
+    assert pairs == fields("attribution_patching") == [
+        {"clean": "A and B, B", "corrupted": "A and B, A", "answer": " A", "wrong": " B"},
+        {"clean": "F is", "corrupted": "G is", "answer": " P", "wrong": " D"}]
+    assert fields("dla")[:3] == [{"prompt": "A and B, B", "answer": " A", "wrong": " B"},
+                                 {"prompt": "F is", "answer": " P", "wrong": " D"},
+                                 {"prompt": "code: x y. code:", "answer": " x"}]
+    assert fields("neurons")[:2] == [{"token": " A", "prompt": "A and B, B"},
+                                     {"token": " P", "prompt": "F is"}]
+    for kind in ("heads", "activation_patching", "attribution_patching", "dla", "neurons"):
+        for preset in presets_for(kind, suites):
+            AnalysisSpec(kind=kind, **preset.fields)  # each is a valid spec

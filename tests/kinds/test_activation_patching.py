@@ -1,0 +1,330 @@
+"""Activation patching: the batched, resumed engine gives TransformerLens's numbers; the
+normalisation's fixed points; input errors; a real model; and the embedded model's IOI circuit."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformer_lens import patching as tl_patching
+
+from analyses import AnalysisSpec, SpecError
+from analyses.core.progress import Cancelled
+from analyses.kinds.activation_patching import run
+from analyses.kinds.patching.engine import GRANULARITIES, Patcher, prompt_pair
+from analyses.runtime import models
+from conftest import REPO_ROOT
+
+CLEAN = "Mary and John: John gave it to"
+CORRUPTED = "Mary and John: Mary gave it to"
+PAIR = dict(clean=CLEAN, corrupted=CORRUPTED, answer=" Mary", wrong=" John")
+ARCHS = ("gpt2", "llama", "neox")  # llama: grouped-query attention; neox: parallel blocks
+
+# granularity -> (TransformerLens sweep, how its axes map onto ours)
+LAYER_POS = {
+    "resid_pre": tl_patching.get_act_patch_resid_pre,
+    "resid_mid": tl_patching.get_act_patch_resid_mid,
+    "attn_out": tl_patching.get_act_patch_attn_out,
+    "mlp_out": tl_patching.get_act_patch_mlp_out,
+}
+LAYER_HEAD = {
+    "head_out": tl_patching.get_act_patch_attn_head_out_all_pos,
+    "head_q": tl_patching.get_act_patch_attn_head_q_all_pos,
+    "head_k": tl_patching.get_act_patch_attn_head_k_all_pos,
+    "head_v": tl_patching.get_act_patch_attn_head_v_all_pos,
+    "head_pattern": tl_patching.get_act_patch_attn_head_pattern_all_pos,
+}
+BY_POS = {  # TransformerLens's axes: (layer, pos, head), or (layer, head, dest_pos) for patterns
+    "head_out_by_pos": (tl_patching.get_act_patch_attn_head_out_by_pos, ("layer", "pos", "head")),
+    "head_q_by_pos": (tl_patching.get_act_patch_attn_head_q_by_pos, ("layer", "pos", "head")),
+    "head_k_by_pos": (tl_patching.get_act_patch_attn_head_k_by_pos, ("layer", "pos", "head")),
+    "head_v_by_pos": (tl_patching.get_act_patch_attn_head_v_by_pos, ("layer", "pos", "head")),
+    "head_pattern_by_pos": (tl_patching.get_act_patch_attn_head_pattern_by_pos,
+                            ("layer", "head_index", "dest_pos")),
+}
+
+
+def spec(model_dir, **extra) -> AnalysisSpec:
+    return AnalysisSpec(kind="activation_patching", model=str(model_dir), **PAIR, **extra)
+
+
+def tl_metric(pair):
+    return lambda logits: logits[0, -1, pair.answer] - logits[0, -1, pair.wrong]
+
+
+def effects(model, model_dir, granularity) -> pd.DataFrame:
+    return run(model, spec(model_dir, granularity=granularity)).tables["effects"]
+
+
+@pytest.fixture(params=ARCHS)
+def arch_model(request, tiny_model_dir):
+    folder = tiny_model_dir(request.param)
+    return request.param, folder, models.load(str(folder))
+
+
+def test_layer_by_position_sweeps_equal_transformer_lens(arch_model):
+    arch, folder, model = arch_model
+    bridge = model.bridge
+    pair = prompt_pair(bridge, spec(folder))
+    _, clean_cache = bridge.run_with_cache(pair.clean)
+    for granularity, sweep in LAYER_POS.items():
+        if granularity == "resid_mid" and arch == "neox":
+            continue  # a parallel block has no resid_mid (tested below)
+        ours = effects(model, folder, granularity)
+        with torch.no_grad():
+            expected = sweep(bridge, pair.corrupted, clean_cache, tl_metric(pair))  # [layer, pos]
+        assert list(ours.granularity.unique()) == [granularity]
+        assert (ours["head"] == -1).all()
+        got = ours.set_index(["layer", "position"]).raw.unstack().to_numpy()
+        np.testing.assert_allclose(got, expected.numpy(), atol=1e-5, err_msg=granularity)
+
+
+def test_resid_post_equals_transformer_lens_generic_patch(arch_model):
+    """TransformerLens has no get_act_patch_resid_post; its generic patch at hook_resid_post."""
+    _, folder, model = arch_model
+    bridge = model.bridge
+    pair = prompt_pair(bridge, spec(folder))
+    _, clean_cache = bridge.run_with_cache(pair.clean)
+    with torch.no_grad():
+        expected = tl_patching.generic_activation_patch(
+            bridge, pair.corrupted, clean_cache, tl_metric(pair),
+            patch_setter=tl_patching.layer_pos_patch_setter, activation_name="resid_post",
+            index_axis_names=("layer", "pos"))
+    ours = effects(model, folder, "resid_post")
+    got = ours.set_index(["layer", "position"]).raw.unstack().to_numpy()
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
+
+
+def test_head_sweeps_over_all_positions_equal_transformer_lens(arch_model):
+    _, folder, model = arch_model
+    bridge = model.bridge
+    pair = prompt_pair(bridge, spec(folder))
+    _, clean_cache = bridge.run_with_cache(pair.clean)
+    for granularity, sweep in LAYER_HEAD.items():
+        ours = effects(model, folder, granularity)
+        with torch.no_grad():
+            expected = sweep(bridge, pair.corrupted, clean_cache, tl_metric(pair))  # [layer, head]
+        assert (ours.position == -1).all()
+        got = ours.set_index(["layer", "head"]).raw.unstack().to_numpy()
+        assert got.shape == tuple(expected.shape), granularity  # k, v: key/value heads on GQA
+        np.testing.assert_allclose(got, expected.numpy(), atol=1e-5, err_msg=granularity)
+
+
+def test_head_sweeps_by_position_equal_transformer_lens(arch_model):
+    """On a sample of cells (TransformerLens runs one forward per cell), via its index_df."""
+    _, folder, model = arch_model
+    bridge = model.bridge
+    pair = prompt_pair(bridge, spec(folder))
+    _, clean_cache = bridge.run_with_cache(pair.clean)
+    rng = np.random.default_rng(0)
+    for granularity, (sweep, axes) in BY_POS.items():
+        ours = effects(model, folder, granularity)
+        assert (ours.position >= 0).all() and (ours["head"] >= 0).all()
+        sample = ours.iloc[rng.choice(len(ours), size=10, replace=False)]
+        columns = {"layer": sample.layer, "pos": sample.position, "head": sample["head"],
+                   "head_index": sample["head"], "dest_pos": sample.position}
+        index_df = pd.DataFrame({axis: columns[axis].to_numpy() for axis in axes})
+        with torch.no_grad():
+            expected = sweep(bridge, pair.corrupted, clean_cache, tl_metric(pair),
+                             index_axis_names=None, index_df=index_df)
+        np.testing.assert_allclose(sample.raw.to_numpy(), expected.numpy(), atol=1e-5,
+                                   err_msg=granularity)
+
+
+def test_grouped_query_keys_and_values_are_patched_per_key_value_head(tiny_llama_dir):
+    model = models.load(str(tiny_llama_dir))
+    cfg = model.bridge.cfg
+    n_kv = cfg.n_key_value_heads
+    for granularity, n_heads in (("head_k", n_kv), ("head_v", n_kv), ("head_q", cfg.n_heads)):
+        table = effects(model, tiny_llama_dir, granularity)
+        assert len(table) == cfg.n_layers * n_heads, granularity
+
+
+def test_batches_that_start_at_their_own_layer_give_the_same_numbers(tiny_gpt2_dir, monkeypatch):
+    """Large rows (long prompts, wide models) are batched per layer; small ones together."""
+    import analyses.kinds.patching.engine as engine
+
+    model = models.load(str(tiny_gpt2_dir))
+    pair = prompt_pair(model.bridge, spec(tiny_gpt2_dir))
+    site = GRANULARITIES["head_out"]
+    together = Patcher(model.bridge, pair, sites=(site,))
+    cells = together.cells(site, [0, 1])
+    assert len(together.batches(cells)) == 1
+    monkeypatch.setattr(engine, "PER_LAYER_WORK", 0)
+    per_layer = Patcher(model.bridge, pair, sites=(site,))
+    batches = per_layer.batches(cells)
+    assert [set(cells[b, 0]) for b in batches] == [{0}, {1}]
+    np.testing.assert_allclose(per_layer.patch(site, cells), together.patch(site, cells), atol=1e-6)
+
+
+def test_full_forwards_give_the_same_numbers_as_resumed_ones(tiny_gpt2_dir):
+    """The fallback for architectures that cannot resume from a layer: same cells, same numbers."""
+    model = models.load(str(tiny_gpt2_dir))
+    pair = prompt_pair(model.bridge, spec(tiny_gpt2_dir))
+    for name in ("resid_pre", "head_out_by_pos"):
+        site = GRANULARITIES[name]
+        resumed = Patcher(model.bridge, pair, sites=(site,))
+        cells = resumed.cells(site, [0, 1])
+        fast = resumed.patch(site, cells)
+        assert resumed.resumes
+        full = Patcher(model.bridge, pair, sites=(site,))
+        full.resumes, full._verified = False, True
+        np.testing.assert_allclose(fast, full.patch(site, cells), atol=1e-5)
+
+
+def test_final_residual_at_the_last_position_restores_the_clean_run(arch_model):
+    """The logits at the last position read only the final residual stream there."""
+    _, folder, model = arch_model
+    result = run(model, spec(folder, granularity="resid_post"))
+    table = result.tables["effects"]
+    last = table[(table.layer == table.layer.max()) & (table.position == table.position.max())]
+    assert last.value.iloc[0] == pytest.approx(1.0, abs=1e-5)
+    assert last.raw.iloc[0] == pytest.approx(result.meta["clean_baseline"], abs=1e-5)
+    other = table[(table.layer == table.layer.max()) & (table.position < table.position.max())]
+    np.testing.assert_allclose(other.value, 0.0, atol=1e-5)  # other positions: no effect
+
+
+def test_whole_residual_stream_entering_layer_0_restores_the_clean_run(tiny_llama_dir):
+    """A cell with position -1 patches every position: at resid_pre 0 that is the clean run."""
+    model = models.load(str(tiny_llama_dir))
+    pair = prompt_pair(model.bridge, spec(tiny_llama_dir))
+    site = GRANULARITIES["resid_pre"]
+    patcher = Patcher(model.bridge, pair, sites=(site,))
+    raw = patcher.patch(site, np.array([[0, -1, -1], [1, -1, -1]]))
+    np.testing.assert_allclose(raw, patcher.clean_baseline, atol=1e-5)
+
+
+def test_values_are_normalised_between_the_baselines(tiny_gpt2_dir):
+    model = models.load(str(tiny_gpt2_dir))
+    result = run(model, spec(tiny_gpt2_dir))
+    clean, corrupted = result.meta["clean_baseline"], result.meta["corrupted_baseline"]
+    table = result.tables["effects"]
+    expected = (table.raw - corrupted) / (clean - corrupted)
+    np.testing.assert_allclose(table.value, expected, atol=1e-9)
+    assert list(table.columns) == ["granularity", "layer", "position", "head", "value", "raw",
+                                   "sender_layer", "sender_head", "receiver_input"]
+    assert result.meta["n_tokens"] == len(result.meta["clean_tokens"]) == table.position.nunique()
+    # positions where the prompts agree, at the first layer: patching changes nothing
+    same = [i for i, (a, b) in enumerate(zip(result.meta["clean_tokens"],
+                                              result.meta["corrupted_tokens"])) if a == b]
+    first = table[(table.layer == 0) & table.position.isin(same)]
+    np.testing.assert_allclose(first.value, 0.0, atol=1e-6)
+
+
+def test_all_runs_every_layer_by_position_granularity_the_model_has(tiny_model_dir):
+    block = {"resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"}
+    for arch, expected in (("gpt2", block), ("neox", block - {"resid_mid"})):
+        model = models.load(str(tiny_model_dir(arch)))
+        result = run(model, spec(tiny_model_dir(arch), granularity="all", layer=1))
+        table = result.tables["effects"]
+        assert set(table.granularity) == expected, arch
+        assert set(table.layer) == {1}
+        assert result.meta.get("not_on_this_model", []) == sorted({"resid_mid"} - expected)
+
+
+def test_resid_mid_is_refused_on_a_parallel_block_model(tiny_neox_dir):
+    model = models.load(str(tiny_neox_dir))
+    with pytest.raises(SpecError, match="granularity: 'resid_mid' is not available"):
+        run(model, spec(tiny_neox_dir, granularity="resid_mid"))
+
+
+def test_layer_restricts_the_sweep_and_is_range_checked(tiny_gpt2_dir):
+    model = models.load(str(tiny_gpt2_dir))
+    table = run(model, spec(tiny_gpt2_dir, granularity="head_out", layer=1)).tables["effects"]
+    assert set(table.layer) == {1} and len(table) == model.bridge.cfg.n_heads
+    with pytest.raises(SpecError, match="layer: 2 is out of range: the model has 2 layers"):
+        run(model, spec(tiny_gpt2_dir, layer=2))
+
+
+def test_unknown_granularity_is_refused_with_the_choices():
+    with pytest.raises(SpecError, match="granularity: 'heads' is not one of: resid_pre, "):
+        AnalysisSpec(kind="activation_patching", **PAIR, granularity="heads")
+
+
+def test_unequal_lengths_are_refused_naming_both(tiny_gpt2_dir):
+    model = models.load(str(tiny_gpt2_dir))
+    bad = AnalysisSpec(kind="activation_patching", model=str(tiny_gpt2_dir),
+                       **{**PAIR, "corrupted": "Mary and John: Mary gave it all to"})
+    n_clean = model.bridge.to_tokens(CLEAN).shape[1]
+    n_bad = model.bridge.to_tokens(bad.corrupted).shape[1]
+    with pytest.raises(SpecError, match=f"corrupted: the clean prompt is {n_clean} tokens and the "
+                                        f"corrupted prompt is {n_bad} tokens"):
+        run(model, bad)
+
+
+def test_multi_token_answer_is_refused(tiny_gpt2_dir):
+    model = models.load(str(tiny_gpt2_dir))
+    bad = AnalysisSpec(kind="activation_patching", model=str(tiny_gpt2_dir), clean=CLEAN,
+                       corrupted=CORRUPTED, answer=" Constantinople", wrong=" John")
+    with pytest.raises(SpecError, match="answer: ' Constantinople' is .* tokens .* exactly one"):
+        run(model, bad)
+
+
+def test_prompts_that_do_not_separate_the_answers_are_refused(tiny_gpt2_dir):
+    model = models.load(str(tiny_gpt2_dir))
+    same = AnalysisSpec(kind="activation_patching", model=str(tiny_gpt2_dir), clean=CLEAN,
+                        corrupted=CLEAN, answer=" Mary", wrong=" John")
+    with pytest.raises(SpecError, match="do not separate the answers"):
+        run(model, same)
+
+
+def test_progress_is_reported_per_batch_and_cancel_leaves_the_model_intact(tiny_gpt2_dir):
+    model = models.load(str(tiny_gpt2_dir))
+    tokens = model.bridge.to_tokens(CLEAN)
+    with torch.no_grad():
+        before = model.bridge(tokens)
+    reports = []
+    run(model, spec(tiny_gpt2_dir, granularity="head_out_by_pos"),
+        progress=lambda f, m: reports.append((f, m)))
+    fractions = [f for f, _ in reports]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any("patched" in m for _, m in reports)
+
+    def cancel(fraction, message):
+        if "patched" in message:
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        run(model, spec(tiny_gpt2_dir, granularity="resid_pre", layer=1), progress=cancel)
+    with torch.no_grad():  # no block left skipped, no hook left behind
+        torch.testing.assert_close(model.bridge(tokens), before, rtol=0, atol=0)
+
+
+def test_stories260k_patches_end_to_end(stories260k_dir):
+    ref = str(stories260k_dir / "stories260K.bin")
+    model = models.load(ref)
+    pair = dict(clean="Lily and Tim went to the park. Tim gave the ball to",
+                corrupted="Lily and Tim went to the park. Lily gave the ball to",
+                answer=" Lily", wrong=" Tim")
+    cfg = model.bridge.cfg
+    result = run(model, AnalysisSpec(kind="activation_patching", model=ref, granularity="all",
+                                     layer=cfg.n_layers - 1, **pair))
+    table = result.tables["effects"]
+    assert result.meta["resumed"]
+    assert len(table) == 5 * result.meta["n_tokens"]
+    assert np.isfinite(table.value).all()
+    post = table[(table.granularity == "resid_post") & (table.layer == cfg.n_layers - 1)]
+    assert post.value.iloc[-1] == pytest.approx(1.0, abs=1e-4)
+    heads = run(model, AnalysisSpec(kind="activation_patching", model=ref, granularity="head_k",
+                                    **pair)).tables["effects"]
+    assert len(heads) == cfg.n_layers * cfg.n_key_value_heads
+
+
+def test_ioi_resid_patching_localises_to_the_names_on_the_embedded_model():
+    """IOI: the effect lives at the names (early layers) and moves to the final position."""
+    folder = REPO_ROOT / "data" / "models" / "tiny-circuits"
+    if not (folder / "config.json").is_file():
+        pytest.skip("the embedded model data/models/tiny-circuits is absent (not trained yet)")
+    prompts = json.loads((REPO_ROOT / "data" / "prompts.json").read_text())["ioi"][0]
+    model = models.load(str(folder))
+    ioi = {k: prompts[k] for k in ("clean", "corrupted", "answer", "wrong")}
+    result = run(model, AnalysisSpec(kind="activation_patching", model=str(folder), **ioi))
+    table = result.tables["effects"]
+    clean, corrupted = result.meta["clean_tokens"], result.meta["corrupted_tokens"]
+    names = {prompts["answer"].strip(), prompts["wrong"].strip()}
+    name_positions = {i for i, t in enumerate(clean) if t.strip() in names}
+    name_positions |= {i for i, t in enumerate(corrupted) if t.strip() in names}
+    allowed = name_positions | {len(clean) - 1}
+    top = table.reindex(table.value.abs().sort_values(ascending=False).index).head(3)
+    assert set(top.position) <= allowed, (top, allowed)
+    assert result.meta["clean_baseline"] > result.meta["corrupted_baseline"]

@@ -1,0 +1,242 @@
+"""Attribution patching: AtP equals TransformerLens's on the same inputs; AtP (and AtP*'s
+query/key fix) is exact where the metric is linear in what it linearises; GradDrop's
+structure; the agreement table; the spec fields; a real model end to end."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformer_lens.tools.analysis.attribution_patching import (
+    attribution_patch,
+    cache_activation_and_gradient,
+)
+
+from analyses import AnalysisSpec, SpecError
+from analyses.kinds.attribution_patching import attribute, exact_effects, run
+from analyses.kinds.patching.engine import Patcher, prompt_pair
+from analyses.runtime import models
+from conftest import save_tiny_model
+
+CLEAN = "Mary and John: John gave it to"
+CORRUPTED = "Mary and John: Mary gave it to"
+PAIR = dict(clean=CLEAN, corrupted=CORRUPTED, answer=" Mary", wrong=" John")
+ARCHS = ("gpt2", "llama", "neox")
+
+
+def spec(model_dir, **extra) -> AnalysisSpec:
+    return AnalysisSpec(kind="attribution_patching", model=str(model_dir), **PAIR, **extra)
+
+
+def tl_metric(pair):
+    return lambda logits: logits[0, -1, pair.answer] - logits[0, -1, pair.wrong]
+
+
+def lookup(table, node, layer, position, head=-1) -> float:
+    row = table[(table.node == node) & (table.layer == layer) & (table.position == position)
+                & (table["head"] == head)]
+    assert len(row) == 1, (node, layer, position, head)
+    return float(row.atp.iloc[0])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_node_scores_equal_transformer_lens(tiny_model_dir, arch):
+    folder = tiny_model_dir(arch)
+    model = models.load(str(folder))
+    bridge = model.bridge
+    pair = prompt_pair(bridge, spec(folder))
+    ours = run(model, spec(folder, exact=False)).tables["attributions"]
+    reference = attribution_patch(bridge, pair.clean, pair.corrupted, tl_metric(pair))
+    compared = 0
+    for node, score in reference.node_scores.items():
+        if node.kind == "attn_head_out":
+            got = lookup(ours, "head", node.layer, node.position, node.head)
+        elif node.kind == "mlp_out":
+            got = lookup(ours, "mlp", node.layer, node.position)
+        else:
+            continue  # the embedding write: not one of our nodes
+        assert got == pytest.approx(score, abs=1e-5), node
+        compared += 1
+    assert compared == len(ours[ours.node.isin(["head", "mlp"])])
+    # residual-stream nodes, from the library's own activation-and-gradient cache
+    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(bridge.cfg.n_layers)]
+    clean = cache_activation_and_gradient(bridge, pair.clean, tl_metric(pair), names,
+                                          compute_gradient=False)
+    corrupted = cache_activation_and_gradient(bridge, pair.corrupted, tl_metric(pair), names)
+    for layer, name in enumerate(names):
+        expected = ((clean.activations[name] - corrupted.activations[name])
+                    * corrupted.gradients[name]).sum(-1)[0]  # [pos]
+        got = ours[(ours.node == "resid") & (ours.layer == layer)].sort_values("position").atp
+        np.testing.assert_allclose(got.to_numpy(), expected.numpy(), atol=1e-5)
+
+
+def frozen_final_norm(bridge, pair, zero_last_mlp=False):
+    """Hooks that make the metric affine in the last block's outputs: the final norm's scale
+    fixed at its corrupted-run value (what makes a norm nonlinear is dividing by it) and,
+    optionally, the last MLP's output zeroed (so the last attention output reaches the
+    logits through nothing but the fixed norm and the unembedding)."""
+    with torch.no_grad():
+        _, cache = bridge.run_with_cache(pair.corrupted, names_filter=["ln_final.hook_scale"])
+    scale = cache["ln_final.hook_scale"]
+    hooks = [("ln_final.hook_scale", lambda x, hook: scale.expand_as(x).to(x.dtype))]
+    if zero_last_mlp:
+        last = bridge.cfg.n_layers - 1
+        hooks.append((f"blocks.{last}.hook_mlp_out", lambda x, hook: torch.zeros_like(x)))
+    return bridge.hooks(fwd_hooks=hooks)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_atp_is_exact_where_the_metric_is_linear_in_the_node(tiny_model_dir, arch):
+    """With the final norm's scale frozen, the logit difference is an affine function of the
+    final residual stream at the last position: logits = W_U (norm_w * (x - mean x) / s) + b.
+    The final residual node there, and the last MLP's output there (which is added straight
+    into it), therefore move the metric exactly linearly, and a first-order Taylor estimate
+    of a linear function is the function: AtP must equal exact patching to float precision.
+    (Without the freeze the norm's division makes them differ, as the last check shows.)"""
+    folder = tiny_model_dir(arch)
+    bridge = models.load(str(folder)).bridge
+    pair = prompt_pair(bridge, spec(folder))
+    n_layers, last = bridge.cfg.n_layers, pair.corrupted.shape[1] - 1
+
+    def linear_nodes(nodes):
+        final = (nodes.node == "resid") & (nodes.layer == n_layers)
+        last_mlp = (nodes.node == "mlp") & (nodes.layer == n_layers - 1)
+        picked = nodes[(final | last_mlp) & (nodes.position == last)].copy()
+        assert len(picked) == 2
+        return picked
+
+    with frozen_final_norm(bridge, pair):
+        nodes = linear_nodes(attribute(bridge, pair, list(range(n_layers))))
+        nodes["exact"] = exact_effects(Patcher(bridge, pair), nodes)
+    assert nodes.exact.abs().min() > 1e-3  # a real effect, not 0 == 0
+    np.testing.assert_allclose(nodes.atp, nodes.exact, atol=1e-5)
+    free = linear_nodes(attribute(bridge, pair, list(range(n_layers))))
+    free["exact"] = exact_effects(Patcher(bridge, pair), free)
+    assert (free.atp - free.exact).abs().max() > 1e-5
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])  # llama: a key is shared by 2 query heads
+def test_qk_fix_is_exact_where_only_the_softmax_is_nonlinear(tiny_model_dir, arch):
+    """Freeze the final norm's scale and zero the last MLP: the metric is then linear in the
+    last layer's attention pattern (output = pattern @ values, values untouched by a query or
+    key patch). Patching one query or one key of that layer changes the pattern only through
+    its softmax, which AtP* recomputes exactly: its estimate must equal exact patching, where
+    plain AtP, linearising the softmax too, does not."""
+    folder = tiny_model_dir(arch)
+    bridge = models.load(str(folder)).bridge
+    pair = prompt_pair(bridge, spec(folder))
+    n_layers = bridge.cfg.n_layers
+    with frozen_final_norm(bridge, pair, zero_last_mlp=True):
+        fixed = attribute(bridge, pair, [n_layers - 1], qk_fix=True)
+        plain = attribute(bridge, pair, [n_layers - 1])
+        qk = fixed.node.isin(["q", "k"]).to_numpy()
+        exact = exact_effects(Patcher(bridge, pair), fixed[qk])
+    assert np.abs(exact).max() > 1e-3
+    np.testing.assert_allclose(fixed.atp[qk], exact, atol=1e-5)
+    assert np.abs(plain.atp[qk].to_numpy() - exact).max() > 1e-4
+    others = ~qk  # the fix touches q and k nodes only
+    np.testing.assert_allclose(fixed.atp[others], plain.atp[others], atol=1e-6)
+
+
+def test_graddrop_is_a_magnitude_that_leaves_last_layer_nodes_at_their_atp(tiny_gpt2_dir):
+    """GradDrop averages |AtP| over L passes, each dropping one block's output gradient, with
+    weight 1/(L-1). A last-layer head or MLP loses its whole gradient in its own block's pass
+    and keeps it in every other (those drops are upstream of it): so its score is |AtP|."""
+    model = models.load(str(tiny_gpt2_dir))
+    pair = prompt_pair(model.bridge, spec(tiny_gpt2_dir))
+    layers = list(range(model.bridge.cfg.n_layers))
+    plain = attribute(model.bridge, pair, layers)
+    dropped = attribute(model.bridge, pair, layers, graddrop=True)
+    assert (dropped.atp >= 0).all()
+    last = ((plain.node.isin(["head", "mlp"])) & (plain.layer == layers[-1])).to_numpy()
+    np.testing.assert_allclose(dropped.atp[last], plain.atp[last].abs(), atol=1e-6)
+    earlier = (plain.node == "head") & (plain.layer == 0)
+    assert not np.allclose(dropped.atp[earlier], plain.atp[earlier].abs(), atol=1e-6)
+
+
+def test_graddrop_needs_two_layers(model_roots, tmp_path):
+    one_layer = save_tiny_model("gpt2", tmp_path / "one-layer", n_layers=1)  # its own model:
+    model = models.load(str(one_layer))  # the shared cached ones are never changed
+    pair = prompt_pair(model.bridge, spec(one_layer))
+    with pytest.raises(SpecError, match="graddrop: needs a model with at least 2 layers"):
+        attribute(model.bridge, pair, [0], graddrop=True)
+
+
+def test_exact_and_agreement_tables(tiny_llama_dir):
+    model = models.load(str(tiny_llama_dir))
+    result = run(model, spec(tiny_llama_dir, qk_fix=True, graddrop=True))
+    nodes, agreement = result.tables["attributions"], result.tables["agreement"]
+    assert result.meta["exact"] and nodes.exact.notna().all()  # few nodes: exact by default
+    assert set(nodes.node) == {"resid", "head", "mlp", "q", "k", "v"}
+    cfg = model.bridge.cfg
+    n_keys = cfg.n_layers * cfg.n_key_value_heads * result.meta["n_tokens"]
+    assert len(nodes[nodes.node == "k"]) == n_keys
+    assert set(nodes[nodes.node == "resid"].layer) == set(range(cfg.n_layers + 1))
+    assert list(agreement.node) == ["resid", "head", "mlp", "q", "k", "v", "all"]
+    # Each number re-derived by another route: numpy's Pearson of the values and of their
+    # ranks (scipy's rankdata convention: ties share their mean rank), and set overlap of
+    # the 10 largest by magnitude. GraddDrop is on, so AtP is compared with |exact|.
+    assert result.meta["atp_is_magnitude"]
+    for kind_name, group in [*nodes.groupby("node", sort=False), ("all", nodes)]:
+        row = agreement.set_index("node").loc[kind_name]
+        atp, exact = group.atp.to_numpy(float), group.exact.abs().to_numpy(float)
+        expected_r = np.corrcoef(atp, exact)[0, 1]
+        ranks = [pd.Series(v).rank().to_numpy() for v in (atp, exact)]
+        expected_rho = np.corrcoef(*ranks)[0, 1]
+        k = min(10, len(group))
+        overlap = len(set(np.argsort(-np.abs(atp), kind="stable")[:k])
+                      & set(np.argsort(-np.abs(exact), kind="stable")[:k])) / k
+        assert row.pearson == pytest.approx(expected_r, abs=1e-9), kind_name
+        assert row.spearman == pytest.approx(expected_rho, abs=1e-9), kind_name
+        assert row.top10_overlap == pytest.approx(overlap), kind_name
+    # the patching engine's own baselines: exact = patched - corrupted
+    assert result.meta["corrupted_baseline"] != result.meta["clean_baseline"]
+
+
+def test_exact_can_be_switched_off(tiny_gpt2_dir):
+    model = models.load(str(tiny_gpt2_dir))
+    result = run(model, spec(tiny_gpt2_dir, exact=False, layer=1))
+    nodes = result.tables["attributions"]
+    assert nodes.exact.isna().all() and "agreement" not in result.tables
+    assert set(nodes.layer) == {1, 2}  # layer 1, and the final residual stream after it
+    # the baselines come from the gradient pass's own rows: the same as the patching engine's
+    with_exact = run(model, spec(tiny_gpt2_dir, exact=True, layer=1)).meta
+    for key in ("clean_baseline", "corrupted_baseline"):
+        assert result.meta[key] == pytest.approx(with_exact[key], abs=1e-5)
+
+
+def test_the_atp_star_fields_round_trip_and_belong_to_attribution_only(tiny_gpt2_dir):
+    original = spec(tiny_gpt2_dir, qk_fix=True, graddrop=False, exact=True)
+    assert AnalysisSpec.from_query(original.to_query()) == original
+    assert "qk_fix=1" in original.to_query() and "graddrop=0" in original.to_query()
+    with pytest.raises(SpecError, match="qk_fix: does not apply to kind 'activation_patching'"):
+        AnalysisSpec(kind="activation_patching", **PAIR, qk_fix=True)
+
+
+def test_stories260k_attributes_end_to_end(stories260k_dir):
+    ref = str(stories260k_dir / "stories260K.bin")
+    model = models.load(ref)
+    pair = dict(clean="Lily and Tim went to the park. Tim gave the ball to",
+                corrupted="Lily and Tim went to the park. Lily gave the ball to",
+                answer=" Lily", wrong=" Tim")
+    last = model.bridge.cfg.n_layers - 1  # one layer's nodes: few enough for exact by default
+    result = run(model, AnalysisSpec(kind="attribution_patching", model=ref, qk_fix=True,
+                                     layer=last, **pair))
+    nodes, agreement = result.tables["attributions"], result.tables["agreement"]
+    assert result.meta["exact"] and np.isfinite(nodes.atp).all() and np.isfinite(nodes.exact).all()
+    final = nodes[(nodes.node == "resid") & (nodes.layer == model.bridge.cfg.n_layers)]
+    gap = result.meta["clean_baseline"] - result.meta["corrupted_baseline"]
+    assert final.exact.iloc[-1] == pytest.approx(gap, abs=1e-4)  # the final residual restores all
+    assert agreement.set_index("node").loc["all", "pearson"] > 0.5
+
+
+def test_a_separate_clean_forward_gives_the_same_scores(tiny_gpt2_dir, monkeypatch):
+    """Long prompts run the clean prompt apart (memory); short ones in the gradient batch."""
+    import analyses.kinds.attribution_patching as atp
+
+    model = models.load(str(tiny_gpt2_dir))
+    batched = run(model, spec(tiny_gpt2_dir, exact=False))
+    monkeypatch.setattr(atp, "CLEAN_IN_BATCH_WORK", 0)
+    apart = run(model, spec(tiny_gpt2_dir, exact=False))
+    np.testing.assert_allclose(apart.tables["attributions"].atp, batched.tables["attributions"].atp,
+                               atol=1e-6)
+    for key in ("clean_baseline", "corrupted_baseline"):
+        assert apart.meta[key] == pytest.approx(batched.meta[key], abs=1e-6)
