@@ -258,10 +258,18 @@ def key_patch_effects(scores: Tensor, pattern: Tensor, with_k: Tensor, grad: Ten
 
 # --------------------------------------------------------------------------- the analysis
 
+@dataclass(frozen=True)
+class NodeEstimates:
+    """Every node's AtP (or AtP*) estimate, and the metric's baselines from the same pass."""
+
+    nodes: pd.DataFrame  # node, layer, position, head, atp: one row per node
+    clean_baseline: float
+    corrupted_baseline: float
+
+
 def attribute(bridge, pair, layers: list[int], qk_fix: bool = False, graddrop: bool = False,
-              metric=None) -> pd.DataFrame:
-    """Every node's AtP (or AtP*) estimate: columns node, layer, position, head, atp; the
-    metric's clean and corrupted baselines in `.attrs`."""
+              metric=None) -> NodeEstimates:
+    """Every node's AtP (or AtP*) estimate, from one forward and one backward pass."""
     metric = metric or partial(logit_diff, answer=pair.answer, wrong=pair.wrong)
     n_layers = int(bridge.cfg.n_layers)
     if graddrop and n_layers < 2:
@@ -292,10 +300,8 @@ def attribute(bridge, pair, layers: list[int], qk_fix: bool = False, graddrop: b
         else:
             score = per_row[0]
         frames.append(_node_frame(kind, layer, score.float().cpu().numpy()))
-    nodes = pd.concat(frames, ignore_index=True)
-    nodes.attrs.update(clean_baseline=attribution.clean_metric,
-                       corrupted_baseline=attribution.corrupted_metric)
-    return nodes
+    return NodeEstimates(pd.concat(frames, ignore_index=True), attribution.clean_metric,
+                         attribution.corrupted_metric)
 
 
 def _node_frame(kind: str, layer: int, score: np.ndarray) -> pd.DataFrame:
@@ -369,11 +375,12 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     pair = prompt_pair(bridge, spec)
     layers = check_layer(bridge, spec.layer)
     progress(0.0, "attribution: one forward and one backward pass")
-    nodes = attribute(bridge, pair, layers, qk_fix=bool(spec.qk_fix), graddrop=bool(spec.graddrop))
+    estimates = attribute(bridge, pair, layers, qk_fix=bool(spec.qk_fix), graddrop=bool(spec.graddrop))
+    nodes = estimates.nodes
     want_exact = spec.exact if spec.exact is not None else len(nodes) <= AUTO_EXACT_NODES
     sites = tuple(GRANULARITIES[name] for name in (*(k.site for k in NODE_KINDS.values()),
                                                    "resid_post"))
-    baselines = (nodes.attrs["clean_baseline"], nodes.attrs["corrupted_baseline"])
+    baselines = (estimates.clean_baseline, estimates.corrupted_baseline)
     patcher = None
     if want_exact:  # its baselines, from the engine that patches, are the ones reported
         patcher = Patcher(bridge, pair, sites=sites)

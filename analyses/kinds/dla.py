@@ -26,6 +26,8 @@ Without `wrong`, the same decomposition of the answer's logit itself.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 import torch
 from jaxtyping import Float
@@ -78,10 +80,20 @@ class FinalNorm:
         return x * self.weight if self.weight is not None else x
 
 
+@dataclass(frozen=True)
+class DirectAttribution:
+    """Each component's direct contribution at the last position, and the model's own value."""
+
+    rows: list[tuple[str, int, int, float]]  # (component, layer, head, value), as COLUMNS
+    logit_diff: float  # the model's own logit(answer) - logit(wrong) there
+    residual_error: float  # max |sum of the parts - the final residual|: float noise only
+
+
 @torch.no_grad()
-def attribute(bridge, tokens, answer: int, wrong: int | None, progress: Progress = silent) -> dict:
+def attribute(bridge, tokens, answer: int, wrong: int | None, progress: Progress = silent
+              ) -> DirectAttribution:
     """Every component's direct contribution at the last position, and the actual logit
-    difference, as {"rows": [(component, layer, head, value)], "logit_diff": float}."""
+    difference."""
     n_layers = bridge.cfg.n_layers
     names = _needed(n_layers)
     logits, cache = bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
@@ -126,8 +138,8 @@ def attribute(bridge, tokens, answer: int, wrong: int | None, progress: Progress
         raise RuntimeError(f"dla: the residual stream of {bridge.cfg.model_name} is not the sum of its "
                            f"embeddings, attention and MLP outputs (off by {resid_error:.3g}); this "
                            "architecture is not supported")
-    return {"rows": [(c, layer, h, float(v)) for c, layer, h, v in rows], "logit_diff": float(actual),
-            "residual_error": float(resid_error)}
+    return DirectAttribution([(c, layer, h, float(v)) for c, layer, h, v in rows], float(actual),
+                             float(resid_error))
 
 
 def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
@@ -138,11 +150,11 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     wrong = single_token(bridge, spec.wrong, "wrong") if spec.wrong is not None else None
     progress(0.1, "running the model")
     found = attribute(bridge, tokens, answer, wrong, progress)
-    table = pd.DataFrame(found["rows"], columns=COLUMNS)
+    table = pd.DataFrame(found.rows, columns=COLUMNS)
     total = table[table.component.isin(TOTAL_COMPONENTS)].value.sum()
     progress(1.0, "done")
     return Result(spec=spec, tables={"contributions": table}, meta={
-        "logit_diff": found["logit_diff"], "sum_of_components": float(total),
-        "residual_error": found["residual_error"], "total_components": list(TOTAL_COMPONENTS),
+        "logit_diff": found.logit_diff, "sum_of_components": float(total),
+        "residual_error": found.residual_error, "total_components": list(TOTAL_COMPONENTS),
         "position": int(tokens.shape[1] - 1),
     })

@@ -29,6 +29,7 @@ Tables:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -101,15 +102,20 @@ def chunks(bridge, where: list[tuple[int, Tensor]], read: Callable[[Tensor], Ten
             yield layer, ids, read(w_out[ids.to(w_out.device)])
 
 
+@dataclass(frozen=True)
+class AtlasReadout:
+    """What one pass over the neurons' output rows read."""
+
+    columns: dict[str, np.ndarray]  # the atlas table's columns (token_str aside), 2k rows a neuron
+    target_scores: Float[Tensor, "neuron target"] | None  # each neuron's score per target token
+    neuron_ids: np.ndarray  # int [neuron, 2]: (layer, neuron), aligned with target_scores' rows
+
+
 @torch.no_grad()
 def atlas(bridge, where: list[tuple[int, Tensor]], top_k: int, final_norm: bool,
-          token_ids: list[int] = (), progress: Progress = silent
-          ) -> tuple[dict[str, np.ndarray], Float[Tensor, "neuron target"] | None, np.ndarray]:
+          token_ids: list[int] = (), progress: Progress = silent) -> AtlasReadout:
     """Top and bottom `top_k` tokens of every neuron in `where`, and (with `token_ids`)
-    every such neuron's score for each target token.
-
-    Returns (atlas columns, target scores [neuron, target] or None, neuron ids [neuron, 2]
-    as (layer, neuron) aligned with the target scores' rows)."""
+    every such neuron's score for each target token."""
     w_u = bridge.W_U  # [d_model, d_vocab]
     k = min(top_k, w_u.shape[1])
     read = final_norm_reader(bridge, final_norm)
@@ -136,8 +142,8 @@ def atlas(bridge, where: list[tuple[int, Tensor]], top_k: int, final_norm: bool,
         done += len(ids)
         progress(done / total, f"layer {layer}: {done}/{total} neurons read")
     columns = {n: np.concatenate(v) for n, v in parts.items()}
-    return (columns, torch.cat(target_scores) if targets is not None else None,
-            np.concatenate(seen))
+    return AtlasReadout(columns, torch.cat(target_scores) if targets is not None else None,
+                        np.concatenate(seen))
 
 
 def promoters_table(scores: Float[Tensor, "neuron target"], neuron_ids: np.ndarray,
@@ -186,14 +192,14 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     where = scope(bridge, spec)
     token_ids = list(dict.fromkeys(single_token(bridge, t, "token") for t in spec.targets()))
     decode = token_decoder(bridge)
-    columns, target_scores, neuron_ids = atlas(
-        bridge, where, spec.top_k, spec.final_norm, token_ids,
-        lambda f, m: progress(0.9 * f, m))
-    frame = pd.DataFrame(columns)
+    readout = atlas(bridge, where, spec.top_k, spec.final_norm, token_ids,
+                    lambda f, m: progress(0.9 * f, m))
+    neuron_ids = readout.neuron_ids
+    frame = pd.DataFrame(readout.columns)
     frame.insert(4, "token_str", token_texts(bridge, frame.token_id.to_numpy()))
     tables = {"atlas": frame.loc[:, list(ATLAS_COLUMNS)]}
     if token_ids:
-        tables["promoters"] = promoters_table(target_scores, neuron_ids, token_ids, spec.top_k, decode)
+        tables["promoters"] = promoters_table(readout.target_scores, neuron_ids, token_ids, spec.top_k, decode)
     if spec.prompt is not None:
         progress(0.9, "running the prompt")
         tables["activations"] = activations_table(bridge, spec.prompt, where, spec.top_k)

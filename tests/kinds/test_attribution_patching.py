@@ -104,11 +104,11 @@ def test_atp_is_exact_where_the_metric_is_linear_in_the_node(tiny_model_dir, arc
         return picked
 
     with frozen_final_norm(bridge, pair):
-        nodes = linear_nodes(attribute(bridge, pair, list(range(n_layers))))
+        nodes = linear_nodes(attribute(bridge, pair, list(range(n_layers))).nodes)
         nodes["exact"] = exact_effects(Patcher(bridge, pair), nodes)
     assert nodes.exact.abs().min() > 1e-3  # a real effect, not 0 == 0
     np.testing.assert_allclose(nodes.atp, nodes.exact, atol=1e-5)
-    free = linear_nodes(attribute(bridge, pair, list(range(n_layers))))
+    free = linear_nodes(attribute(bridge, pair, list(range(n_layers))).nodes)
     free["exact"] = exact_effects(Patcher(bridge, pair), free)
     assert (free.atp - free.exact).abs().max() > 1e-5
 
@@ -125,8 +125,8 @@ def test_qk_fix_is_exact_where_only_the_softmax_is_nonlinear(tiny_model_dir, arc
     pair = prompt_pair(bridge, spec(folder))
     n_layers = bridge.cfg.n_layers
     with frozen_final_norm(bridge, pair, zero_last_mlp=True):
-        fixed = attribute(bridge, pair, [n_layers - 1], qk_fix=True)
-        plain = attribute(bridge, pair, [n_layers - 1])
+        fixed = attribute(bridge, pair, [n_layers - 1], qk_fix=True).nodes
+        plain = attribute(bridge, pair, [n_layers - 1]).nodes
         qk = fixed.node.isin(["q", "k"]).to_numpy()
         exact = exact_effects(Patcher(bridge, pair), fixed[qk])
     assert np.abs(exact).max() > 1e-3
@@ -143,8 +143,8 @@ def test_graddrop_is_a_magnitude_that_leaves_last_layer_nodes_at_their_atp(tiny_
     model = models.load(str(tiny_gpt2_dir))
     pair = prompt_pair(model.bridge, spec(tiny_gpt2_dir))
     layers = list(range(model.bridge.cfg.n_layers))
-    plain = attribute(model.bridge, pair, layers)
-    dropped = attribute(model.bridge, pair, layers, graddrop=True)
+    plain = attribute(model.bridge, pair, layers).nodes
+    dropped = attribute(model.bridge, pair, layers, graddrop=True).nodes
     assert (dropped.atp >= 0).all()
     last = ((plain.node.isin(["head", "mlp"])) & (plain.layer == layers[-1])).to_numpy()
     np.testing.assert_allclose(dropped.atp[last], plain.atp[last].abs(), atol=1e-6)
