@@ -27,6 +27,7 @@ class Measurements:
     text_loss: float
     sample: str
     ioi_heads: np.ndarray  # [layer, head] mean share of the IOI logit difference restored
+    knockouts: dict[str, float]  # whole-code needle recall with the named heads mean-ablated
 
 
 def ioi_head_effects(model, rng: np.random.Generator, n: int = 16) -> np.ndarray:
@@ -55,6 +56,38 @@ def ioi_head_effects(model, rng: np.random.Generator, n: int = 16) -> np.ndarray
     return np.mean(grids, axis=0)
 
 
+RANDOM_SETS = 5  # random head sets of each size the retrieval knockout is compared with
+
+
+def retrieval_knockouts(model, scores: np.ndarray, rng: np.random.Generator, n: int = 100,
+                        sizes: tuple[int, ...] = (2, 4)) -> dict[str, float]:
+    """Whole-code needle recall (200 filler tokens) with the top retrieval heads by `scores`
+    [layer, head] mean-ablated, k at a time, and with `RANDOM_SETS` random sets of k others:
+    is the behaviour carried by a few heads, or spread over many?"""
+    from analyses.kinds import heads
+
+    bridge = model.bridge
+    batch = bh.needle_batch(model.tokenizer, rng, n=n)
+    means = heads.mean_z(bridge, heads.Probe(batch.tokens))
+    order = [divmod(int(i), scores.shape[1]) for i in np.argsort(scores.ravel(), kind="stable")[::-1]]
+
+    def recall(chosen: list[tuple[int, int]]) -> float:
+        with torch.no_grad():
+            logits = bridge.run_with_hooks(batch.tokens, fwd_hooks=heads.ablation_hooks(chosen, means))
+        return batch.correct(logits).all(-1).float().mean().item()
+
+    found = {"none": recall([])}
+    for k in sizes:
+        top = order[:k]
+        found[f"top {k} ({heads.head_label(top)})"] = recall(top)
+        others = order[k:]
+        random = [recall([others[i] for i in rng.choice(len(others), size=k, replace=False)])
+                  for _ in range(RANDOM_SETS)]
+        found[f"random {k}: lowest"] = min(random)
+        found[f"random {k}: highest"] = max(random)
+    return found
+
+
 def measure(ref: str = "default") -> Measurements:
     model = models.load(ref)
     bridge, tokenizer = model.bridge, model.tokenizer
@@ -64,15 +97,18 @@ def measure(ref: str = "default") -> Measurements:
     with torch.no_grad():
         sample = bridge.generate("Once upon a time, there was a", max_new_tokens=30,
                                  do_sample=False, verbose=False)
+    induction = bh.measure_induction(forward, tokenizer.bos_token_id, vocab, rng, n=64)
+    needle = bh.measure_needle(forward, tokenizer, rng, n=200, filler_tokens=200)  # rng: in this order
     return Measurements(
-        induction=bh.measure_induction(forward, tokenizer.bos_token_id, vocab, rng, n=64),
-        needle=bh.measure_needle(forward, tokenizer, rng, n=200, filler_tokens=200),
+        induction=induction,
+        needle=needle,
         ioi=bh.measure_ioi(forward, tokenizer, rng, n=500, held_out=True),
         ioi_train=bh.measure_ioi(forward, tokenizer, rng, n=500, held_out=False),
         facts=bh.measure_facts(forward, tokenizer),
         text_loss=bh.measure_text_loss(forward, tokenizer, rng, n=64),
         sample=sample if isinstance(sample, str) else str(sample),
         ioi_heads=ioi_head_effects(model, rng),
+        knockouts=retrieval_knockouts(model, needle.retrieval_scores, rng),
     )
 
 
@@ -91,6 +127,57 @@ def verdicts(m: Measurements) -> dict[str, bool]:
         "facts": bh.facts_ok(m.facts),
         "text": bh.text_ok(m.text_loss),
     }
+
+
+def mechanisms(m: Measurements) -> str:
+    """What the measurements say about *how* the model does IOI and retrieval, so a user does
+    not expect GPT-2 small's circuits here (all figures from this card's own runs)."""
+    ioi = m.ioi_heads
+    layer, head = divmod(int(np.argmax(ioi)), ioi.shape[1])
+    second = np.sort(ioi.ravel())[::-1][1]
+    n_layers = ioi.shape[0]
+    late = layer >= n_layers - 1
+    knock = m.knockouts
+    tops = {k: v for k, v in knock.items() if k.startswith("top ")}
+    retrieval = m.needle.retrieval_scores
+    strong = int((retrieval >= bh.THRESHOLDS.retrieval_score).sum())
+    strong_layers = sorted({int(i) // retrieval.shape[1] for i in np.flatnonzero(retrieval >= bh.THRESHOLDS.retrieval_score)})
+    rows = "\n".join(f"| {name} | {100 * value:.0f}% |" for name, value in knock.items())
+    ioi_text = (
+        f"- **IOI is solved early, not by a GPT-2-like circuit.** Patching one head's output at the "
+        f"last position, L{layer}H{head} alone restores {ioi.max():.2f} of the clean − corrupted "
+        f"logit difference (the next head {second:.2f}). "
+        + ("That head sits in the last layer, as name movers do in GPT-2 small (layers 9–10)."
+           if late else
+           f"It sits in layer {layer} of {n_layers}: a shortcut next to the embeddings, unlike GPT-2 "
+           "small (Wang et al. 2022), where name-mover heads in layers 9–10 write the answer after "
+           "duplicate-token and S-inhibition heads. Expect no such circuit here."))
+    def top(k: int) -> float:
+        return next(v for name, v in knock.items() if name.startswith(f"top {k} "))
+
+    sizes = sorted({int(name.split()[1]) for name in tops})
+    spread = ", ".join(f"the top {k}, {100 * top(k):.0f}%" for k in sizes)
+    randoms = "; ".join(f"{k} at a time {100 * knock[f'random {k}: lowest']:.0f}–"
+                        f"{100 * knock[f'random {k}: highest']:.0f}%" for k in sizes)
+    upstream = any(knock[f"random {k}: lowest"] < top(k) for k in sizes)
+    retrieval_text = (
+        f"- **Retrieval is spread over the heads that score, not carried by one.** {strong} heads "
+        f"(layer{'s' if len(strong_layers) > 1 else ''} {', '.join(map(str, strong_layers))}) score "
+        f"≥ {bh.THRESHOLDS.retrieval_score} on Wu et al.'s retrieval score. Whole-code recall after "
+        f"200 filler tokens is {100 * knock['none']:.0f}% unablated; mean-ablating {spread}. Random "
+        f"sets of other heads: {randoms}."
+        + (" A random set can hurt more than the top heads: it may hold heads the copy needs "
+           "upstream (a retrieval score marks the heads that look at the needle, not every head "
+           "the behaviour needs)." if upstream else ""))
+    return f"""## Mechanisms (measured)
+{ioi_text}
+{retrieval_text}
+
+| heads mean-ablated | whole-code recall |
+|---|---|
+{rows}
+
+(Random sets: {RANDOM_SETS} seeded draws each of heads outside the top ones.)"""
 
 
 def render(m: Measurements, log: dict, config: dict, weights_sha256: str = "") -> str:
@@ -157,6 +244,8 @@ model by the same recipe: the README gives such a rerun's figures.
 | IOI | heads whose output at the last position restores most of the logit difference (activation patching, mean of 16 held-out prompts; 1 = all of it) | {top_heads(m.ioi_heads)} | (reported) | – |
 | facts | "The capital of X is" → capital, top-1 | {100 * m.facts.accuracy:.1f}% of {len(lx.CAPITALS)} | ≥ {t.facts_accuracy:.0%} | {ok['facts']} |
 | text | held-out story loss (nats/token) | {m.text_loss:.2f} (uniform: {np.log(2000):.2f}) | ≤ {t.text_loss} | {ok['text']} |
+
+{mechanisms(m)}
 
 Greedy continuation of "Once upon a time, there was a":
 > {m.sample}

@@ -158,17 +158,37 @@ def needle_tokens(tokenizer, rng: np.random.Generator, filler_tokens: int):
     return ids, code_positions, answer_start
 
 
+@dataclass(frozen=True)
+class NeedleBatch:
+    """Needle prompts of one layout: [BOS, statement with the code, filler, query, code]."""
+
+    tokens: Int[Tensor, "batch pos"]
+    code_positions: Int[Tensor, "batch code"]  # where each code token was planted
+    answer_start: int  # position of the first code token after the query
+
+    @property
+    def predict_at(self) -> Int[Tensor, "code"]:  # noqa: F821 - a jaxtyping shape
+        """The positions whose next token is a code token of the answer."""
+        n_code = self.code_positions.shape[1]
+        return torch.arange(self.answer_start - 1, self.answer_start - 1 + n_code)
+
+    def correct(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Tensor:
+        """[batch, code] True where the top-1 prediction is the next code token (teacher forced)."""
+        return logits[:, self.predict_at].argmax(-1) == self.tokens[:, self.predict_at + 1]
+
+
+def needle_batch(tokenizer, rng: np.random.Generator, n: int = 100, filler_tokens: int = 200) -> NeedleBatch:
+    rows = [needle_tokens(tokenizer, rng, filler_tokens) for _ in range(n)]
+    return NeedleBatch(torch.tensor([r[0] for r in rows]),  # all rows have the same length
+                       torch.tensor([r[1] for r in rows]), rows[0][2])
+
+
 def measure_needle(forward: Forward, tokenizer, rng: np.random.Generator, n: int = 100,
                    filler_tokens: int = 200) -> NeedleReport:
-    rows = [needle_tokens(tokenizer, rng, filler_tokens) for _ in range(n)]
-    tokens = torch.tensor([r[0] for r in rows])  # all rows have the same length
-    code_positions = torch.tensor([r[1] for r in rows])  # [batch, code]
-    answer_start = rows[0][2]
-    n_code = code_positions.shape[1]
+    batch = needle_batch(tokenizer, rng, n, filler_tokens)
+    tokens, code_positions, predict_at = batch.tokens, batch.code_positions, batch.predict_at
     logits, patterns = forward(tokens)
-    predict_at = torch.arange(answer_start - 1, answer_start - 1 + n_code)  # [code]
-    predicted = logits[:, predict_at].argmax(-1)  # [batch, code]
-    correct = predicted == tokens[:, predict_at + 1]
+    correct = batch.correct(logits)
     most_attended = patterns[:, :, :, predict_at].argmax(-1)  # [layer, batch, head, code]
     copied = correct.long().cumprod(-1)  # greedy decoding copies until its first miss
     scores, weights = retrieval_scores(most_attended, code_positions, copied)

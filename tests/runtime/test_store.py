@@ -158,3 +158,25 @@ def test_new_weights_under_the_same_name_are_never_served_old_results(tmp_path, 
     assert second.meta["model_fingerprint"] != first.meta["model_fingerprint"]
     assert worker.computations == 2 and len(store.keys()) == 2
     store.close()
+
+
+def test_the_readmes_example_sql_finds_the_embedded_models_induction_heads(tmp_path):
+    """The query in README's store section, run as printed, on a store holding a heads result
+    of the embedded model: it returns that model's induction heads (score ≥ 0.5, the 0-1 scale)."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    query = re.search(r"```sql\n(.*?)```", readme, re.S).group(1)
+    query = "\n".join(line for line in query.splitlines() if not line.startswith("--"))
+    store = Store(tmp_path / "cache.duckdb")
+    try:
+        spec = AnalysisSpec(kind="heads", detector="induction")
+        result = compute(spec, worker=LocalWorker(store=store), store=store)
+        rows = store.sql(query)
+    finally:
+        store.close()
+    scores = result.tables["scores"]
+    expected = {(int(r.layer), int(r.head)) for r in scores[scores.score > 0.5].itertuples()}
+    assert len(expected) >= 2
+    assert {(int(r.layer), int(r.head)) for r in rows.itertuples()} == expected
+    assert set(rows.model_ref) == {"default"}
