@@ -156,6 +156,16 @@ def tiny_qwen2_dir(tiny_model_dir) -> Path:
     return tiny_model_dir("qwen2")
 
 
+@pytest.fixture
+def store(tmp_path):
+    """A DuckDB result store of this test's own (never data/cache.duckdb)."""
+    from analyses.runtime.store import Store
+
+    opened = Store(tmp_path / "cache.duckdb")
+    yield opened
+    opened.close()
+
+
 # --------------------------------------------------------------------------- real fixtures
 
 @pytest.fixture(scope="session")

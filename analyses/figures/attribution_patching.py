@@ -7,17 +7,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analyses.figures.layout import (
-    cells,
-    colour_scale,
-    grid,
-    grid_height,
-    heatmap,
-    position_labels,
-    row_labels,
-    symmetric_limit,
-    title,
-)
+from analyses.figures import layout
+from analyses.figures.layout import cells, grid, heatmap, title
 from analyses.figures.text import plot_text
 
 
@@ -63,14 +54,14 @@ def atp_heatmap(attributions: pd.DataFrame, node: str, clean_tokens: list[str] |
     if magnitude:
         e = np.abs(e)
     has_exact = bool(np.isfinite(e).any())
-    y_ticks = row_labels(atp.index)
+    y_ticks = layout.row_labels(atp.index)
     if not per_head:
         last_block = attributions.loc[attributions["node"] != "resid", "layer"].max()
         if pd.notna(last_block):
             y_ticks = ["final" if int(layer) > last_block else tick
                        for layer, tick in zip(atp.index, y_ticks)]
     n_tokens = int(atp.columns.max()) + 1 if len(atp.columns) else 0
-    names = position_labels(n_tokens, clean_tokens, corrupted_tokens)
+    names = layout.position_labels(n_tokens, clean_tokens, corrupted_tokens)
     x_ticks = [names[int(p)] for p in atp.columns]
     exact_name = "|exact|" if magnitude else "exact"
 
@@ -79,7 +70,7 @@ def atp_heatmap(attributions: pd.DataFrame, node: str, clean_tokens: list[str] |
         return f"{y_ticks[i]} · position {int(atp.columns[j])} ({x_ticks[j]})<br>{values}"
 
     hover_text = cells(a, hover)
-    limit = symmetric_limit(a, e if has_exact else [])
+    limit = layout.symmetric_limit(a, e if has_exact else [])
     panels = [("AtP estimate", a)] + ([(f"{exact_name} patching", e)] if has_exact else [])
     fig = make_subplots(rows=1, cols=len(panels), shared_yaxes=True, horizontal_spacing=0.04,
                         subplot_titles=[name for name, _ in panels])
@@ -90,13 +81,13 @@ def atp_heatmap(attributions: pd.DataFrame, node: str, clean_tokens: list[str] |
                          tickangle=-45, title={"text": "input token (position)"}, row=1, col=col)
     fig.update_yaxes(tickmode="array", tickvals=list(range(len(y_ticks))), ticktext=y_ticks,
                      title={"text": "layer, head" if per_head else "layer"}, row=1, col=1)
-    scale = colour_scale(not magnitude, limit, prefix="c")
+    scale = layout.colour_scale(not magnitude, limit, prefix="c")
     fig.update_layout(
         title=title(f"{plot_text(node)}: {NODE_TITLES.get(node, 'nodes')}",
                      "change of the logit difference from the corrupted run when the node is "
                      "patched to its clean value"),
         coloraxis={**scale, "colorbar": {"title": {"text": "Δ logit diff"}}},
-        height=grid_height(len(y_ticks), extra=200), margin={"l": 80, "r": 20, "t": 100, "b": 90},
+        height=layout.grid_height(len(y_ticks), extra=200), margin={"l": 80, "r": 20, "t": 100, "b": 90},
     )
     return fig
 

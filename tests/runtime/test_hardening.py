@@ -27,13 +27,6 @@ DEFAULT_MODEL_CONFIG = REPO / "data" / "models" / "tiny-circuits" / "config.json
 DISK_FULL = os.strerror(errno.ENOSPC)  # "No space left on device"
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "cache.duckdb")
-    yield s
-    s.close()
-
-
 def stored_rows(store: Store, key: str) -> int:
     """Rows under `key` in the catalogue and in every result table: 0 means no trace of it."""
     tables = store.sql("SELECT table_name FROM information_schema.tables "

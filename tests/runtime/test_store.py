@@ -15,13 +15,6 @@ from helpers import assert_same_result, lens_spec, run_python, wait_for_line
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "cache.duckdb")
-    yield s
-    s.close()
-
-
 def test_round_trip_returns_an_equal_result(store, tiny_gpt2_dir):
     spec = lens_spec(tiny_gpt2_dir)
     worker = LocalWorker(store=store)

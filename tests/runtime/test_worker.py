@@ -10,7 +10,6 @@ from analyses.kinds.logit_lens import run as lens_run
 from analyses.runtime.jobs import Busy, JobFailed, State
 from analyses.runtime.local_worker import LocalWorker
 from analyses.runtime.service import result_key
-from analyses.runtime.store import Store
 from helpers import assert_same_result, lens_spec, run_concurrently
 
 PROMPTS = [
@@ -34,13 +33,6 @@ def with_runner(runner):
 def gated(gate: threading.Event):
     """logit_lens that waits for `gate` (at most 30 s) before it runs."""
     return with_runner(lambda model, spec, progress: (gate.wait(30), lens_run(model, spec, progress))[1])
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "cache.duckdb")
-    yield s
-    s.close()
 
 
 def test_twenty_identical_specs_compute_once(store, tiny_gpt2_dir):
