@@ -75,13 +75,15 @@ def parse(raw: dict[str, list[str]], kind: str) -> Parsed:
     No parameters: a blank page. Missing `kind`: the page's kind. Required fields missing
     while the others are valid (`?model=gpt2`): a draft. Every problem (a field given twice,
     an unknown field, a bad value, a link meant for another page) becomes a readable
-    error; nothing here raises.
+    error, and the link's valid fields still fill the form (a draft: nothing runs), so a
+    typo in one field loses none of the others; nothing here raises.
     """
     if not raw:
         return Parsed()
     doubled = sorted(name for name, values in raw.items() if len(values) > 1)
     if doubled:
-        return _error(f"{doubled[0]}: given more than once")
+        kept = {name: vals for name, vals in raw.items() if name not in doubled}
+        return _with_valid_fields(f"{doubled[0]}: given more than once", kept, kind)
     values = {name: vals[0] for name, vals in raw.items()}
     values.setdefault("kind", kind)
     if values["kind"] != kind:
@@ -97,8 +99,20 @@ def parse(raw: dict[str, list[str]], kind: str) -> Parsed:
         # Check the fields given by building a spec with stand-ins for the missing ones.
         probe = AnalysisSpec.from_mapping({**values, **{n: _stand_in(n) for n in missing}})
     except UserError as err:
+        bad = getattr(err, "field", None)
+        if bad in values and bad != "kind":
+            kept = {name: [value] for name, value in values.items() if name != bad}
+            return _with_valid_fields(str(err), kept, kind)
         return _error(str(err))
     return Parsed(draft={name: value for name, value in probe.items() if name not in missing})
+
+
+def _with_valid_fields(message: str, kept: dict[str, list[str]], kind: str) -> Parsed:
+    """The error about one field, with the fields that remain valid as a draft (each bad
+    field found in turn is dropped; the first error is the one shown)."""
+    rest = parse(kept, kind) if kept else Parsed()
+    draft = dict(rest.spec.items()) if rest.spec is not None else rest.draft
+    return Parsed(error=_error(message).error, draft=draft)
 
 
 def _stand_in(name: str) -> str:

@@ -15,6 +15,7 @@ PAGES: dict[str, str] = {
     "neurons": "views/neurons.py",
     "dla": "views/dla.py",
     "attribution_patching": "views/attribution_patching.py",
+    "attention": "views/attention.py",
 }
 TITLES = {  # page titles where "Kind name" (from the kind) reads badly
     "dla": "Direct logit attribution",

@@ -6,6 +6,9 @@ Tests run offline: HF_HUB_OFFLINE is set here, before anything imports transform
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# No background import of the model stack in AppTest runs: tests import transformers from
+# their own threads, outside the lock the app's warm-up and every job share.
+os.environ.setdefault("ANALYSES_APP_WARMUP", "0")
 
 from pathlib import Path  # noqa: E402
 

@@ -179,14 +179,25 @@ KINDS: tuple[Kind, ...] = (
         name="attribution_patching",
         summary="every node's patching effect at once, estimated from one forward and backward "
                 "pass",
-        version=1,
+        version=2,  # 2: agreement ties |values| < 1e-4 at zero; n_nodes, n_signal
         runner="analyses.kinds.attribution_patching:run",
         figures="analyses.figures.attribution_patching:figures",
         required=("clean", "corrupted", "answer", "wrong"),
         optional=("layer", "exact", "qk_fix", "graddrop"),
         tables={"attributions": ("node", "layer", "position", "head", "atp", "exact"),
-                "agreement": ("node", "pearson", "spearman", "top10_overlap")},
+                "agreement": ("node", "pearson", "spearman", "top10_overlap", "n_nodes", "n_signal")},
         defaults={"qk_fix": False, "graddrop": False},
+    ),
+    Kind(
+        name="attention",
+        summary="attention patterns: how much each head's query at each position attends to each "
+                "earlier key",
+        version=1,
+        runner="analyses.kinds.attention:run",
+        figures="analyses.figures.attention:figures",
+        required=("prompt",),
+        optional=("layer", "head"),
+        tables={"patterns": ("layer", "head", "query_pos", "key_pos", "weight")},
     ),
 )
 

@@ -44,7 +44,8 @@ class Result:
             "meta": self.meta,
         }
 
-    def figures(self) -> dict:
+    def figures(self, **view) -> dict:
         """The named plotly figures the app shows for this result (no Streamlit needed):
-        the kind's figure function from the catalogue, imported on first use."""
-        return CATALOGUE[self.kind].figures_function()(self)
+        the kind's figure function from the catalogue, imported on first use. `view`: what
+        that function takes to choose a view (`positions=` for layer × position figures)."""
+        return CATALOGUE[self.kind].figures_function()(self, **view)

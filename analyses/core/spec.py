@@ -46,6 +46,7 @@ FIELDS: dict[str, FieldInfo] = {
     "granularity": FieldInfo(TEXT, "what to patch (activation patching)"),
     "detector": FieldInfo(TEXT, "head detectors, separated by commas"),
     "layer": FieldInfo(INT, "a layer index (0-based)", 0, 10_000),
+    "head": FieldInfo(INT, "an attention head index within the layer (0-based)", 0, 10_000),
     "neuron": FieldInfo(INT, "a neuron index within the layer's MLP (0-based)", 0, 10_000_000),
     "seed": FieldInfo(INT, "random seed for generated inputs", 0, 2**31 - 1),
     "final_norm": FieldInfo(BOOL, "logit lens, neurons: apply the final norm before unembedding (1) "
@@ -75,6 +76,7 @@ class AnalysisSpec:
     granularity: str | None = None
     detector: str | None = None
     layer: int | None = None
+    head: int | None = None
     neuron: int | None = None
     seed: int | None = None
     final_norm: bool | None = None

@@ -13,6 +13,6 @@ centred diverging scale for signed values, hover text); `text` escapes untrusted
 from __future__ import annotations
 
 
-def figures_for(result) -> dict:
+def figures_for(result, **view) -> dict:
     """The named figures of `result` (its kind's figure function from the catalogue)."""
-    return result.figures()
+    return result.figures(**view)

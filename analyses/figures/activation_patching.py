@@ -10,23 +10,34 @@ from analyses.figures.layout import (
     MAX_VALUE_TEXT,
     axis,
     cells,
+    differing_positions,
     grid,
     grid_height,
     head_label,
     heatmap,
+    in_window,
     position_labels,
+    position_window,
     row_labels,
     symmetric_limit,
+    tick_angle,
     title,
+    window_note,
 )
 from analyses.figures.text import plot_text
 
 
-def figures(result) -> dict[str, go.Figure]:
+def figures(result, positions: list[int] | None = None) -> dict[str, go.Figure]:
     """Every granularity in the result, in table order; direct paths one figure per
-    receiver input (q, k, v), all three on one colour scale so they compare."""
+    receiver input (q, k, v), all three on one colour scale so they compare. `positions`:
+    the positions layer × position figures show (default: the last `WINDOW` and every
+    position the prompts differ at)."""
     meta, effects = result.meta, result.tables["effects"]
     baselines = (meta["clean_baseline"], meta["corrupted_baseline"])
+    clean, corrupted = meta.get("clean_tokens"), meta.get("corrupted_tokens")
+    if positions is None:
+        positions = position_window(int(meta.get("n_tokens") or len(clean or [])),
+                                    differing_positions(clean, corrupted))
     shown = {}
     for granularity in dict.fromkeys(effects["granularity"]):
         if granularity == "direct_path":
@@ -35,23 +46,26 @@ def figures(result) -> dict[str, go.Figure]:
             for name in dict.fromkeys(paths["receiver_input"]):
                 shown[f"direct_path_{name}"] = path_heatmap(effects, name, baselines, limit)
             continue
-        shown[granularity] = patching_heatmap(
-            effects, granularity, meta.get("clean_tokens"), meta.get("corrupted_tokens"), baselines)
+        shown[granularity] = patching_heatmap(effects, granularity, clean, corrupted, baselines, positions)
     return shown
 
 
 def patching_heatmap(effects: pd.DataFrame, granularity: str, clean_tokens: list[str] | None = None,
                      corrupted_tokens: list[str] | None = None,
-                     baselines: tuple[float, float] | None = None) -> go.Figure:
+                     baselines: tuple[float, float] | None = None,
+                     positions: list[int] | None = None) -> go.Figure:
     """One granularity of the activation patching `effects` table as a heatmap of `value`
     (1 = the clean run's logit difference restored, 0 = the corrupted run's).
 
     Layout by what a cell indexes: layer × position (residual, attn_out, mlp_out), layer ×
     head (head_* over all positions), or (layer, head) × position (head_*_by_pos). Positions
     are labelled by the input tokens (`clean→corrupted` where they differ) when given.
-    `baselines`: (clean, corrupted) logit differences, shown under the title.
+    `baselines`: (clean, corrupted) logit differences, shown under the title. `positions`:
+    only these positions (a window of a long prompt; default all).
     """
     rows = effects[effects["granularity"] == granularity]
+    n_all = int(rows["position"].max()) + 1 if len(rows) else 0
+    rows = in_window(rows, positions)
     by_position = bool((rows["position"] >= 0).any())
     per_head = bool((rows["head"] >= 0).any())
     index = ["layer", "head"] if by_position and per_head else ["layer"]
@@ -74,16 +88,18 @@ def patching_heatmap(effects: pd.DataFrame, granularity: str, clean_tokens: list
                                      f"<br>logit difference {r[i, j]:.3f}")
     small = not by_position and len(x_ticks) <= MAX_VALUE_TEXT
     fig = go.Figure(heatmap(z, hover, signed=True, colorbar="restored", values_in_cells=small))
-    note = None
+    notes = []
     if baselines is not None:
         clean, corrupted = baselines
-        note = (f"logit difference: clean {clean:.3f}, corrupted {corrupted:.3f} "
-                "· 1 = clean run, 0 = corrupted run")
+        notes.append(f"logit difference: clean {clean:.3f}, corrupted {corrupted:.3f} "
+                     "· 1 = clean run, 0 = corrupted run")
+    if by_position and window_note(value.columns, n_all):
+        notes.append(window_note(value.columns, n_all))
     fig.update_layout(
         title=title(f"Activation patching, {plot_text(granularity)}: share of the logit "
-                    "difference restored by each patch", note),
+                    "difference restored by each patch", " · ".join(notes) or None),
         xaxis=axis("input token (position)" if by_position else "head", x_ticks,
-                   tickangle=-45 if by_position else 0),
+                   tickangle=tick_angle(len(x_ticks)) if by_position else 0),
         yaxis=axis("layer, head" if len(index) == 2 else "layer", y_ticks),
         height=grid_height(len(y_ticks), extra=170), margin={"l": 80, "r": 20, "t": 80, "b": 90},
     )

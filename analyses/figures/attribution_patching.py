@@ -12,12 +12,17 @@ from analyses.figures.layout import cells, grid, heatmap, title
 from analyses.figures.text import plot_text
 
 
-def figures(result) -> dict[str, go.Figure]:
-    """One AtP heatmap per node kind, then the agreement scatter when exact patching ran."""
+def figures(result, positions: list[int] | None = None) -> dict[str, go.Figure]:
+    """One AtP heatmap per node kind, then the agreement scatter when exact patching ran.
+    `positions`: the positions the heatmaps show (default: the last `WINDOW` and every
+    position the prompts differ at)."""
     meta, nodes = result.meta, result.tables["attributions"]
     magnitude = bool(meta.get("atp_is_magnitude"))
     clean, corrupted = meta.get("clean_tokens"), meta.get("corrupted_tokens")
-    shown = {f"atp_{node}": atp_heatmap(nodes, node, clean, corrupted, magnitude)
+    if positions is None:
+        positions = layout.position_window(int(meta.get("n_tokens") or len(clean or [])),
+                                           layout.differing_positions(clean, corrupted))
+    shown = {f"atp_{node}": atp_heatmap(nodes, node, clean, corrupted, magnitude, positions)
              for node in dict.fromkeys(nodes["node"])}
     if nodes["exact"].notna().any():
         shown["agreement"] = atp_agreement_scatter(nodes, result.tables.get("agreement"),
@@ -36,16 +41,20 @@ NODE_TITLES = {  # node kind -> what one node of it is
 
 
 def atp_heatmap(attributions: pd.DataFrame, node: str, clean_tokens: list[str] | None = None,
-                corrupted_tokens: list[str] | None = None, magnitude: bool = False) -> go.Figure:
+                corrupted_tokens: list[str] | None = None, magnitude: bool = False,
+                positions: list[int] | None = None) -> go.Figure:
     """The AtP estimates of one node kind as a (layer[, head]) × position heatmap, with the
     exact patching effects beside it on the same colour scale when `exact` is filled.
 
     `attributions`: the attribution patching table. Both panels are changes of the raw
     logit difference from the corrupted run. With `magnitude` (GradDrop: `atp` >= 0) the
     exact panel shows |exact|, which is what AtP* estimates then. A `resid` node past the
-    last block's layer is the final residual stream, labelled `final`.
+    last block's layer is the final residual stream, labelled `final`. `positions`: only
+    these positions (a window of a long prompt; default all).
     """
     rows = attributions[attributions["node"] == node]
+    n_all = int(rows["position"].max()) + 1 if len(rows) else 0
+    rows = layout.in_window(rows, positions)
     per_head = bool((rows["head"] >= 0).any())
     index = ["layer", "head"] if per_head else ["layer"]
     atp = grid(rows, index, "position", "atp")
@@ -60,8 +69,7 @@ def atp_heatmap(attributions: pd.DataFrame, node: str, clean_tokens: list[str] |
         if pd.notna(last_block):
             y_ticks = ["final" if int(layer) > last_block else tick
                        for layer, tick in zip(atp.index, y_ticks)]
-    n_tokens = int(atp.columns.max()) + 1 if len(atp.columns) else 0
-    names = layout.position_labels(n_tokens, clean_tokens, corrupted_tokens)
+    names = layout.position_labels(n_all, clean_tokens, corrupted_tokens)
     x_ticks = [names[int(p)] for p in atp.columns]
     exact_name = "|exact|" if magnitude else "exact"
 
@@ -78,14 +86,17 @@ def atp_heatmap(attributions: pd.DataFrame, node: str, clean_tokens: list[str] |
         fig.add_trace(heatmap(z, hover_text, signed=not magnitude, coloraxis="coloraxis"),
                       row=1, col=col)
         fig.update_xaxes(tickmode="array", tickvals=list(range(len(x_ticks))), ticktext=x_ticks,
-                         tickangle=-45, title={"text": "input token (position)"}, row=1, col=col)
+                         tickangle=layout.tick_angle(len(x_ticks)), title={"text": "input token (position)"},
+                         row=1, col=col)
     fig.update_yaxes(tickmode="array", tickvals=list(range(len(y_ticks))), ticktext=y_ticks,
                      title={"text": "layer, head" if per_head else "layer"}, row=1, col=1)
     scale = layout.colour_scale(not magnitude, limit, prefix="c")
+    note = ("change of the logit difference from the corrupted run when the node is patched to "
+            "its clean value")
+    shown_note = layout.window_note(atp.columns, n_all)
     fig.update_layout(
         title=title(f"{plot_text(node)}: {NODE_TITLES.get(node, 'nodes')}",
-                     "change of the logit difference from the corrupted run when the node is "
-                     "patched to its clean value"),
+                    note + (f" · {shown_note}" if shown_note else "")),
         coloraxis={**scale, "colorbar": {"title": {"text": "Δ logit diff"}}},
         height=layout.grid_height(len(y_ticks), extra=200), margin={"l": 80, "r": 20, "t": 100, "b": 90},
     )
@@ -161,12 +172,28 @@ def agreement_note(agreement: pd.DataFrame | None) -> str:
     poor = kinds[~kinds["node"].isin(good["node"])]
     rule = f"Pearson r ≥ {TRUSTED_PEARSON} and top-10 overlap ≥ {TRUSTED_OVERLAP:.0%}"
     if poor.empty:
-        return f"On this input AtP matched exact patching for every node kind ({rule})."
-    if good.empty:
-        return (f"On this input AtP matched exact patching for no node kind ({rule}): read its "
-                "heatmaps as rough candidates only.")
-    return (f"On this input AtP matched exact patching ({rule}) for {', '.join(good['node'])}; "
-            f"not for {', '.join(poor['node'])}: trust the exact panels there.")
+        verdict = f"On this input AtP matched exact patching for every node kind ({rule})."
+    elif good.empty:
+        verdict = (f"On this input AtP matched exact patching for no node kind ({rule}): read its "
+                   "heatmaps as rough candidates only.")
+    else:
+        verdict = (f"On this input AtP matched exact patching ({rule}) for {', '.join(good['node'])}; "
+                   f"not for {', '.join(poor['node'])}: trust the exact panels there.")
+    return verdict + signal_note(agreement)
+
+
+def signal_note(agreement: pd.DataFrame) -> str:
+    """How many nodes the correlations rest on: those whose |exact| is above float noise."""
+    if "n_signal" not in agreement:
+        return ""
+    every = agreement.set_index("node")
+    thin = [f"{node} ({int(r.n_signal)} of {int(r.n_nodes)})" for node, r in every.iterrows()
+            if node != "all" and r.n_signal < 10]
+    text = (f" Effects under 1e-4 are float noise and tie at zero; {int(every.loc['all', 'n_signal'])} of "
+            f"{int(every.loc['all', 'n_nodes'])} nodes carry signal, and the correlations are shown to two "
+            "decimals, which is what they can support")
+    return text + (f"; few nodes carry signal for {', '.join(thin)}, so read those correlations loosely."
+                   if thin else ".")
 
 
 # --------------------------------------------------------------------------- heads

@@ -39,16 +39,24 @@ def dla_components_chart(contributions: pd.DataFrame, metric: str = "the logit d
     rows = rows.sort_values("_order", kind="stable")
     labels = [plot_text(str(c)) if layer < 0 else f"L{int(layer)} {plot_text(str(c))}"
               for c, layer in rows[["component", "layer"]].itertuples(index=False)]
-    colors = [DLA_COLORS.get(c, "#9D9D9D") for c in rows["component"]]
-    fig = go.Figure(go.Bar(x=labels, y=rows["value"], marker={"color": colors},
-                           hovertemplate="%{x}: %{y:.4g}<extra></extra>"))
+    rows["_label"] = labels
+    fig = go.Figure()
+    for group, name in (("attn", "attention (a layer's heads and bias)"), ("mlp", "MLP"),
+                        ("other", "embeddings and biases")):
+        part = rows[rows["component"].map(lambda c: c if c in DLA_COLORS else "other") == group]
+        if len(part):  # one trace per colour: the legend says what each colour is
+            fig.add_trace(go.Bar(x=part["_label"], y=part["value"], name=name,
+                                 marker={"color": DLA_COLORS.get(group, "#9D9D9D")},
+                                 hovertemplate="%{x}: %{y:.4g} logits<extra></extra>"))
     note = f"the bars sum to {rows['value'].sum():.4g}"
     if logit_diff is not None:
         note += f"; the model's own value is {logit_diff:.4g}"
     fig.update_layout(
         title=title(f"Direct contribution of each component to {plot_text(metric)}", note),
-        xaxis={"title": {"text": "component"}, "type": "category", "tickangle": -45},
-        yaxis={"title": {"text": "contribution"}}, height=420,
+        xaxis={"title": {"text": "component (residual-stream order)"}, "type": "category", "tickangle": -45,
+               "categoryorder": "array", "categoryarray": labels},
+        yaxis={"title": {"text": "direct contribution (logits)"}}, height=420,
+        legend={"title": {"text": "component"}},
         margin={"l": 70, "r": 20, "t": 80, "b": 90},
     )
     return fig

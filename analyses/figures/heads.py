@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from analyses.figures.layout import MAX_VALUE_TEXT, cells, grid, head_label, heatmap, layer_head_axes, title
 from analyses.figures.text import plot_text
@@ -59,26 +60,39 @@ def head_profile_chart(scores: pd.DataFrame, layer: int, head: int) -> go.Figure
     return fig
 
 
+METRICS = {  # each behaviour's metric: what it measures (a panel title) and its unit (the axis)
+    "second_copy_loss": ("second-copy loss", "nats/token"),
+    "copy_accuracy": ("needle copy accuracy", "share of tokens"),
+}
+
+
 def head_ablation_chart(ablation: pd.DataFrame) -> go.Figure:
     """The heads `ablation` table: per detector, how much mean-ablating its top heads hurts
-    its behaviour, beside as many random heads (drop > 0: the behaviour got worse)."""
-    fig = go.Figure()
-    detectors = list(dict.fromkeys(ablation["detector"]))
-    metric = dict(zip(ablation["detector"], ablation["metric"]))
-    x_ticks = [f"{plot_text(str(d))}<br>({plot_text(str(metric[d]))})" for d in detectors]
-    for label, color in (("top", "#4C78A8"), ("random", "#BAB0AC")):
-        rows = ablation[ablation["ablated"] == label].set_index("detector").reindex(detectors)
-        fig.add_trace(go.Bar(
-            x=x_ticks, y=rows["drop"], name=f"{label} heads", marker={"color": color},
-            customdata=list(zip(rows["heads"].fillna("").astype(str).map(plot_text),
-                                rows["baseline"], rows["after"])),
-            hovertemplate="heads %{customdata[0]}<br>baseline %{customdata[1]:.4g}"
-                          "<br>ablated %{customdata[2]:.4g}<br>drop %{y:.4g}<extra></extra>",
-        ))
+    its behaviour, beside as many random heads (drop > 0: the behaviour got worse). One panel
+    per metric, each on its own axis with its unit: nats and shares never share an axis."""
+    metrics = list(dict.fromkeys(ablation["metric"]))
+    fig = make_subplots(rows=1, cols=len(metrics), horizontal_spacing=0.12,
+                        subplot_titles=[plot_text(METRICS.get(m, (m, ""))[0]) for m in metrics])
+    for col, metric in enumerate(metrics, start=1):
+        part = ablation[ablation["metric"] == metric]
+        detectors = list(dict.fromkeys(part["detector"]))
+        x_ticks = [f"{plot_text(str(d))}<br>({plot_text(str(metric))})" for d in detectors]
+        for label, color in (("top", "#4C78A8"), ("random", "#BAB0AC")):
+            rows = part[part["ablated"] == label].set_index("detector").reindex(detectors)
+            fig.add_trace(go.Bar(
+                x=x_ticks, y=rows["drop"], name=f"{label} heads", marker={"color": color},
+                legendgroup=label, showlegend=col == 1,
+                customdata=list(zip(rows["heads"].fillna("").astype(str).map(plot_text),
+                                    rows["baseline"], rows["after"])),
+                hovertemplate="heads %{customdata[0]}<br>baseline %{customdata[1]:.4g}"
+                              "<br>ablated %{customdata[2]:.4g}<br>drop %{y:.4g}<extra></extra>",
+            ), row=1, col=col)
+        unit = METRICS.get(metric, (metric, "its own units"))[1]
+        fig.update_yaxes(title={"text": f"drop ({plot_text(unit)})"}, row=1, col=col)
+        fig.update_xaxes(title={"text": "detector (metric)"}, row=1, col=col)
     fig.update_layout(
         title=title("Mean-ablating each detector's top heads, against as many random heads",
-                     "drop > 0: the detector's behaviour got worse"),
-        barmode="group", yaxis={"title": {"text": "drop of the behaviour's metric"}},
-        height=380, margin={"l": 70, "r": 20, "t": 80, "b": 70},
+                    "drop > 0: the detector's behaviour got worse"),
+        barmode="group", height=400, margin={"l": 70, "r": 20, "t": 100, "b": 80},
     )
     return fig

@@ -53,6 +53,55 @@ def heatmap(z: np.ndarray, hover, *, signed: bool, colorbar: str | None = None,
     return go.Heatmap(**trace)
 
 
+WINDOW = 40  # positions a layer × position figure shows by default: the last ones
+HORIZONTAL_TICKS = 16  # up to this many position labels are written level, more at an angle
+
+
+def position_window(n_tokens: int, differing=(), last: int = WINDOW) -> list[int] | None:
+    """The positions a layer × position figure shows by default: the last `last` and every
+    position the prompts differ at (where patching effects start); None (all) when the
+    prompt is no longer than that. A view, never part of a link."""
+    if n_tokens <= last:
+        return None
+    return sorted(set(range(n_tokens - last, n_tokens)) | {int(p) for p in differing if 0 <= p < n_tokens})
+
+
+def differing_positions(clean: list[str] | None, corrupted: list[str] | None) -> list[int]:
+    """Where a patching pair's tokens differ (none without both)."""
+    if not clean or not corrupted:
+        return []
+    return [p for p, (a, b) in enumerate(zip(clean, corrupted)) if a != b]
+
+
+def in_window(frame: pd.DataFrame, positions: list[int] | None, column: str = "position") -> pd.DataFrame:
+    """The rows at `positions` (all when None); rows not indexed by position (-1) stay."""
+    if positions is None:
+        return frame
+    return frame[frame[column].isin(positions) | (frame[column] < 0)]
+
+
+def span_text(positions) -> str:
+    """'3, 200–239' for the shown positions: runs written as ranges."""
+    values, runs = sorted(int(p) for p in positions), []
+    for p in values:
+        if runs and p == runs[-1][1] + 1:
+            runs[-1][1] = p
+        else:
+            runs.append([p, p])
+    return ", ".join(str(a) if a == b else f"{a}–{b}" for a, b in runs)
+
+
+def window_note(shown, n_all: int) -> str | None:
+    """'positions 3, 200–239 of 240 shown' when a window hides some, else None."""
+    shown = sorted({int(p) for p in shown if p >= 0})
+    return f"positions {span_text(shown)} of {n_all} shown" if len(shown) < n_all else None
+
+
+def tick_angle(n_ticks: int) -> int:
+    """Level labels when they fit, slanted when many."""
+    return 0 if n_ticks <= HORIZONTAL_TICKS else -45
+
+
 def axis(title: str, ticks: list[str], **extra) -> dict:
     """An axis of labelled integer ticks."""
     return {"title": {"text": title}, "tickmode": "array", "tickvals": list(range(len(ticks))),

@@ -5,7 +5,16 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from analyses.figures.layout import CELL_PX, axis, heatmap
+from analyses.figures.layout import (
+    CELL_PX,
+    axis,
+    heatmap,
+    in_window,
+    position_window,
+    span_text,
+    tick_angle,
+    title,
+)
 from analyses.figures.text import plot_text
 
 MAX_CELL_TEXT = 10  # characters of a token drawn inside a cell (the hover has all of it)
@@ -13,20 +22,26 @@ MAX_TEXT_COLUMNS = 48  # wider heatmaps leave cells blank: the text would not fi
 MAX_HOVER_K = 10  # tokens listed per cell on hover (a top-100 table would make it megabytes)
 
 
-def figures(result) -> dict[str, go.Figure]:
-    shown = {"heatmap": logit_lens_heatmap(result.tables["top"])}
+def figures(result, positions: list[int] | None = None) -> dict[str, go.Figure]:
+    """`positions`: the input positions the heatmap shows (default: the last `WINDOW`)."""
+    if positions is None:
+        positions = position_window(int(result.tables["top"]["position"].max()) + 1)
+    shown = {"heatmap": logit_lens_heatmap(result.tables["top"], positions)}
     if "targets" in result.tables:
         shown["target_ranks"] = target_rank_chart(result.tables["targets"])
     return shown
 
 
-def logit_lens_heatmap(top: pd.DataFrame) -> go.Figure:
+def logit_lens_heatmap(top: pd.DataFrame, positions: list[int] | None = None) -> go.Figure:
     """Layer × position heatmap of the top-1 token's probability, the token in each cell.
 
     `top`: the logit lens `top` table (layer, layer_index, position, token, rank,
     token_str, prob, …). x: input positions labelled by their tokens; y: layers, first at
-    the bottom; hover: the cell's top-k list (at most `MAX_HOVER_K`).
+    the bottom; hover: the cell's top-k list (at most `MAX_HOVER_K`). `positions`: only
+    these input positions (a window of a long prompt; default all).
     """
+    n_all = int(top["position"].max()) + 1 if len(top) else 0
+    top = in_window(top, positions)
     first = top[top["rank"] == 1]
     layers = first.drop_duplicates("layer_index").sort_values("layer_index")
     inputs = first.drop_duplicates("position").sort_values("position")
@@ -53,10 +68,13 @@ def logit_lens_heatmap(top: pd.DataFrame) -> go.Figure:
 
     fig = go.Figure(heatmap(z, hover, signed=False, colorbar="top-1 prob",
                             text=cell if n_pos <= MAX_TEXT_COLUMNS else None))
+    windowed = n_pos < n_all
+    ticks = [plot_text(t, visible_spaces=True) + (f" {p}" if windowed else "")
+             for t, p in zip(inputs["token"], inputs["position"])]
     fig.update_layout(
-        title={"text": "Top-1 prediction at each layer and position"},
-        xaxis=axis("input token (position)", [plot_text(t, visible_spaces=True) for t in inputs["token"]],
-                   tickangle=-45),
+        title=title("Top-1 prediction at each layer and position",
+                    f"positions {span_text(inputs['position'])} of {n_all} shown" if windowed else None),
+        xaxis=axis("input token (position)", ticks, tickangle=tick_angle(n_pos)),
         yaxis=axis("layer", [plot_text(str(name)) for name in layers["layer"]]),
         height=max(260, 140 + CELL_PX * n_layer), margin={"l": 90, "r": 20, "t": 50, "b": 90},
     )

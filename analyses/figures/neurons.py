@@ -6,13 +6,24 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analyses.figures.layout import cells, grid_height, heatmap, neuron_label, title
+from analyses.figures.layout import (
+    cells,
+    grid_height,
+    heatmap,
+    in_window,
+    neuron_label,
+    position_window,
+    tick_angle,
+    title,
+    window_note,
+)
 from analyses.figures.text import plot_text
 
 
-def figures(result) -> dict[str, go.Figure]:
-    """The promoters of each target token and, with a prompt, the most active neurons.
-    (One neuron's own charts depend on which neuron a viewer picks: `neuron_tokens_chart`.)"""
+def figures(result, positions: list[int] | None = None) -> dict[str, go.Figure]:
+    """The promoters of each target token and, with a prompt, the most active neurons (on
+    `positions`; default: the last `WINDOW`). (One neuron's own charts depend on which
+    neuron a viewer picks: `neuron_tokens_chart`.)"""
     tables, shown = result.tables, {}
     if "promoters" in tables:
         promoters = tables["promoters"]
@@ -20,7 +31,9 @@ def figures(result) -> dict[str, go.Figure]:
             shown[f"promoters_{i}"] = neuron_promoters_chart(promoters, token_id)
     activations = tables.get("activations")
     if activations is not None and len(activations.drop_duplicates(["layer", "neuron"])) > 1:
-        shown["activations"] = neuron_activations_chart(activations)
+        if positions is None:
+            positions = position_window(int(activations["position"].max()) + 1)
+        shown["activations"] = neuron_activations_chart(activations, positions)
     return shown
 
 
@@ -39,7 +52,8 @@ def neuron_promoters_chart(promoters: pd.DataFrame, token_id: int) -> go.Figure:
         title=title(f"Neurons that most promote {token}",
                      "direct effect of the neuron's output row on the token's logit, per unit "
                      "of activation"),
-        xaxis={"title": {"text": "score"}}, yaxis={"autorange": "reversed", "type": "category"},
+        xaxis={"title": {"text": "direct effect on the token's logit (logits per unit of activation)"}},
+        yaxis={"title": {"text": "neuron (layer, index)"}, "autorange": "reversed", "type": "category"},
         height=max(260, 130 + 24 * len(labels)), margin={"l": 90, "r": 20, "t": 80, "b": 50},
     )
     return fig
@@ -57,7 +71,9 @@ def neuron_tokens_chart(atlas: pd.DataFrame, layer: int, neuron: int) -> go.Figu
         fig.add_trace(go.Bar(x=part["score"], y=labels, orientation="h", marker={"color": color},
                              name=direction, showlegend=False,
                              hovertemplate="%{y}<br>score %{x:.4g}<extra></extra>"), row=1, col=col)
-        fig.update_yaxes(autorange="reversed", type="category", row=1, col=col)
+        fig.update_yaxes(autorange="reversed", type="category", row=1, col=col,
+                         title={"text": "token (rank)"} if col == 1 else None)
+        fig.update_xaxes(title={"text": "logits per unit of activation"}, row=1, col=col)
     k = int(rows["rank"].max()) if len(rows) else 0
     fig.update_layout(
         title=title(f"Neuron {neuron_label(layer, neuron)}: the tokens it writes toward",
@@ -67,12 +83,15 @@ def neuron_tokens_chart(atlas: pd.DataFrame, layer: int, neuron: int) -> go.Figu
     return fig
 
 
-def neuron_activations_chart(activations: pd.DataFrame) -> go.Figure:
+def neuron_activations_chart(activations: pd.DataFrame, positions: list[int] | None = None) -> go.Figure:
     """The neurons `activations` table on its prompt: one neuron as bars over the input
     tokens, several as a (layer, neuron) × position heatmap in the table's order
-    (strongest first within each layer)."""
+    (strongest first within each layer). `positions`: only these (default all)."""
+    n_all = int(activations["position"].max()) + 1 if len(activations) else 0
+    activations = in_window(activations, positions)
     inputs = activations.drop_duplicates("position").sort_values("position")
     x_ticks = [plot_text(str(t), visible_spaces=True) for t in inputs["token"]]
+    where = [int(p) for p in inputs["position"]]
     keys = list(dict.fromkeys(zip(activations["layer"], activations["neuron"])))
     if len(keys) == 1:
         rows = activations.sort_values("position")
@@ -87,17 +106,17 @@ def neuron_activations_chart(activations: pd.DataFrame) -> go.Figure:
         grid = grid.reindex(index=pd.MultiIndex.from_tuples(keys, names=["layer", "neuron"]))
         z = grid.to_numpy(dtype=float)
         y_ticks = [neuron_label(layer, n) for layer, n in keys]
-        hover = cells(z, lambda i, j, v: f"{y_ticks[i]} · position {j} ({x_ticks[j]})"
+        hover = cells(z, lambda i, j, v: f"{y_ticks[i]} · position {where[j]} ({x_ticks[j]})"
                                           f"<br>activation {v:.4g}")
         fig = go.Figure(heatmap(z, hover, signed=True, colorbar="activation"))
         fig.update_layout(
-            title={"text": "The most active neurons of each layer on the prompt"},
+            title=title("The most active neurons of each layer on the prompt", window_note(where, n_all)),
             yaxis={"title": {"text": "layer, neuron"}, "tickmode": "array",
                    "tickvals": list(range(len(y_ticks))), "ticktext": y_ticks, "autorange": "reversed"},
             height=grid_height(len(y_ticks)))
     fig.update_layout(
         xaxis={"title": {"text": "input token (position)"}, "tickmode": "array",
-               "tickvals": list(range(len(x_ticks))), "ticktext": x_ticks, "tickangle": -45},
+               "tickvals": list(range(len(x_ticks))), "ticktext": x_ticks, "tickangle": tick_angle(len(x_ticks))},
         margin={"l": 90, "r": 20, "t": 50, "b": 90},
     )
     return fig

@@ -11,6 +11,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from analyses.core.errors import SpecError
+from analyses.core.tokentext import piece_text
 
 MAX_TOKENS_ENV = "ANALYSES_MAX_TOKENS"  # a deployment's own cap on prompt length, in tokens
 
@@ -56,15 +57,17 @@ def single_token(bridge, text: str, field: str) -> int:
     return int(ids[0])
 
 
+def decode_one(tokenizer, ids: list[int]) -> list[str]:
+    """Each id's text as a reader would see it (`piece_text`)."""
+    texts = tokenizer.batch_decode([[i] for i in ids])
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    return [piece_text(piece, text) for text, piece in zip(texts, pieces)]
+
+
 def token_decoder(bridge):
     """id -> token text, memoised: tables decode the same few ids many times."""
-    cache: dict[int, str] = {}
-
     def decode(token_id) -> str:
-        token_id = int(token_id)
-        if token_id not in cache:
-            cache[token_id] = bridge.tokenizer.decode([token_id])
-        return cache[token_id]
+        return str(token_texts(bridge, [int(token_id)])[0])
     return decode
 
 
@@ -80,7 +83,7 @@ def token_texts(bridge, ids) -> np.ndarray:
     known = _DECODED.setdefault(bridge.tokenizer, {})
     missing = [int(i) for i in unique if int(i) not in known]
     if missing:
-        known.update(zip(missing, bridge.tokenizer.batch_decode([[i] for i in missing])))
+        known.update(zip(missing, decode_one(bridge.tokenizer, missing)))
     texts = np.array([known[int(i)] for i in unique], dtype=object)
     return texts[inverse].reshape(ids.shape)
 

@@ -17,6 +17,7 @@ from analyses.core.progress import Progress, silent
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
 from analyses.runtime import models
+from analyses.runtime.stack import import_model_stack
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ def execute(spec: AnalysisSpec, device: str | None = None, dtype: str = "float32
     """Run `spec` here. `model_lock(fingerprint)` is held while the analysis runs (hooks
     live on the shared model); `on_running()` is called once it is held."""
     progress(0.0, f"loading {spec.model}")
+    import_model_stack()  # one thread at a time: transformers' lazy names are not thread-safe
     model = models.load(spec.model, device=device, dtype=dtype)
     kind = catalogue[spec.kind]
     run = kind.run_function()

@@ -211,6 +211,11 @@ def _cached_snapshot(hub_id: str) -> Path | None:
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 
+def cached_snapshot(hub_id: str) -> Path | None:
+    """The local snapshot folder of a hub model, if it is in the Hugging Face cache."""
+    return _cached_snapshot(hub_id)
+
+
 def _not_available(hub_id: str, why: str) -> ModelError:
     local = Path.cwd() / hub_id
     return ModelError(

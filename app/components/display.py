@@ -13,7 +13,15 @@ import re
 
 from analyses.figures.text import VISIBLE_SPACE, display_token, plot_text
 
-__all__ = ["VISIBLE_SPACE", "display_token", "md_escape", "plot_text"]
+__all__ = ["VISIBLE_SPACE", "display_token", "md_escape", "plot_text", "without_server_paths"]
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:[^\s/:,;'\"()\[\]]+/)+([^\s/:,;'\"()\[\]]*)")
+
+
+def without_server_paths(text: str) -> str:
+    """`text` with each absolute path on the server cut to its last part (`…/hub`): a
+    visitor learns what was tried, not how the server's disk is laid out."""
+    return _ABSOLUTE_PATH.sub(lambda m: "…/" + m.group(1) if m.group(1) else "…/", text)
 
 
 _MARKDOWN_ACTIVE = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:=&\"'^%@/])")

@@ -26,6 +26,7 @@ from analyses.core.spec import BOOL, FIELDS, INT
 from app import links
 from app.components.display import md_escape
 from app.components.model_picker import chosen_model, set_model
+from app.components.token_preview import token_caption
 
 AUTO = "auto"  # a tri-state bool left unset: the analysis decides
 TRISTATE = {True: "yes", False: "no"}
@@ -66,9 +67,11 @@ class SpecForm:
         return f"{self.kind}:_form_error"
 
     # --- URL → widgets --------------------------------------------------------------
-    def sync_from_url(self, raw: dict[str, list[str]], parsed: links.Parsed) -> None:
+    def sync_from_url(self, raw: dict[str, list[str]], parsed: links.Parsed,
+                      example: dict | None = None) -> None:
         """Fill the widgets from the link when the link changed since they were last filled;
-        fill any widget that has no value yet from the kind's defaults."""
+        fill any widget that has no value yet from `example` (a page opened without a link
+        starts on a working example: Run runs it) or else the kind's defaults."""
         state = st.session_state
         current = links.query_key(raw)
         if state.get(self._applied_key) != current:
@@ -79,9 +82,10 @@ class SpecForm:
                     state[self.key(f.name)] = self._widget_value(f.name, given.get(f.name))
                 set_model(given.get("model") or "default")
                 state.pop(self._error_key, None)
+        start = example if (example and parsed.empty) else {}
         for f in self.fields:
             if self.key(f.name) not in state:
-                state[self.key(f.name)] = self._widget_value(f.name, None)
+                state[self.key(f.name)] = self._widget_value(f.name, start.get(f.name))
 
     def _choices(self, name: str) -> tuple[str, ...] | None:
         return getattr(self.analysis, "choices", {}).get(name)
@@ -175,8 +179,10 @@ class SpecForm:
                             max_value=info.maximum, step=1)
         elif f.multiline:
             st.text_area(label, key=key, help=help_text, placeholder=f.placeholder, height=100)
+            token_caption(chosen_model(), f.name, st.session_state.get(key))
         else:
             st.text_input(label, key=key, help=help_text, placeholder=f.placeholder)
+            token_caption(chosen_model(), f.name, st.session_state.get(key))
 
 
 def write_url(spec: AnalysisSpec) -> None:

@@ -12,7 +12,7 @@ import streamlit as st
 
 from analyses.core.errors import ModelError
 from analyses.runtime import models
-from app.components.display import md_escape
+from app.components.display import md_escape, without_server_paths
 from app.components.run import LAST_META_KEY
 
 MODEL_KEY = "_model"  # the chosen reference; not a widget key, so it survives page changes
@@ -30,7 +30,7 @@ def set_model(ref: str) -> None:
     st.session_state[WIDGET_KEY] = ref
 
 
-def model_picker(where=None, show_engine: bool = True) -> str:
+def model_picker(where=None, show_engine: bool = True, full_errors: bool = False) -> str:
     """Draw the picker (in the sidebar unless `where` is given); return the reference.
     `show_engine=False` leaves the device/dtype line to `engine_caption`, for pages that
     draw it after their run (when the device is known)."""
@@ -48,13 +48,21 @@ def model_picker(where=None, show_engine: bool = True) -> str:
         where.caption(md_escape("Here: " + ", ".join(known)))
     ref = chosen_model()
     problem, where_from = check_model(ref)
-    if problem:
-        where.error(md_escape(problem), icon=":material/error:")
+    if problem and full_errors:
+        where.error(md_escape(without_server_paths(problem)), icon=":material/error:")
+    elif problem:  # one short line here; the page shows the whole message once
+        where.caption(md_escape(f"⚠ {ref} cannot be loaded (details on the page)"))
     else:
-        where.caption(md_escape(where_from))
+        where.caption(md_escape(without_server_paths(where_from)))
     if show_engine:
         engine_caption(where)
     return ref
+
+
+def model_problem() -> str | None:
+    """The chosen model's problem, without server paths, or None when it resolves."""
+    problem, _ = check_model(chosen_model())
+    return without_server_paths(problem) if problem else None
 
 
 def engine_caption(where=None) -> None:

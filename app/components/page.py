@@ -28,7 +28,7 @@ from app import links
 from app.components.display import display_token, md_escape
 from app.components.downloads import download_buttons, file_stem
 from app.components.form import Field, SpecForm, write_url
-from app.components.model_picker import chosen_model, engine_caption, model_picker
+from app.components.model_picker import chosen_model, engine_caption, model_picker, model_problem
 from app.components.presets import Preset, presets_for
 from app.components.run import run_spec
 from app.components.share_link import share_box, snippet_box
@@ -44,7 +44,8 @@ def analysis_page(kind: str, *, intro: str, fields: list[Field], draw: Draw) -> 
     raw = links.read_query_params(st.query_params)
     parsed = links.parse(raw, kind)
     form = SpecForm(kind, fields)
-    form.sync_from_url(raw, parsed)  # before any widget is drawn
+    examples = presets_for(kind)
+    form.sync_from_url(raw, parsed, examples[0].fields if examples else None)  # before any widget
     with st.sidebar:
         model_picker(show_engine=False)
 
@@ -61,6 +62,9 @@ def analysis_page(kind: str, *, intro: str, fields: list[Field], draw: Draw) -> 
 
     spec = parsed.spec
     if spec is None:
+        problem = model_problem()
+        if problem:  # no run to report it: the form says it once
+            st.error(md_escape(problem), icon=":material/error:")
         engine_caption()
         if parsed.draft is not None:
             st.info("The link filled in some inputs: complete them and press **Run**.",

@@ -72,6 +72,10 @@ def _neurons(suite: str, entry: dict) -> dict:
     return {**token, "prompt": _prompt(entry)}
 
 
+def _attention(suite: str, entry: dict) -> dict:
+    return {"prompt": _prompt(entry)}
+
+
 # kind -> (suite, entry) -> spec fields. Kinds not listed keep the entry fields they accept.
 ADAPTERS: dict[str, Callable[[str, dict], dict]] = {
     "logit_lens": _logit_lens,
@@ -80,6 +84,7 @@ ADAPTERS: dict[str, Callable[[str, dict], dict]] = {
     "attribution_patching": _patching,
     "neurons": _neurons,
     "dla": _dla,
+    "attention": _attention,
 }
 
 

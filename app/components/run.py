@@ -22,7 +22,7 @@ import streamlit as st
 from analyses import AnalysisSpec, Result, compute
 from analyses.core.errors import UserError
 from analyses.runtime.service import result_key
-from app.components.display import md_escape
+from app.components.display import md_escape, without_server_paths
 
 log = logging.getLogger("app")
 RESULTS_KEY = "_results"  # session state: OrderedDict content key -> Result, most recent last
@@ -72,7 +72,7 @@ def _guarded(spec: AnalysisSpec, call):
     try:
         return call()
     except UserError as err:
-        st.error(md_escape(str(err)), icon=":material/error:")
+        st.error(md_escape(without_server_paths(str(err))), icon=":material/error:")
     except TimeoutError as err:
         st.warning(md_escape(f"{err}. Reopen this link later to see it."), icon=":material/schedule:")
     except Exception as err:  # noqa: BLE001 - a page must never show a traceback

@@ -4,7 +4,9 @@ Pages draw without torch (the catalogue, specs, links and cached results need no
 the home page and every form appear in a second or two. torch, transformers and
 TransformerLens then take 6–10 s to import on a small CPU: started here, right after the
 first page is drawn, they are usually ready by the time a user presses Run. Set
-`ANALYSES_APP_WARMUP=0` to load them only on the first run instead.
+`ANALYSES_APP_WARMUP=0` to load them only on the first run instead (the tests do: they import
+transformers from threads of their own). The import holds `analyses.runtime.stack`'s lock,
+which every job takes first, so a job never meets a half-imported transformers.
 """
 from __future__ import annotations
 
@@ -26,10 +28,9 @@ def warm_up_in_background() -> None:
 
 
 def _import_model_stack() -> None:
-    from analyses.runtime.offline import ensure_offline_if_unreachable
+    from analyses.runtime.stack import import_model_stack
 
     try:
-        ensure_offline_if_unreachable()  # before transformers is imported, which reads it once
-        import transformer_lens.model_bridge  # noqa: F401 - torch and transformers with it
+        import_model_stack()  # under the lock every job's execute() takes too
     except Exception:  # noqa: BLE001 - the first run will import them again and say what fails
         log.exception("background import of the model stack failed")

@@ -1,9 +1,12 @@
 """Activation patching page: which activations carry the answer from the clean prompt."""
 import streamlit as st
 
+from analyses.figures.layout import differing_positions
 from app.components.display import md_escape
 from app.components.form import Field
-from app.components.page import analysis_page
+from app.components.head_links import head_links, top_heads
+from app.components.page import analysis_page, view_key
+from app.components.window import position_picker
 
 
 def draw(result):
@@ -22,7 +25,12 @@ def draw(result):
             st.caption(md_escape("Not on this model (no such hook): "
                                  + ", ".join(meta["not_on_this_model"])))
 
-    return {"baselines": summary, **result.figures()}
+    per_head = result.tables["effects"]
+    heads = top_heads(per_head[per_head["head"] >= 0], "value")
+    positions = position_picker(view_key(result, "positions"), int(meta["n_tokens"]),
+                                differing_positions(meta.get("clean_tokens"), meta.get("corrupted_tokens")))
+    return {"baselines": summary, **result.figures(positions=positions), "attention_links": lambda: head_links(
+        result.spec.model, result.spec.clean, heads, "whose patch restores the most")}
 
 
 analysis_page(
@@ -38,9 +46,9 @@ analysis_page(
         Field("corrupted", "Corrupted prompt", multiline=True,
               help="The same number of tokens as the clean prompt: patching pairs them "
                    "position by position."),
-        Field("answer", "Answer", placeholder=" Mary",
+        Field("answer", "Answer", placeholder="e.g. ␣Mary (one token, its leading space kept)",
               help="The clean prompt's next token, leading space included; one token."),
-        Field("wrong", "Wrong answer", placeholder=" John",
+        Field("wrong", "Wrong answer", placeholder="e.g. ␣John (one token, its leading space kept)",
               help="The corrupted prompt's next token, leading space included; one token."),
         Field("granularity", "What to patch",
               help="resid_pre/mid/post, attn_out, mlp_out: layer × position; head_*: each "

@@ -1,10 +1,13 @@
 """Attribution patching page: every node's patching effect estimated at once (AtP / AtP*)."""
 import streamlit as st
 
-from analyses.figures.attribution_patching import agreement_note
+from analyses.figures.attribution_patching import NODE_TITLES, agreement_note
+from analyses.figures.layout import differing_positions
 from app.components.display import md_escape
 from app.components.form import Field
-from app.components.page import analysis_page, view_key
+from app.components.head_links import head_links, top_heads
+from app.components.page import analysis_page, chart, view_key
+from app.components.window import position_picker
 
 TRUST = ("Where to trust AtP: it is a first-order (linear) estimate, so it ranks nodes well where "
          "a node acts almost linearly on the logit difference (residual stream, MLP and head "
@@ -28,11 +31,29 @@ def draw(result):
         if magnitude:
             st.caption("With GradDrop each AtP value is a size (≥ 0): it is compared with |exact|.")
 
-    shown = {"summary": summary, **result.figures()}
+    nodes = result.tables["attributions"]
+    positions = position_picker(view_key(result, "positions"), int(meta["n_tokens"]),
+                                differing_positions(meta.get("clean_tokens"), meta.get("corrupted_tokens")))
+    figures = result.figures(positions=positions)
+    kinds = [name for name in figures if name.startswith("atp_")]
+
+    def one_node_kind():
+        """One node kind's heatmaps at a time: six stacked grids were a page 8,000 px tall."""
+        labels = {name: f"{name[4:]}: {NODE_TITLES.get(name[4:], 'nodes')}" for name in kinds}
+        default = "atp_head" if "atp_head" in kinds else kinds[0]
+        chosen = st.segmented_control("Node kind", kinds, default=default, format_func=labels.get,
+                                      key=view_key(result, "node")) or default
+        chart(figures[chosen], view_key(result, "node_figure"))
+
+    shown = {"summary": summary, "node_kind": one_node_kind,
+             **{name: fig for name, fig in figures.items() if name not in kinds}}
+    heads = top_heads(nodes[nodes["node"] == "head"], "atp")
+    shown["attention_links"] = lambda: head_links(result.spec.model, result.spec.clean, heads,
+                                                  "with the largest AtP estimate")
 
     def agreement_numbers():
         if agreement is not None:
-            st.dataframe(agreement.round(3), hide_index=True, key=view_key(result, "agreement"))
+            st.dataframe(agreement.round(2), hide_index=True, key=view_key(result, "agreement"))
         st.caption(md_escape(agreement_note(agreement)))
 
     shown["agreement_numbers"] = agreement_numbers
@@ -51,8 +72,8 @@ analysis_page(
         Field("clean", "Clean prompt", multiline=True),
         Field("corrupted", "Corrupted prompt", multiline=True,
               help="The same number of tokens as the clean prompt."),
-        Field("answer", "Answer", placeholder=" Mary"),
-        Field("wrong", "Wrong answer", placeholder=" John"),
+        Field("answer", "Answer", placeholder="e.g. ␣Mary (one token, its leading space kept)"),
+        Field("wrong", "Wrong answer", placeholder="e.g. ␣John (one token, its leading space kept)"),
         Field("layer", "Only this layer", help="Leave empty for every layer."),
         Field("exact", "Also run exact patching",
               help="auto: when there are at most 2,000 nodes. Exact patching is one patched "

@@ -1,10 +1,13 @@
 """Direct logit attribution page: each component's direct share of the logit difference."""
 from app.components.form import Field
+from app.components.head_links import head_links, top_heads
 from app.components.page import analysis_page
 
 
 def draw(result):
-    return result.figures()
+    heads = top_heads(result.tables["contributions"].query("component == 'head'"), "value")
+    return {**result.figures(), "attention_links": lambda: head_links(
+        result.spec.model, result.spec.prompt, heads, "with the largest direct contribution")}
 
 
 analysis_page(
@@ -17,9 +20,9 @@ analysis_page(
           "only the direct path, not what a component does through later layers.",
     fields=[
         Field("prompt", "Prompt", multiline=True),
-        Field("answer", "Answer", placeholder=" Paris",
+        Field("answer", "Answer", placeholder="e.g. ␣Paris (one token, its leading space kept)",
               help="The next token to explain, leading space included; one token."),
-        Field("wrong", "Wrong answer", placeholder=" London",
+        Field("wrong", "Wrong answer", placeholder="e.g. ␣London (one token, its leading space kept)",
               help="Optional: a contrasting token; without it the answer's own logit is split."),
     ],
     draw=draw,

@@ -4,7 +4,9 @@ import streamlit as st
 
 from analyses.figures.heads import head_profile_chart
 from app.components.form import Field
+from app.components.head_links import head_links, top_heads
 from app.components.page import analysis_page, chart, view_key
+from app.components.presets import load_suites
 
 
 def draw(result):
@@ -13,7 +15,19 @@ def draw(result):
     shown["one_head"] = lambda: one_head(result, scores)
     if ablation is not None:
         shown["ablation"] = ablation
+    shown["attention_links"] = lambda: head_links(result.spec.model, pattern_prompt(result), top_heads(
+        scores.assign(score=scores["score"].fillna(0)), "score", by_magnitude=False), "that score highest")
     return shown
+
+
+def pattern_prompt(result) -> str | None:
+    """A text to show the top heads' patterns on: the link's prompt (the previous-token
+    detector reads it), else the first repeated-sequence example, where induction and
+    duplicate-token heads show themselves."""
+    if result.spec.prompt:
+        return result.spec.prompt
+    examples = load_suites().get("induction") or []
+    return next((e["prompt"] for e in examples if isinstance(e.get("prompt"), str)), None)
 
 
 def one_head(result, scores):

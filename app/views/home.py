@@ -24,7 +24,7 @@ st.markdown(
 )
 
 st.subheader("Model")
-model_picker(where=st.container())
+model_picker(where=st.container(), full_errors=True)
 
 st.subheader("Examples")
 model = chosen_model()

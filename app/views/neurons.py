@@ -62,7 +62,7 @@ analysis_page(
           "promote it; give a prompt to see which neurons fire on it; set a layer and neuron "
           "to read one neuron alone.",
     fields=[
-        Field("token", "Which neurons promote…", placeholder=" Paris",
+        Field("token", "Which neurons promote…", placeholder="e.g. ␣Paris (one token, its leading space kept)",
               help="Target tokens, comma-separated; each keeps its leading space and must be "
                    "one token."),
         Field("prompt", "Prompt (activations)", multiline=True,

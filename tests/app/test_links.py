@@ -80,7 +80,8 @@ def test_a_link_without_the_required_fields_is_a_draft():
     assert parsed.spec is None and parsed.error is None
     assert parsed.draft == {"kind": "logit_lens", "model": "gpt2", "top_k": 3}
     bad = links.parse({"model": ["gpt2"], "top_k": ["0"]}, "logit_lens")
-    assert bad.draft is None and "top_k" in bad.error.replace("\\", "")
+    assert "top_k" in bad.error.replace("\\", "")
+    assert bad.draft == {"kind": "logit_lens", "model": "gpt2"}  # the valid fields stay
 
 
 def test_params_keep_awkward_text_exactly():
@@ -88,3 +89,14 @@ def test_params_keep_awkward_text_exactly():
     original = spec(prompt=text, token=" +, &")
     raw = {name: [value] for name, value in links.params(original).items()}
     assert links.parse(raw, "logit_lens").spec == original
+
+
+@pytest.mark.parametrize("raw, kept", [
+    ({"prompt": ["Hi"], "top_k": ["abc"]}, {"prompt": "Hi"}),
+    ({"prompt": ["Hi"], "top_k": ["abc"], "bogus": ["1"], "token": [" a"]}, {"prompt": "Hi", "token": " a"}),
+    ({"prompt": ["Hi"], "token": [" a", " b"]}, {"prompt": "Hi"}),
+])
+def test_a_malformed_link_keeps_its_valid_fields_and_runs_nothing(raw, kept):
+    parsed = links.parse(raw, "logit_lens")
+    assert parsed.spec is None and parsed.error.startswith("This link cannot be opened")
+    assert parsed.draft == {"kind": "logit_lens", "model": "default", **kept}

@@ -37,6 +37,16 @@ def test_a_spec_and_a_spec_error_import_no_torch():
     assert seen == {"loaded": [], "error": "top_k: expected an integer, got 'abc'", "key": "resid_pre"}
 
 
+def test_a_token_preview_needs_no_torch():
+    seen = fresh_python(f"""
+        import json, sys
+        from analyses.runtime.preview import preview
+        print(json.dumps({{"tokens": preview("default", " Paris is").tokens,
+                          "loaded": [m for m in {HEAVY!r} if m in sys.modules]}}))
+    """)
+    assert seen == {"tokens": ["<|endoftext|>", " Paris", " is"], "loaded": []}
+
+
 def test_the_cli_answers_errors_and_kinds_without_torch():
     seen = fresh_python(f"""
         import contextlib, io, json, sys

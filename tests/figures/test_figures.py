@@ -283,10 +283,14 @@ def test_head_profile_and_ablation_charts():
         "metric": ["second_copy_loss"] * 2 + ["copy_accuracy"] * 2,
         "baseline": [1.0, 1.0, 0.9, 0.9], "after": [3.0, 1.1, 0.1, 0.8], "drop": [2.0, 0.1, 0.8, 0.1]})
     fig = head_ablation_chart(ablation)
-    top, random = fig.data
-    assert (top.name, random.name) == ("top heads", "random heads")
-    assert list(top.y) == [2.0, 0.8] and list(random.y) == [0.1, 0.1]
-    assert list(top.x) == ["induction<br>(second_copy_loss)", "retrieval<br>(copy_accuracy)"]
+    loss_top, loss_random, copy_top, copy_random = fig.data  # one panel per metric
+    assert (loss_top.name, loss_random.name) == ("top heads", "random heads")
+    assert list(loss_top.y) == [2.0] and list(copy_top.y) == [0.8] and list(copy_random.y) == [0.1]
+    assert list(loss_top.x) == ["induction<br>(second_copy_loss)"]
+    assert list(copy_top.x) == ["retrieval<br>(copy_accuracy)"]
+    assert loss_top.yaxis != copy_top.yaxis  # nats and shares never on one axis
+    assert fig.layout.yaxis.title.text == "drop (nats/token)"
+    assert fig.layout.yaxis2.title.text == "drop (share of tokens)"
 
 
 # --------------------------------------------------------------------------- neurons
@@ -350,9 +354,12 @@ def test_dla_components_chart_follows_the_residual_stream_and_sums():
     from analyses.figures.dla import dla_components_chart
 
     fig = dla_components_chart(contributions_table(), "logit(' <b>')", logit_diff=3.15)
-    bars = fig.data[0]
-    assert list(bars.x) == ["embed", "pos_embed", "L0 attn", "L0 mlp", "L1 attn", "L1 mlp", "bias"]
-    assert list(bars.y) == pytest.approx([0.1, -0.2, 0.3, 0.5, 1.3, 1.5, 0.05])
+    order = ["embed", "pos_embed", "L0 attn", "L0 mlp", "L1 attn", "L1 mlp", "bias"]
+    assert list(fig.layout.xaxis.categoryarray) == order  # residual-stream order
+    value = {x: y for trace in fig.data for x, y in zip(trace.x, trace.y)}
+    assert [value[x] for x in order] == pytest.approx([0.1, -0.2, 0.3, 0.5, 1.3, 1.5, 0.05])
+    assert {t.name for t in fig.data} == {"attention (a layer's heads and bias)", "MLP", "embeddings and biases"}
+    assert fig.layout.yaxis.title.text == "direct contribution (logits)"  # a unit, and a legend
     assert "the bars sum to 3.55" in fig.layout.title.text
     assert "own value is 3.15" in fig.layout.title.text
     assert "&lt;b&gt;" in fig.layout.title.text and "<b>'" not in fig.layout.title.text
@@ -367,3 +374,39 @@ def test_dla_head_heatmap_is_layer_by_head():
     assert fig.data[0].zmid == 0
 
 
+
+
+# --------------------------------------------------------------------------- long prompts
+
+def test_the_position_window_is_the_last_positions_and_where_the_prompts_differ():
+    from analyses.figures.layout import WINDOW, differing_positions, position_window, span_text
+
+    assert position_window(WINDOW) is None  # short prompts: every position
+    assert position_window(100) == list(range(100 - WINDOW, 100))
+    assert position_window(100, [3, 70]) == [3, *range(100 - WINDOW, 100)]
+    assert differing_positions([" a", " b", " c"], [" a", " x", " c"]) == [1]
+    assert span_text([3, 60, 61, 62, 99]) == "3, 60–62, 99"
+
+
+def test_a_long_prompts_heatmaps_show_a_window_with_level_labels_when_few():
+    from analyses.figures.activation_patching import patching_heatmap
+    from analyses.figures.logit_lens import logit_lens_heatmap
+
+    n = 120
+    top = pd.DataFrame([dict(layer=f"{li}_pre", layer_index=li, position=p, token=f"t{p}", rank=1, token_id=1,
+                             token_str="x", prob=0.5, logit=0.0) for li in range(2) for p in range(n)])
+    full = logit_lens_heatmap(top)
+    window = logit_lens_heatmap(top, list(range(n - 40, n)))
+    assert np.array(full.data[0].z).shape == (2, n) and np.array(window.data[0].z).shape == (2, 40)
+    assert "positions 80–119 of 120 shown" in window.layout.title.text
+    assert window.layout.xaxis.ticktext[0] == "t80 80"  # the position beside its token
+    assert logit_lens_heatmap(top, list(range(10))).layout.xaxis.tickangle == 0  # level when they fit
+    effects = pd.DataFrame({"granularity": "resid_pre", "layer": np.repeat([0, 1], n), "position": np.tile(range(n), 2),
+                            "head": -1, "value": 0.5, "raw": 1.0, "sender_layer": -1, "sender_head": -1,
+                            "receiver_input": ""})
+    clean = [f" w{p}" for p in range(n)]
+    corrupted = [*clean[:5], " other", *clean[6:]]
+    fig = patching_heatmap(effects, "resid_pre", clean, corrupted, (1.0, 0.0), [5, *range(n - 40, n)])
+    assert np.array(fig.data[0].z).shape == (2, 41)
+    assert fig.layout.xaxis.ticktext[0] == "\u2423w5→\u2423other"  # the differing position stays in view
+    assert "positions 5, 80–119 of 120 shown" in fig.layout.title.text

@@ -178,6 +178,7 @@ def test_exact_and_agreement_tables(tiny_llama_dir):
     for kind_name, group in [*nodes.groupby("node", sort=False), ("all", nodes)]:
         row = agreement.set_index("node").loc[kind_name]
         atp, exact = group.atp.to_numpy(float), group.exact.abs().to_numpy(float)
+        atp, exact = (np.where(np.abs(v) < 1e-4, 0.0, v) for v in (atp, exact))  # noise ties at 0
         expected_r = np.corrcoef(atp, exact)[0, 1]
         ranks = [pd.Series(v).rank().to_numpy() for v in (atp, exact)]
         expected_rho = np.corrcoef(*ranks)[0, 1]
@@ -187,6 +188,7 @@ def test_exact_and_agreement_tables(tiny_llama_dir):
         assert row.pearson == pytest.approx(expected_r, abs=1e-9), kind_name
         assert row.spearman == pytest.approx(expected_rho, abs=1e-9), kind_name
         assert row.top10_overlap == pytest.approx(overlap), kind_name
+        assert row.n_nodes == len(group) and row.n_signal == int((exact != 0).sum()), kind_name
     # the patching engine's own baselines: exact = patched - corrupted
     assert result.meta["corrupted_baseline"] != result.meta["clean_baseline"]
 
@@ -240,3 +242,21 @@ def test_a_separate_clean_forward_gives_the_same_scores(tiny_gpt2_dir, monkeypat
                                atol=1e-6)
     for key in ("clean_baseline", "corrupted_baseline"):
         assert apart.meta[key] == pytest.approx(batched.meta[key], abs=1e-6)
+
+
+def test_agreement_does_not_follow_float_noise():
+    """Nodes whose effects are float noise (|x| < 1e-4) tie at zero: noise of 1e-6 on them
+    leaves every correlation where it was, and n_signal counts only the others."""
+    from analyses.kinds.attribution_patching import agreement
+
+    rng = np.random.default_rng(0)
+    n = 40
+    signal = rng.normal(size=n) * (np.arange(n) < 12)  # 12 nodes with an effect, 28 without
+    nodes = pd.DataFrame({"node": ["head"] * n, "layer": 0, "position": np.arange(n), "head": 0,
+                          "atp": signal * 0.9 + rng.normal(size=n) * 1e-6,
+                          "exact": signal + rng.normal(size=n) * 1e-6})
+    noisy = nodes.assign(atp=nodes.atp + rng.normal(size=n) * 1e-6,
+                         exact=nodes.exact + rng.normal(size=n) * 1e-6)
+    a, b = agreement(nodes, magnitude=False), agreement(noisy, magnitude=False)
+    pd.testing.assert_frame_equal(a, b)
+    assert a.set_index("node").loc["head", "n_signal"] == 12

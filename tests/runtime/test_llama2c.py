@@ -225,3 +225,21 @@ def test_other_formats_are_refused(tmp_path, stories_bin):
     truncated.write_bytes(stories_bin.read_bytes()[:5000])
     with pytest.raises(ModelError, match="truncated"):
         llama2c.read_config(truncated)
+
+
+def test_word_start_tokens_show_their_space_everywhere(stories):
+    """SentencePiece marks a word's first token `▁Lily`; a one-token decode drops the mark,
+    so tables and error messages showed `Lily` for ` Lily`. They show the space it stands for."""
+    from analyses import SpecError
+    from analyses.kinds.tokens import single_token, token_strings
+
+    bridge = stories.bridge
+    ids = bridge.to_tokens(" Lily went", prepend_bos=False)[0]
+    pieces = bridge.tokenizer.convert_ids_to_tokens(ids.tolist())
+    shown = token_strings(bridge, ids)
+    assert any(p.startswith("\u2581") for p in pieces)
+    assert [s.startswith(" ") for s in shown] == [p.startswith("\u2581") for p in pieces]
+    assert all("\u2581" not in s for s in shown) and "".join(shown).endswith(" Lily went")
+    with pytest.raises(SpecError) as refused:
+        single_token(bridge, " Tom went", "answer")
+    assert "[' T', 'om', ' w', 'ent']" in str(refused.value)  # word starts keep their space

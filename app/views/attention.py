@@ -1,0 +1,44 @@
+"""Attention page: every head's attention pattern on a prompt, one head large with its tokens."""
+import streamlit as st
+
+from analyses.figures.attention import head_pattern
+from app.components.form import Field
+from app.components.page import analysis_page, chart, view_key
+
+
+def draw(result):
+    figures = result.figures()
+    return {"grid": figures["grid"], "one_head": lambda: one_head(result)}
+
+
+def one_head(result):
+    """The link's head when it names one, else any head the result read, picked here (a view
+    of the result, not part of the link)."""
+    st.subheader("One head")
+    patterns, spec = result.tables["patterns"], result.spec
+    layers = sorted(int(v) for v in patterns["layer"].unique())
+    heads = sorted(int(v) for v in patterns["head"].unique())
+    left, right = st.columns(2)
+    layer = left.selectbox("Layer", layers, index=layers.index(spec.layer) if spec.layer in layers else 0,
+                           key=view_key(result, "layer"))
+    head = right.selectbox("Head", heads, index=heads.index(spec.head) if spec.head in heads else 0,
+                           key=view_key(result, "head"))
+    chart(head_pattern(patterns, layer, head, result.meta.get("tokens")), view_key(result, "pattern"))
+
+
+analysis_page(
+    "attention",
+    intro="**Attention patterns** show, for every head, how much the query at each position "
+          "attends to each earlier key position: the model's own softmax probabilities (Elhage et "
+          "al. 2021). Each row of a pattern sums to 1. Stripes below the diagonal are "
+          "previous-token heads; a diagonal offset by a repeated sequence's length is an induction "
+          "head; a column at position 0 is a head resting on BOS. Hover a cell for query token → "
+          "key token and the weight.",
+    fields=[
+        Field("prompt", "Prompt", multiline=True),
+        Field("layer", "Only this layer", help="Leave empty for every layer (long prompts on big "
+                                               "models need one)."),
+        Field("head", "Only this head", help="Leave empty for every head of the layers read."),
+    ],
+    draw=draw,
+)
