@@ -12,6 +12,7 @@ from analyses.figures.text import plot_text
 
 THUMBNAIL_CELLS = 48  # a small pattern shows at most this many query and key bins
 MAX_TICK_LABELS = 60  # a large pattern labels every token up to this many, else every n-th
+PANEL_PX = 300  # the tallest a grid row gets (one head alone)
 
 
 def figures(result) -> dict[str, go.Figure]:
@@ -73,7 +74,7 @@ def pattern_grid(patterns: pd.DataFrame) -> go.Figure:
         title=title("Attention pattern of every head (pick one below to see it with its tokens)", note),
         coloraxis={"colorscale": "Blues", "cmin": 0.0, "cmax": 1.0,
                    "colorbar": {"title": {"text": "attention weight"}}},
-        height=110 + 78 * len(layers) + (20 if len(layers) == 1 else 0),
+        height=110 + len(layers) * min(PANEL_PX, max(70, 1100 // len(heads))),  # panels near square
         margin={"l": 40, "r": 20, "t": 90, "b": 20},
     )
     return fig
