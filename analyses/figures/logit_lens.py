@@ -53,7 +53,7 @@ def logit_lens_heatmap(top: pd.DataFrame, positions: list[int] | None = None) ->
     cell = np.full((n_layer, n_pos), "", dtype=object)
     for li, p, prob, tok in first[["layer_index", "position", "prob", "token_str"]].itertuples(index=False):
         z[layer_row[li], pos_col[p]] = prob
-        cell[layer_row[li], pos_col[p]] = plot_text(_clip(tok), visible_spaces=True)
+        cell[layer_row[li], pos_col[p]] = plot_text(_clip(tok, cell_chars(n_pos)), visible_spaces=True)
 
     hover = np.full((n_layer, n_pos), "", dtype=object)
     input_of = dict(zip(inputs["position"], inputs["token"]))
@@ -121,5 +121,10 @@ def rank_ticks(highest: int) -> list[int]:
     return [t for i, t in enumerate(ticks) if i == 0 or ticks[i - 1] < highest]
 
 
-def _clip(token: str) -> str:
-    return token if len(token) <= MAX_CELL_TEXT else token[: MAX_CELL_TEXT - 1] + "…"
+def cell_chars(n_pos: int) -> int:
+    """Characters a cell's token gets: `MAX_CELL_TEXT`, fewer as columns narrow (40 columns: 6)."""
+    return min(MAX_CELL_TEXT, max(3, 240 // max(n_pos, 1)))
+
+
+def _clip(token: str, chars: int = MAX_CELL_TEXT) -> str:
+    return token if len(token) <= chars else token[: chars - 1] + "…"

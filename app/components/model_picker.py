@@ -13,9 +13,9 @@ import streamlit as st
 from analyses.core.errors import ModelError
 from analyses.runtime import models
 from app.components.display import md_escape, without_server_paths
-from app.components.run import LAST_META_KEY
 
 MODEL_KEY = "_model"  # the chosen reference; not a widget key, so it survives page changes
+LAST_META_KEY = "_last_meta"  # device/dtype of the last run (written by components/run.py)
 WIDGET_KEY = "_model_input"
 DEFAULT = "default"
 CHECK_TTL_S = 60  # how long a check of a hub id is trusted

@@ -23,11 +23,11 @@ from analyses import AnalysisSpec, Result, compute
 from analyses.core.errors import UserError
 from analyses.runtime.service import result_key
 from app.components.display import md_escape, without_server_paths
+from app.components.model_picker import LAST_META_KEY
 
 log = logging.getLogger("app")
 RESULTS_KEY = "_results"  # session state: OrderedDict content key -> Result, most recent last
 KEPT_RESULTS = 4
-LAST_META_KEY = "_last_meta"  # device/dtype of the last run, for the model picker
 # A page waits at most this long (seconds) for a job: never an endless spinner. The job
 # goes on in the worker and stores its result, so reopening the link later shows it.
 WAIT_S = float(os.environ.get("ANALYSES_APP_WAIT_S", "600"))

@@ -410,3 +410,13 @@ def test_a_long_prompts_heatmaps_show_a_window_with_level_labels_when_few():
     assert np.array(fig.data[0].z).shape == (2, 41)
     assert fig.layout.xaxis.ticktext[0] == "\u2423w5→\u2423other"  # the differing position stays in view
     assert "positions 5, 80–119 of 120 shown" in fig.layout.title.text
+
+
+def test_cell_text_shortens_as_columns_narrow():
+    from analyses.figures.logit_lens import MAX_CELL_TEXT, cell_chars, logit_lens_heatmap
+
+    assert cell_chars(4) == MAX_CELL_TEXT and cell_chars(40) == 6 and cell_chars(1000) == 3
+    top = pd.DataFrame([dict(layer="0_pre", layer_index=0, position=p, token="t", rank=1, token_id=1,
+                             token_str=" wonderful", prob=0.5, logit=0.0) for p in range(40)])
+    cells = np.array(logit_lens_heatmap(top).data[0].text).ravel()
+    assert all(len(c.replace("\u2423", " ")) <= 6 for c in cells) and cells[0].endswith("…")
