@@ -31,11 +31,32 @@ def token_limit(bridge) -> tuple[int, str]:
     return context, f"the model's context holds {context}"
 
 
+def text_tokens(bridge, text: str, prepend_bos: bool) -> Int[Tensor, "1 pos"]:
+    """`text` as the model reads it: TransformerLens's `to_tokens` (BOS first when asked, the
+    tokenizer's own or prepended; a trailing EOS the tokenizer adds dropped), except that
+    text is text on every model — typing a special token's spelling (`<|endoftext|>`, `<s>`)
+    gives its characters, never the special token, so what a link says is what is read
+    (SentencePiece checkpoints already read it so); BOS comes from here, by id."""
+    tokenizer, cfg = bridge.tokenizer, bridge.cfg
+    adds_bos = bool(getattr(cfg, "tokenizer_prepends_bos", True))
+    ids = tokenizer(text, add_special_tokens=adds_bos, split_special_tokens=True)["input_ids"]
+    bos = tokenizer.bos_token_id
+    if adds_bos and not prepend_bos and ids and ids[0] == bos:
+        ids = ids[1:]
+    elif prepend_bos and not adds_bos and bos is not None:
+        ids = [bos, *ids]
+    eos = tokenizer.eos_token_id
+    if getattr(cfg, "tokenizer_appends_eos", False) and eos is not None:
+        while len(ids) > 1 and ids[-1] == eos:
+            ids = ids[:-1]
+    return torch.tensor([ids], dtype=torch.long, device=cfg.device)
+
+
 def prompt_tokens(bridge, text: str, field: str = "prompt") -> Int[Tensor, "1 pos"]:
     """BOS + the prompt's tokens, refused (before any inference) if longer than the limit."""
     if not text:
         raise SpecError(field, "is empty")
-    tokens = bridge.to_tokens(text, prepend_bos=True, truncate=False)  # TL would cut silently
+    tokens = text_tokens(bridge, text, prepend_bos=True)  # never cut: TL would cut silently
     limit, why = token_limit(bridge)
     if tokens.shape[1] > limit:
         raise SpecError(field, f"{tokens.shape[1]} tokens (with BOS); {why}")
@@ -50,7 +71,7 @@ def token_strings(bridge, tokens: Int[Tensor, "pos"]) -> list[str]:  # noqa: F82
 
 def single_token(bridge, text: str, field: str) -> int:
     """The id of a one-token answer such as ' Paris'; anything else is refused."""
-    ids = bridge.to_tokens(text, prepend_bos=False, truncate=False)[0]
+    ids = text_tokens(bridge, text, prepend_bos=False)[0]
     if len(ids) != 1:
         pieces = token_strings(bridge, ids)
         raise SpecError(field, f"{text!r} is {len(ids)} tokens {pieces}; it must be exactly one")

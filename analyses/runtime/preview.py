@@ -38,13 +38,14 @@ class _FastReader:
         import tokenizers
 
         self.tokenizer = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.encode_special_tokens = True  # text is text, as `kinds/tokens.text_tokens`
         config = folder / "tokenizer_config.json"
         settings = json.loads(config.read_text()) if config.is_file() else {}
         bos = settings.get("bos_token") or settings.get("eos_token")  # as TransformerLens falls back
         self.bos = bos.get("content") if isinstance(bos, dict) else bos
 
     def read(self, text: str, with_bos: bool) -> list[str]:
-        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids  # BOS by its text below
         texts = [self.tokenizer.decode([i], skip_special_tokens=False) for i in ids]
         return ([self.bos] if with_bos and self.bos else []) + texts
 
