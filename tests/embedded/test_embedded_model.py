@@ -108,3 +108,50 @@ def test_the_thresholds_are_the_ones_fixed_before_training():
     assert T == bh.Thresholds(induction_score=0.5, induction_heads=2, copy_loss_ratio=0.5, needle_recall=0.9,
                               retrieval_score=0.5, ioi_accuracy=0.9, ioi_logit_diff=2.0, facts_accuracy=0.9,
                               text_loss=2.5)
+
+
+def test_the_cards_retrieval_knockouts_agree_with_plain_hugging_face_hooks(embedded):
+    """The card's knockout recall (mean-ablating heads' outputs through TransformerLens
+    hooks), re-derived on the plain transformers model: a pre-hook on each attention's
+    output projection sets the chosen heads' slices, after BOS, to their mean."""
+    import torch
+    import transformers as tf
+
+    from analyses.embedded.card import retrieval_knockouts
+
+    scores = np.zeros((3, 8))
+    scores[1, [6, 3, 2, 7]] = [4, 3, 2, 1]  # the card's ranking: top 4 = L1H6, L1H3, L1H2, L1H7
+    ours = retrieval_knockouts(embedded, scores, np.random.default_rng(5), n=40, sizes=(4,))
+    batch = bh.needle_batch(embedded.tokenizer, np.random.default_rng(5), n=40)
+    model = tf.AutoModelForCausalLM.from_pretrained(models.EMBEDDED_ROOT / models.DEFAULT_MODEL).eval()
+    d_head = model.config.n_embd // model.config.n_head
+    chosen = {1: [6, 3, 2, 7]}
+    means = {}
+
+    def keep_mean(layer):
+        def hook(module, args):
+            means[layer] = args[0][:, 1:].float().mean((0, 1))  # [n_embd]: heads side by side
+        return hook
+
+    def ablate(layer):
+        def hook(module, args):
+            merged = args[0].clone()
+            for head in chosen[layer]:
+                cols = slice(head * d_head, (head + 1) * d_head)
+                merged[:, 1:, cols] = means[layer][cols]
+            return (merged,)
+        return hook
+
+    proj = model.transformer.h[1].attn.c_proj
+    with torch.no_grad():
+        handle = proj.register_forward_pre_hook(keep_mean(1))
+        model(batch.tokens)
+        handle.remove()
+        handle = proj.register_forward_pre_hook(ablate(1))
+        logits = model(batch.tokens).logits
+        handle.remove()
+        plain = model(batch.tokens).logits
+    assert ours["none"] == pytest.approx(batch.correct(plain).all(-1).float().mean().item())
+    knocked = batch.correct(logits).all(-1).float().mean().item()
+    assert ours["top 4 (L1H6,L1H3,L1H2,L1H7)"] == pytest.approx(knocked)
+    assert knocked < 0.6 < ours["none"]  # a real drop, so the comparison can fail
