@@ -21,7 +21,7 @@ SHARED_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
 # --------------------------------------------------------------------------- tiny models
 
 TINY_VOCAB = 320  # 256 byte symbols + a few merges + the special token
-TINY_CTX = 64
+TINY_CTX = 128  # room for a needle prompt in the tiny, nearly character-level tokenizer
 TINY_BOS = "<|endoftext|>"
 TINY_ARCHS = ("gpt2", "llama", "neox", "qwen2")
 _TINY_TEXT = [

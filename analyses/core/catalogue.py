@@ -123,12 +123,14 @@ KINDS: tuple[Kind, ...] = (
         name="heads",
         summary="which attention heads are previous-token, duplicate-token, induction or "
                 "retrieval heads",
-        version=2,  # 2: induction `score` on the standard 0-1 scale; TransformerLens's in `tl_score`
+        # 2: induction `score` on the standard 0-1 scale; TransformerLens's in `tl_score`.
+        # 3: retrieval needles the model can copy; `events`; 4 heads and 5 random sets ablated
+        version=3,
         runner="analyses.kinds.heads:run",
         figures="analyses.figures.heads:figures",
         required=(),
-        optional=("detector", "prompt", "seed", "ablate"),
-        tables={"scores": ("detector", "layer", "head", "score", "tl_score"),
+        optional=("detector", "prompt", "seed", "ablate", "top_k"),
+        tables={"scores": ("detector", "layer", "head", "score", "tl_score", "events"),
                 "ablation": ("detector", "heads", "ablated", "metric", "baseline", "after",
                              "drop")},
         defaults={"detector": ",".join(DETECTORS), "seed": 0, "ablate": False},

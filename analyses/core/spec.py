@@ -42,7 +42,7 @@ FIELDS: dict[str, FieldInfo] = {
     "answer": FieldInfo(TEXT, "the correct next token, leading space included (' Paris')"),
     "wrong": FieldInfo(TEXT, "the contrasting wrong token, leading space included"),
     "token": FieldInfo(TEXT, "target tokens, separated by commas (' Paris, London')"),
-    "top_k": FieldInfo(INT, "how many top tokens to list", 1, 100),
+    "top_k": FieldInfo(INT, "how many top tokens to list (heads: how many top heads to ablate)", 1, 100),
     "granularity": FieldInfo(TEXT, "what to patch (activation patching)"),
     "detector": FieldInfo(TEXT, "head detectors, separated by commas"),
     "layer": FieldInfo(INT, "a layer index (0-based)", 0, 10_000),

@@ -74,7 +74,7 @@ def retrieval_knockouts(model, scores: np.ndarray, rng: np.random.Generator, n: 
     def recall(chosen: list[tuple[int, int]]) -> float:
         with torch.no_grad():
             logits = bridge.run_with_hooks(batch.tokens, fwd_hooks=heads.ablation_hooks(chosen, means))
-        return batch.correct(logits).all(-1).float().mean().item()
+        return batch.recall(logits).mean().item()
 
     found = {"none": recall([])}
     for k in sizes:

@@ -106,6 +106,14 @@ def retrieval_scores(most_attended: Int[Tensor, "layer batch head copy"], source
     return hits.sum(-1).float() / n_copied.clamp_min(1)[None, :, None], n_copied
 
 
+def most_attended_keys(patterns: Float[Tensor, "... batch head query key"], asked: Int[Tensor, "batch code"]
+                       ) -> Int[Tensor, "... batch head code"]:
+    """The key each head attends to most from each asked position (one set per row)."""
+    index = asked.to(patterns.device)[:, None, :, None]  # [batch, 1, code, 1]
+    index = index.expand(*patterns.shape[:-2], asked.shape[1], patterns.shape[-1])
+    return patterns.gather(-2, index).argmax(-1)
+
+
 def pooled(scores: Float[Tensor, "layer batch head"], weights: Float[Tensor, "batch"]) -> Float[Tensor, "layer head"]:  # noqa: F821
     """The weighted mean over sequences (0 where every weight is 0)."""
     total = weights.sum()
@@ -142,59 +150,100 @@ class NeedleReport:
     filler_tokens: int
 
 
-def needle_tokens(tokenizer, rng: np.random.Generator, filler_tokens: int):
-    """[BOS, needle, filler..., query, code] and the needle code's positions."""
+@dataclass(frozen=True)
+class NeedleRow:
+    """One needle prompt, [BOS, statement with the code, filler, query, code], with the
+    code's planted positions: the answer repeats exactly those token ids."""
+
+    ids: list[int]
+    planted: list[int]  # where each code token sits in the statement
+    asked: list[int]  # the positions whose next token is a code token of the answer
+
+
+def needle_row(encode_text: Callable[[str], list[int]], bos: int, rng: np.random.Generator,
+               filler_tokens: int | None = None, total: int | None = None) -> NeedleRow:
+    """The embedded model's retrieval format (`corpus.needle`), for any tokenizer: a
+    statement "The <key> code: w1 w2 w3." after BOS, stories as filler, and the question
+    "The <key> code:" at the end, followed by the code. Built from its pieces' token ids, so
+    the planted code and the answer are the same ids whatever the tokenizer. The filler is
+    `filler_tokens` long, or what makes the row `total` tokens long."""
     planted = corpus.needle(rng)
-    ids = [tokenizer.bos_token_id] + encode(tokenizer, planted.statement)
-    code_ids = encode(tokenizer, " " + " ".join(planted.code))
-    statement_code_start = len(ids) - 1 - len(code_ids)  # the statement ends "... w1 w2 w3."
+    lead = [bos] + encode_text(planted.query)
+    code = encode_text(" " + " ".join(planted.code))
+    statement = lead + code + encode_text(".")
+    question = encode_text(" " + planted.query)
+    if filler_tokens is None:
+        filler_tokens = total - len(statement) - len(question) - len(code)
+    if filler_tokens < 1:
+        raise ValueError(f"no room for filler: a needle prompt needs more than {total} tokens")
     filler: list[int] = []
     while len(filler) < filler_tokens:
-        filler += encode(tokenizer, " " + corpus.story(rng, 8))
-    ids += filler[:filler_tokens] + encode(tokenizer, " " + planted.query)
+        filler += encode_text(" " + corpus.story(rng, 8))
+    ids = statement + filler[:filler_tokens] + question
     answer_start = len(ids)
-    ids += code_ids
-    code_positions = list(range(statement_code_start, statement_code_start + len(code_ids)))
-    return ids, code_positions, answer_start
+    return NeedleRow(ids + code, list(range(len(lead), len(lead) + len(code))),
+                     list(range(answer_start - 1, answer_start - 1 + len(code))))
 
 
 @dataclass(frozen=True)
 class NeedleBatch:
-    """Needle prompts of one layout: [BOS, statement with the code, filler, query, code]."""
+    """Needle prompts of one length (`needle_row`); codes may differ in token count, so
+    the per-row code positions are padded, `valid` marking the real ones."""
 
     tokens: Int[Tensor, "batch pos"]
-    code_positions: Int[Tensor, "batch code"]  # where each code token was planted
-    answer_start: int  # position of the first code token after the query
+    planted: Int[Tensor, "batch code"]  # where each code token was planted
+    asked: Int[Tensor, "batch code"]  # positions whose next token is that code token
+    valid: Tensor  # [batch, code] bool: False on padding
 
-    @property
-    def predict_at(self) -> Int[Tensor, "code"]:  # noqa: F821 - a jaxtyping shape
-        """The positions whose next token is a code token of the answer."""
-        n_code = self.code_positions.shape[1]
-        return torch.arange(self.answer_start - 1, self.answer_start - 1 + n_code)
+    @classmethod
+    def of(cls, rows: list[NeedleRow]) -> NeedleBatch:
+        width = max(len(r.planted) for r in rows)
+
+        def padded(values: list[int]) -> list[int]:
+            return values + [0] * (width - len(values))
+
+        return cls(torch.tensor([r.ids for r in rows]), torch.tensor([padded(r.planted) for r in rows]),
+                   torch.tensor([padded(r.asked) for r in rows]),
+                   torch.tensor([[i < len(r.planted) for i in range(width)] for r in rows]))
+
+    def rows(self, start: int, stop: int) -> NeedleBatch:
+        return NeedleBatch(self.tokens[start:stop], self.planted[start:stop], self.asked[start:stop],
+                           self.valid[start:stop])
+
+    def to(self, device) -> NeedleBatch:
+        return NeedleBatch(*(t.to(device) for t in (self.tokens, self.planted, self.asked, self.valid)))
 
     def correct(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Tensor:
-        """[batch, code] True where the top-1 prediction is the next code token (teacher forced)."""
-        return logits[:, self.predict_at].argmax(-1) == self.tokens[:, self.predict_at + 1]
+        """[batch, code] True where the top-1 prediction is the next code token (teacher
+        forced), and on padding, so that `.all(-1)` says the whole code was recalled."""
+        asked = self.asked.to(logits.device)
+        predicted = logits.gather(1, asked[..., None].expand(-1, -1, logits.shape[-1])).argmax(-1)
+        return (predicted == self.tokens.gather(1, asked + 1)) | ~self.valid.to(logits.device)
+
+    def copied(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Tensor:
+        """[batch, code] True where greedy decoding has the code right so far: each token
+        counts as copied while every prediction up to it is correct."""
+        return self.correct(logits).long().cumprod(-1).bool() & self.valid.to(logits.device)
+
+    def recall(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Tensor:
+        """[batch] 1.0 where the whole code is recalled top-1."""
+        return self.correct(logits).all(-1).float()
 
 
 def needle_batch(tokenizer, rng: np.random.Generator, n: int = 100, filler_tokens: int = 200) -> NeedleBatch:
-    rows = [needle_tokens(tokenizer, rng, filler_tokens) for _ in range(n)]
-    return NeedleBatch(torch.tensor([r[0] for r in rows]),  # all rows have the same length
-                       torch.tensor([r[1] for r in rows]), rows[0][2])
+    return NeedleBatch.of([needle_row(lambda text: encode(tokenizer, text), tokenizer.bos_token_id, rng,
+                                      filler_tokens) for _ in range(n)])
 
 
 def measure_needle(forward: Forward, tokenizer, rng: np.random.Generator, n: int = 100,
                    filler_tokens: int = 200) -> NeedleReport:
     batch = needle_batch(tokenizer, rng, n, filler_tokens)
-    tokens, code_positions, predict_at = batch.tokens, batch.code_positions, batch.predict_at
-    logits, patterns = forward(tokens)
-    correct = batch.correct(logits)
-    most_attended = patterns[:, :, :, predict_at].argmax(-1)  # [layer, batch, head, code]
-    copied = correct.long().cumprod(-1)  # greedy decoding copies until its first miss
-    scores, weights = retrieval_scores(most_attended, code_positions, copied)
+    logits, patterns = forward(batch.tokens)
+    scores, weights = retrieval_scores(most_attended_keys(patterns, batch.asked), batch.planted,
+                                       batch.copied(logits))
     return NeedleReport(
-        recall=correct.all(-1).float().mean().item(),
-        first_token_recall=correct[:, 0].float().mean().item(),
+        recall=batch.recall(logits).mean().item(),
+        first_token_recall=batch.correct(logits)[:, 0].float().mean().item(),
         retrieval_scores=pooled(scores, weights).numpy(),
         filler_tokens=filler_tokens,
     )

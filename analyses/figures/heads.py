@@ -13,15 +13,19 @@ from analyses.figures.text import plot_text
 
 def figures(result) -> dict[str, go.Figure]:
     scores = result.tables["scores"]
-    shown = {f"scores_{d}": head_score_heatmap(scores, d) for d in dict.fromkeys(scores["detector"])}
+    not_scored = result.meta.get("not_scored", {})
+    shown = {f"scores_{d}": head_score_heatmap(scores, d, not_scored.get(d))
+             for d in dict.fromkeys(scores["detector"])}
     if "ablation" in result.tables:
         shown["ablation"] = head_ablation_chart(result.tables["ablation"])
     return shown
 
 
-def head_score_heatmap(scores: pd.DataFrame, detector: str) -> go.Figure:
-    """Layer × head heatmap of one detector's scores (the heads `scores` table), 0 to 1."""
+def head_score_heatmap(scores: pd.DataFrame, detector: str, not_scored: str | None = None) -> go.Figure:
+    """Layer × head heatmap of one detector's scores (the heads `scores` table), 0 to 1; when
+    the detector could not score (`not_scored` says why), an empty grid that says so."""
     rows = scores[scores["detector"] == detector]
+    events = int(rows["events"].iloc[0]) if "events" in rows and len(rows) else None
     table = grid(rows, ["layer"], "head", "score")
     z = table.to_numpy(dtype=float)
     y_ticks = [str(int(layer)) for layer in table.index]
@@ -32,16 +36,28 @@ def head_score_heatmap(scores: pd.DataFrame, detector: str) -> go.Figure:
 
     def hover_text(i, j, v):
         text = f"layer {y_ticks[i]}, head {x_ticks[j]}<br>score {v:.3f}"
-        return text + (f"<br>TransformerLens detect_head {tl[i, j]:.3f}" if shown_tl else "")
+        text += f"<br>TransformerLens detect_head {tl[i, j]:.3f}" if shown_tl else ""
+        return text + (f"<br>over {events:,} events" if events is not None else "")
 
     hover = cells(z, hover_text)
     fig = go.Figure(heatmap(z, hover, signed=False, colorbar="score",
                             values_in_cells=len(x_ticks) <= MAX_VALUE_TEXT))
-    fig.update_layout(
-        title={"text": f"{plot_text(detector)} score of every head"},
-        **layer_head_axes(x_ticks, y_ticks),
-    )
+    note = f"each score averages {events:,} events ({EVENTS.get(detector, 'observations')})" if events else None
+    fig.update_layout(title=title(f"{plot_text(detector)} score of every head", note),
+                      **layer_head_axes(x_ticks, y_ticks))
+    if not_scored:
+        fig.update_layout(title=title(f"{plot_text(detector)}: not scored", plot_text(not_scored)))
+        fig.add_annotation(text="no scores: too few events", showarrow=False, xref="paper",
+                           yref="paper", x=0.5, y=0.5, font={"size": 16})
     return fig
+
+
+EVENTS = {  # what one event is, per detector
+    "previous_token": "query positions over the sequences",
+    "duplicate_token": "query positions over the sequences",
+    "induction": "second-copy tokens over the sequences",
+    "retrieval": "code tokens the model copied",
+}
 
 
 def head_profile_chart(scores: pd.DataFrame, layer: int, head: int) -> go.Figure:
@@ -62,37 +78,44 @@ def head_profile_chart(scores: pd.DataFrame, layer: int, head: int) -> go.Figure
 
 METRICS = {  # each behaviour's metric: what it measures (a panel title) and its unit (the axis)
     "second_copy_loss": ("second-copy loss", "nats/token"),
-    "copy_accuracy": ("needle copy accuracy", "share of tokens"),
+    "needle_recall": ("needle recall", "share of needles"),
 }
+TOP, RANDOM = "#4C78A8", "#9D9A96"
 
 
 def head_ablation_chart(ablation: pd.DataFrame) -> go.Figure:
     """The heads `ablation` table: per detector, how much mean-ablating its top heads hurts
-    its behaviour, beside as many random heads (drop > 0: the behaviour got worse). One panel
-    per metric, each on its own axis with its unit: nats and shares never share an axis."""
+    its behaviour (a bar), beside each random set of as many other heads (a dot each):
+    drop > 0, the behaviour got worse. One panel per metric, each on its own axis with its
+    unit: nats and shares never share an axis."""
     metrics = list(dict.fromkeys(ablation["metric"]))
     fig = make_subplots(rows=1, cols=len(metrics), horizontal_spacing=0.12,
                         subplot_titles=[plot_text(METRICS.get(m, (m, ""))[0]) for m in metrics])
     for col, metric in enumerate(metrics, start=1):
         part = ablation[ablation["metric"] == metric]
         detectors = list(dict.fromkeys(part["detector"]))
-        x_ticks = [f"{plot_text(str(d))}<br>({plot_text(str(metric))})" for d in detectors]
-        for label, color in (("top", "#4C78A8"), ("random", "#BAB0AC")):
-            rows = part[part["ablated"] == label].set_index("detector").reindex(detectors)
-            fig.add_trace(go.Bar(
-                x=x_ticks, y=rows["drop"], name=f"{label} heads", marker={"color": color},
-                legendgroup=label, showlegend=col == 1,
-                customdata=list(zip(rows["heads"].fillna("").astype(str).map(plot_text),
-                                    rows["baseline"], rows["after"])),
-                hovertemplate="heads %{customdata[0]}<br>baseline %{customdata[1]:.4g}"
-                              "<br>ablated %{customdata[2]:.4g}<br>drop %{y:.4g}<extra></extra>",
-            ), row=1, col=col)
+        for label, color, offset in (("top", TOP, -0.18), ("random", RANDOM, 0.18)):
+            rows = part[part["ablated"] == label]
+            x = [detectors.index(d) + offset for d in rows["detector"]]
+            hover = list(zip(rows["heads"].fillna("").astype(str).map(plot_text), rows["baseline"], rows["after"]))
+            template = ("heads %{customdata[0]}<br>baseline %{customdata[1]:.4g}"
+                        "<br>ablated %{customdata[2]:.4g}<br>drop %{y:.4g}<extra></extra>")
+            if label == "top":
+                trace = go.Bar(x=x, y=rows["drop"], width=0.3, name="top heads", marker={"color": color})
+            else:
+                trace = go.Scatter(x=x, y=rows["drop"], mode="markers", name="random sets of as many heads",
+                                   marker={"color": color, "size": 10, "line": {"width": 1, "color": "white"}})
+            trace.update(customdata=hover, hovertemplate=template, legendgroup=label, showlegend=col == 1)
+            fig.add_trace(trace, row=1, col=col)
         unit = METRICS.get(metric, (metric, "its own units"))[1]
-        fig.update_yaxes(title={"text": f"drop ({plot_text(unit)})"}, row=1, col=col)
-        fig.update_xaxes(title={"text": "detector (metric)"}, row=1, col=col)
+        fig.update_yaxes(title={"text": f"drop ({plot_text(unit)})"}, zeroline=True, row=1, col=col)
+        fig.update_xaxes(title={"text": "detector"}, tickmode="array", tickvals=list(range(len(detectors))),
+                         ticktext=[plot_text(str(d)) for d in detectors], range=[-0.6, len(detectors) - 0.4],
+                         row=1, col=col)
     fig.update_layout(
-        title=title("Mean-ablating each detector's top heads, against as many random heads",
+        title=title("Mean-ablating each detector's top heads, against random sets of as many heads",
                     "drop > 0: the detector's behaviour got worse"),
-        barmode="group", height=400, margin={"l": 70, "r": 20, "t": 100, "b": 80},
+        height=420, margin={"l": 70, "r": 20, "t": 100, "b": 80},
+        legend={"orientation": "h", "y": -0.25},
     )
     return fig

@@ -22,20 +22,26 @@ Two columns per head: `score`, on the scale the literature and the model card us
   attention from each second-copy token to the token after its first occurrence,
   1 for a perfect induction head.
 - retrieval (Wu et al. 2024, "Retrieval Head Mechanistically Explains
-  Long-Context Factuality"): a needle of random tokens is planted early in a
-  haystack of ordinary text (stories from `embedded.corpus`, in the model's
-  own tokenizer) and the context ends with the needle again, so the model copies
-  it. Teacher-forced, which is greedy decoding for as long as the copy is right:
-  each needle token after the prefix counts as copied while every prediction up
-  to it is correct. A head scores a hit on a copied token when its most-attended
-  key is that same token inside the planted needle; score = hits / tokens copied
-  (0 when the model copies nothing): `embedded.measures.retrieval_scores`, the
-  model card's definition.
+  Long-Context Factuality"): a needle the model can copy — a statement "The <key> code:
+  w1 w2 w3." right after BOS, in the embedded model's own retrieval format
+  (`embedded.measures.needle_row`) — then stories from `embedded.corpus` as the
+  haystack, and the question "The <key> code:" at the end, so the model copies the code.
+  Teacher-forced, which is greedy decoding for as long as the copy is right: each code
+  token counts as copied while every prediction up to it is correct. A head scores a hit
+  on a copied token when its most-attended key is that same token inside the planted
+  statement; score = hits / tokens copied: `embedded.measures.retrieval_scores`, the
+  model card's definition. A score resting on fewer than `MIN_COPY_EVENTS` copied tokens
+  says nothing (one copied token makes a head 1.00), so then no head is scored (NaN) and
+  the result says how little was copied.
 
-With `ablate=1`, the top heads of each detector (`ablation_k`) are mean-ablated —
-their `hook_z` replaced, after BOS, by its mean over the behaviour's own inputs —
-and so are as many random other heads (seeded), and the drop in the detector's
-behaviour (`BEHAVIOURS`) is reported for both.
+Every score row carries `events`: how many observations it averages — query positions
+over the generated sequences for the pattern detectors, copied tokens for retrieval.
+
+With `ablate=1`, the top k heads of each detector (`ablation_k`, or `top_k`) are
+mean-ablated — their `hook_z` replaced, after BOS, by its mean over the behaviour's own
+inputs — and so are `RANDOM_SETS` seeded sets of k random other heads, and the change in the
+detector's behaviour (`BEHAVIOURS`) is reported for each: is the behaviour carried by the
+top heads, or would any k heads do as much?
 """
 from __future__ import annotations
 
@@ -58,17 +64,18 @@ from analyses.core.errors import SpecError
 from analyses.core.progress import Progress, silent
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
-from analyses.embedded import corpus, measures
-from analyses.kinds.tokens import device_of, prompt_tokens
+from analyses.embedded import measures
+from analyses.kinds.tokens import device_of, prompt_tokens, text_tokens
 
 SCORE_COLUMNS = CATALOGUE["heads"].tables["scores"]
 ABLATION_COLUMNS = CATALOGUE["heads"].tables["ablation"]
 
-N_SEQUENCES = 8  # generated sequences per probe; a score is their mean
+N_SEQUENCES = 8  # generated sequences per pattern probe; a score is their mean
 COPY_LENGTH = 40  # random tokens per copy in [BOS, r, r] (less when the context is short)
-NEEDLE_LENGTH = 8  # random tokens in a retrieval needle
-NEEDLE_PREFIX = 2  # needle tokens repeated before the copy starts: they say which needle
-HAYSTACK_LENGTH = 256  # tokens of a retrieval sequence (the model's context, if shorter)
+NEEDLE_SEQUENCES = 32  # needle prompts: 3 code tokens each, so up to 96 copy events
+HAYSTACK_LENGTH = 256  # tokens of a needle prompt (the model's context, if shorter)
+MIN_COPY_EVENTS = 20  # fewer copied tokens than this: no retrieval score is shown
+RANDOM_SETS = 5  # random head sets the top heads' ablation is compared with
 LOGIT_BUDGET = 1 << 28  # bytes of logits per forward chunk (256 MiB): bounds memory on big vocabularies
 
 
@@ -76,20 +83,19 @@ LOGIT_BUDGET = 1 << 28  # bytes of logits per forward chunk (256 MiB): bounds me
 
 @dataclass(frozen=True)
 class Probe:
-    """Token sequences a detector reads; every row has the same layout."""
+    """Token sequences a detector reads; every row has the same length."""
 
     tokens: Int[Tensor, "batch pos"]
     copy_length: int = 0  # repeated: len(r) in [BOS, r, r]
-    needle_start: int = 0  # needle: position of the planted needle's first token
-    query_start: int = 0  # needle: position of the needle's repeat at the end
+    needle: measures.NeedleBatch | None = None  # needle: where each row's code was planted and is asked for
 
     def rows(self, start: int, stop: int) -> Probe:
-        return replace(self, tokens=self.tokens[start:stop])
+        needle = self.needle.rows(start, stop) if self.needle is not None else None
+        return replace(self, tokens=self.tokens[start:stop], needle=needle)
 
-    @property
-    def copy_positions(self) -> Int[Tensor, "copy"]:  # noqa: F821 - a jaxtyping shape
-        """needle: positions whose next token is a needle token to be copied."""
-        return torch.arange(self.query_start + NEEDLE_PREFIX - 1, self.query_start + NEEDLE_LENGTH - 1)
+    def to(self, device) -> Probe:
+        needle = self.needle.to(device) if self.needle is not None else None
+        return replace(self, tokens=self.tokens.to(device), needle=needle)
 
 
 def sample_vocab(bridge) -> np.ndarray:
@@ -106,9 +112,7 @@ def _random_rows(rng: np.random.Generator, vocab: np.ndarray, n: int, length: in
 
 
 def _with_bos(bridge, rows: np.ndarray) -> Int[Tensor, "batch pos"]:
-    tokenizer = bridge.tokenizer  # some tokenizers (GPT-NeoX) name only an end-of-text token
-    bos_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    bos = np.full((len(rows), 1), bos_id)
+    bos = np.full((len(rows), 1), bos_id(bridge))
     return torch.tensor(np.concatenate([bos, rows], axis=1), dtype=torch.long)
 
 
@@ -133,29 +137,27 @@ def plain_probe(bridge, rng: np.random.Generator, prompt: str | None = None) -> 
     return Probe(_with_bos(bridge, _random_rows(rng, sample_vocab(bridge), N_SEQUENCES, length)))
 
 
+def bos_id(bridge) -> int:
+    tokenizer = bridge.tokenizer  # some tokenizers (GPT-NeoX) name only an end-of-text token
+    return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+
+
 def needle_probe(bridge, rng: np.random.Generator, prompt: str | None = None) -> Probe:
-    """[BOS, story…, needle, story…, needle]: the needle (random tokens, none of them in
-    the haystack) sits after a short lead; the repeat at the end asks for the copy."""
+    """NEEDLE_SEQUENCES needle prompts of HAYSTACK_LENGTH tokens (the context, if shorter)
+    in the model's own tokenizer: [BOS, "The <key> code: w1 w2 w3.", stories…, "The <key>
+    code:", w1 w2 w3]."""
     total = min(HAYSTACK_LENGTH, bridge.cfg.n_ctx)
-    lead = max(1, total // 16)
-    n_filler = total - 1 - lead - 2 * NEEDLE_LENGTH
-    if n_filler < 1:
-        raise SpecError("detector", f"retrieval needs a context of at least {2 * NEEDLE_LENGTH + 3} "
-                                    f"tokens; this model's holds {bridge.cfg.n_ctx}")
-    vocab = sample_vocab(bridge)
-    rows = []
-    for _ in range(N_SEQUENCES):
-        filler: list[int] = []
-        while len(filler) < lead + n_filler:
-            text = " " + corpus.story(rng, 8)
-            filler += bridge.to_tokens(text, prepend_bos=False, truncate=False)[0].tolist()
-        filler = filler[:lead + n_filler]
-        unused = np.setdiff1d(vocab, filler)
-        pool = unused if len(unused) >= NEEDLE_LENGTH else vocab
-        needle = rng.choice(pool, size=NEEDLE_LENGTH, replace=False).tolist()
-        rows.append(filler[:lead] + needle + filler[lead:] + needle)
-    tokens = _with_bos(bridge, np.array(rows))
-    return Probe(tokens, needle_start=1 + lead, query_start=total - NEEDLE_LENGTH)
+
+    def encode(text: str) -> list[int]:
+        return text_tokens(bridge, text, prepend_bos=False)[0].tolist()
+
+    try:
+        rows = [measures.needle_row(encode, bos_id(bridge), rng, total=total) for _ in range(NEEDLE_SEQUENCES)]
+    except ValueError:
+        raise SpecError("detector", f"retrieval needs room for a needle, a haystack and its question; "
+                                    f"this model's context holds only {bridge.cfg.n_ctx} tokens") from None
+    batch = measures.NeedleBatch.of(rows)
+    return Probe(batch.tokens, needle=batch)
 
 
 # name -> builder(bridge, rng, prompt); the position in this list seeds the probe's own
@@ -169,8 +171,7 @@ PROBES: dict[str, Callable[..., Probe]] = {
 
 def build_probe(name: str, bridge, seed: int, prompt: str | None = None) -> Probe:
     rng = np.random.default_rng([seed, list(PROBES).index(name)])
-    probe = PROBES[name](bridge, rng, prompt)
-    return replace(probe, tokens=probe.tokens.to(device_of(bridge)))
+    return PROBES[name](bridge, rng, prompt).to(device_of(bridge))
 
 
 # --------------------------------------------------------------------------- behaviours
@@ -194,27 +195,30 @@ def second_copy_loss(probe: Probe, logits: Float[Tensor, "batch pos d_vocab"]) -
     return -logp.gather(-1, target[..., None])[..., 0].mean(-1)
 
 
-def copied_mask(probe: Probe, logits: Float[Tensor, "batch pos d_vocab"]) -> Tensor:
-    """[batch, copy] True where greedy decoding has copied the needle correctly so far."""
-    at = probe.copy_positions.to(logits.device)
-    correct = logits[:, at].argmax(-1) == probe.tokens[:, at + 1]
-    return correct.long().cumprod(-1).bool()
-
-
-def copy_accuracy(probe: Probe, logits: Float[Tensor, "batch pos d_vocab"]) -> Tensor:
-    """[batch] share of the needle (after its prefix) greedy decoding copies before its first miss."""
-    return copied_mask(probe, logits).float().mean(-1)
+def needle_recall(probe: Probe, logits: Float[Tensor, "batch pos d_vocab"]) -> Tensor:
+    """[batch] 1 where the whole code is recalled top-1 (teacher forced): the model card's
+    needle recall."""
+    return probe.needle.recall(logits)
 
 
 BEHAVIOURS: dict[str, Behaviour] = {
     "second_copy_loss": Behaviour("second_copy_loss", "repeated", False, second_copy_loss),
-    "copy_accuracy": Behaviour("copy_accuracy", "needle", True, copy_accuracy),
+    "needle_recall": Behaviour("needle_recall", "needle", True, needle_recall),
 }
 
 
 # --------------------------------------------------------------------------- detectors
 
 COLUMNS = ("score", "tl_score")  # what a detector's score() gives per head, in this order
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A detector's scores on a chunk of sequences, and what pools them over sequences."""
+
+    values: Float[Tensor, "layer batch head 2"]  # COLUMNS per sequence
+    weights: Float[Tensor, "batch"]  # noqa: F821 - each sequence's weight in the pooled mean
+    events: Float[Tensor, "batch"]  # noqa: F821 - observations each sequence's score averages
 
 
 class PatternDetector:
@@ -244,11 +248,14 @@ class PatternDetector:
         return torch.stack([matched, total, standard], dim=-1)
 
     def score(self, probe: Probe, target: Tensor, stats: Float[Tensor, "layer batch head 3"],
-              logits: Tensor) -> tuple[Float[Tensor, "layer batch head 2"], Float[Tensor, "batch"]]:  # noqa: F821
+              logits: Tensor) -> Scored:
         matched, total = stats[..., 0], stats[..., 1]
         tl = torch.where(total > 0, matched / total.clamp_min(1e-30), 0.0)
         score = stats[..., 2] if self.standard else tl
-        return torch.stack([score, tl], dim=-1), torch.ones(stats.shape[1], device=stats.device)
+        ones = torch.ones(stats.shape[1], device=stats.device)
+        # the queries each sequence's score averages: the second copy, or every one after BOS
+        queries = probe.copy_length if self.standard else probe.tokens.shape[1] - 1
+        return Scored(torch.stack([score, tl], dim=-1), ones, ones * queries)
 
 
 def induction_score(probe: Probe, pattern: Float[Tensor, "batch head pos pos"]) -> Float[Tensor, "batch head"]:
@@ -257,28 +264,31 @@ def induction_score(probe: Probe, pattern: Float[Tensor, "batch head pos pos"]) 
 
 
 class RetrievalDetector:
-    """Wu et al. 2024: on each copied needle token, is the head's top key that token in the needle?"""
+    """Wu et al. 2024: on each copied code token, is the head's top key that token in the needle?"""
 
     summary = "copies from a needle planted far back in the context (Wu et al. 2024)"
     probe = "needle"
-    behaviour = "copy_accuracy"
+    behaviour = "needle_recall"
+    min_events = MIN_COPY_EVENTS
 
     def prepare(self, probe: Probe) -> None:
         return None
 
-    def layer_stat(self, probe: Probe, _, pattern: Float[Tensor, "batch head pos pos"]
-                   ) -> Int[Tensor, "batch head copy"]:
-        at = probe.copy_positions.to(pattern.device)
-        return pattern[:, :, at].argmax(-1)  # the most-attended key of each copying query
+    def too_few(self, events: int, n_sequences: int) -> str:
+        return (f"the model copied {events} code tokens over {n_sequences} needle prompts, fewer than "
+                f"{MIN_COPY_EVENTS}: too few copy events to score retrieval heads (one copied token "
+                f"would make a head 1.00)")
 
-    def score(self, probe: Probe, _, stats: Int[Tensor, "layer batch head copy"], logits: Tensor
-              ) -> tuple[Float[Tensor, "layer batch head 2"], Float[Tensor, "batch"]]:  # noqa: F821
-        at = probe.copy_positions.to(stats.device)
-        copied = copied_mask(probe, logits)  # [batch, copy]
-        source = probe.needle_start + at + 1 - probe.query_start  # [copy] where each was planted
-        scores, n_copied = measures.retrieval_scores(stats, source.expand(len(copied), -1), copied)
+    def layer_stat(self, probe: Probe, _, pattern: Float[Tensor, "batch head pos pos"]
+                   ) -> Int[Tensor, "batch head code"]:
+        return measures.most_attended_keys(pattern, probe.needle.asked)  # from each asking query
+
+    def score(self, probe: Probe, _, stats: Int[Tensor, "layer batch head code"], logits: Tensor) -> Scored:
+        copied = probe.needle.copied(logits)  # [batch, code]
+        scores, n_copied = measures.retrieval_scores(stats, probe.needle.planted.to(stats.device), copied)
         no_tl = torch.full_like(scores, torch.nan)  # TransformerLens has no retrieval detector
-        return torch.stack([scores, no_tl], dim=-1), n_copied  # weights: pooled = hits / tokens copied
+        # weights = tokens copied: the pooled score is all hits over all tokens copied
+        return Scored(torch.stack([scores, no_tl], dim=-1), n_copied, n_copied)
 
 
 # The one visible list of detectors: name -> plug-in.
@@ -309,14 +319,22 @@ def _pattern_hook(layer: int, store: dict, detector, probe: Probe, prepared):
     return hook
 
 
+@dataclass(frozen=True)
+class Detected:
+    """One detector's result: scores pooled over sequences, and how many events they rest on."""
+
+    scores: Float[Tensor, "layer head 2"]  # COLUMNS; NaN when too few events to score
+    events: int
+    refused: str | None = None  # why no head is scored, when none is
+
+
 @torch.no_grad()
-def detect(bridge, names: list[str], probe: Probe, progress: Progress = silent
-           ) -> dict[str, Float[Tensor, "layer head 2"]]:
+def detect(bridge, names: list[str], probe: Probe, progress: Progress = silent) -> dict[str, Detected]:
     """Scores [layer, head, COLUMNS] (score, tl_score) of detectors `names`, which all read
     `probe`: each sequence's score weighted as its detector says, pooled over sequences."""
     detectors = [DETECTORS[n] for n in names]
     n_layers = bridge.cfg.n_layers
-    totals = {n: [] for n in names}  # per chunk: (scores [layer, batch, head, 2], weights [batch])
+    totals: dict[str, list[Scored]] = {n: [] for n in names}  # per chunk of sequences
     step = _chunk_rows(bridge, probe)
     for start in range(0, len(probe.tokens), step):
         part = probe.rows(start, start + step)
@@ -329,21 +347,43 @@ def detect(bridge, names: list[str], probe: Probe, progress: Progress = silent
             stacked = torch.stack([layer_stats[layer] for layer in range(n_layers)])
             totals[name].append(detector.score(part, target, stacked, logits))
         progress(min(1.0, (start + step) / len(probe.tokens)), f"{', '.join(names)}: rows {start}+")
-    scores = {}
-    for name, parts in totals.items():
-        weighted = sum((s * w[None, :, None, None]).sum(1) for s, w in parts)  # [layer, head, 2]
-        weight = sum(w.sum() for _, w in parts)
-        scores[name] = (weighted / weight if weight > 0 else weighted * 0).float().cpu()
-    return scores
+    return {name: pool(DETECTORS[name], parts, len(probe.tokens)) for name, parts in totals.items()}
+
+
+def pool(detector, parts: list[Scored], n_sequences: int) -> Detected:
+    """The weighted mean over every chunk's sequences; NaN (and the reason) when the scores
+    rest on fewer events than the detector needs."""
+    weighted = sum((p.values * p.weights[None, :, None, None]).sum(1) for p in parts)  # [layer, head, 2]
+    weight = sum(p.weights.sum() for p in parts)
+    events = int(sum(p.events.sum() for p in parts))
+    scores = (weighted / weight if weight > 0 else weighted * 0).float().cpu()
+    needed = getattr(detector, "min_events", 1)
+    if events >= needed:
+        return Detected(scores, events)
+    return Detected(torch.full_like(scores, torch.nan), events, detector.too_few(events, n_sequences))
 
 
 # --------------------------------------------------------------------------- ablation
 
 def ablation_k(n_layers: int, n_heads: int) -> int:
-    """Heads ablated per detector: 2, or 2% of all heads in big models (GPT-2 small: 3),
-    never more than half of them (the random control draws from the rest)."""
+    """Heads ablated per detector unless `top_k` says: 4, or 2% of all heads in big models
+    (GPT-2 medium: 8), never more than half of them (the random sets draw from the rest).
+    Four, because the behaviours are spread: the embedded model's needle recall survives
+    its top two retrieval heads ablated (96%) but not its top four (17%)."""
     total = n_layers * n_heads
-    return max(1, min(max(2, round(0.02 * total)), total // 2))
+    return max(1, min(max(4, round(0.02 * total)), total // 2))
+
+
+def heads_to_ablate(spec: AnalysisSpec, n_layers: int, n_heads: int) -> int:
+    """k: the spec's `top_k`, refused when the random sets would have too few heads to draw from."""
+    total = n_layers * n_heads
+    if spec.top_k is None:
+        return ablation_k(n_layers, n_heads)
+    if spec.top_k > total // 2:
+        raise SpecError("top_k", f"{spec.top_k} heads is more than half of this model's {total}: "
+                                 f"the random sets of as many other heads need the rest "
+                                 f"(at most {total // 2})")
+    return spec.top_k
 
 
 @torch.no_grad()
@@ -398,22 +438,24 @@ def head_label(heads: list[tuple[int, int]]) -> str:
     return ",".join(f"L{layer}H{head}" for layer, head in heads)
 
 
-def ablation_rows(bridge, names: list[str], scores: dict[str, Tensor], probes: dict[str, Probe],
-                  seed: int, progress: Progress = silent) -> list[dict]:
-    """Per detector: its behaviour with its top heads, then k random other heads, ablated."""
+def ablation_rows(bridge, names: list[str], found: dict[str, Detected], probes: dict[str, Probe],
+                  k: int, seed: int, progress: Progress = silent) -> list[dict]:
+    """Per scored detector: its behaviour with its top k heads ablated, then with each of
+    RANDOM_SETS sets of k random other heads."""
     means: dict[str, dict] = {}  # behaviour probe -> mean z; shared by detectors of one behaviour
     baselines: dict[str, float] = {}
+    scored = [n for n in names if found[n].refused is None]
     rows = []
-    for i, name in enumerate(names):
-        progress(i / len(names), f"ablating the top {name} heads")
+    for i, name in enumerate(scored):
+        progress(i / len(scored), f"ablating the top {name} heads and {RANDOM_SETS} random sets")
         behaviour = BEHAVIOURS[DETECTORS[name].behaviour]
         probe = probes[behaviour.probe]
         if behaviour.metric not in baselines:
             means[behaviour.probe] = means.get(behaviour.probe) or mean_z(bridge, probe)
             baselines[behaviour.metric] = measure(bridge, behaviour, probe)
         baseline = baselines[behaviour.metric]
-        ranked = scores[name][..., COLUMNS.index("score")]  # [layer, head]
-        for label, heads in zip(("top", "random"), ablated_heads(name, ranked, seed)):
+        top, random_sets = ablated_heads(name, found[name].scores[..., COLUMNS.index("score")], k, seed)
+        for label, heads in [("top", top)] + [("random", r) for r in random_sets]:
             after = measure(bridge, behaviour, probe, heads, means[behaviour.probe])
             drop = baseline - after if behaviour.higher_is_better else after - baseline
             rows.append(dict(detector=name, heads=head_label(heads), ablated=label,
@@ -421,15 +463,18 @@ def ablation_rows(bridge, names: list[str], scores: dict[str, Tensor], probes: d
     return rows
 
 
-def ablated_heads(name: str, scores: Float[Tensor, "layer head"], seed: int
-                  ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """The detector's top k heads (ties: the earlier head first) and k random others (seeded)."""
-    n_layers, n_heads = scores.shape
-    k = ablation_k(n_layers, n_heads)
+def ablated_heads(name: str, scores: Float[Tensor, "layer head"], k: int, seed: int
+                  ) -> tuple[list[tuple[int, int]], list[list[tuple[int, int]]]]:
+    """The detector's top k heads (ties: the earlier head first) and RANDOM_SETS seeded sets
+    of k other heads."""
+    n_heads = scores.shape[1]
     order = torch.argsort(scores.flatten(), descending=True, stable=True).tolist()
     rng = np.random.default_rng([seed, 100 + list(DETECTORS).index(name)])
-    chosen = sorted(int(i) for i in rng.choice(order[k:], size=k, replace=False))
-    return [divmod(i, n_heads) for i in order[:k]], [divmod(i, n_heads) for i in chosen]
+    others = order[k:]
+    random_sets = [sorted(int(i) for i in rng.choice(others, size=k, replace=False))
+                   for _ in range(RANDOM_SETS)]
+    return ([divmod(i, n_heads) for i in order[:k]],
+            [[divmod(i, n_heads) for i in chosen] for chosen in random_sets])
 
 
 # --------------------------------------------------------------------------- the analysis
@@ -457,36 +502,42 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     probe_names = list(dict.fromkeys(DETECTORS[n].probe for n in names))
     if spec.ablate:
         probe_names += [BEHAVIOURS[DETECTORS[n].behaviour].probe for n in names]
+    k = heads_to_ablate(spec, bridge.cfg.n_layers, bridge.cfg.n_heads) if spec.ablate else None
     probes = {p: build_probe(p, bridge, spec.seed, spec.prompt) for p in dict.fromkeys(probe_names)}
-    detecting = 1.0 if not spec.ablate else 0.6  # share of the progress bar; ablation gets the rest
-    scores: dict[str, Tensor] = {}
+    detecting = 1.0 if not spec.ablate else 0.5  # share of the progress bar; ablation gets the rest
+    found: dict[str, Detected] = {}
     for probe_name, probe in probes.items():
         group = [n for n in names if DETECTORS[n].probe == probe_name]
         if group:
-            stage = _within(progress, detecting * len(scores) / len(names),
+            stage = _within(progress, detecting * len(found) / len(names),
                             detecting * len(group) / len(names))
-            scores.update(detect(bridge, group, probe, stage))
-    tables = {"scores": score_table(names, scores)}
+            found.update(detect(bridge, group, probe, stage))
+    tables = {"scores": score_table(names, found)}
     if spec.ablate:
-        rows = ablation_rows(bridge, names, scores, probes, spec.seed,
+        rows = ablation_rows(bridge, names, found, probes, k, spec.seed,
                              _within(progress, detecting, 1 - detecting))
         tables["ablation"] = pd.DataFrame(rows, columns=ABLATION_COLUMNS)
     progress(1.0, "done")
     meta = {"probe_tokens": {p: list(probe.tokens.shape) for p, probe in probes.items()},
-            "exclude_bos": True}
+            "exclude_bos": True, "events": {n: d.events for n, d in found.items()}}
+    refused = {n: d.refused for n, d in found.items() if d.refused}
+    if refused:
+        meta["not_scored"] = refused
     if "retrieval" in names:
-        meta["needle_copy_accuracy"] = measure(bridge, BEHAVIOURS["copy_accuracy"], probes["needle"])
+        meta["needle_recall"] = measure(bridge, BEHAVIOURS["needle_recall"], probes["needle"])
     if spec.ablate:
-        meta["ablation_k"] = ablation_k(bridge.cfg.n_layers, bridge.cfg.n_heads)
+        meta["ablation_k"] = k
+        meta["random_sets"] = RANDOM_SETS
     return Result(spec=spec, tables=tables, meta=meta)
 
 
-def score_table(names: list[str], scores: dict[str, Tensor]) -> pd.DataFrame:
-    """scores: name -> [layer, head, COLUMNS] → one row per (detector, layer, head)."""
+def score_table(names: list[str], found: dict[str, Detected]) -> pd.DataFrame:
+    """One row per (detector, layer, head): COLUMNS, and the events the scores rest on."""
     frames = []
     for name in names:
-        values = scores[name].numpy().astype(float)
+        values = found[name].scores.numpy().astype(float)
         layer, head = np.meshgrid(np.arange(values.shape[0]), np.arange(values.shape[1]), indexing="ij")
         frames.append(pd.DataFrame({"detector": name, "layer": layer.ravel(), "head": head.ravel(),
-                                    **{column: values[..., i].ravel() for i, column in enumerate(COLUMNS)}}))
+                                    **{column: values[..., i].ravel() for i, column in enumerate(COLUMNS)},
+                                    "events": found[name].events}))
     return pd.concat(frames, ignore_index=True)

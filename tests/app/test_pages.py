@@ -346,7 +346,7 @@ def test_heads_restores_a_link_and_views_one_head(tiny_gpt2_dir):
     assert "previous_token" in previous["layout"]["title"]["text"]
     assert "induction" in induction["layout"]["title"]["text"]
     assert [bar["x"] for bar in profile["data"]] == [["previous_token", "induction"]]
-    assert {trace["name"] for trace in ablation["data"]} == {"top heads", "random heads"}
+    assert {trace["name"] for trace in ablation["data"]} == {"top heads", "random sets of as many heads"}
     layer, head = at.selectbox[0], at.selectbox[1]
     layer.set_value(1).run()
     head.set_value(2).run()

@@ -151,7 +151,7 @@ def test_the_cards_retrieval_knockouts_agree_with_plain_hugging_face_hooks(embed
         logits = model(batch.tokens).logits
         handle.remove()
         plain = model(batch.tokens).logits
-    assert ours["none"] == pytest.approx(batch.correct(plain).all(-1).float().mean().item())
-    knocked = batch.correct(logits).all(-1).float().mean().item()
+    assert ours["none"] == pytest.approx(batch.recall(plain).mean().item())
+    knocked = batch.recall(logits).mean().item()
     assert ours["top 4 (L1H6,L1H3,L1H2,L1H7)"] == pytest.approx(knocked)
     assert knocked < 0.6 < ours["none"]  # a real drop, so the comparison can fail

@@ -278,19 +278,36 @@ def test_head_profile_and_ablation_charts():
     assert list(profile.data[0].y) == pytest.approx([0.3, 0.35])
     assert "L1 H0" in profile.layout.title.text
     ablation = pd.DataFrame({
-        "detector": ["induction", "induction", "retrieval", "retrieval"],
-        "heads": ["L1H0,L0H1", "L0H0,L1H2", "L1H1", "L0H2"], "ablated": ["top", "random"] * 2,
-        "metric": ["second_copy_loss"] * 2 + ["copy_accuracy"] * 2,
-        "baseline": [1.0, 1.0, 0.9, 0.9], "after": [3.0, 1.1, 0.1, 0.8], "drop": [2.0, 0.1, 0.8, 0.1]})
+        "detector": ["induction"] * 3 + ["retrieval"] * 3,
+        "heads": ["L1H0,L0H1", "L0H0,L1H2", "L0H2,L1H3", "L1H1", "L0H2", "L1H3"],
+        "ablated": ["top", "random", "random"] * 2,
+        "metric": ["second_copy_loss"] * 3 + ["needle_recall"] * 3,
+        "baseline": [1.0] * 3 + [0.9] * 3, "after": [3.0, 1.1, 1.3, 0.1, 0.8, 0.5],
+        "drop": [2.0, 0.1, 0.3, 0.8, 0.1, 0.4]})
     fig = head_ablation_chart(ablation)
-    loss_top, loss_random, copy_top, copy_random = fig.data  # one panel per metric
-    assert (loss_top.name, loss_random.name) == ("top heads", "random heads")
-    assert list(loss_top.y) == [2.0] and list(copy_top.y) == [0.8] and list(copy_random.y) == [0.1]
-    assert list(loss_top.x) == ["induction<br>(second_copy_loss)"]
-    assert list(copy_top.x) == ["retrieval<br>(copy_accuracy)"]
-    assert loss_top.yaxis != copy_top.yaxis  # nats and shares never on one axis
+    loss_top, loss_random, recall_top, recall_random = fig.data  # one panel per metric
+    assert (loss_top.type, loss_random.type) == ("bar", "scatter")  # the top set, then a dot per random set
+    assert (loss_top.name, loss_random.name) == ("top heads", "random sets of as many heads")
+    assert list(loss_top.y) == [2.0] and list(loss_random.y) == [0.1, 0.3]
+    assert list(recall_top.y) == [0.8] and list(recall_random.y) == [0.1, 0.4]
+    assert loss_top.x[0] < 0 < loss_random.x[0]  # side by side at the detector's tick
+    assert list(fig.layout.xaxis.ticktext) == ["induction"] and list(fig.layout.xaxis2.ticktext) == ["retrieval"]
+    assert loss_random.customdata[1][0] == "L0H2,L1H3"  # hover names each set's heads
+    assert loss_top.yaxis != recall_top.yaxis  # nats and shares never on one axis
     assert fig.layout.yaxis.title.text == "drop (nats/token)"
-    assert fig.layout.yaxis2.title.text == "drop (share of tokens)"
+    assert fig.layout.yaxis2.title.text == "drop (share of needles)"
+
+
+def test_an_unscored_detector_says_why_instead_of_a_grid_of_noise():
+    from analyses.figures.heads import head_score_heatmap
+
+    table = scores_table().assign(events=7)
+    fig = head_score_heatmap(table, "induction", "the model copied 7 code tokens")
+    assert "not scored" in fig.layout.title.text and "copied 7 code tokens" in fig.layout.title.text
+    assert fig.layout.annotations[0].text == "no scores: too few events"
+    scored = head_score_heatmap(table, "induction")
+    assert "averages 7 events" in scored.layout.title.text
+    assert scored.data[0].customdata[0][0].endswith("over 7 events")  # the hover says it too
 
 
 # --------------------------------------------------------------------------- neurons

@@ -7,6 +7,7 @@ from transformer_lens.head_detector import detect_head
 
 from analyses import AnalysisSpec, SpecError, compute
 from analyses.core.progress import Cancelled
+from analyses.embedded import measures
 from analyses.kinds import heads
 from analyses.runtime import models
 from analyses.runtime.models import EMBEDDED_ROOT
@@ -49,7 +50,10 @@ def tl_scores(bridge, probe: heads.Probe, name: str) -> np.ndarray:
 def test_pattern_scores_equal_transformer_lens_detect_head(tiny_model_dir, arch, name):
     bridge = models.load(str(tiny_model_dir(arch))).bridge
     probe = heads.build_probe(heads.DETECTORS[name].probe, bridge, seed=3)
-    ours = heads.detect(bridge, [name], probe)[name].numpy()  # [layer, head, (score, tl_score)]
+    found = heads.detect(bridge, [name], probe)[name]
+    ours = found.scores.numpy()  # [layer, head, (score, tl_score)]
+    queries = probe.copy_length if name == "induction" else probe.tokens.shape[1] - 1
+    assert found.events == len(probe.tokens) * queries and found.refused is None
     np.testing.assert_allclose(ours[..., 1], tl_scores(bridge, probe, name), atol=1e-5)
     if name != "induction":  # the same scale: score is TransformerLens's
         np.testing.assert_array_equal(ours[..., 0], ours[..., 1])
@@ -60,7 +64,7 @@ def test_the_induction_score_is_the_model_cards_and_tops_out_at_one(tiny_gpt2_di
     occurrence, re-derived here from the raw patterns with plain hooks."""
     bridge = models.load(str(tiny_gpt2_dir)).bridge
     probe = heads.build_probe("repeated", bridge, seed=3)
-    ours = heads.detect(bridge, ["induction"], probe)["induction"].numpy()[..., 0]
+    ours = heads.detect(bridge, ["induction"], probe)["induction"].scores.numpy()[..., 0]
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(bridge.cfg.n_layers)]
     with torch.no_grad():
         _, cache = bridge.run_with_cache(probe.tokens, names_filter=lambda n: n in names)
@@ -82,7 +86,7 @@ def test_previous_token_reads_the_users_prompt(tiny_gpt2_dir):
     prompt = "When Mary and John went to the store, John gave a drink to"
     probe = heads.build_probe("plain", bridge, seed=0, prompt=prompt)
     assert torch.equal(probe.tokens, bridge.to_tokens(prompt, prepend_bos=True))
-    ours = heads.detect(bridge, ["previous_token"], probe)["previous_token"].numpy()[..., 1]
+    ours = heads.detect(bridge, ["previous_token"], probe)["previous_token"].scores.numpy()[..., 1]
     np.testing.assert_allclose(ours, tl_scores(bridge, probe, "previous_token"), atol=1e-5)
 
 
@@ -96,40 +100,70 @@ def test_probes_are_seeded_token_tensors(tiny_gpt2_dir):
     assert torch.equal(a.tokens[:, 1:length + 1], a.tokens[:, length + 1:])
     assert a.tokens.shape[1] < bridge.cfg.n_ctx  # what detect_head accepts
 
-    needle = heads.build_probe("needle", bridge, seed=1)
-    start, query = needle.needle_start, needle.query_start
-    planted = needle.tokens[:, start:start + heads.NEEDLE_LENGTH]
-    assert torch.equal(planted, needle.tokens[:, query:])  # the context ends with the needle again
-    assert needle.tokens.shape[1] <= bridge.cfg.n_ctx
-    haystack = torch.cat([needle.tokens[:, 1:start], needle.tokens[:, start + heads.NEEDLE_LENGTH:query]], 1)
-    for row, span in zip(haystack, planted):
-        assert not set(span.tolist()) & set(row.tolist())  # the needle is found only where planted
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_needle_prompts_repeat_the_planted_code_after_the_question(tiny_model_dir, arch):
+    """[BOS, "The <key> code: w1 w2 w3.", stories, "The <key> code:", w1 w2 w3], one length for
+    every row, in the model's own tokens: the answer is the planted ids, asked for in order."""
+    bridge = models.load(str(tiny_model_dir(arch))).bridge
+    probe = heads.build_probe("needle", bridge, seed=1)
+    needle = probe.needle
+    assert probe.tokens.shape == (heads.NEEDLE_SEQUENCES, min(heads.HAYSTACK_LENGTH, bridge.cfg.n_ctx))
+    assert torch.equal(probe.tokens, heads.build_probe("needle", bridge, seed=1).tokens)  # seeded
+    assert (probe.tokens[:, 0] == bridge.tokenizer.bos_token_id).all()
+    for row, planted, asked, valid in zip(probe.tokens, needle.planted, needle.asked, needle.valid):
+        planted, asked = planted[valid], asked[valid]
+        assert torch.equal(row[planted], row[asked + 1])  # the answer is the planted code
+        assert asked[-1] + 1 == len(row) - 1  # the code ends the prompt
+        assert torch.equal(asked, torch.arange(asked[0], asked[0] + len(asked)))
+        statement = bridge.tokenizer.decode(row[1:planted[-1] + 2].tolist())
+        assert statement.startswith("The ") and " code: " in statement and statement.endswith(".")
+        key = statement[len("The "):statement.index(" code:")]
+        question = bridge.tokenizer.decode(row[:asked[0] + 1].tolist())
+        assert question.endswith(f" The {key} code:")
 
 
 def test_retrieval_score_is_hits_over_tokens_copied():
-    n = heads.NEEDLE_LENGTH
-    start, query = 3, 20
-    needle = torch.arange(100, 100 + n)
-    tokens = torch.zeros(1, query + n, dtype=torch.long)
-    tokens[0, start:start + n] = needle
-    tokens[0, query:] = needle
-    probe = heads.Probe(tokens, needle_start=start, query_start=query)
-    at = probe.copy_positions  # queries predicting needle[prefix:]
-    n_copy = len(at)
-    logits = torch.zeros(1, tokens.shape[1], 200)
-    logits[0, at, tokens[0, at + 1]] = 1.0  # every copy right ...
-    logits[0, at[3], 0] = 2.0  # ... but the fourth: copied = the first three only
-    source = start + (at + 1 - query)  # where each copied token was planted
-    stats = torch.zeros(1, 1, 4, n_copy, dtype=torch.long)  # [layer, batch, head, copy]
-    stats[0, 0, 0] = source  # always the planted token
-    stats[0, 0, 1] = torch.where(torch.arange(n_copy) == 1, source, 0)  # once in three
-    stats[0, 0, 2] = source + 1  # inside the needle, but the wrong token
-    stats[0, 0, 3] = torch.where(torch.arange(n_copy) >= 3, source, 0)  # only after the miss
-    scores, weights = heads.DETECTORS["retrieval"].score(probe, None, stats, logits)
-    np.testing.assert_allclose(scores[0, 0, :, 0].numpy(), [1.0, 1 / 3, 0.0, 0.0])
-    assert scores[..., 1].isnan().all()  # no TransformerLens counterpart
-    assert weights.tolist() == [3.0]
-    assert heads.copy_accuracy(probe, logits).item() == pytest.approx(3 / n_copy)
+    """Hand-made needle: a head scores on each copied code token whose most-attended key is
+    that token's planted place; tokens after the first miss are not copied."""
+    code = [100, 101, 102, 103]
+    tokens = torch.zeros(1, 30, dtype=torch.long)
+    tokens[0, 3:7] = torch.tensor(code)
+    tokens[0, 26:30] = torch.tensor(code)
+    planted, asked = torch.arange(3, 7), torch.arange(25, 29)
+    needle = measures.NeedleBatch(tokens, planted[None], asked[None], torch.ones(1, 4, dtype=torch.bool))
+    probe = heads.Probe(tokens, needle=needle)
+    logits = torch.zeros(1, 30, 200)
+    logits[0, asked, tokens[0, asked + 1]] = 1.0  # every copy right ...
+    logits[0, asked[3], 0] = 2.0  # ... but the fourth: copied = the first three only
+    stats = torch.zeros(1, 1, 4, 4, dtype=torch.long)  # [layer, batch, head, code]
+    stats[0, 0, 0] = planted  # always the planted token
+    stats[0, 0, 1] = torch.where(torch.arange(4) == 1, planted, 0)  # once in three
+    stats[0, 0, 2] = planted + 1  # inside the needle, but the wrong token
+    stats[0, 0, 3] = torch.where(torch.arange(4) >= 3, planted, 0)  # only after the miss
+    scored = heads.DETECTORS["retrieval"].score(probe, None, stats, logits)
+    np.testing.assert_allclose(scored.values[0, 0, :, 0].numpy(), [1.0, 1 / 3, 0.0, 0.0])
+    assert scored.values[..., 1].isnan().all()  # no TransformerLens counterpart
+    assert scored.weights.tolist() == [3.0] and scored.events.tolist() == [3.0]
+    assert heads.needle_recall(probe, logits).tolist() == [0.0]  # the whole code was not recalled
+    logits[0, asked[3], 0] = 0.0
+    assert heads.needle_recall(probe, logits).tolist() == [1.0]
+
+
+def test_too_few_copy_events_leave_retrieval_unscored(tiny_gpt2_dir):
+    """A random tiny model copies (almost) nothing: no head gets a score resting on a handful
+    of tokens; the result says how many were copied, and the ablation skips the detector."""
+    result = compute(AnalysisSpec(kind="heads", model=str(tiny_gpt2_dir), detector="retrieval,induction",
+                                  ablate=True))
+    scores = result.tables["scores"]
+    retrieval = scores[scores.detector == "retrieval"]
+    events = result.meta["events"]["retrieval"]
+    assert events < heads.MIN_COPY_EVENTS and (retrieval.events == events).all()
+    assert retrieval.score.isna().all()
+    assert f"copied {events} code tokens" in result.meta["not_scored"]["retrieval"]
+    assert set(result.tables["ablation"].detector) == {"induction"}
+    assert scores[scores.detector == "induction"].score.notna().all()
 
 
 def test_mean_ablation_replaces_only_the_chosen_heads(tiny_llama_dir):
@@ -150,24 +184,34 @@ def test_mean_ablation_replaces_only_the_chosen_heads(tiny_llama_dir):
 
 
 def test_run_gives_every_head_and_an_ablation_against_random_heads(tiny_gpt2_dir):
-    spec = AnalysisSpec(kind="heads", model=str(tiny_gpt2_dir), detector="induction, retrieval",
+    spec = AnalysisSpec(kind="heads", model=str(tiny_gpt2_dir), detector="induction, duplicate_token",
                         ablate=True, seed=5)
     result = compute(spec)
     scores, ablation = result.tables["scores"], result.tables["ablation"]
     assert list(scores.columns) == list(heads.SCORE_COLUMNS)
-    assert len(scores) == 2 * 2 * 4 and set(scores.detector) == {"induction", "retrieval"}
+    assert len(scores) == 2 * 2 * 4 and set(scores.detector) == {"induction", "duplicate_token"}
     k = heads.ablation_k(2, 4)
-    assert list(ablation.ablated) == ["top", "random"] * 2
-    assert set(ablation.metric) == {"second_copy_loss", "copy_accuracy"}
+    assert k == 4 == result.meta["ablation_k"]  # half of the tiny model's 8 heads
+    assert list(ablation.ablated) == (["top"] + ["random"] * heads.RANDOM_SETS) * 2
+    assert set(ablation.metric) == {"second_copy_loss"}
     top = ablation[(ablation.detector == "induction") & (ablation.ablated == "top")].iloc[0]
     best = scores[scores.detector == "induction"].sort_values("score", ascending=False).head(k)
     assert top.heads == ",".join(f"L{r.layer}H{r.head}" for r in best.itertuples())
     random = ablation[ablation.ablated == "random"].heads
     assert all(len(h.split(",")) == k for h in random)
+    assert not set(top.heads.split(",")) & set(random.iloc[0].split(","))  # others only
     loss = ablation[ablation.metric == "second_copy_loss"]  # a loss: the drop is its rise
     assert np.allclose(loss["drop"], loss["after"] - loss["baseline"])
     again = compute(spec).tables
     assert again["scores"].equals(scores) and again["ablation"].equals(ablation)
+
+
+def test_top_k_sets_how_many_heads_are_ablated(tiny_gpt2_dir):
+    spec = AnalysisSpec(kind="heads", model=str(tiny_gpt2_dir), detector="induction", ablate=True, top_k=2)
+    ablation = compute(spec).tables["ablation"]
+    assert all(len(h.split(",")) == 2 for h in ablation.heads)
+    with pytest.raises(SpecError, match="top_k: 5 heads is more than half of this model's 8"):
+        heads.run(models.load(str(tiny_gpt2_dir)), AnalysisSpec(kind="heads", ablate=True, top_k=5))
 
 
 def test_unknown_detector_is_refused_by_the_spec():
@@ -229,5 +273,50 @@ def test_the_induction_detector_finds_the_embedded_models_induction_heads():
     assert set(map(tuple, scores[scores.score >= 0.5][["layer", "head"]].to_numpy())) == card_heads
     assert scores.score.iloc[0] >= 0.8  # a near-perfect induction head, on the 0-1 scale
     assert 0.35 <= scores.tl_score.iloc[0] <= 0.55  # near TransformerLens's ceiling of ~0.5
-    top, random = tables["ablation"].set_index("ablated")["drop"][["top", "random"]]
-    assert top > random  # the induction heads carry the second copy; random heads less so
+    ablation = tables["ablation"]
+    top = ablation[ablation.ablated == "top"]["drop"].item()
+    random = ablation[ablation.ablated == "random"]["drop"]
+    assert top > random.max()  # the induction heads carry the second copy; random heads less so
+
+
+def test_retrieval_heads_of_the_embedded_model_rest_on_real_copies_and_carry_them():
+    """Needles in the model's own format are copied (the card's recall), so the scores rest on
+    many copy events; re-derived from Hugging Face's eager attention with plain loops; and
+    mean-ablating the top heads takes recall down where random sets of as many mostly do not."""
+    if not (EMBEDDED_ROOT / "tiny-circuits" / "config.json").is_file():
+        pytest.fail("the embedded model data/models/tiny-circuits is part of the repo")
+    import transformers as tf
+
+    result = compute(AnalysisSpec(kind="heads", detector="retrieval", ablate=True))
+    scores = result.tables["scores"]
+    assert result.meta["events"]["retrieval"] >= 3 * heads.NEEDLE_SEQUENCES * 0.9  # 3 code tokens each
+    assert (scores.events == result.meta["events"]["retrieval"]).all()
+    assert result.meta["needle_recall"] >= measures.THRESHOLDS.needle_recall
+
+    bridge = models.load("default").bridge
+    probe = heads.build_probe("needle", bridge, seed=0)
+    hf = tf.AutoModelForCausalLM.from_pretrained(EMBEDDED_ROOT / "tiny-circuits", attn_implementation="eager")
+    with torch.no_grad():
+        out = hf(probe.tokens, output_attentions=True)
+    logits, attentions = out.logits.numpy(), [a.numpy() for a in out.attentions]
+    tokens = probe.tokens.numpy()
+    hits = np.zeros((len(attentions), attentions[0].shape[1]))
+    copied_total = 0
+    for b in range(len(tokens)):
+        planted, asked = probe.needle.planted[b].tolist(), probe.needle.asked[b].tolist()
+        for planted_at, at in zip(planted, asked):
+            if logits[b, at].argmax() != tokens[b, at + 1]:
+                break  # greedy decoding would go wrong here: nothing after it is copied
+            copied_total += 1
+            for layer, pattern in enumerate(attentions):
+                hits[layer] += pattern[b, :, at].argmax(-1) == planted_at
+    assert copied_total == result.meta["events"]["retrieval"]
+    ours = scores.sort_values(["layer", "head"]).score.to_numpy().reshape(hits.shape)
+    np.testing.assert_allclose(ours, hits / copied_total, atol=1e-6)
+
+    ablation = result.tables["ablation"]
+    top = ablation[ablation.ablated == "top"].iloc[0]
+    random = ablation[ablation.ablated == "random"]
+    assert top.baseline >= 0.9 and top.after <= 0.5  # a real drop, not a tie broken by noise
+    assert top["drop"] > random["drop"].median()
+    assert len(random) == heads.RANDOM_SETS
