@@ -20,7 +20,14 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
-setup: $(STAMP)
+# plotly.js's cartesian bundle, which draws the app's figures (app/components/plot.py), from
+# the npm registry at the Python plotly package's plotly.js version; without npm the app
+# falls back to Streamlit's own, slower-loading Plotly.
+PLOTLY_BUNDLE := app/static/vendor/plotly-cartesian.min.js
+$(PLOTLY_BUNDLE): $(STAMP)
+	$(PY) -m app.components.plotly_bundle
+
+setup: $(STAMP) $(PLOTLY_BUNDLE)
 
 # The browser tests drive Debian's Chromium through Playwright (never `playwright install`).
 # Also what kaleido uses for the app's PNG downloads.

@@ -92,6 +92,7 @@ def rows():
         ("cli: fresh-process answers", app_rows.cli_rows),
         ("app: cold start", app_rows.cold_start_rows),
         ("app: cached share link", app_rows.cached_link_row),
+        ("app: cached link in a fresh browser", app_rows.cached_link_browser_row),
     ]
 
 

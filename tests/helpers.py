@@ -1,4 +1,5 @@
 """Helpers several test modules share (plain functions; fixtures live in conftest.py)."""
+import json
 import os
 import subprocess
 import sys
@@ -61,3 +62,39 @@ def run_concurrently(fn, args_list):
         t.join(120)
     assert not errors, errors
     return results
+
+
+def _elements(node):
+    """Every element under an AppTest block, in page order."""
+    children = getattr(node, "children", None)
+    if children is None:
+        yield node
+        return
+    for child in children.values():
+        yield from _elements(child)
+
+
+def _component_data(element, name: str):
+    proto = getattr(element, "proto", None)
+    if getattr(element, "type", None) == "bidi_component" and proto.component_name == name:
+        return json.loads(proto.json)
+    return None
+
+
+def page_figures(at) -> list[dict]:
+    """The plotly figures an AppTest page shows, in order, as plotly JSON: those the page's
+    own component draws (`app/components/plot.py`) and any `st.plotly_chart` fallback."""
+    found = []
+    for element in _elements(at.main):
+        data = _component_data(element, "workbench_plot")
+        if data is not None:
+            found.append(json.loads(data["figure"]))
+        elif getattr(element, "type", None) == "plotly_chart":
+            found.append(json.loads(element.proto.spec))
+    return found
+
+
+def copy_boxes(at) -> list[str]:
+    """The texts of the page's copy boxes (share link, snippet), in order."""
+    return [data["text"] for data in (_component_data(e, "workbench_copy") for e in _elements(at.main))
+            if data is not None]

@@ -47,5 +47,8 @@ class Result:
     def figures(self, **view) -> dict:
         """The named plotly figures the app shows for this result (no Streamlit needed):
         the kind's figure function from the catalogue, imported on first use. `view`: what
-        that function takes to choose a view (`positions=` for layer × position figures)."""
-        return CATALOGUE[self.kind].figures_function()(self, **view)
+        that function takes to choose a view (`positions=` for layer × position figures).
+        Every figure has the workbench's template (`figures.layout.TEMPLATE`)."""
+        from analyses.figures.layout import house_style
+
+        return house_style(CATALOGUE[self.kind].figures_function()(self, **view))

@@ -49,6 +49,8 @@ def head_score_heatmap(scores: pd.DataFrame, detector: str, not_scored: str | No
         fig.update_layout(title=title(f"{plot_text(detector)}: not scored", plot_text(not_scored)))
         fig.add_annotation(text="no scores: too few events", showarrow=False, xref="paper",
                            yref="paper", x=0.5, y=0.5, font={"size": 16})
+        fig.update_xaxes(range=[-0.5, len(x_ticks) - 0.5])  # the empty grid keeps its shape
+        fig.update_yaxes(range=[-0.5, len(y_ticks) - 0.5])
     return fig
 
 

@@ -103,9 +103,23 @@ def tick_angle(n_ticks: int) -> int:
 
 
 def axis(title: str, ticks: list[str], **extra) -> dict:
-    """An axis of labelled integer ticks."""
+    """An axis of labelled integer ticks (a heatmap's): no grid or zero line, which would
+    show through the gaps between cells."""
     return {"title": {"text": title}, "tickmode": "array", "tickvals": list(range(len(ticks))),
-            "ticktext": ticks, **extra}
+            "ticktext": ticks, "showgrid": False, "zeroline": False, **extra}
+
+
+# Every figure's look, whatever plotly's default template is in the process (importing
+# Streamlit makes it Streamlit's, whose placeholder colours only its own chart element
+# replaces): the page, the downloads and a notebook show the same figure.
+TEMPLATE = "plotly_white"
+
+
+def house_style(figures: dict) -> dict:
+    """`figures` (name -> plotly Figure) with the workbench's template; returns them."""
+    for fig in figures.values():
+        fig.update_layout(template=TEMPLATE)
+    return figures
 
 
 def position_labels(n: int, clean: list[str] | None = None,

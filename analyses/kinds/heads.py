@@ -275,7 +275,8 @@ class RetrievalDetector:
         return None
 
     def too_few(self, events: int, n_sequences: int) -> str:
-        return (f"the model copied {events} code tokens over {n_sequences} needle prompts, fewer than "
+        tokens = "token" if events == 1 else "tokens"
+        return (f"the model copied {events} code {tokens} over {n_sequences} needle prompts, fewer than "
                 f"{MIN_COPY_EVENTS}: too few copy events to score retrieval heads (one copied token "
                 f"would make a head 1.00)")
 

@@ -26,6 +26,15 @@ def result_key(spec: AnalysisSpec, dtype: str = "float32") -> str:
     return spec.content_key(f"{models.fingerprint(spec.model)}/{dtype}", version)
 
 
+def cached(spec: AnalysisSpec, dtype: str = "float32", store=None) -> Result | None:
+    """The stored result of `spec`, or None: never runs anything (a page asks this first,
+    so that a cached link draws no progress bar at all)."""
+    from analyses.runtime.store import default_store
+
+    store = store if store is not None else default_store()
+    return store.get(result_key(spec, dtype))
+
+
 def compute(spec: AnalysisSpec, cache: bool = True, progress: Progress = silent,
             device: str | None = None, dtype: str = "float32", timeout: float | None = None,
             worker=None, store=None) -> Result:

@@ -5,8 +5,8 @@
 
 draws, in order: the model picker (sidebar), the title, the link's error if any, the
 preset buttons, the input form with Run, and for a link with a spec: the computed (or
-kept) result's figures, its tables in an expander, the downloads, the share link and the
-headless snippet.
+kept) result's figures, its tables (on demand: the table viewer's scripts would slow a
+link's first paint), the downloads, the share link and the headless snippet.
 
 `draw` returns figures by name, in the order they are shown; an entry may instead be a
 section, a function that draws its own Streamlit elements in that place (a note, the
@@ -29,6 +29,7 @@ from app.components.display import display_token, md_escape
 from app.components.downloads import download_buttons, file_stem
 from app.components.form import Field, SpecForm, write_url
 from app.components.model_picker import chosen_model, engine_caption, model_picker, model_problem
+from app.components.plot import plot
 from app.components.presets import Preset, presets_for
 from app.components.run import run_spec
 from app.components.share_link import share_box, snippet_box
@@ -117,8 +118,19 @@ def show_result(spec: AnalysisSpec, result: Result, shown: dict[str, go.Figure |
                              f"{meta['compute_seconds']:.2f} s · analysis version "
                              f"{meta.get('analysis_version')} · model fingerprint "
                              f"{str(meta.get('model_fingerprint', ''))[:16]}"))
+    tables_shown = st.toggle(f"Show the tables ({', '.join(result.tables)})", key=view_key(result, "tables"),
+                             help="The result's tables, as the downloads and the store hold them. "
+                                  "Drawn on demand: a link opens faster without them.")
+    if tables_shown:
+        show_tables(spec, result)
+    download_buttons(result, figures)
+    share_box(spec)
+    snippet_box(spec)
+
+
+def show_tables(spec: AnalysisSpec, result: Result) -> None:
     declared = CATALOGUE[spec.kind].tables
-    with st.expander(f"Tables ({', '.join(result.tables)})"):
+    with st.container(border=True):
         for name, frame in result.tables.items():
             st.markdown(f"**{md_escape(name)}** — {len(frame):,} rows; columns: "
                         f"{md_escape(', '.join(declared.get(name, frame.columns)))}")
@@ -126,14 +138,11 @@ def show_result(spec: AnalysisSpec, result: Result, shown: dict[str, go.Figure |
                 st.caption(f"The first {MAX_SHOWN_ROWS:,} rows; the downloads below hold all of them.")
             st.dataframe(display_frame(frame.head(MAX_SHOWN_ROWS)), hide_index=True,
                          key=f"{spec.kind}:table:{name}")
-    download_buttons(result, figures)
-    share_box(spec)
-    snippet_box(spec)
 
 
 def chart(fig: go.Figure, key: str) -> None:
     """A plotly figure as every page draws one."""
-    st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG)
+    plot(fig, key, PLOTLY_CONFIG)
 
 
 def view_key(result: Result, name: str) -> str:

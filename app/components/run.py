@@ -21,7 +21,7 @@ import streamlit as st
 
 from analyses import AnalysisSpec, Result, compute
 from analyses.core.errors import UserError
-from analyses.runtime.service import result_key
+from analyses.runtime.service import cached, result_key
 from app.components.display import md_escape, without_server_paths
 from app.components.model_picker import LAST_META_KEY
 
@@ -43,7 +43,7 @@ def run_spec(spec: AnalysisSpec, cache: bool = True) -> Result | None:
     if key in kept:
         kept.move_to_end(key)
         return kept[key]
-    result = _compute(spec, cache)
+    result = (_guarded(spec, lambda: cached(spec)) if cache else None) or _compute(spec, cache)
     if result is not None:
         kept[key] = result
         while len(kept) > KEPT_RESULTS:

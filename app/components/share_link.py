@@ -5,6 +5,7 @@ import streamlit as st
 
 from analyses import AnalysisSpec
 from app import links
+from app.components.copy_box import copy_box
 
 
 def current_base() -> str:
@@ -17,13 +18,13 @@ def current_base() -> str:
 
 
 def share_box(spec: AnalysisSpec) -> str:
-    """The full URL of this view, in a code box with a copy button; returns it."""
+    """The full URL of this view, in a box with a Copy button; returns it."""
     url = links.share_url(spec, current_base())
-    st.markdown("**Share link** — opens this exact view (copy button at the right)")
-    st.code(url, language=None, wrap_lines=True)
+    st.markdown("**Share link** — opens this exact view")
+    copy_box(url, "Copy the share link", key="share:link")
     return url
 
 
 def snippet_box(spec: AnalysisSpec) -> None:
     st.markdown("**Reproduce headless** (Python, no browser)")
-    st.code(links.snippet(spec), language="python", wrap_lines=True)
+    copy_box(links.snippet(spec), "Copy the Python snippet", key="share:snippet")

@@ -25,7 +25,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 START_TIMEOUT_S = 90  # the server imports torch and transformer_lens on a shared CPU
 RESULT_TIMEOUT_MS = 180_000
-CHART = '[data-testid="stPlotlyChart"]'
+CHART = ".js-plotly-plot"  # a drawn plotly figure (app/components/plot.py, or st.plotly_chart)
 PROGRESS = '[data-testid="stProgress"], [data-testid="stStatusWidget"]'
 
 if not CHROMIUM.is_file():
@@ -113,32 +113,43 @@ def test_share_link_then_preset_in_a_real_browser(server, page, tiny_model, tmp_
                         top_k=3)
     page.goto(links.share_url(spec, server))
     page.wait_for_selector(CHART, timeout=RESULT_TIMEOUT_MS)
-    page.wait_for_selector(".js-plotly-plot .xtick text", state="attached", timeout=30_000)
+    page.wait_for_selector(f"{CHART} .xtick text", state="attached", timeout=30_000)
     assert page.locator(CHART).count() == 1  # no targets: the heatmap alone
     assert page.get_by_text("This link cannot be opened").count() == 0
 
-    # Record whether a progress bar (or Streamlit's running indicator) ever appears.
-    page.evaluate("""() => {
-        window.__sawProgress = false;
-        const seen = () => { if (document.querySelector('%s')) window.__sawProgress = true; };
-        new MutationObserver(seen).observe(document.body, {subtree: true, childList: true});
-    }""" % PROGRESS.replace("'", "\\'"))
     page.get_by_role("button", name="ioi: When Mary and John").click()
     page.wait_for_function(
         """() => [...document.querySelectorAll('.js-plotly-plot .xtick text')]
                  .some(t => t.textContent.includes('\u2423Mary'))""", timeout=RESULT_TIMEOUT_MS)
     page.wait_for_function(f"() => document.querySelectorAll('{CHART}').length === 2",
                            timeout=RESULT_TIMEOUT_MS)  # the heatmap and the target ranks
-    assert page.evaluate("window.__sawProgress"), "no progress indicator while running"
     assert "prompt=When" in page.url and "token=" in page.url  # the URL is the new state
     page.wait_for_function(  # the share box follows once the run has drawn it
-        """() => (document.querySelector('[data-testid="stCode"]') || {}).innerText
+        """() => (document.querySelector('.workbench-copy pre') || {}).innerText
                  ?.replace(/\\n/g, '').includes('token=%20Mary%2C%20John')""",
         timeout=RESULT_TIMEOUT_MS)
-    share = page.locator('[data-testid="stCode"]').first.inner_text().replace("\n", "")
+    share = page.locator(".workbench-copy pre").first.inner_text().replace("\n", "")
     assert share.startswith(f"{server}/logit_lens?kind=logit_lens&")
     page.screenshot(path=tmp_path / "logit_lens.png", full_page=True)
     assert (tmp_path / "logit_lens.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_a_long_job_shows_its_progress_in_a_real_browser(server, page, tiny_model):
+    """A link whose job takes a second or two (head detectors with ablation: needle prompts,
+    then six ablated runs per detector) shows a progress bar until its figures come. (A
+    tiny model's logit lens is done before the bar's script has even loaded.)"""
+    page.add_init_script("""
+        window.__sawProgress = false;
+        new MutationObserver(() => {
+            if (document.querySelector('%s')) window.__sawProgress = true;
+        }).observe(document, {subtree: true, childList: true});
+    """ % PROGRESS.replace("'", "\\'"))
+    spec = AnalysisSpec(kind="heads", model=str(tiny_model), detector="induction,retrieval", ablate=True,
+                        seed=11)
+    page.goto(links.share_url(spec, server))
+    page.wait_for_selector(CHART, timeout=RESULT_TIMEOUT_MS)
+    assert page.evaluate("window.__sawProgress"), "no progress indicator while running"
 
 
 @pytest.mark.slow
@@ -150,3 +161,41 @@ def test_bad_link_and_home_in_a_real_browser(server, page, tmp_path):
     page.get_by_text("Interpretability workbench").first.wait_for(timeout=RESULT_TIMEOUT_MS)
     page.get_by_text("ioi: When Mary and John").first.wait_for(timeout=30_000)
     page.screenshot(path=tmp_path / "home.png", full_page=True)
+
+
+@pytest.mark.slow
+def test_a_cached_link_loads_only_what_its_figure_needs(server, tiny_model):
+    """A share link whose result is stored, opened in a fresh browser context (no HTTP cache):
+    the figure is drawn by plotly.js's 1.5 MB cartesian bundle, not Streamlit's 4.7 MB Plotly,
+    and neither the table viewer nor the syntax highlighter is fetched before it. How long it
+    takes is `make bench`'s row "app: a cached link's figure in a fresh browser" (timings are
+    not asserted in tests); printed here too."""
+    from app.components.plot import bundle_available
+
+    if not bundle_available():
+        pytest.skip("plotly.js's cartesian bundle is missing (`make setup` fetches it with npm)")
+    spec = AnalysisSpec(kind="logit_lens", model=str(tiny_model), prompt="Once upon a time there", top_k=2)
+    url = links.share_url(spec, server)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            first = browser.new_context().new_page()  # computes and stores the result
+            first.goto(url)
+            first.wait_for_selector(f"{CHART} .main-svg", timeout=RESULT_TIMEOUT_MS)
+            first.context.close()
+            context = browser.new_context()
+            page = context.new_page()
+            fetched = []
+            page.on("request", lambda request: fetched.append(request.url.rsplit("/", 1)[-1]))
+            start = time.monotonic()
+            page.goto(url)
+            page.wait_for_selector(f"{CHART} .main-svg", timeout=RESULT_TIMEOUT_MS)
+            seconds = time.monotonic() - start
+            print(f"cached link: figure drawn {seconds:.2f} s after the link was opened")
+            assert "plotly-cartesian.min.js" in fetched
+            assert page.evaluate("typeof window.Plotly.newPlot") == "function"
+            for chunk in ("PlotlyChart", "StreamlitSyntaxHighlighter", "DataFrame"):
+                assert not [f for f in fetched if f.startswith(chunk)], f"{chunk} was fetched"
+            assert page.locator(".workbench-copy pre").first.inner_text().startswith(server)
+        finally:
+            browser.close()

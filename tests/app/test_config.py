@@ -14,3 +14,11 @@ def test_xsrf_and_cors_protection_are_on():
 def test_errors_show_no_details_to_visitors():
     client = tomllib.loads(CONFIG.read_text()).get("client", {})
     assert client.get("showErrorDetails") == "none"
+
+
+def test_no_source_watching_and_app_static_files_are_served():
+    """A watcher resolves every imported module's path on each new session (torch's
+    thousands: 0.3-0.7 s of a share link's first paint); app/static/ holds plotly.js."""
+    server = tomllib.loads(CONFIG.read_text())["server"]
+    assert server["fileWatcherType"] == "none"
+    assert server["enableStaticServing"] is True

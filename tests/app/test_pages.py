@@ -13,6 +13,7 @@ from analyses import AnalysisSpec
 from analyses.core.catalogue import CATALOGUE
 from app import links
 from app.routes import HOME, PAGES
+from helpers import copy_boxes, page_figures
 
 APP_DIR = Path(__file__).resolve().parents[2] / "app"
 MAIN = APP_DIR / "main.py"
@@ -68,7 +69,7 @@ def errors(at: AppTest) -> list[str]:
 
 
 def figures(at: AppTest) -> list[dict]:
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    return page_figures(at)
 
 
 def spec_query(kind: str, model: Path | str, **fields) -> dict:
@@ -202,13 +203,17 @@ def test_logit_lens_restores_every_widget_from_a_link_and_shows_the_result(tiny_
     heatmap, ranks = figures(at)
     assert heatmap["data"][0]["type"] == "heatmap"
     assert ranks["layout"]["yaxis"]["type"] == "log"
-    share = at.code[0].value
+    share = copy_boxes(at)[0]
     assert share.startswith("http://localhost:8501/logit_lens?kind=logit_lens&")
     assert "token=%20Mary%2C%20John" in share and "final_norm=0" in share
-    assert "AnalysisSpec.from_query(" in at.code[1].value
+    assert "AnalysisSpec.from_query(" in copy_boxes(at)[1]
     labels = {b.proto.label for b in at.get("download_button")}
     assert {"top.csv", "top.parquet", "targets.csv", "targets.parquet", "heatmap.html"} <= labels
-    assert at.expander  # the tables
+    tables = next(t for t in at.toggle if t.label.startswith("Show the tables"))
+    assert not at.dataframe  # drawn on demand: the table viewer's scripts would slow the link
+    tables.set_value(True).run()
+    assert_clean(at)
+    assert len(at.dataframe) == 2 and len(at.dataframe[0].value) > 0  # top, targets
 
 
 def test_logit_lens_preset_fills_the_widgets_runs_and_writes_the_url(tiny_gpt2_dir):
@@ -588,6 +593,7 @@ def test_long_tables_send_only_their_first_rows_to_the_browser(tiny_gpt2_dir, mo
     monkeypatch.setattr(page, "MAX_SHOWN_ROWS", 5)
     at = open_page(DLA, spec_query("dla", tiny_gpt2_dir, prompt=IOI, answer=" Mary", wrong=" John"))
     assert_clean(at)
+    next(t for t in at.toggle if t.label.startswith("Show the tables")).set_value(True).run()
     assert any("The first 5 rows" in c.value for c in at.caption)
     assert len(at.dataframe[0].value) == 5
 

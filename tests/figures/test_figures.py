@@ -437,3 +437,19 @@ def test_cell_text_shortens_as_columns_narrow():
                              token_str=" wonderful", prob=0.5, logit=0.0) for p in range(40)])
     cells = np.array(logit_lens_heatmap(top).data[0].text).ravel()
     assert all(len(c.replace("\u2423", " ")) <= 6 for c in cells) and cells[0].endswith("…")
+
+
+def test_every_figure_has_the_workbench_template_whatever_the_process_default(tiny_gpt2_dir, monkeypatch):
+    """Importing Streamlit makes plotly's default template Streamlit's (placeholder colours
+    only its own chart element replaces); a result's figures carry plotly_white instead."""
+    import plotly.io as pio
+
+    from analyses import AnalysisSpec, compute
+    from analyses.figures.layout import TEMPLATE
+
+    monkeypatch.setenv("ANALYSES_CACHE", str(tiny_gpt2_dir.parent / "template-cache.duckdb"))
+    monkeypatch.setattr(pio.templates, "default", "ggplot2")
+    result = compute(AnalysisSpec(kind="logit_lens", model=str(tiny_gpt2_dir), prompt="Once upon", token=" a"))
+    for fig in result.figures().values():
+        assert fig.layout.template == pio.templates[TEMPLATE]
+        assert fig.layout.template.layout.plot_bgcolor == "white"

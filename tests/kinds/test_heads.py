@@ -161,7 +161,7 @@ def test_too_few_copy_events_leave_retrieval_unscored(tiny_gpt2_dir):
     events = result.meta["events"]["retrieval"]
     assert events < heads.MIN_COPY_EVENTS and (retrieval.events == events).all()
     assert retrieval.score.isna().all()
-    assert f"copied {events} code tokens" in result.meta["not_scored"]["retrieval"]
+    assert f"copied {events} code token" in result.meta["not_scored"]["retrieval"]
     assert set(result.tables["ablation"].detector) == {"induction"}
     assert scores[scores.detector == "induction"].score.notna().all()
 
