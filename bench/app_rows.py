@@ -134,7 +134,8 @@ def cached_link_row() -> dict:
         at.run()
         if at.exception or at.error:
             raise RuntimeError(f"the page failed: {[e.value for e in (*at.exception, *at.error)]}")
-        if not at.get("plotly_chart"):
+        drawn = [e for e in at.get("bidi_component") if e.proto.component_name == "workbench_plot"]
+        if not drawn and not at.get("plotly_chart"):
             raise RuntimeError("the page showed no figure")
 
     times = []
