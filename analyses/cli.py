@@ -1,8 +1,9 @@
 """Command line: `python -m analyses run --spec 'kind=logit_lens&prompt=...'`.
 
-stdout carries exactly one JSON document (or nothing, on error); logs and
-progress go to stderr. Bad input exits 2 with one line naming the problem;
-an unexpected failure exits 1 with one line, never a traceback.
+stdout carries exactly one JSON document (or nothing, on error) — except `datasets add`,
+whose stdout is the new set's reference alone; logs and progress go to stderr. Bad input
+exits 2 with one line naming the problem; an unexpected failure exits 1 with one line,
+never a traceback.
 """
 from __future__ import annotations
 
@@ -32,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     verbs.add_parser("models", help="list the embedded models and those in the local HF cache")
     verbs.add_parser("kinds", help="list the analysis kinds, their fields and tables")
+    sets = verbs.add_parser("datasets", help="prompt sets: add one from a file, or list them")
+    set_verbs = sets.add_subparsers(dest="action", required=True)
+    add = set_verbs.add_parser("add", help="check a JSONL or CSV file of rows and store it; prints "
+                                           "its reference sha256:<hex> alone on stdout's last line")
+    add.add_argument("file", type=Path)
+    set_verbs.add_parser("list", help="the shipped sets and those in the store, as JSON")
     return parser
 
 
@@ -78,6 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.verb == "run":
             document = _run(args)
+        elif args.verb == "datasets":
+            from analyses.runtime import datasets
+
+            if args.action == "add":
+                added = datasets.add(args.file)
+                log.info("stored %s: %d rows (%s)", added.name, len(added.rows), ", ".join(added.fields))
+                print(added.reference)  # the reference alone: a script can take the last line
+                return 0
+            document = {"datasets": datasets.listing()}
         elif args.verb == "models":
             from analyses.runtime.models import available
 

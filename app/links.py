@@ -92,7 +92,8 @@ def parse(raw: dict[str, list[str]], kind: str) -> Parsed:
             return Parsed(error=md_escape(f"this link is for the {page_title(other)} page, not "
                                           f"this one"), other_kind=other)
         return _error(f"kind: this page shows '{kind}', the link asks for {other[:40]!r}")
-    missing = [name for name in CATALOGUE[kind].required if name not in values]
+    from_rows = CATALOGUE[kind].row_fields if values.get("dataset") else ()  # a set's rows give them
+    missing = [name for name in CATALOGUE[kind].required if name not in values and name not in from_rows]
     try:
         if not missing:
             return Parsed(spec=AnalysisSpec.from_mapping(values))

@@ -88,6 +88,7 @@ def rows():
         ("cache, embedded", lambda: speed.cache_row("embedded", "default", ioi_pair(), "all")),
         ("cache, GPT-2-small shape",
          lambda: speed.cache_row("GPT-2-small shape", gpt2_small_shape()[0], gpt2_16())),
+        ("prompt set, embedded", speed.prompt_set_row),
         ("scaling, GPT-2-small shape", lambda: scaling.scaling_rows(*reversed(gpt2_small_shape()))),
         ("cli: fresh-process answers", app_rows.cli_rows),
         ("app: cold start", app_rows.cold_start_rows),

@@ -2,6 +2,8 @@
 torch.mm) on the same model and inputs, in the same run."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 
@@ -181,3 +183,28 @@ def cache_row(label, ref, pair, granularity="resid_pre"):
                t_hit, t_miss, ratio, diff, ">= 50x", ratio >= 50,
                f"{len(hit.tables['effects'])} rows; reference = compute(cache=False) with the "
                "model loaded")
+
+
+def prompt_set_row(name: str = "ioi", granularity: str = "head_out", n: int = 50):
+    """A run over the first `n` rows of a shipped set against looping `compute()` over the
+    same rows (each a single-prompt spec, uncached): what a set run saves today. Both with
+    the embedded model loaded; the means agree exactly (each example is its row's run)."""
+    from analyses.core import datasets as ds
+    from analyses.runtime import datasets
+
+    rows = ds.shipped(name).rows[:n]
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    reference = datasets.add_bytes(data, f"{name}-{n}.jsonl").reference
+    spec = AnalysisSpec(kind="activation_patching", dataset=reference, granularity=granularity)
+    compute(spec, cache=False)  # warm-up: the model is loaded
+    t_set, result = timed(lambda: compute(spec, cache=False))
+    singles = [spec.for_row(r) for r in rows]
+    t_loop, looped = timed(lambda: [compute(s, cache=False) for s in singles])
+    mine = result.tables["effects"].groupby("example")["raw"].apply(list)
+    diff = max(float(np.abs(np.array(mine[i]) - looped[i].tables["effects"].raw.to_numpy()).max())
+               for i in range(len(rows)) if i in mine.index)
+    ratio = t_loop / t_set
+    return row(f"prompt set: {name} ({n} rows) {granularity} vs looping compute(), embedded", t_set, t_loop,
+               ratio, diff, ">= 3x", ratio >= 3, f"{result.meta['n_examples']} examples run, "
+               f"{result.meta['n_skipped']} skipped; rows run one after another in one job (not yet "
+               "several per forward pass)")

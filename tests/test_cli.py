@@ -54,3 +54,36 @@ def test_logit_lens_on_stories260k_prints_the_documented_json(stories260k_dir, t
     assert set(rows[0]) >= {"layer", "layer_index", "position", "token", "rank", "token_id",
                             "token_str", "prob", "logit"}
     assert (tmp_path / "lens.top.csv").exists()
+
+
+def test_a_set_added_from_a_file_runs_by_its_reference_and_a_bad_file_stores_nothing(tmp_path, tiny_gpt2_dir):
+    env = {"ANALYSES_CACHE": str(tmp_path / "cache.duckdb")}
+    good = tmp_path / "pairs.jsonl"
+    good.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"prompt": "When Mary and John went to the store", "token": " John"},
+        {"prompt": "Once upon a time", "token": " a"}]))
+    done = run_cli("datasets", "add", str(good), env_extra=env)
+    assert done.returncode == 0, done.stderr
+    reference = done.stdout.strip().splitlines()[-1]
+    assert reference.startswith("sha256:") and len(reference) == 7 + 64
+    listed = json.loads(run_cli("datasets", "list", env_extra=env).stdout)["datasets"]
+    assert {"ioi", "facts", "induction", "needle"} <= {d["dataset"] for d in listed if d["origin"] == "shipped"}
+    assert [d["reference"] for d in listed if d["origin"] == "stored"] == [reference]
+    done = run_cli("run", "--spec", f"kind=logit_lens&model={tiny_gpt2_dir}&dataset={reference}&top_k=1",
+                   env_extra=env)
+    assert done.returncode == 0, done.stderr
+    tables = json.loads(done.stdout)["tables"]
+    assert {"targets", "targets_summary", "examples", "skipped"} <= set(tables)
+    assert {row["example"] for row in tables["targets"]} == {0, 1}
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "fine"}\n{"prompt": "broken"\n')
+    done = run_cli("datasets", "add", str(bad), env_extra=env)
+    assert done.returncode == 2 and done.stdout == ""
+    assert "line 2: not valid JSON" in done.stderr and "Traceback" not in done.stderr
+    junk = tmp_path / "junk.jsonl"
+    junk.write_bytes(b"x" * (10 * 2**20))
+    done = run_cli("datasets", "add", str(junk), env_extra=env)
+    assert done.returncode == 2 and "holds at most" in done.stderr
+    listed = json.loads(run_cli("datasets", "list", env_extra=env).stdout)["datasets"]
+    assert [d["reference"] for d in listed if d["origin"] == "stored"] == [reference]  # nothing more

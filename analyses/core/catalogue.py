@@ -49,10 +49,21 @@ class Kind:
     # checked item by item for fields in `list_fields`)
     choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
     list_fields: tuple[str, ...] = ()
+    # with `dataset=`: the input fields each row of the set gives (the spec gives the rest)
+    row_fields: tuple[str, ...] = ()
 
     @property
     def fields(self) -> tuple[str, ...]:
         return (*self.required, *self.optional)
+
+    @property
+    def set_tables(self) -> dict[str, tuple[str, ...]]:
+        """A run over a prompt set's tables and the columns each must have: every table with
+        `example`, a summary of it, and the examples and skipped rows
+        (`analyses/kinds/sets.py`)."""
+        tables = {name: ("example", *columns) for name, columns in self.tables.items()}
+        tables.update({f"{name}_summary": ("mean", "sem", "ci_low", "ci_high", "n") for name in self.tables})
+        return {**tables, "examples": ("example",), "skipped": ("example", "reason", "row")}
 
     def run_function(self) -> Callable:
         """The function that runs this kind (imports its module: torch and the rest)."""
@@ -112,7 +123,8 @@ KINDS: tuple[Kind, ...] = (
         runner="analyses.kinds.logit_lens:run",
         figures="analyses.figures.logit_lens:figures",
         required=("prompt",),
-        optional=("top_k", "token", "final_norm"),
+        optional=("top_k", "token", "final_norm", "dataset"),
+        row_fields=("prompt", "token"),
         tables={"top": ("layer", "layer_index", "position", "token", "rank", "token_id",
                         "token_str", "prob", "logit"),
                 "targets": ("layer", "layer_index", "position", "token_id", "token_str", "rank",
@@ -145,7 +157,8 @@ KINDS: tuple[Kind, ...] = (
         runner="analyses.kinds.activation_patching:run",
         figures="analyses.figures.activation_patching:figures",
         required=("clean", "corrupted", "answer", "wrong"),
-        optional=("granularity", "layer"),
+        optional=("granularity", "layer", "dataset"),
+        row_fields=("clean", "corrupted", "answer", "wrong"),
         tables={"effects": ("granularity", "layer", "position", "head", "value", "raw",
                             "sender_layer", "sender_head", "receiver_input")},
         defaults={"granularity": "resid_pre"},
@@ -174,7 +187,8 @@ KINDS: tuple[Kind, ...] = (
         runner="analyses.kinds.dla:run",
         figures="analyses.figures.dla:figures",
         required=("prompt", "answer"),
-        optional=("wrong",),
+        optional=("wrong", "dataset"),
+        row_fields=("prompt", "answer", "wrong"),
         tables={"contributions": ("component", "layer", "head", "value")},
     ),
     Kind(
@@ -185,7 +199,8 @@ KINDS: tuple[Kind, ...] = (
         runner="analyses.kinds.attribution_patching:run",
         figures="analyses.figures.attribution_patching:figures",
         required=("clean", "corrupted", "answer", "wrong"),
-        optional=("layer", "exact", "qk_fix", "graddrop"),
+        optional=("layer", "exact", "qk_fix", "graddrop", "dataset"),
+        row_fields=("clean", "corrupted", "answer", "wrong"),
         tables={"attributions": ("node", "layer", "position", "head", "atp", "exact"),
                 "agreement": ("node", "pearson", "spearman", "top10_overlap", "n_nodes", "n_signal")},
         defaults={"qk_fix": False, "graddrop": False},

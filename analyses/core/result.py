@@ -23,7 +23,8 @@ class Result:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        declared = CATALOGUE[self.spec.kind].tables
+        kind = CATALOGUE[self.spec.kind]
+        declared = kind.set_tables if self.spec.dataset is not None else kind.tables
         for name, frame in self.tables.items():
             if name not in declared:
                 raise ValueError(f"{self.spec.kind} declares no table {name!r}")
@@ -51,4 +52,8 @@ class Result:
         Every figure has the workbench's template (`figures.layout.TEMPLATE`)."""
         from analyses.figures.layout import house_style
 
+        if self.spec.dataset is not None:  # a prompt set's result: means, intervals, examples
+            from analyses.figures import sets
+
+            return house_style(sets.figures(self))
         return house_style(CATALOGUE[self.kind].figures_function()(self, **view))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields, replace
 from urllib.parse import quote, unquote_plus
 
 from .catalogue import CATALOGUE
+from .datasets import check_name as check_dataset_name
 from .errors import SpecError
 
 TEXT, INT, BOOL = "text", "int", "bool"
@@ -57,6 +58,9 @@ FIELDS: dict[str, FieldInfo] = {
     "graddrop": FieldInfo(BOOL, "attribution patching: AtP* GradDrop, average |AtP| over backward "
                                 "passes that each drop one layer's gradient (1)"),
     "ablate": FieldInfo(BOOL, "heads: mean-ablate the top heads and report the drop (1)"),
+    "dataset": FieldInfo(TEXT, "a prompt set to run over instead of one prompt: a shipped set "
+                               "(ioi, facts, induction, needle) or sha256:<hex> of one added with "
+                               "`python -m analyses datasets add`"),
 }
 MAX_TEXT_CHARS = 20_000  # a spec is a link: longer text is surely a mistake
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -84,6 +88,7 @@ class AnalysisSpec:
     qk_fix: bool | None = None
     graddrop: bool | None = None
     ablate: bool | None = None
+    dataset: str | None = None
 
     def __post_init__(self):
         for name, info in FIELDS.items():
@@ -92,7 +97,15 @@ class AnalysisSpec:
                 _check_value(name, info, value)
         analysis = CATALOGUE[self.kind]
         given = {f.name for f in fields(self) if getattr(self, f.name) is not None} - {"kind", "model"}
-        missing = [name for name in analysis.required if name not in given]
+        from_rows: set[str] = set()
+        if self.dataset is not None and "dataset" in analysis.optional:
+            check_dataset_name(self.dataset)
+            from_rows = set(analysis.row_fields)
+            doubled = sorted(given & from_rows, key=list(FIELDS).index)
+            if doubled:
+                raise SpecError(doubled[0], f"comes from each row of the dataset; leave it out of a "
+                                            f"spec with dataset= (the rows give: {', '.join(analysis.row_fields)})")
+        missing = [name for name in analysis.required if name not in given | from_rows]
         if missing:
             raise SpecError(missing[0], f"required for kind '{self.kind}' but missing")
         extra = sorted(given - set(analysis.required) - set(analysis.optional))
@@ -111,6 +124,18 @@ class AnalysisSpec:
     # --- the set fields, in canonical order --------------------------------------------
     def items(self) -> list[tuple[str, object]]:
         return [(n, getattr(self, n)) for n in FIELDS if getattr(self, n) is not None]
+
+    def for_row(self, row: dict[str, str]) -> AnalysisSpec:
+        """The single-prompt spec of one row of this spec's dataset (checked as any spec is):
+        the row's input fields for this kind; a pair row's `clean` as a single-prompt kind's
+        `prompt`, and its `answer`/`wrong` as the logit lens's target tokens."""
+        kind = CATALOGUE[self.kind]
+        given = {name: row[name] for name in kind.row_fields if name in row}
+        if "prompt" in kind.row_fields and "prompt" not in row and "clean" in row:
+            given["prompt"] = row["clean"]
+        if "token" in kind.row_fields and "token" not in row and "answer" in row:
+            given["token"] = ",".join(row[name] for name in ("answer", "wrong") if name in row)
+        return replace(self, dataset=None, **given)
 
     def with_defaults(self) -> AnalysisSpec:
         """The same spec with the kind's defaults filled in: what actually runs."""

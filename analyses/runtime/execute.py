@@ -37,11 +37,23 @@ def execute(spec: AnalysisSpec, device: str | None = None, dtype: str = "float32
             on_running: Callable[[], None] = lambda: None) -> Execution:
     """Run `spec` here. `model_lock(fingerprint)` is held while the analysis runs (hooks
     live on the shared model); `on_running()` is called once it is held."""
+    prompt_set = None
+    if spec.dataset is not None:  # read (and checked) before any model is loaded
+        from analyses.runtime.datasets import resolve
+
+        prompt_set = resolve(spec.dataset)
     progress(0.0, f"loading {spec.model}")
     import_model_stack()  # one thread at a time: transformers' lazy names are not thread-safe
     model = models.load(spec.model, device=device, dtype=dtype)
     kind = catalogue[spec.kind]
     run = kind.run_function()
+    if prompt_set is not None:
+        from analyses.kinds import sets
+
+        run_one = run
+
+        def run(model, spec, progress):
+            return sets.run(run_one, model, spec, prompt_set, progress)
     with model_lock(model.fingerprint) if model_lock else nullcontext():
         on_running()
         progress(0.0, "running")

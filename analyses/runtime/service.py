@@ -21,9 +21,15 @@ from analyses.runtime import models
 
 
 def result_key(spec: AnalysisSpec, dtype: str = "float32") -> str:
-    """Content key: kind, analysis version, model content (+ dtype), inputs and params."""
+    """Content key: kind, analysis version, model content (+ dtype), inputs and params, and a
+    prompt set's content (a shipped set named `ioi` is keyed by what its file holds)."""
     version = CATALOGUE[spec.kind].version
-    return spec.content_key(f"{models.fingerprint(spec.model)}/{dtype}", version)
+    content = f"{models.fingerprint(spec.model)}/{dtype}"
+    if spec.dataset is not None:
+        from analyses.runtime.datasets import resolve
+
+        content += f"/{resolve(spec.dataset).reference}"
+    return spec.content_key(content, version)
 
 
 def cached(spec: AnalysisSpec, dtype: str = "float32", store=None) -> Result | None:

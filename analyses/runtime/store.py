@@ -35,6 +35,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from analyses.core.datasets import PromptSet, canonical_json
 from analyses.core.jsonable import jsonable
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
@@ -55,6 +56,16 @@ CREATE TABLE IF NOT EXISTS results (
     tables_json VARCHAR NOT NULL,
     meta_json VARCHAR NOT NULL
 )"""
+# prompt sets a user added (the spec's dataset=sha256:<hex>), by content
+DATASETS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS datasets (
+    reference VARCHAR PRIMARY KEY,
+    name VARCHAR NOT NULL,
+    n_rows INTEGER NOT NULL,
+    fields VARCHAR NOT NULL,
+    rows_json VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL
+)"""
 _LIBRARIES = ("torch", "transformer-lens", "transformers", "duckdb")
 
 
@@ -66,8 +77,10 @@ def library_versions() -> dict[str, str]:
     return {name: version(name) for name in _LIBRARIES}
 
 
-def table_name(kind: str, table: str, analysis_version: int) -> str:
-    name = f"tbl_{kind}_{table}_v{analysis_version}"
+def table_name(kind: str, table: str, analysis_version: int, over_set: bool = False) -> str:
+    """The store's table of a kind's table; a run over a prompt set (its tables carry
+    `example` and summaries) has tables of its own: `tbl_<kind>_set_<table>_v<n>`."""
+    name = f"tbl_{kind}_{'set_' if over_set else ''}{table}_v{analysis_version}"
     if not re.fullmatch(r"[a-z0-9_]+", name):  # names come from the catalogue, never from users
         raise ValueError(f"unsafe table name {name!r}")
     return name
@@ -88,6 +101,7 @@ class Store:
         try:
             conn = duckdb.connect(str(self.path))
             conn.execute(SCHEMA)
+            conn.execute(DATASETS_SCHEMA)
             return conn
         except duckdb.IOException as err:
             if "lock" in str(err).lower():
@@ -118,6 +132,7 @@ class Store:
                     part.rename(Path(str(aside) + suffix))
             conn = duckdb.connect(str(self.path))
             conn.execute(SCHEMA)
+            conn.execute(DATASETS_SCHEMA)
             return conn
         except (duckdb.Error, OSError) as again:
             self.problem = f"cache {self.path} is unusable ({again}); computing without it"
@@ -145,14 +160,15 @@ class Store:
         if row is None:
             return None
         kind, spec_json, analysis_version, tables_json, meta_json = row
+        spec = AnalysisSpec.from_json(spec_json)
         tables = {}
         for table in json.loads(tables_json):
-            name = table_name(kind, table, analysis_version)
+            name = table_name(kind, table, analysis_version, over_set=spec.dataset is not None)
             frame = cur.execute(f"SELECT * EXCLUDE (result_key, row_index) FROM {name} "
                                 "WHERE result_key = ? ORDER BY row_index", [key]).df()
             tables[table] = frame
         meta = dict(json.loads(meta_json), cache_hit=True)
-        return Result(spec=AnalysisSpec.from_json(spec_json), tables=tables, meta=meta)
+        return Result(spec=spec, tables=tables, meta=meta)
 
     def __contains__(self, key: str) -> bool:
         return self.available and self._cursor().execute(
@@ -192,7 +208,8 @@ class Store:
         cur.execute("BEGIN TRANSACTION")
         try:
             for table, frame in result.tables.items():
-                self._insert_table(cur, key, table_name(result.kind, table, analysis_version), frame)
+                self._insert_table(cur, key, table_name(result.kind, table, analysis_version,
+                                                        over_set=result.spec.dataset is not None), frame)
             cur.execute(
                 "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [key, result.kind, result.spec.to_json(), result.spec.model, model_fingerprint,
@@ -219,6 +236,38 @@ class Store:
             cur.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {view}")
         finally:
             cur.unregister(view)
+
+    # --- prompt sets -----------------------------------------------------------
+    def put_dataset(self, prompt_set: PromptSet) -> bool:
+        """Keep `prompt_set` under its reference (again: nothing to do). False when nothing
+        can be stored here (read-only, absent)."""
+        if not self.available or self.read_only:
+            return False
+        with self._write_lock:
+            cur = self._cursor()
+            ref = prompt_set.reference
+            if cur.execute("SELECT 1 FROM datasets WHERE reference = ?", [ref]).fetchone():
+                return True
+            cur.execute("INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?)",
+                        [ref, prompt_set.name, len(prompt_set.rows), ",".join(prompt_set.fields),
+                         canonical_json(prompt_set.rows), datetime.now(UTC).replace(tzinfo=None)])
+        return True
+
+    def get_dataset(self, reference: str) -> PromptSet | None:
+        if not self.available:
+            return None
+        row = self._cursor().execute("SELECT name, rows_json FROM datasets WHERE reference = ?",
+                                     [reference]).fetchone()
+        if row is None:
+            return None
+        return PromptSet(name=row[0], rows=tuple(json.loads(row[1])))
+
+    def dataset_rows(self) -> list[dict]:
+        if not self.available:
+            return []
+        found = self._cursor().execute("SELECT name, reference, n_rows, fields FROM datasets "
+                                       "ORDER BY created_at").fetchall()
+        return [{"dataset": n, "reference": r, "rows": k, "fields": f} for n, r, k, f in found]
 
     def close(self) -> None:
         if self._conn is not None:

@@ -41,6 +41,14 @@ class Field:
     placeholder: str | None = None
 
 
+DATASET_FIELD = Field(
+    "dataset", "Prompt set (runs every row instead of the inputs above)",
+    placeholder="e.g. ioi, facts, induction, needle, or sha256:… from `analyses datasets add`",
+    help="A set of rows with this page's inputs: the shipped ioi, facts, induction and needle "
+         "sets, or one added with `python -m analyses datasets add FILE` (its sha256: "
+         "reference). Means with 95% intervals over the rows; the inputs above are ignored.")
+
+
 class SpecForm:
     """The widgets of one kind's spec fields, the Run button, and their URL round trip."""
 
@@ -52,7 +60,8 @@ class SpecForm:
         if unknown:
             raise ValueError(f"{kind} takes no field {unknown[0]!r} (it takes {accepted})")
         listed = {f.name for f in fields}
-        self.fields = [*fields, *(Field(name) for name in accepted if name not in listed)]
+        self.fields = [*fields, *(DATASET_FIELD if name == "dataset" else Field(name)
+                                  for name in accepted if name not in listed)]
 
     # --- session state keys ---------------------------------------------------------
     def key(self, name: str) -> str:
@@ -131,6 +140,8 @@ class SpecForm:
                 value = value if value and value.strip() else None  # leading spaces kept
             if value is not None:
                 values[f.name] = value
+        if values.get("dataset"):  # the set's rows give the inputs: the single-prompt ones step aside
+            values = {k: v for k, v in values.items() if k not in self.analysis.row_fields}
         return AnalysisSpec(kind=self.kind, model=chosen_model(), **values)
 
     def _on_run(self) -> None:

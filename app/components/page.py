@@ -32,6 +32,7 @@ from app.components.model_picker import chosen_model, engine_caption, model_pick
 from app.components.plot import plot
 from app.components.presets import Preset, presets_for
 from app.components.run import run_spec
+from app.components.set_view import set_sections
 from app.components.share_link import share_box, snippet_box
 
 Section = Callable[[], None]  # draws Streamlit elements itself, in its place among the figures
@@ -80,7 +81,7 @@ def analysis_page(kind: str, *, intro: str, fields: list[Field], draw: Draw) -> 
     engine_caption()  # after the run: the device and dtype are known now
     if result is None:
         return
-    show_result(spec, result, draw(result))
+    show_result(spec, result, set_sections(result) if spec.dataset is not None else draw(result))
 
 
 def preset_buttons(kind: str) -> None:

@@ -728,3 +728,33 @@ def test_the_first_paint_starts_the_model_stack_loading_in_the_background(tmp_pa
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["painted"] and seen["warm"] and seen["rows"] > 0
+
+
+@needs_default_model
+def test_a_prompt_set_link_shows_means_with_intervals_and_opens_one_example(tmp_path):
+    import plotly.io as pio
+
+    from analyses.core import datasets as ds
+    from analyses.runtime import datasets
+
+    rows = list(ds.shipped("ioi").rows[:5]) + [dict(ds.shipped("ioi").rows[5], answer=" Eva Carl")]
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    reference = datasets.add_bytes(data, "five.jsonl").reference
+    at = open_page(PAGES["activation_patching"],
+                   spec_query("activation_patching", "default", dataset=reference, granularity="head_out"))
+    assert_clean(at)
+    assert not at.error, errors(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {"Examples run": "5", "Rows skipped": "1"}
+    warnings = [w.value.replace("\\", "") for w in at.warning]
+    assert any("row 5" in w and "tokens" in w for w in warnings), warnings  # the skipped row, why
+
+    [chart] = figures(at)
+    bars, dots = pio.from_json(json.dumps(chart)).data  # (arrays come binary-encoded)
+    assert bars.type == "bar" and bars.error_x.array is not None and dots.mode == "markers"
+    assert len(dots.y) == 5 * len(bars.y)  # every example beside every component
+    assert bars.y[0] == "head_out · layer 0 · head 0"  # the card's IOI head restores the most
+    example = at.selectbox(key="activation_patching:set:example")
+    assert example.options[0].startswith("0: ")
+    [button] = at.get("link_button")
+    assert "clean=" in button.proto.url and "dataset=" not in button.proto.url

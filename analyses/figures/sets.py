@@ -1,0 +1,91 @@
+"""Figures of a run over a prompt set: for each summary, the components with the largest
+mean, each with its 95% interval and every example's own value beside it.
+
+A mean hides how the examples spread (some prompts may even go the other way), so each
+component's row shows the mean as a bar, the interval as an error bar, and the examples
+as dots; hovering a dot names its example, whose single-prompt run is one link away.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from analyses.figures.layout import title
+from analyses.figures.text import plot_text
+
+TOP = 20  # components shown per summary, by |mean|
+# per kind: summary table -> (its per-example table, the per-example value shown as dots, unit)
+SHOWN = {
+    "activation_patching": {"effects_summary": ("effects", "value", "share of the clean logit difference restored")},
+    "attribution_patching": {"attributions_summary": ("attributions", "atp", "AtP estimate (logit difference)")},
+    "dla": {"contributions_summary": ("contributions", "value", "direct contribution (logits)")},
+    "logit_lens": {"targets_summary": ("targets", "prob", "probability at the last position")},
+}
+LABEL_KEYS = ("granularity", "component", "node", "layer", "head", "position", "target",
+              "sender_layer", "sender_head", "receiver_input", "n_tokens")
+
+
+def figures(result) -> dict[str, go.Figure]:
+    shown = {}
+    for summary_name, (table, value, unit) in SHOWN.get(result.kind, {}).items():
+        if summary_name in result.tables and len(result.tables[summary_name]):
+            shown[summary_name] = top_components_chart(result.tables[summary_name], result.tables[table],
+                                                       value, unit, result.meta.get("n_examples"))
+    return shown
+
+
+def component_labels(frame: pd.DataFrame) -> list[str]:
+    """A short label per row from whichever key columns it has (NaN keys left out)."""
+    keys = [k for k in LABEL_KEYS if k in frame.columns]
+
+    def label(row) -> str:
+        parts = []
+        for key in keys:
+            value = row[key]
+            if value is None or value == "" or (isinstance(value, float) and np.isnan(value)) or value == -1:
+                continue
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            parts.append(f"{key} {value}" if key not in ("granularity", "component", "node") else str(value))
+        return plot_text(" · ".join(parts))
+
+    return [label(row) for _, row in frame.iterrows()]
+
+
+def top_components_chart(summary: pd.DataFrame, per_example: pd.DataFrame, value: str, unit: str,
+                         n_examples: int | None = None) -> go.Figure:
+    """The TOP rows of `summary` by |mean|: bar = mean, error bar = 95% interval, dots = the
+    examples' own `value` for that row (matched on the summary's key columns)."""
+    keys = [c for c in summary.columns if c not in ("mean", "sem", "ci_low", "ci_high", "n")]
+    top = summary.reindex(summary["mean"].abs().sort_values(ascending=False).index).head(TOP)
+    labels = component_labels(top[keys])
+    fig = go.Figure(go.Bar(
+        y=labels, x=top["mean"], orientation="h", name="mean over the examples", marker={"color": "#4C78A8"},
+        error_x={"type": "data", "symmetric": False, "array": top["ci_high"] - top["mean"],
+                 "arrayminus": top["mean"] - top["ci_low"], "color": "#333"},
+        customdata=np.stack([top["ci_low"], top["ci_high"], top["n"]], axis=-1),
+        hovertemplate="%{y}<br>mean %{x:.4g}<br>95% interval %{customdata[0]:.4g} to %{customdata[1]:.4g}"
+                      "<br>n = %{customdata[2]}<extra></extra>"))
+    shared = [k for k in keys if k in per_example.columns]
+    if "position" in per_example.columns and "position" not in keys:  # summarised at the last position
+        per_example = per_example[per_example["position"] == per_example["n_tokens"] - 1]
+    if "position" in per_example.columns and "n_tokens" in shared:  # as the summary groups them:
+        per_example = per_example.assign(  # position-free rows (position -1) pool every length
+            n_tokens=per_example["n_tokens"].where(per_example["position"] >= 0, -1))
+    dots = per_example.merge(top[shared].assign(_label=labels), on=shared, how="inner")
+    if len(dots):
+        fig.add_trace(go.Scatter(
+            y=dots["_label"], x=dots[value], mode="markers", name="each example",
+            marker={"color": "rgba(60,60,60,0.35)", "size": 6}, customdata=dots["example"],
+            hovertemplate="example %{customdata}: %{x:.4g}<extra></extra>"))
+    note = (f"{TOP if len(summary) > TOP else len(summary)} of {len(summary)} by |mean|; bars: the mean with its "
+            f"95% interval; dots: each example" + (f" (n = {n_examples})" if n_examples else ""))
+    fig.update_layout(
+        title=title("Largest effects over the prompt set", note),
+        xaxis={"title": {"text": plot_text(unit)}, "zeroline": True, "zerolinecolor": "#888"},
+        yaxis={"title": {"text": "component"}, "autorange": "reversed", "type": "category"},
+        height=max(320, 24 * len(top) + 160), margin={"l": 220, "r": 20, "t": 80, "b": 60},
+        legend={"orientation": "h", "y": -0.15},
+    )
+    return fig

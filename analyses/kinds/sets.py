@@ -1,0 +1,143 @@
+"""A kind run over a prompt set (`dataset=`): every row as its own spec, then per-example
+tables, summaries with 95% intervals, and the rows that could not run.
+
+A row gives the kind's input fields (`Kind.row_fields`, read by `AnalysisSpec.for_row`): a
+pair row (`clean`, …) serves a single-prompt kind through its clean prompt, and a row's
+`answer`/`wrong` serve the logit lens as its target tokens. The model is loaded once; each
+row runs through the kind's own runner, so a set's example equals its row's single-prompt
+run exactly.
+
+Tables of a set run:
+- each per-example table of the kind, with `example` (the row's index in the set) first and,
+  for position-indexed tables, `n_tokens`; the logit lens's `targets` also gets `target`, the
+  target's place in its row's list (0: the answer, 1: wrong);
+- `<table>_summary`: the same keys plus `mean`, `sem`, `ci_low`, `ci_high` (95%, Student's t)
+  and `n`. Position-indexed rows are grouped by `n_tokens`: a position means the same only in
+  prompts of one length (position-free rows, position -1, have `n_tokens` -1 and pool every
+  example). Activation patching normalises like Wang et al. 2022: (mean patched
+  − mean corrupted) / (mean clean − mean corrupted) over a group's examples, its interval that
+  of the mean patched logit difference mapped the same way; each example's own normalised
+  value stays in `effects.value`;
+- `examples`: each example's inputs (and, for patching, its two baselines);
+- `skipped`: rows that could not run (a multi-token answer, pair lengths that differ for this
+  model, no logit gap between clean and corrupted), with the reason; the rest still run.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pandas as pd
+
+from analyses.core.catalogue import CATALOGUE
+from analyses.core.datasets import PromptSet
+from analyses.core.errors import SpecError, UserError
+from analyses.core.progress import Progress, silent
+from analyses.core.result import Result
+from analyses.core.spec import AnalysisSpec
+from analyses.core.summary import summarise
+
+MIN_LOGIT_GAP = 1e-3  # |clean − corrupted| logit difference below this: nothing to restore
+
+
+@dataclass(frozen=True)
+class Summary:
+    keys: tuple[str, ...]  # what identifies a row across examples
+    value: str  # the column averaged
+    wang: bool = False  # normalise the mean by the group's mean baselines (patching)
+    last_position: bool = False  # only each prompt's last position (then lengths may differ)
+
+
+SUMMARIES: dict[str, dict[str, Summary]] = {
+    "activation_patching": {"effects": Summary(
+        ("granularity", "layer", "position", "head", "sender_layer", "sender_head", "receiver_input"),
+        "raw", wang=True)},
+    "attribution_patching": {"attributions": Summary(("node", "layer", "position", "head"), "atp")},
+    "dla": {"contributions": Summary(("component", "layer", "head"), "value")},
+    "logit_lens": {"targets": Summary(("layer", "layer_index", "target"), "prob", last_position=True)},
+}
+SKIPPED_COLUMNS = ("example", "reason", "row")
+
+
+def run(run_one, model, spec: AnalysisSpec, prompt_set: PromptSet, progress: Progress = silent) -> Result:
+    """`run_one(model, spec, progress)` on every row of `prompt_set`; see the module docstring."""
+    per_table: dict[str, list[pd.DataFrame]] = {}
+    examples, skipped = [], []
+    n_rows = len(prompt_set.rows)
+    for i, row in enumerate(prompt_set.rows):
+        progress(i / n_rows, f"example {i + 1} of {n_rows}")
+        try:
+            single = spec.for_row(row)
+            result = run_one(model, single, silent)
+            _check_gap(result)
+        except UserError as err:  # a bad row: named, and the run goes on
+            skipped.append({"example": i, "reason": str(err), "row": json.dumps(row, ensure_ascii=False)})
+            continue
+        n_tokens = result.meta.get("n_tokens")
+        inputs = {name: getattr(single, name) for name in CATALOGUE[spec.kind].row_fields}
+        examples.append({"example": i, **inputs, **_baselines(result), "n_tokens": n_tokens})
+        for name, frame in result.tables.items():
+            frame = frame.copy()
+            frame.insert(0, "example", i)
+            if "position" in frame.columns:
+                frame.insert(1, "n_tokens", n_tokens if n_tokens is not None else frame["position"].max() + 1)
+            if name == "targets":  # which of the row's targets (0: its answer, 1: wrong, ...)
+                frame["target"] = pd.factorize(frame["token_id"])[0]
+            per_table.setdefault(name, []).append(frame)
+    if not examples:
+        first = skipped[0]["reason"] if skipped else "the set has no rows"
+        raise SpecError("dataset", f"no row of {prompt_set.name} could run ({len(skipped)} skipped; "
+                                   f"the first: {first})")
+    tables = {name: pd.concat(frames, ignore_index=True) for name, frames in per_table.items()}
+    frame_of_examples = pd.DataFrame(examples)
+    for name, summary in SUMMARIES.get(spec.kind, {}).items():
+        if name in tables:
+            tables[f"{name}_summary"] = summary_table(tables[name], summary, frame_of_examples)
+    tables["examples"] = frame_of_examples
+    tables["skipped"] = pd.DataFrame(skipped, columns=SKIPPED_COLUMNS)
+    progress(1.0, "done")
+    meta = {"dataset": prompt_set.name, "dataset_reference": prompt_set.reference,
+            "n_examples": len(examples), "n_skipped": len(skipped), "n_rows": n_rows}
+    return Result(spec=spec, tables=tables, meta=meta)
+
+
+def _baselines(result: Result) -> dict:
+    meta = result.meta
+    return {k: meta[k] for k in ("clean_baseline", "corrupted_baseline") if k in meta}
+
+
+def _check_gap(result: Result) -> None:
+    clean, corrupted = result.meta.get("clean_baseline"), result.meta.get("corrupted_baseline")
+    if clean is not None and corrupted is not None and abs(clean - corrupted) < MIN_LOGIT_GAP:
+        raise SpecError("dataset", f"no logit gap between clean ({clean:.4g}) and corrupted "
+                                   f"({corrupted:.4g}): nothing for a patch to restore")
+
+
+def summary_table(frame: pd.DataFrame, summary: Summary, examples: pd.DataFrame) -> pd.DataFrame:
+    keys = [k for k in summary.keys if k in frame.columns]
+    if summary.last_position and "position" in frame.columns:
+        frame = frame[frame["position"] == frame["n_tokens"] - 1]
+        keys = [k for k in keys if k != "position"]
+    if "position" in keys:  # a position means the same only within one prompt length
+        by_position = frame["position"] >= 0  # position-free cells (heads over all positions): -1
+        frame = frame.assign(n_tokens=frame["n_tokens"].where(by_position, -1))
+        keys = ["n_tokens", *keys]
+    table = summarise(frame, keys, summary.value)
+    return _wang(table, frame, keys, examples) if summary.wang else table
+
+
+def _wang(table: pd.DataFrame, frame: pd.DataFrame, keys: list[str], examples: pd.DataFrame) -> pd.DataFrame:
+    """Normalise each group's mean patched logit difference (and its interval) by the mean
+    clean and corrupted baselines of the group's examples."""
+    baselines = examples.set_index("example")[["clean_baseline", "corrupted_baseline"]]
+    members = frame.groupby(keys, dropna=False, sort=False)["example"].apply(lambda e: sorted(set(e)))
+    clean = [baselines.loc[m, "clean_baseline"].mean() for m in members]
+    corrupted = [baselines.loc[m, "corrupted_baseline"].mean() for m in members]
+    gap = pd.Series(clean).to_numpy() - pd.Series(corrupted).to_numpy()
+    out = table.copy()
+    for column in ("mean", "ci_low", "ci_high"):
+        out[column] = (out[column].to_numpy() - corrupted) / gap
+    out["sem"] = out["sem"].to_numpy() / abs(gap)
+    flipped = gap < 0  # a negative gap swaps the interval's ends
+    out.loc[flipped, ["ci_low", "ci_high"]] = out.loc[flipped, ["ci_high", "ci_low"]].to_numpy()
+    return out

@@ -1,0 +1,110 @@
+"""A kind over a prompt set: each example equals its row's single-prompt run, the summaries
+are the examples' means with Student-t intervals (patching normalised like Wang et al.), and
+rows that cannot run are named in `skipped` while the rest run."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analyses import AnalysisSpec, compute
+from analyses.core import datasets as ds
+from analyses.core.summary import t975
+from analyses.runtime import datasets
+from analyses.runtime.models import EMBEDDED_ROOT
+
+needs_embedded = pytest.mark.skipif(not (EMBEDDED_ROOT / "tiny-circuits" / "config.json").is_file(),
+                                    reason="the embedded model data/models/tiny-circuits is missing")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("ANALYSES_CACHE", str(tmp_path / "cache.duckdb"))
+
+
+def added(rows) -> str:
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    return datasets.add_bytes(data, "test.jsonl").reference
+
+
+IOI = list(ds.shipped("ioi").rows[:6])
+
+
+@needs_embedded
+def test_activation_patching_over_a_set_equals_its_rows_run_one_by_one():
+    ref = added(IOI)
+    spec = AnalysisSpec(kind="activation_patching", dataset=ref, granularity="head_out")
+    result = compute(spec)
+    effects, summary = result.tables["effects"], result.tables["effects_summary"]
+    assert set(result.tables) == {"effects", "effects_summary", "examples", "skipped"}
+    assert sorted(effects.example.unique()) == list(range(len(IOI))) and result.tables["skipped"].empty
+    for i, row in enumerate(IOI):
+        single = compute(AnalysisSpec(kind="activation_patching", granularity="head_out", **row))
+        mine = effects[effects.example == i].drop(columns=["example", "n_tokens"]).reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine, single.tables["effects"], check_dtype=False, atol=1e-5)
+    # Wang et al.: (mean patched - mean corrupted) / (mean clean - mean corrupted), per head
+    examples = result.tables["examples"]
+    clean, corrupted = examples.clean_baseline.mean(), examples.corrupted_baseline.mean()
+    raw = effects.pivot_table(index=["layer", "head"], values="raw", aggfunc=list)
+    for (layer, head), values in raw.raw.items():
+        values = np.array(values)
+        row = summary[(summary["layer"] == layer) & (summary["head"] == head)].iloc[0]
+        assert row["mean"] == pytest.approx((values.mean() - corrupted) / (clean - corrupted), abs=1e-6)
+        half = t975(len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)) / abs(clean - corrupted)
+        assert row.ci_high - row.ci_low == pytest.approx(2 * half, abs=1e-6) and row.n == len(values)
+
+
+@needs_embedded
+def test_rows_that_cannot_run_are_skipped_with_their_reason():
+    bad = [dict(IOI[0], answer=" Eva Carl"),  # two tokens
+           dict(IOI[1], corrupted=IOI[1]["corrupted"] + " again"),  # pair lengths differ
+           dict(IOI[2], corrupted=IOI[2]["clean"])]  # no logit gap
+    result = compute(AnalysisSpec(kind="activation_patching", dataset=added([*bad, IOI[3]])))
+    skipped = result.tables["skipped"]
+    assert list(skipped.example) == [0, 1, 2]
+    assert "answer" in skipped.reason[0] and "tokens" in skipped.reason[0]
+    assert "corrupted" in skipped.reason[1]
+    assert "same logit difference" in skipped.reason[2]
+    assert set(result.tables["effects"].example) == {3}
+    assert result.meta["n_skipped"] == 3 and result.meta["n_examples"] == 1
+
+
+@needs_embedded
+def test_the_ioi_set_finds_the_model_cards_ioi_head_with_an_interval_clear_of_zero():
+    """The issue's check: heads whose interval excludes zero include the card's IOI head."""
+    result = compute(AnalysisSpec(kind="activation_patching", dataset="ioi", granularity="head_out"))
+    summary = result.tables["effects_summary"]
+    clear = summary[(summary.ci_low > 0) | (summary.ci_high < 0)]
+    assert (0, 0) in set(zip(clear["layer"], clear["head"]))  # the card's IOI head, L0H0
+    assert summary.n.max() == result.meta["n_examples"] >= 190
+
+
+@needs_embedded
+def test_single_prompt_kinds_read_a_pair_sets_clean_prompts():
+    ref = added(IOI[:3])
+    lens = compute(AnalysisSpec(kind="logit_lens", dataset=ref, top_k=1))
+    targets = lens.tables["targets_summary"]
+    assert set(targets.target) == {0, 1} and (targets.n == 3).all()  # answer and wrong, each example
+    single = compute(AnalysisSpec(kind="logit_lens", prompt=IOI[0]["clean"], top_k=1,
+                                  token=f"{IOI[0]['answer']},{IOI[0]['wrong']}"))
+    mine = lens.tables["targets"]
+    mine = mine[mine.example == 0].drop(columns=["example", "n_tokens", "target"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(mine, single.tables["targets"], check_dtype=False)
+    dla = compute(AnalysisSpec(kind="dla", dataset=ref))
+    contributions = dla.tables["contributions"]
+    by_example = contributions.groupby(["component", "layer", "head"], dropna=False, sort=False)["value"].mean()
+    got = dla.tables["contributions_summary"].set_index(["component", "layer", "head"])["mean"]
+    np.testing.assert_allclose(got.to_numpy(), by_example.to_numpy(), atol=1e-9)
+
+
+@needs_embedded
+def test_the_set_figure_puts_each_examples_own_value_beside_its_mean():
+    result = compute(AnalysisSpec(kind="logit_lens", dataset=added(list(ds.shipped("needle").rows[:4])), top_k=1))
+    bars, dots = result.figures()["targets_summary"].data
+    labels, values = np.array(dots.y), np.array(dots.x)
+    assert len(dots.x) == 4 * len(bars.y)  # one dot per example per component: the last position only
+    for label, mean in zip(bars.y, bars.x):
+        assert values[labels == label].mean() == pytest.approx(mean)
+    answer = result.tables["targets_summary"].query("layer == 'final_post' and target == 0")["mean"].item()
+    wrong = result.tables["targets_summary"].query("layer == 'final_post' and target == 1")["mean"].item()
+    assert answer > 0.5 > wrong  # the model copies the code's first word, not another code word
