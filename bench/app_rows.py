@@ -27,6 +27,18 @@ def _get(url: str) -> tuple[int, str]:
         return response.status, response.read().decode(errors="replace")
 
 
+def _wait_until_served(port: int, started: float, limit_s: float) -> None:
+    """Poll the server's health check until it answers ok, at most `limit_s` after `started`."""
+    while True:
+        if time.perf_counter() - started > limit_s:
+            raise TimeoutError(f"no page served within {limit_s} s")
+        try:
+            if _get(f"http://127.0.0.1:{port}/_stcore/health") == (200, "ok"):
+                return
+        except OSError:
+            time.sleep(0.05)
+
+
 def _browser():
     """A headless Debian Chromium through Playwright, or None where either is missing."""
     chromium = "/usr/bin/chromium"
@@ -78,14 +90,7 @@ def cold_start_rows(limit_s: float = 120.0) -> list[dict]:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               env={**os.environ, "TQDM_DISABLE": "1", "ANALYSES_CACHE": str(cache)})
     try:
-        while True:
-            if time.perf_counter() - started > limit_s:
-                raise TimeoutError(f"no page served within {limit_s} s")
-            try:
-                if _get(f"http://127.0.0.1:{port}/_stcore/health") == (200, "ok"):
-                    break
-            except OSError:
-                time.sleep(0.05)
+        _wait_until_served(port, started, limit_s)
         served = time.perf_counter() - started
         painted = first_result = None
         if opened is not None:
@@ -173,14 +178,7 @@ def cached_link_browser_row(repeats: int = 5, limit_s: float = 120.0) -> dict:
     figure = ".js-plotly-plot .main-svg >> visible=true"
     try:
         started = time.perf_counter()
-        while True:
-            if time.perf_counter() - started > limit_s:
-                raise TimeoutError(f"no page served within {limit_s} s")
-            try:
-                if _get(f"http://127.0.0.1:{port}/_stcore/health") == (200, "ok"):
-                    break
-            except OSError:
-                time.sleep(0.05)
+        _wait_until_served(port, started, limit_s)
         times = []
         for attempt in range(repeats + 1):
             context = opened[1].new_context()
