@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -199,3 +200,29 @@ def test_a_cached_link_loads_only_what_its_figure_needs(server, tiny_model):
             assert page.locator(".workbench-copy pre").first.inner_text().startswith(server)
         finally:
             browser.close()
+
+
+@pytest.mark.slow
+def test_a_set_uploaded_in_the_browser_runs_with_intervals(server, page, tiny_model, tmp_path):
+    rows = [{"prompt": "When Mary and John went to the store, John gave a drink to", "answer": " Mary",
+             "wrong": " John"},
+            {"prompt": "When Mary and John went to the park, John gave a ball to", "answer": " Mary",
+             "wrong": " John"},
+            {"prompt": "When Mary and John went to the store, Mary gave a drink to", "answer": " John",
+             "wrong": " Mary"}]
+    upload = tmp_path / "three.jsonl"
+    upload.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    page.goto(f"{server}/dla?model={quote(str(tiny_model), safe='')}")  # a link that picks the model
+    page.get_by_text("Add a prompt set from a file").click()
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(upload))
+    page.get_by_text("Stored three.jsonl as sha256:").wait_for(timeout=RESULT_TIMEOUT_MS)
+    box = page.get_by_role("textbox", name="Prompt set (runs every row instead of the inputs above)")
+    page.wait_for_function("""() => [...document.querySelectorAll('input')]
+                              .some(i => i.value.startsWith('sha256:'))""", timeout=30_000)
+    reference = box.input_value()
+    page.get_by_test_id("stBaseButton-primaryFormSubmit").click()
+    page.get_by_text("Examples run").wait_for(timeout=RESULT_TIMEOUT_MS)
+    page.wait_for_selector(f"{CHART} .main-svg", timeout=RESULT_TIMEOUT_MS)
+    assert f"dataset={reference.replace(':', '%3A')}" in page.url
+    assert "prompt=" not in page.url  # the set's rows give the inputs
+    page.screenshot(path=tmp_path / "set.png", full_page=True)

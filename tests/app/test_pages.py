@@ -758,3 +758,19 @@ def test_a_prompt_set_link_shows_means_with_intervals_and_opens_one_example(tmp_
     assert example.options[0].startswith("0: ")
     [button] = at.get("link_button")
     assert "clean=" in button.proto.url and "dataset=" not in button.proto.url
+
+
+def test_an_uploaded_set_is_checked_stored_and_named_by_its_reference():
+    from analyses.core.errors import UserError
+    from analyses.runtime import datasets
+    from app.components.set_upload import stored_reference
+
+    good = b'{"prompt": "Once upon a time", "answer": " there"}\n'
+    reference = stored_reference(good, "mine.jsonl")
+    assert datasets.resolve(reference).rows == ({"prompt": "Once upon a time", "answer": " there"},)
+    with pytest.raises(UserError, match="line 2: not valid JSON"):
+        stored_reference(good + b'{"prompt": \n', "bad.jsonl")
+    assert [d["reference"] for d in datasets.listing() if d["origin"] == "stored"] == [reference]
+    at = open_page(PAGES["dla"])
+    assert_clean(at)
+    assert any(e.label.startswith("Add a prompt set") for e in at.expander)
