@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from analyses.figures.layout import title
+from analyses.figures.layout import cells, heatmap, layer_head_axes, title
 from analyses.figures.text import plot_text
 
 TOP = 20  # components shown per summary, by |mean|
@@ -28,6 +28,9 @@ LABEL_KEYS = ("granularity", "component", "node", "layer", "head", "position", "
 
 def figures(result) -> dict[str, go.Figure]:
     shown = {}
+    grid = head_mean_heatmap(result.tables.get("effects_summary"))
+    if grid is not None:
+        shown["mean_by_head"] = grid
     for summary_name, (table, value, unit) in SHOWN.get(result.kind, {}).items():
         if summary_name in result.tables and len(result.tables[summary_name]):
             shown[summary_name] = top_components_chart(result.tables[summary_name], result.tables[table],
@@ -88,4 +91,36 @@ def top_components_chart(summary: pd.DataFrame, per_example: pd.DataFrame, value
         height=max(320, 24 * len(top) + 160), margin={"l": 220, "r": 20, "t": 80, "b": 60},
         legend={"orientation": "h", "y": -0.15},
     )
+    return fig
+
+
+def head_mean_heatmap(summary: pd.DataFrame | None) -> go.Figure | None:
+    """Layer × head grid of the mean effect of patching each whole head (the `head_*`
+    granularities, position-free), on a scale centred at 0; the hover gives each mean's
+    interval and n. None when the summary has no such rows."""
+    if summary is None or "head" not in summary.columns:
+        return None
+    rows = summary[(summary["head"] >= 0) & (summary["position"] < 0)]
+    if "sender_layer" in rows.columns:
+        rows = rows[rows["sender_layer"] < 0]  # not direct paths: those are sender x receiver
+    if rows.empty or rows["granularity"].nunique() != 1:
+        return None
+    grid = rows.pivot_table(index="layer", columns="head", values="mean")
+    low = rows.pivot_table(index="layer", columns="head", values="ci_low").reindex_like(grid)
+    high = rows.pivot_table(index="layer", columns="head", values="ci_high").reindex_like(grid)
+    z = grid.to_numpy(dtype=float)
+    y_ticks, x_ticks = [str(int(v)) for v in grid.index], [str(int(v)) for v in grid.columns]
+    n = int(rows["n"].max())
+
+    def hover(i, j, v):
+        return (f"layer {y_ticks[i]}, head {x_ticks[j]}<br>mean {v:.3f}<br>95% interval "
+                f"{low.iat[i, j]:.3f} to {high.iat[i, j]:.3f}<br>n = {n}")
+
+    fig = go.Figure(heatmap(z, cells(z, hover), signed=True, colorbar="mean restored",
+                            values_in_cells=len(x_ticks) <= 16))
+    granularity = plot_text(str(rows["granularity"].iloc[0]))
+    fig.update_layout(title=title(f"Mean effect of patching each head ({granularity}) over the set",
+                                  f"share of the clean logit difference restored, Wang et al.'s normalisation; "
+                                  f"n = {n}; hover for each interval"),
+                      **layer_head_axes(x_ticks, y_ticks))
     return fig

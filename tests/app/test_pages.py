@@ -749,7 +749,8 @@ def test_a_prompt_set_link_shows_means_with_intervals_and_opens_one_example(tmp_
     warnings = [w.value.replace("\\", "") for w in at.warning]
     assert any("row 5" in w and "tokens" in w for w in warnings), warnings  # the skipped row, why
 
-    [chart] = figures(at)
+    grid, chart = figures(at)
+    assert grid["data"][0]["type"] == "heatmap"  # the mean of every head, layer x head
     bars, dots = pio.from_json(json.dumps(chart)).data  # (arrays come binary-encoded)
     assert bars.type == "bar" and bars.error_x.array is not None and dots.mode == "markers"
     assert len(dots.y) == 5 * len(bars.y)  # every example beside every component

@@ -77,6 +77,10 @@ def test_the_ioi_set_finds_the_model_cards_ioi_head_with_an_interval_clear_of_ze
     clear = summary[(summary.ci_low > 0) | (summary.ci_high < 0)]
     assert (0, 0) in set(zip(clear["layer"], clear["head"]))  # the card's IOI head, L0H0
     assert summary.n.max() == result.meta["n_examples"] >= 190
+    grid = result.figures()["mean_by_head"].data[0]  # layer x head of the means, centred at 0
+    expected = summary.pivot_table(index="layer", columns="head", values="mean").to_numpy()
+    np.testing.assert_allclose(np.array(grid.z, dtype=float), expected)
+    assert grid.zmin == -grid.zmax and "95% interval" in grid.customdata[0][0]
 
 
 @needs_embedded
