@@ -17,6 +17,7 @@ import io
 import json
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from .errors import SpecError, UserError
@@ -129,9 +130,14 @@ def _csv_rows(text: str) -> list[dict]:
 
 
 def shipped(name: str) -> PromptSet:
-    """A shipped set by name, read from `SHIPPED_DIR`."""
+    """A shipped set by name, read from `SHIPPED_DIR` (once per version of its file: every
+    result key of a set run names its content, and a page asks for keys on each rerun)."""
     path = SHIPPED_DIR / f"{name}.jsonl"
     if name not in SHIPPED or not path.is_file():
         raise SpecError("dataset", f"no shipped set {name[:40]!r} (shipped: {', '.join(SHIPPED)})")
-    found = parse(path.read_bytes(), path.name)
-    return PromptSet(name=name, rows=found.rows)
+    return _read_shipped(name, path, path.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=len(SHIPPED))
+def _read_shipped(name: str, path: Path, mtime_ns: int) -> PromptSet:
+    return PromptSet(name=name, rows=parse(path.read_bytes(), path.name).rows)

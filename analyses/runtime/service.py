@@ -35,7 +35,7 @@ def result_key(spec: AnalysisSpec, dtype: str = "float32") -> str:
 def cached(spec: AnalysisSpec, dtype: str = "float32", store=None) -> Result | None:
     """The stored result of `spec`, or None: never runs anything (a page asks this first,
     so that a cached link draws no progress bar at all)."""
-    from analyses.runtime.store import default_store
+    from analyses.runtime.store import default_store  # duckdb: only when a result is asked for
 
     store = store if store is not None else default_store()
     return store.get(result_key(spec, dtype))
@@ -44,16 +44,14 @@ def cached(spec: AnalysisSpec, dtype: str = "float32", store=None) -> Result | N
 def compute(spec: AnalysisSpec, cache: bool = True, progress: Progress = silent,
             device: str | None = None, dtype: str = "float32", timeout: float | None = None,
             worker=None, store=None) -> Result:
-    from analyses.runtime.store import default_store  # duckdb: only when a result is asked for
     from analyses.runtime.workers import default_worker
 
-    key = result_key(spec, dtype)
-    store = store if store is not None else default_store()
     if cache:
-        hit = store.get(key)
+        hit = cached(spec, dtype, store)
         if hit is not None:
             progress(1.0, "from the cache")
             return hit
+    key = result_key(spec, dtype)
     worker = worker if worker is not None else default_worker()
     job = worker.submit(spec, key, device=device, dtype=dtype, store=cache)
     return follow(job, progress, timeout)
