@@ -51,6 +51,9 @@ class Kind:
     list_fields: tuple[str, ...] = ()
     # with `dataset=`: the input fields each row of the set gives (the spec gives the rest)
     row_fields: tuple[str, ...] = ()
+    # with `dataset=`, optional: `examples_runner(model, specs, progress)` -> each spec's
+    # Result or UserError, running several rows together; without it, rows run one by one
+    examples_runner: Code | None = None
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -68,6 +71,10 @@ class Kind:
     def run_function(self) -> Callable:
         """The function that runs this kind (imports its module: torch and the rest)."""
         return resolve(self.runner)
+
+    def examples_function(self) -> Callable | None:
+        """The function that runs several rows of a prompt set together, if the kind has one."""
+        return resolve(self.examples_runner) if self.examples_runner else None
 
     def figures_function(self) -> Callable:
         """The function that draws this kind's result (imports plotly, never Streamlit)."""
@@ -155,6 +162,7 @@ KINDS: tuple[Kind, ...] = (
                 "corrupted run",
         version=2,  # 2: direct_path; the effects table gained the sender/receiver_input columns
         runner="analyses.kinds.activation_patching:run",
+        examples_runner="analyses.kinds.activation_patching:run_examples",
         figures="analyses.figures.activation_patching:figures",
         required=("clean", "corrupted", "answer", "wrong"),
         optional=("granularity", "layer", "dataset"),

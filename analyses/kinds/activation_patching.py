@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from analyses.core.catalogue import CATALOGUE
-from analyses.core.errors import SpecError
+from analyses.core.errors import SpecError, UserError
 from analyses.core.progress import Progress, silent
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
@@ -30,6 +30,7 @@ from analyses.kinds.patching.engine import (
     BLOCK_GRANULARITIES,
     DIRECT_PATH,
     GRANULARITIES,
+    PairBatch,
     Patcher,
     PromptPair,
     check_layer,
@@ -39,6 +40,8 @@ from analyses.kinds.patching.engine import (
 from analyses.kinds.tokens import token_strings
 
 EFFECT_COLUMNS = CATALOGUE["activation_patching"].tables["effects"]
+GROUP_EXAMPLES = 64  # prompt pairs one engine holds at most: their activations are cached together
+GROUP_BUDGET_BYTES = 256 * 2**20  # the activations an engine caches for its pairs, roughly
 
 
 def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
@@ -50,23 +53,116 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     progress(0.0, "running the clean and corrupted prompts")
     if spec.granularity == DIRECT_PATH:
         return _run_direct_path(bridge, spec, pair, layers, progress, started)
-    names = list(BLOCK_GRANULARITIES) if spec.granularity == ALL else [spec.granularity]
-    patcher = Patcher(bridge, pair, sites=tuple(GRANULARITIES[name] for name in names))
-    normalise = normaliser(patcher.clean_baseline, patcher.corrupted_baseline)
-    names, skipped = _granularities(patcher, spec.granularity)
+    (result,) = _patch_together(bridge, [spec], [pair], layers, progress, started)
+    if isinstance(result, UserError):
+        raise result
+    return result
+
+
+def run_examples(model, specs: list[AnalysisSpec], progress: Progress = silent) -> list[Result | UserError]:
+    """Each spec's `run` result (or the UserError it raises, in its place), with the
+    examples of one token length patched together: up to `GROUP_EXAMPLES` pairs share one
+    engine and its forward passes (a prompt set's rows, `kinds/sets.py`). Each example's
+    numbers equal its own `run` to float rounding (the batch differs, not the arithmetic).
+    Direct paths run one pair at a time."""
+    started = time.perf_counter()
+    bridge = model.bridge
+    out: list[Result | UserError | None] = [None] * len(specs)
+    groups: dict[tuple, list[tuple[int, AnalysisSpec, PromptPair]]] = {}
+    for i, spec in enumerate(specs):
+        spec = spec.with_defaults()
+        try:
+            pair = prompt_pair(bridge, spec)
+            check_layer(bridge, spec.layer)
+        except UserError as err:
+            out[i] = err
+            continue
+        key = (spec.granularity, spec.layer, int(pair.clean.shape[1]))
+        groups.setdefault(key, []).append((i, spec, pair))
+    chunks = []
+    for (granularity, _, n_tokens), members in groups.items():
+        size = group_size(bridge, n_tokens, granularity)
+        chunks += [members[j:j + size] for j in range(0, len(members), size)]
+    done, total = 0, max(1, sum(len(chunk) for chunk in chunks))
+    for chunk in chunks:
+        span = (done / total, (done + len(chunk)) / total)
+        indices, group_specs, pairs = zip(*chunk)
+        first = group_specs[0]
+        layers = check_layer(bridge, first.layer)
+        part = _within(progress, span, f"examples {done + 1}-{done + len(chunk)} of {total} "
+                                       f"({int(pairs[0].clean.shape[1])} tokens)")
+        if first.granularity == DIRECT_PATH:  # one pair at a time, each its share of the span
+            results = [_run_or_error(_run_direct_path, bridge, s, p, layers,
+                                     _within(part, (j / len(chunk), (j + 1) / len(chunk)),
+                                             f"example {j + 1}"), started)
+                       for j, (s, p) in enumerate(zip(group_specs, pairs))]
+        else:
+            results = _patch_together(bridge, list(group_specs), list(pairs), layers, part, started)
+        for i, result in zip(indices, results):
+            out[i] = result
+        done += len(chunk)
+    progress(1.0, "done")
+    return out
+
+
+def group_size(bridge, n_tokens: int, granularity: str) -> int:
+    """How many pairs of `n_tokens` one engine holds: what it caches per pair (the corrupted
+    residual entering each block, and each site's clean and corrupted activations) within
+    `GROUP_BUDGET_BYTES`, at most `GROUP_EXAMPLES`."""
+    cfg = bridge.cfg
+    names = list(BLOCK_GRANULARITIES) if granularity == ALL else [granularity]
+    if granularity == DIRECT_PATH:
+        return GROUP_EXAMPLES  # run one by one: nothing is cached per group
+    width = sum(int(cfg.n_heads) * n_tokens if "pattern" in name else int(cfg.d_model) for name in names)
+    item = next(bridge.parameters()).element_size()
+    per_pair = item * n_tokens * int(cfg.n_layers) * (int(cfg.d_model) + 2 * width)
+    return int(max(1, min(GROUP_EXAMPLES, GROUP_BUDGET_BYTES // per_pair)))
+
+
+def _within(progress: Progress, span: tuple[float, float], prefix: str) -> Progress:
+    lo, hi = span
+    return lambda fraction, message: progress(lo + (hi - lo) * fraction, f"{prefix}: {message}")
+
+
+def _run_or_error(run_one, *args) -> Result | UserError:
+    try:
+        return run_one(*args)
+    except UserError as err:
+        return err
+
+
+def _patch_together(bridge, specs: list[AnalysisSpec], pairs: list[PromptPair], layers: list[int],
+                    progress: Progress, started: float) -> list[Result | UserError]:
+    """One engine for `pairs` (one token length, one granularity): each pair's result, or
+    the UserError of a pair with no logit gap."""
+    granularity = specs[0].granularity
+    names = list(BLOCK_GRANULARITIES) if granularity == ALL else [granularity]
+    patcher = Patcher(bridge, PairBatch.of(pairs), sites=tuple(GRANULARITIES[name] for name in names))
+    normalisers = [_run_or_error(normaliser, clean, corrupted) for clean, corrupted
+                   in zip(patcher.clean_baselines, patcher.corrupted_baselines)]
+    if all(isinstance(n, UserError) for n in normalisers):  # nothing to patch
+        return normalisers
+    names, skipped = _granularities(patcher, granularity)
     plan = [(name, patcher.cells(GRANULARITIES[name], layers)) for name in names]
     total = sum(len(cells) for _, cells in plan)
-    frames, done = [], 0
+    raws, done = [], 0
     for name, cells in plan:
         span = (0.05 + 0.95 * done / total, 0.05 + 0.95 * (done + len(cells)) / total)
-        raw = patcher.patch(GRANULARITIES[name], cells, progress, span)
+        raws.append(patcher.patch_examples(GRANULARITIES[name], cells, progress, span))  # [example, n]
         done += len(cells)
-        frames.append(effects_table(name, cells, raw, normalise(raw)))
     progress(1.0, "done")
-    meta = _meta(bridge, pair, patcher, total, started)
-    if skipped:
-        meta["not_on_this_model"] = skipped
-    return Result(spec=spec, tables={"effects": _with_all_columns(frames)}, meta=meta)
+    results: list[Result | UserError] = []
+    for e, (spec, pair, normalise) in enumerate(zip(specs, pairs, normalisers)):
+        if isinstance(normalise, UserError):
+            results.append(normalise)
+            continue
+        frames = [effects_table(name, cells, raw[e], normalise(raw[e]))
+                  for (name, cells), raw in zip(plan, raws)]
+        meta = _meta(bridge, pair, patcher, total, started, example=e)
+        if skipped:
+            meta["not_on_this_model"] = skipped
+        results.append(Result(spec=spec, tables={"effects": _with_all_columns(frames)}, meta=meta))
+    return results
 
 
 def _run_direct_path(bridge, spec: AnalysisSpec, pair: PromptPair, layers: list[int],
@@ -89,13 +185,16 @@ def _run_direct_path(bridge, spec: AnalysisSpec, pair: PromptPair, layers: list[
 def _with_all_columns(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """One `effects` table from per-granularity frames that each have every column."""
     table = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-    return table[list(EFFECT_COLUMNS)]
+    return table if tuple(table.columns) == EFFECT_COLUMNS else table[list(EFFECT_COLUMNS)]
 
 
-def _meta(bridge, pair: PromptPair, patcher: Patcher, n_cells: int, started: float) -> dict:
+def _meta(bridge, pair: PromptPair, patcher: Patcher, n_cells: int, started: float,
+          example: int = 0) -> dict:
+    """`pair`'s meta; it is `example` of the pairs `patcher` holds (whose forward passes,
+    shared by those examples, `n_forwards` counts)."""
     return {
-        "clean_baseline": patcher.clean_baseline,
-        "corrupted_baseline": patcher.corrupted_baseline,
+        "clean_baseline": float(patcher.clean_baselines[example]),
+        "corrupted_baseline": float(patcher.corrupted_baselines[example]),
         "metric": "logit difference answer - wrong at the last position",
         "n_tokens": patcher.n_tokens,
         "clean_tokens": token_strings(bridge, pair.clean[0]),

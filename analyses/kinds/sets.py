@@ -3,9 +3,10 @@ tables, summaries with 95% intervals, and the rows that could not run.
 
 A row gives the kind's input fields (`Kind.row_fields`, read by `AnalysisSpec.for_row`): a
 pair row (`clean`, …) serves a single-prompt kind through its clean prompt, and a row's
-`answer`/`wrong` serve the logit lens as its target tokens. The model is loaded once; each
-row runs through the kind's own runner, so a set's example equals its row's single-prompt
-run exactly.
+`answer`/`wrong` serve the logit lens as its target tokens. The model is loaded once. A kind
+with an `examples_runner` runs rows together (activation patching: the pairs of one token
+length share the engine's forward passes); the others run each row through their runner in
+turn. Either way a set's example equals its row's single-prompt run (to float rounding).
 
 Tables of a set run:
 - each per-example table of the kind, with `example` (the row's index in the set) first and,
@@ -27,6 +28,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from analyses.core.catalogue import CATALOGUE
@@ -57,35 +59,36 @@ SUMMARIES: dict[str, dict[str, Summary]] = {
 SKIPPED_COLUMNS = ("example", "reason", "row")
 
 
-def run(run_one, model, spec: AnalysisSpec, prompt_set: PromptSet, progress: Progress = silent) -> Result:
-    """`run_one(model, spec, progress)` on every row of `prompt_set`; see the module docstring."""
-    per_table: dict[str, list[pd.DataFrame]] = {}
-    examples, skipped = [], []
+def run(run_one, model, spec: AnalysisSpec, prompt_set: PromptSet, progress: Progress = silent,
+        run_many=None) -> Result:
+    """Every row of `prompt_set` through `run_many(model, specs, progress)` (each spec's
+    Result or UserError; default: `run_one(model, spec, progress)` on each row in turn); see
+    the module docstring."""
+    run_many = run_many or one_by_one(run_one)
+    per_table: dict[str, list[tuple[int, int | None, pd.DataFrame]]] = {}
+    examples, skipped, singles = [], [], []
     n_rows = len(prompt_set.rows)
     for i, row in enumerate(prompt_set.rows):
-        progress(i / n_rows, f"example {i + 1} of {n_rows}")
         try:
-            single = spec.for_row(row)
-            result = run_one(model, single, silent)  # the patching kinds refuse a pair with no gap
+            singles.append((i, spec.for_row(row)))
         except UserError as err:  # a bad row: named, and the run goes on
-            skipped.append({"example": i, "reason": str(err), "row": json.dumps(row, ensure_ascii=False)})
+            skipped.append(_skip(i, row, err))
+    outcomes = run_many(model, [single for _, single in singles], progress)
+    for (i, single), result in zip(singles, outcomes):
+        if isinstance(result, UserError):  # e.g. the patching kinds refuse a pair with no gap
+            skipped.append(_skip(i, prompt_set.rows[i], result))
             continue
         n_tokens = result.meta.get("n_tokens")
         inputs = {name: getattr(single, name) for name in CATALOGUE[spec.kind].row_fields}
         examples.append({"example": i, **inputs, **_baselines(result), "n_tokens": n_tokens})
         for name, frame in result.tables.items():
-            frame = frame.copy()
-            frame.insert(0, "example", i)
-            if "position" in frame.columns:
-                frame.insert(1, "n_tokens", n_tokens if n_tokens is not None else frame["position"].max() + 1)
-            if name == "targets":  # which of the row's targets (0: its answer, 1: wrong, ...)
-                frame["target"] = pd.factorize(frame["token_id"])[0]
-            per_table.setdefault(name, []).append(frame)
+            per_table.setdefault(name, []).append((i, n_tokens, frame))
+    skipped.sort(key=lambda s: s["example"])
     if not examples:
         first = skipped[0]["reason"] if skipped else "the set has no rows"
         raise SpecError("dataset", f"no row of {prompt_set.name} could run ({len(skipped)} skipped; "
                                    f"the first: {first})")
-    tables = {name: pd.concat(frames, ignore_index=True) for name, frames in per_table.items()}
+    tables = {name: per_example_table(name, parts) for name, parts in per_table.items()}
     frame_of_examples = pd.DataFrame(examples)
     for name, summary in SUMMARIES.get(spec.kind, {}).items():
         if name in tables:
@@ -96,6 +99,39 @@ def run(run_one, model, spec: AnalysisSpec, prompt_set: PromptSet, progress: Pro
     meta = {"dataset": prompt_set.name, "dataset_reference": prompt_set.reference,
             "n_examples": len(examples), "n_skipped": len(skipped), "n_rows": n_rows}
     return Result(spec=spec, tables=tables, meta=meta)
+
+
+def per_example_table(name: str, parts: list[tuple[int, int | None, pd.DataFrame]]) -> pd.DataFrame:
+    """One table from each example's (index, token count, table): `example` first, then
+    `n_tokens` where rows have a position; the logit lens's `targets` gains `target`."""
+    frame = pd.concat([part for _, _, part in parts], ignore_index=True)
+    lengths = [len(part) for _, _, part in parts]
+    frame.insert(0, "example", np.repeat([i for i, _, _ in parts], lengths))
+    if "position" in frame.columns:
+        n_tokens = [n if n is not None else int(part["position"].max()) + 1 for _, n, part in parts]
+        frame.insert(1, "n_tokens", np.repeat(n_tokens, lengths))
+    if name == "targets":  # which of the row's targets (0: its answer, 1: wrong, ...)
+        frame["target"] = frame.groupby("example", sort=False)["token_id"].transform(
+            lambda ids: pd.factorize(ids)[0])
+    return frame
+
+
+def one_by_one(run_one):
+    """A `run_many` that runs each spec alone, in turn."""
+    def run_many(model, specs: list[AnalysisSpec], progress: Progress = silent) -> list:
+        outcomes = []
+        for i, single in enumerate(specs):
+            progress(i / max(1, len(specs)), f"example {i + 1} of {len(specs)}")
+            try:
+                outcomes.append(run_one(model, single, silent))
+            except UserError as err:
+                outcomes.append(err)
+        return outcomes
+    return run_many
+
+
+def _skip(i: int, row: dict, err: UserError) -> dict:
+    return {"example": i, "reason": str(err), "row": json.dumps(row, ensure_ascii=False)}
 
 
 def _baselines(result: Result) -> dict:

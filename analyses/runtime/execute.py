@@ -50,10 +50,10 @@ def execute(spec: AnalysisSpec, device: str | None = None, dtype: str = "float32
     if prompt_set is not None:
         from analyses.kinds import sets
 
-        run_one = run
+        run_one, run_many = run, kind.examples_function()
 
         def run(model, spec, progress):
-            return sets.run(run_one, model, spec, prompt_set, progress)
+            return sets.run(run_one, model, spec, prompt_set, progress, run_many)
     with model_lock(model.fingerprint) if model_lock else nullcontext():
         on_running()
         progress(0.0, "running")

@@ -11,7 +11,7 @@ from transformer_lens import patching as tl_patching
 from analyses import AnalysisSpec, SpecError
 from analyses.core.progress import Cancelled
 from analyses.kinds.activation_patching import run
-from analyses.kinds.patching.engine import GRANULARITIES, Patcher, prompt_pair
+from analyses.kinds.patching.engine import GRANULARITIES, PairBatch, Patcher, prompt_pair
 from analyses.runtime import models
 from conftest import REPO_ROOT
 
@@ -170,6 +170,61 @@ def test_full_forwards_give_the_same_numbers_as_resumed_ones(tiny_gpt2_dir):
         full = Patcher(model.bridge, pair, sites=(site,))
         full.resumes, full._verified = False, True
         np.testing.assert_allclose(fast, full.patch(site, cells), atol=1e-5)
+
+
+# Three pairs of one token length (on every tiny model's tokenizer) that first differ at
+# different positions, and one with its answers the other way round
+PAIRS = [PAIR,
+         dict(clean="Mary and John: John gave it to", corrupted="John and Mary: John gave it to",
+              answer=" Mary", wrong=" John"),
+         dict(clean="Mary and John: Mary gave it to", corrupted="Mary and John: John gave it to",
+              answer=" John", wrong=" Mary")]
+
+
+@pytest.mark.parametrize("name", ["resid_pre", "head_out", "head_pattern_by_pos"])
+def test_pairs_patched_together_equal_each_pair_patched_alone(arch_model, name):
+    """A PairBatch's rows are (example, cell): each example reads its own clean activations,
+    corrupted residual, prefix cache and answers, and resumes from the earliest first
+    difference of the batch."""
+    _, folder, model = arch_model
+    bridge, site = model.bridge, GRANULARITIES[name]
+    pairs = [prompt_pair(bridge, AnalysisSpec(kind="activation_patching", model=str(folder), **p))
+             for p in PAIRS]
+    assert len({int(p.clean.shape[1]) for p in pairs}) == 1
+    together = Patcher(bridge, PairBatch.of(pairs), sites=(site,))
+    assert len(set(together.first_differences.tolist())) > 1
+    cells = together.cells(site, list(range(int(bridge.cfg.n_layers))))
+    got = together.patch_examples(site, cells)  # [example, cell]
+    for e, pair in enumerate(pairs):
+        alone = Patcher(bridge, pair, sites=(site,))
+        assert together.clean_baselines[e] == pytest.approx(alone.clean_baseline, abs=1e-5)
+        assert together.corrupted_baselines[e] == pytest.approx(alone.corrupted_baseline, abs=1e-5)
+        np.testing.assert_allclose(got[e], alone.patch(site, cells), atol=1e-5)
+    with pytest.raises(ValueError, match="3 examples"):  # one pair's API refuses a batch
+        together.patch(site, cells)
+
+
+def test_pairs_patched_together_with_full_forwards_equal_resumed_ones(tiny_gpt2_dir):
+    model = models.load(str(tiny_gpt2_dir))
+    pairs = PairBatch.of([prompt_pair(model.bridge, AnalysisSpec(
+        kind="activation_patching", model=str(tiny_gpt2_dir), **p)) for p in PAIRS])
+    site = GRANULARITIES["resid_pre"]
+    resumed = Patcher(model.bridge, pairs, sites=(site,))
+    cells = resumed.cells(site, [0, 1])
+    fast = resumed.patch_examples(site, cells)
+    full = Patcher(model.bridge, pairs, sites=(site,))
+    full.resumes, full._verified = False, True
+    np.testing.assert_allclose(fast, full.patch_examples(site, cells), atol=1e-5)
+
+
+def test_pairs_of_different_lengths_do_not_share_an_engine(tiny_gpt2_dir):
+    model = models.load(str(tiny_gpt2_dir))
+    short = prompt_pair(model.bridge, spec(tiny_gpt2_dir))
+    long = prompt_pair(model.bridge, AnalysisSpec(
+        kind="activation_patching", model=str(tiny_gpt2_dir), clean=CLEAN + " her",
+        corrupted=CORRUPTED + " her", answer=" Mary", wrong=" John"))
+    with pytest.raises(ValueError, match="one token length"):
+        PairBatch.of([short, long])
 
 
 def test_final_residual_at_the_last_position_restores_the_clean_run(arch_model):

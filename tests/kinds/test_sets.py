@@ -55,6 +55,30 @@ def test_activation_patching_over_a_set_equals_its_rows_run_one_by_one():
 
 
 @needs_embedded
+@pytest.mark.parametrize("granularity", ["resid_pre", "all", "head_pattern_by_pos", "direct_path"])
+def test_rows_patched_together_equal_their_single_prompt_runs(monkeypatch, granularity):
+    """Rows of one token length share an engine (two per engine here, so a length's rows span
+    several); every example still equals its own single-prompt run, at every position."""
+    import analyses.kinds.activation_patching as ap
+
+    monkeypatch.setattr(ap, "GROUP_EXAMPLES", 2)
+    rows = list(ds.shipped("ioi").rows[:12])
+    layer = {"direct_path": 1}.get(granularity)
+    result = compute(AnalysisSpec(kind="activation_patching", dataset=added(rows),
+                                  granularity=granularity, layer=layer))
+    effects = result.tables["effects"]
+    assert result.tables["skipped"].empty and effects.example.nunique() == len(rows)
+    assert result.tables["examples"].n_tokens.nunique() > 1  # more than one group of lengths
+    for i in (0, 5, 11):
+        single = compute(AnalysisSpec(kind="activation_patching", granularity=granularity,
+                                      layer=layer, **rows[i]))
+        mine = effects[effects.example == i].drop(columns=["example", "n_tokens"]).reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine, single.tables["effects"], check_dtype=False, atol=1e-5)
+        assert result.tables["examples"].clean_baseline[i] == pytest.approx(
+            single.meta["clean_baseline"], abs=1e-5)
+
+
+@needs_embedded
 def test_rows_that_cannot_run_are_skipped_with_their_reason():
     bad = [dict(IOI[0], answer=" Eva Carl"),  # two tokens
            dict(IOI[1], corrupted=IOI[1]["corrupted"] + " again"),  # pair lengths differ

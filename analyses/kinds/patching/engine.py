@@ -1,4 +1,5 @@
-"""The patching engine: batched, resumed activation patching of one prompt pair.
+"""The patching engine: batched, resumed activation patching of one prompt pair, or of
+several pairs of one token length together (the examples of a prompt set).
 
 Shared by activation patching (every granularity), direct-path patching (`paths.py`) and
 attribution patching (its `exact` column). It gives the same numbers as
@@ -9,16 +10,18 @@ Contract (what callers give, what the engine may skip, when it falls back):
 - **Direction**: denoising. The corrupted prompt runs; a patch writes the clean activation
   into one cell (layer, and position and/or head, by the `Site`). Both prompts have the
   same token length (`prompt_pair` refuses others).
-- **The metric** reads only the *last position's* logits, per batch row:
-  `metric(logits [batch, pos, d_vocab]) -> [batch]`; the default is the logit difference
-  `answer - wrong`. A metric that reads other positions is not supported: the engine asks
-  the model for the last position's logits only (`logits_to_keep=1`).
+- **The metric** is the logit difference `answer - wrong` at the *last position*, per batch
+  row (`logit_diff`); the engine asks the model for the last position's logits only
+  (`logits_to_keep=1`), so a metric that reads other positions is not supported.
 - **Batched**: B copies of the corrupted run go through the model as one batch, each row
-  patched at a different cell (`Patcher.batches` says how many per forward).
+  patched at a different cell (`Patcher.batches` says how many per forward). With several
+  pairs (`PairBatch`), a row is an (example, cell): the examples share forward passes, and
+  each row reads its own example's clean activations, corrupted residual and answers.
 - **Resumed**: nothing below a batch's lowest patched layer is recomputed (the corrupted
   residual entering each block is cached once; blocks below are passed through), and
   nothing before the prompts' first differing token (those cells are exact no-ops, and
-  every patched run reuses the corrupted prefix's keys and values).
+  every patched run reuses the corrupted prefix's keys and values; with several pairs, the
+  earliest first difference among them).
 - **Fallback**: the first batch carries one extra, unpatched row that must reproduce the
   corrupted run's metric (to 1e-4 relative); on an architecture where resuming does not,
   the engine switches to batched full forwards from layer 0 for the rest of its life.
@@ -111,6 +114,28 @@ class PromptPair:
     wrong: int  # token id
 
 
+@dataclass(frozen=True)
+class PairBatch:
+    """Prompt pairs of one token length, stacked: row e of each tensor is example e."""
+
+    clean: Int[Tensor, "example pos"]
+    corrupted: Int[Tensor, "example pos"]
+    answer: Int[Tensor, "example"]  # noqa: F821 - a jaxtyping shape
+    wrong: Int[Tensor, "example"]  # noqa: F821 - a jaxtyping shape
+
+    @classmethod
+    def of(cls, pairs: list[PromptPair]) -> PairBatch:
+        lengths = sorted({int(p.clean.shape[1]) for p in pairs})
+        if len(lengths) != 1:
+            raise ValueError(f"a PairBatch holds pairs of one token length, not {lengths}")
+        return cls(torch.cat([p.clean for p in pairs]), torch.cat([p.corrupted for p in pairs]),
+                   torch.tensor([p.answer for p in pairs]), torch.tensor([p.wrong for p in pairs]))
+
+    @property
+    def n_examples(self) -> int:
+        return int(self.clean.shape[0])
+
+
 def prompt_pair(bridge, spec: AnalysisSpec) -> PromptPair:
     """Tokenize and check a spec's clean/corrupted prompts and its two one-token answers."""
     clean = prompt_tokens(bridge, spec.clean, "clean")
@@ -139,35 +164,41 @@ def check_layer(bridge, layer: int | None) -> list[int]:
     return [layer]
 
 
-def logit_diff(logits: Float[Tensor, "batch pos d_vocab"], answer: int,
-               wrong: int) -> Float[Tensor, "batch"]:  # noqa: F821 - a jaxtyping shape
-    """The metric: logit(answer) - logit(wrong) at the last position, per batch row."""
+def logit_diff(logits: Float[Tensor, "batch pos d_vocab"], answer: int | Tensor,
+               wrong: int | Tensor) -> Float[Tensor, "batch"]:  # noqa: F821 - a jaxtyping shape
+    """The metric: logit(answer) - logit(wrong) at the last position, per batch row
+    (`answer`, `wrong`: one token id, or one per row)."""
     last = logits[:, -1].float()
-    return last[:, answer] - last[:, wrong]
+    if isinstance(answer, int):
+        return last[:, answer] - last[:, wrong]
+    rows = torch.arange(len(last), device=last.device)
+    return last[rows, answer.to(last.device)] - last[rows, wrong.to(last.device)]
 
 
 # --------------------------------------------------------------------------- the engine
 
 class Patcher:
-    """Batched, resumed activation patching for one prompt pair.
+    """Batched, resumed activation patching for one prompt pair, or for several pairs of one
+    token length (a `PairBatch`) patched together.
 
     Caches the corrupted residual stream entering every block and, per site, the clean
     activations (one clean forward for all the `sites` named up front, one more for each
     site asked for later); `patch(site, cells)` then measures the metric with each cell
-    patched. Call it with the model's lock held: hooks live on shared modules.
+    patched (`patch_examples` for every example at once). Call it with the model's lock
+    held: hooks live on shared modules.
     """
 
-    def __init__(self, bridge, pair: PromptPair, sites: tuple[Site, ...] = (), metric=None):
+    def __init__(self, bridge, pairs: PromptPair | PairBatch, sites: tuple[Site, ...] = ()):
         self.bridge = bridge
-        self.pair = pair
-        self.metric = metric or partial(logit_diff, answer=pair.answer, wrong=pair.wrong)
+        self.pairs = pairs if isinstance(pairs, PairBatch) else PairBatch.of([pairs])
+        k = self.n_examples
         self.n_layers = int(bridge.cfg.n_layers)
         self.n_forwards = 0
         self.resumes = True  # until the first batch shows that resuming is not exact here
         self._verified = False
-        self._prefix = None  # the corrupted prompt's key/value cache before first_difference
-        self._clean: dict[str, Tensor] = {}  # hook name -> [1, ...] clean activation
-        self._corrupted: dict[str, Tensor] = {}  # hook name -> [1, ...] corrupted activation
+        self._prefix = None  # the corrupted prompts' key/value cache before first_difference
+        self._clean: dict[str, Tensor] = {}  # hook name -> [example, ...] clean activation
+        self._corrupted: dict[str, Tensor] = {}  # hook name -> [example, ...] corrupted activation
         starts = [f"blocks.{layer}.hook_resid_pre" for layer in range(self.n_layers)]
         site_names = [site.name(layer) for site in sites if self.available(site)
                       for layer in range(self.n_layers)]
@@ -175,33 +206,51 @@ class Patcher:
         probe = bridge.blocks[0].register_forward_hook(
             lambda module, args, output: tuple_outputs.append(isinstance(output, tuple)))
         kv = DynamicCache()  # filled by this forward where the bridge passes it through
-        try:  # clean and corrupted as one batch of two: one forward instead of two
+        try:  # clean and corrupted as one batch: one forward instead of two
             with torch.no_grad():
                 logits, cache = bridge.run_with_cache(
-                    torch.cat([pair.clean, pair.corrupted]),
+                    torch.cat([self.pairs.clean, self.pairs.corrupted]),
                     names_filter=sorted({*starts, *site_names}), past_key_values=kv)
         finally:
             probe.remove()
         self.n_forwards += 1
         self._block_returns_tuple = bool(tuple_outputs and tuple_outputs[0])
-        self._starts = [cache[name][1:2] for name in starts]  # corrupted, [1, pos, d_model]
-        self._clean.update({name: cache[name][:1] for name in site_names})
-        self._corrupted.update({name: cache[name][1:2] for name in site_names})
-        clean_metric, corrupted_metric = self.metric(logits).tolist()
-        self.clean_baseline, self.corrupted_baseline = float(clean_metric), float(corrupted_metric)
-        # The prompts agree before this position, so (causal attention) every activation
+        self._starts = [cache[name][k:] for name in starts]  # corrupted, [example, pos, d_model]
+        self._clean.update({name: cache[name][:k] for name in site_names})
+        self._corrupted.update({name: cache[name][k:] for name in site_names})
+        both = torch.arange(2 * k) % k  # each row's example: clean rows, then corrupted rows
+        metric = self._metric(logits, both)
+        self.clean_baselines, self.corrupted_baselines = metric[:k], metric[k:]
+        # A pair agrees before its first difference, so (causal attention) every activation
         # there is the same in both runs and patching it changes nothing: no forward needed.
-        differs = (pair.clean[0] != pair.corrupted[0]).nonzero()
-        self.first_difference = int(differs[0]) if len(differs) else self.n_tokens
+        # Patched runs resume from the earliest first difference among the examples.
+        differs = self.pairs.clean != self.pairs.corrupted  # [example, pos]
+        self.first_differences = np.where(differs.any(1), differs.int().argmax(1),
+                                          self.n_tokens).astype(np.int64)
+        self.first_difference = int(self.first_differences.min())
         if 0 < self.first_difference < self.n_tokens and kv.get_seq_length() == self.n_tokens:
             kv.crop(self.first_difference - self.n_tokens)  # keep the shared prefix
-            kv.batch_select_indices(torch.tensor([1]))  # of the corrupted row
+            kv.batch_select_indices(torch.arange(k, 2 * k))  # of the corrupted rows
             self._prefix = kv
 
     # --- public -----------------------------------------------------------------
     @property
+    def n_examples(self) -> int:
+        return self.pairs.n_examples
+
+    @property
     def n_tokens(self) -> int:
-        return int(self.pair.corrupted.shape[1])
+        return int(self.pairs.corrupted.shape[1])
+
+    @property
+    def clean_baseline(self) -> float:
+        """The clean run's metric (a single-pair patcher's; see `clean_baselines`)."""
+        return float(self._single(self.clean_baselines))
+
+    @property
+    def corrupted_baseline(self) -> float:
+        """The corrupted run's metric (a single-pair patcher's; see `corrupted_baselines`)."""
+        return float(self._single(self.corrupted_baselines))
 
     def available(self, site: Site) -> bool:
         return site.name(0) in self.bridge.hook_dict
@@ -220,33 +269,46 @@ class Patcher:
         return int(self.clean_activation(site, layer).shape[1 + site.dims.index(HEAD)])
 
     def clean_activation(self, site: Site, layer: int) -> Tensor:
+        """[example, ...] at `site` in `layer` on the clean prompts."""
         if site.name(layer) not in self._clean:
             self._cache_clean([site])
         return self._clean[site.name(layer)]
 
     def corrupted_activation(self, site: Site, layer: int) -> Tensor:
+        """[example, ...] at `site` in `layer` on the corrupted prompts."""
         if site.name(layer) not in self._corrupted:
             names = [site.name(layer) for layer in range(self.n_layers)]
             with torch.no_grad():
-                _, cache = self.bridge.run_with_cache(self.pair.corrupted, names_filter=names)
+                _, cache = self.bridge.run_with_cache(self.pairs.corrupted, names_filter=names)
             self.n_forwards += 1
             self._corrupted.update({name: cache[name] for name in names})
         return self._corrupted[site.name(layer)]
 
     def patch(self, site: Site, cells: np.ndarray, progress: Progress = silent,
               span: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
-        """The metric with each cell of `cells` (int [n, 3]) patched alone: float [n]."""
+        """A single-pair patcher's metric with each cell of `cells` (int [n, 3]) patched
+        alone: float [n]."""
+        self._single(self.clean_baselines)
+        return self.patch_examples(site, cells, progress, span)[0]
+
+    def patch_examples(self, site: Site, cells: np.ndarray, progress: Progress = silent,
+                       span: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+        """The metric of every example with each cell of `cells` (int [n, 3]) patched alone:
+        float [example, n]."""
         cells = np.asarray(cells, dtype=np.int64).reshape(-1, 3)
-        out = np.full(len(cells), self.corrupted_baseline)
-        lo, hi = span[0], span[1]
-        no_op = site.by_position & (cells[:, 1] >= 0) & (cells[:, 1] < self.first_difference)
+        n, k = len(cells), self.n_examples
+        examples = np.repeat(np.arange(k), n)  # row r patches example r // n at cell r % n
+        rows = np.tile(cells, (k, 1))
+        out = self.corrupted_baselines[examples].copy()
+        no_op = site.by_position & (rows[:, 1] >= 0) & (rows[:, 1] < self.first_differences[examples])
         finished = int(no_op.sum())
-        for batch in self.batches(cells, np.flatnonzero(~no_op)):
-            out[batch] = self._run_batch(site, cells[batch])
+        lo, hi = span
+        for batch in self.batches(rows, np.flatnonzero(~no_op)):
+            out[batch] = self._run_batch(site, rows[batch], examples[batch])
             finished += len(batch)
-            progress(lo + (hi - lo) * finished / len(cells),
-                     f"patched {finished} of {len(cells)} cells")
-        return out
+            what = "cells" if k == 1 else f"cells of {k} examples"
+            progress(lo + (hi - lo) * finished / len(rows), f"patched {finished} of {len(rows)} {what}")
+        return out.reshape(k, n)
 
     def batches(self, cells: np.ndarray, which: np.ndarray | None = None) -> list[np.ndarray]:
         """Indices of `cells` (those in `which`, default all), one array per forward pass,
@@ -285,43 +347,26 @@ class Patcher:
         per_row = item * queries * (8 * d_model + 2 * d_mlp + 4 * n_heads * pos + split)
         return int(max(1, min(MAX_ROWS, ROW_BUDGET_BYTES // max(per_row, 1))))
 
-    # --- internals --------------------------------------------------------------
-    def _cache_clean(self, sites) -> Tensor:
-        """One clean forward caching every layer's activation at `sites`; its logits."""
-        names = sorted({site.name(layer) for site in sites for layer in range(self.n_layers)})
-        with torch.no_grad():
-            logits, cache = self.bridge.run_with_cache(self.pair.clean, names_filter=names)
-        self.n_forwards += 1
-        self._clean.update({name: cache[name] for name in names})
-        return logits
-
-    def _run_batch(self, site: Site, cells: np.ndarray) -> np.ndarray:
-        def hooks_for(cells, offset: int):
-            hooks = []
-            for layer in sorted({int(layer) for layer in cells[:, 0] if layer >= 0}):
-                clean = _from_position(self.clean_activation(site, layer), site, offset)
-                mask = _cell_mask(site, cells, layer, clean.shape, offset).to(clean.device)
-                hooks.append((site.name(layer), partial(_write_clean, mask=mask, clean=clean)))
-            return hooks
-
-        return self.measure(cells, int(cells[:, 0].min()), hooks_for)
-
-    def measure(self, cells: np.ndarray, start: int, hooks_for) -> np.ndarray:
-        """The metric of one batched forward pass: row r is patched by the hooks that
-        `hooks_for(cells, offset)` builds for `cells[r]` (a row of -1s must stay unpatched)
-        at positions `offset` onwards (the hooks see only those); nothing below layer
-        `start` and before position `first_difference` changes, so where resuming is exact
-        the pass starts at that layer and computes only the positions from there, the
-        earlier ones' keys and values coming from the corrupted run's cache."""
+    def measure(self, cells: np.ndarray, start: int, hooks_for,
+                examples: np.ndarray | None = None) -> np.ndarray:
+        """The metric of one batched forward pass: row r runs example `examples[r]` (default
+        0) patched by the hooks that `hooks_for(cells, offset, examples)` builds for
+        `cells[r]` (a row of -1s must stay unpatched) at positions `offset` onwards (the hooks
+        see only those); nothing below layer `start` and before position `first_difference`
+        changes, so where resuming is exact the pass starts at that layer and computes only
+        the positions from there, the earlier ones' keys and values coming from the corrupted
+        run's cache."""
+        examples = np.zeros(len(cells), np.int64) if examples is None else np.asarray(examples)
         check = not self._verified and self.resumes
         if check:  # one extra, unpatched row: resuming must reproduce the corrupted run
             cells = np.vstack([cells, np.full((1, cells.shape[1]), -1)])
+            examples = np.append(examples, 0)
         offset = self.first_difference if self.resumes else 0
         with torch.no_grad():
             try:
-                logits = self._forward(len(cells), start if self.resumes else 0,
-                                       hooks_for(cells, offset))
-                metric = self.metric(logits).cpu().numpy().astype(np.float64)
+                logits = self._forward(examples, start if self.resumes else 0,
+                                       hooks_for(cells, offset, examples))
+                metric = self._metric(logits, torch.from_numpy(examples))
             except (NotImplementedError, ValueError, TypeError, RuntimeError):
                 if not check:
                     raise
@@ -329,31 +374,79 @@ class Patcher:
         self.n_forwards += 1
         if check:
             self._verified = True
-            tol = 1e-4 * max(1.0, abs(self.corrupted_baseline))
-            if metric is None or abs(metric[-1] - self.corrupted_baseline) > tol:
+            expected = self.corrupted_baselines[0]
+            if metric is None or abs(metric[-1] - expected) > 1e-4 * max(1.0, abs(expected)):
                 self.resumes = False  # this architecture cannot resume: full forwards
-                return self.measure(cells[:-1], start, hooks_for)
+                return self.measure(cells[:-1], start, hooks_for, examples[:-1])
             metric = metric[:-1]
         return metric
 
-    def _forward(self, rows: int, start: int, hooks) -> Tensor:
+    # --- internals --------------------------------------------------------------
+    def _single(self, values: np.ndarray) -> np.ndarray:
+        if self.n_examples != 1:
+            raise ValueError(f"this patcher holds {self.n_examples} examples: use the per-example "
+                             "values (patch_examples, clean_baselines, corrupted_baselines)")
+        return values[0]
+
+    def _metric(self, logits: Tensor, examples: Tensor) -> np.ndarray:
+        """logits [row, pos, d_vocab] of rows running `examples` [row] -> float64 [row]."""
+        pairs = self.pairs
+        if self.n_examples == 1:
+            metric = logit_diff(logits, int(pairs.answer[0]), int(pairs.wrong[0]))
+        else:
+            metric = logit_diff(logits, pairs.answer[examples], pairs.wrong[examples])
+        return metric.cpu().numpy().astype(np.float64)
+
+    def _rows(self, tensor: Tensor, examples: np.ndarray) -> Tensor:
+        """`tensor` [example, ...] -> [row, ...]: each row's example (one example: a view)."""
+        if self.n_examples == 1:
+            return tensor.expand(len(examples), *tensor.shape[1:])
+        return tensor[torch.from_numpy(examples).to(tensor.device)]
+
+    def _cache_clean(self, sites) -> Tensor:
+        """One clean forward caching every layer's activation at `sites`; its logits."""
+        names = sorted({site.name(layer) for site in sites for layer in range(self.n_layers)})
+        with torch.no_grad():
+            logits, cache = self.bridge.run_with_cache(self.pairs.clean, names_filter=names)
+        self.n_forwards += 1
+        self._clean.update({name: cache[name] for name in names})
+        return logits
+
+    def _run_batch(self, site: Site, cells: np.ndarray, examples: np.ndarray) -> np.ndarray:
+        def hooks_for(cells, offset: int, examples: np.ndarray):
+            hooks = []
+            for layer in sorted({int(layer) for layer in cells[:, 0] if layer >= 0}):
+                clean = _from_position(self.clean_activation(site, layer), site, offset)
+                if self.n_examples > 1:  # each row its own example's clean activation
+                    clean = self._rows(clean, examples)
+                mask = _cell_mask(site, cells, layer, clean.shape, offset).to(clean.device)
+                hooks.append((site.name(layer), partial(_write_clean, mask=mask, clean=clean)))
+            return hooks
+
+        return self.measure(cells, int(cells[:, 0].min()), hooks_for, examples)
+
+    def _forward(self, examples: np.ndarray, start: int, hooks) -> Tensor:
         if not self.resumes:
-            return self.bridge.run_with_hooks(self.pair.corrupted.expand(rows, -1), fwd_hooks=hooks)
+            return self.bridge.run_with_hooks(self._rows(self.pairs.corrupted, examples),
+                                              fwd_hooks=hooks)
         offset = self.first_difference
-        residual = self._starts[start][:, offset:].expand(rows, -1, -1)
+        residual = self._rows(self._starts[start][:, offset:], examples)
         past = {}
         if offset:
             past["past_key_values"] = copy.deepcopy(self._prefix_cache())
-            past["past_key_values"].batch_repeat_interleave(rows)
+            if self.n_examples == 1:
+                past["past_key_values"].batch_repeat_interleave(len(examples))
+            else:
+                past["past_key_values"].batch_select_indices(torch.from_numpy(examples))
         with self._skip_blocks_below(start):
             return self.bridge.run_with_hooks(residual, fwd_hooks=hooks, start_at_layer=start,
                                               logits_to_keep=1, **past)
 
     def _prefix_cache(self):
-        """The corrupted run's keys and values before `first_difference` (Hugging Face's
+        """The corrupted runs' keys and values before `first_difference` (Hugging Face's
         cache object), computed once."""
         if self._prefix is None:
-            prefix = self.pair.corrupted[:, : self.first_difference]
+            prefix = self.pairs.corrupted[:, : self.first_difference]
             with torch.no_grad():
                 _, self._prefix = self.bridge(prefix, return_type="logits_and_cache")
             self.n_forwards += 1
@@ -398,12 +491,19 @@ def _cell_mask(site: Site, cells: np.ndarray, layer: int, shape: torch.Size,
     `shape` starts at position `offset`: a cell's position p is index p - offset."""
     mask_shape = [len(cells)] + [size if dim else 1 for dim, size in zip(site.dims, shape[1:])]
     mask = torch.zeros(mask_shape, dtype=torch.bool)
-    for row, (cell_layer, position, head) in enumerate(cells.tolist()):
-        if cell_layer != layer:
-            continue
-        value = {POSITION: position - offset if position >= 0 else -1, HEAD: head}
-        index = [row] + [(slice(None) if value[dim] < 0 else value[dim]) if dim else 0
-                         for dim in site.dims]
+    values = {POSITION: cells[:, 1] - offset, HEAD: cells[:, 2]}
+    spans = {POSITION: cells[:, 1] < 0, HEAD: cells[:, 2] < 0}  # -1: the cell spans the axis
+    at_layer = cells[:, 0] == layer
+    # one assignment per pattern of spanned axes (a site's cells share one)
+    for pattern in {(bool(p), bool(h)) for p, h in zip(spans[POSITION][at_layer], spans[HEAD][at_layer])}:
+        spanned = dict(zip((POSITION, HEAD), pattern))
+        rows = np.flatnonzero(at_layer & (spans[POSITION] == pattern[0]) & (spans[HEAD] == pattern[1]))
+        index = [torch.from_numpy(rows)]
+        for dim in site.dims:
+            if dim is None:
+                index.append(0)
+            else:
+                index.append(slice(None) if spanned[dim] else torch.from_numpy(values[dim][rows]))
         mask[tuple(index)] = True
     return mask
 

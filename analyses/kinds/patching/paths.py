@@ -110,10 +110,12 @@ def patch_paths(patcher, cells: np.ndarray, progress: Progress = silent,
     """The metric with each edge of `cells` (int [n, 5]) patched alone: float [n]."""
     bridge = patcher.bridge
     require_support(bridge)
+    if patcher.n_examples != 1:
+        raise ValueError("direct paths are patched one prompt pair at a time")
     cells = np.asarray(cells, dtype=np.int64).reshape(-1, 5)
     deltas = sender_deltas(patcher)
 
-    def hooks_for(batch: np.ndarray, offset: int):
+    def hooks_for(batch: np.ndarray, offset: int, examples: np.ndarray):  # one example: row 0
         hooks = []
         for layer in sorted({int(x) for x in batch[:, 2] if x >= 0}):
             for i, name in enumerate(INPUTS):
