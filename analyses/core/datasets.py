@@ -52,6 +52,19 @@ class PromptSet:
         return tuple(f for f in ROW_FIELDS if f in present)
 
 
+def serves(kind, fields: tuple[str, ...] | list[str]) -> bool:
+    """Whether rows with `fields` give `kind` (a catalogue Kind) every input it needs from a
+    row (a pair's `clean` stands in for `prompt`, its `answer` for the logit lens's `token`;
+    see `AnalysisSpec.for_row`)."""
+    given = set(fields)
+    if "clean" in given:
+        given.add("prompt")
+    if "answer" in given:
+        given.add("token")
+    needed = [f for f in kind.required if f in kind.row_fields]
+    return bool(kind.row_fields) and all(f in given for f in needed)
+
+
 def canonical_json(rows) -> str:
     return json.dumps(list(rows), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 

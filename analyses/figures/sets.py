@@ -7,11 +7,26 @@ as dots; hovering a dot names its example, whose single-prompt run is one link a
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from analyses.figures.layout import cells, heatmap, layer_head_axes, title
+from analyses.figures.layout import (
+    axis,
+    cells,
+    differing_positions,
+    grid_height,
+    heatmap,
+    in_window,
+    layer_head_axes,
+    position_labels,
+    position_window,
+    tick_angle,
+    title,
+    window_note,
+)
 from analyses.figures.text import plot_text
 
 TOP = 20  # components shown per summary, by |mean|
@@ -28,9 +43,15 @@ LABEL_KEYS = ("granularity", "component", "node", "layer", "head", "position", "
 
 def figures(result) -> dict[str, go.Figure]:
     shown = {}
-    grid = head_mean_heatmap(result.tables.get("effects_summary"))
+    summary = result.tables.get("effects_summary")
+    grid = head_mean_heatmap(summary)
     if grid is not None:
         shown["mean_by_head"] = grid
+    if summary is not None and "position" in summary.columns:
+        blocks = summary[(summary["position"] >= 0) & (summary["head"] < 0)]
+        for granularity in dict.fromkeys(blocks["granularity"]):
+            shown[f"mean_by_position_{granularity}"] = position_mean_heatmap(
+                blocks, result.tables.get("examples"), granularity)
     for summary_name, (table, value, unit) in SHOWN.get(result.kind, {}).items():
         if summary_name in result.tables and len(result.tables[summary_name]):
             shown[summary_name] = top_components_chart(result.tables[summary_name], result.tables[table],
@@ -84,12 +105,16 @@ def top_components_chart(summary: pd.DataFrame, per_example: pd.DataFrame, value
             hovertemplate="example %{customdata}: %{x:.4g}<extra></extra>"))
     note = (f"{TOP if len(summary) > TOP else len(summary)} of {len(summary)} by |mean|; bars: the mean with its "
             f"95% interval; dots: each example" + (f" (n = {n_examples})" if n_examples else ""))
+    if "target" in keys:
+        note += "; target 0: each row's answer (its first token), 1: wrong (the second)"
+    height, top_margin, bottom_margin = max(340, 24 * len(top) + 190), 80, 110
     fig.update_layout(
         title=title("Largest effects over the prompt set", note),
         xaxis={"title": {"text": plot_text(unit)}, "zeroline": True, "zerolinecolor": "#888"},
         yaxis={"title": {"text": "component"}, "autorange": "reversed", "type": "category"},
-        height=max(320, 24 * len(top) + 160), margin={"l": 220, "r": 20, "t": 80, "b": 60},
-        legend={"orientation": "h", "y": -0.15},
+        height=height, margin={"l": 220, "r": 20, "t": top_margin, "b": bottom_margin},
+        # below the axis title whatever the height: 75 px under the plot area
+        legend={"orientation": "h", "yanchor": "top", "y": -75 / (height - top_margin - bottom_margin)},
     )
     return fig
 
@@ -123,4 +148,58 @@ def head_mean_heatmap(summary: pd.DataFrame | None) -> go.Figure | None:
                                   f"share of the clean logit difference restored, Wang et al.'s normalisation; "
                                   f"n = {n}; hover for each interval"),
                       **layer_head_axes(x_ticks, y_ticks))
+    return fig
+
+
+def position_mean_heatmap(summary: pd.DataFrame, examples: pd.DataFrame | None, granularity: str) -> go.Figure:
+    """Layer × position grid of one layer × position granularity's mean effect, for the
+    prompts of the most common length (a position means the same only within one length);
+    centred at 0, each cell's interval and n on hover. Positions are labelled with the
+    tokens of that length's first example (`clean→corrupted` where its pair differs); a
+    long prompt shows the last positions and those where that pair differs."""
+    rows = summary[summary["granularity"] == granularity]
+    sizes = rows.groupby("n_tokens")["n"].max()
+    length = int(sizes.idxmax())
+    rows = rows[rows["n_tokens"] == length]
+    clean = corrupted = None
+    first = None
+    if examples is not None and "clean_tokens" in examples.columns:
+        same = examples[examples["n_tokens"] == length]
+        if len(same):
+            first = same.iloc[0]
+            clean, corrupted = json.loads(first["clean_tokens"]), json.loads(first["corrupted_tokens"])
+    rows = in_window(rows, position_window(length, differing_positions(clean, corrupted)))
+    mean = rows.pivot_table(index="layer", columns="position", values="mean")
+    low = rows.pivot_table(index="layer", columns="position", values="ci_low").reindex_like(mean)
+    high = rows.pivot_table(index="layer", columns="position", values="ci_high").reindex_like(mean)
+    z = mean.to_numpy(dtype=float)
+    names = position_labels(length, clean, corrupted)
+    x_ticks = [names[int(p)] for p in mean.columns]
+    y_ticks = [str(int(v)) for v in mean.index]
+    n = int(rows["n"].max())
+
+    def hover(i, j, v):
+        return (f"layer {y_ticks[i]} · position {int(mean.columns[j])} ({x_ticks[j]})<br>mean {v:.3f}"
+                f"<br>95% interval {low.iat[i, j]:.3f} to {high.iat[i, j]:.3f}<br>n = {n}")
+
+    fig = go.Figure(heatmap(z, cells(z, hover), signed=True, colorbar="mean restored"))
+    others = [f"{int(k)} ({int(v)})" for k, v in sizes.items() if int(k) != length]
+    notes = [f"prompts of {length} tokens, n = {n}"
+             + (f" (other lengths, n: {', '.join(others)}: in the tables)" if others else ""),
+             "share of the clean logit difference restored, Wang et al.'s normalisation"]
+    if first is not None:
+        notes.append(f"tokens of example {int(first['example'])}")
+    shown_note = window_note(mean.columns, length)
+    if shown_note:
+        notes.append(shown_note)
+    # level labels run together once a cell is narrower than its label (~1000 px across)
+    long_labels = max(map(len, x_ticks), default=0) * 7 > 1000 / max(1, len(x_ticks))
+    fig.update_layout(
+        title=title(f"Mean effect of patching {plot_text(granularity)} at each layer and position",
+                    f"{notes[0]}<br>{' · '.join(notes[1:])}"),
+        xaxis=axis("input token (position)", x_ticks,
+                   tickangle=-45 if long_labels else tick_angle(len(x_ticks))),
+        yaxis=axis("layer", y_ticks),
+        height=grid_height(len(y_ticks), extra=230), margin={"l": 80, "r": 20, "t": 110, "b": 120},
+    )
     return fig

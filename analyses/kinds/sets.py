@@ -19,7 +19,8 @@ Tables of a set run:
   − mean corrupted) / (mean clean − mean corrupted) over a group's examples, its interval that
   of the mean patched logit difference mapped the same way; each example's own normalised
   value stays in `effects.value`;
-- `examples`: each example's inputs (and, for patching, its two baselines);
+- `examples`: each example's inputs (and, for patching, its two baselines and its prompts'
+  tokens as JSON lists, `clean_tokens` and `corrupted_tokens`);
 - `skipped`: rows that could not run (a multi-token answer, pair lengths that differ for this
   model, no logit gap between clean and corrupted), with the reason; the rest still run.
 """
@@ -135,8 +136,13 @@ def _skip(i: int, row: dict, err: UserError) -> dict:
 
 
 def _baselines(result: Result) -> dict:
+    """An example's patching baselines and, as JSON lists, its prompts' tokens (the set's
+    figures label positions with them)."""
     meta = result.meta
-    return {k: meta[k] for k in ("clean_baseline", "corrupted_baseline") if k in meta}
+    found = {k: meta[k] for k in ("clean_baseline", "corrupted_baseline") if k in meta}
+    found.update({k: json.dumps(meta[k], ensure_ascii=False)
+                  for k in ("clean_tokens", "corrupted_tokens") if k in meta})
+    return found
 
 
 def summary_table(frame: pd.DataFrame, summary: Summary, examples: pd.DataFrame) -> pd.DataFrame:

@@ -86,6 +86,10 @@ def table_name(kind: str, table: str, analysis_version: int, over_set: bool = Fa
     return name
 
 
+def _quoted(column: str) -> str:
+    return '"' + column.replace('"', '""') + '"'
+
+
 class Store:
     def __init__(self, path: Path | str | None = None):
         self.path = Path(path) if path else cache_path()
@@ -162,9 +166,14 @@ class Store:
         kind, spec_json, analysis_version, tables_json, meta_json = row
         spec = AnalysisSpec.from_json(spec_json)
         tables = {}
-        for table in json.loads(tables_json):
+        tables_columns = json.loads(tables_json)  # {table: its columns}; older stores: [table, ...]
+        if isinstance(tables_columns, list):
+            tables_columns = dict.fromkeys(tables_columns)
+        for table, columns in tables_columns.items():
             name = table_name(kind, table, analysis_version, over_set=spec.dataset is not None)
-            frame = cur.execute(f"SELECT * EXCLUDE (result_key, row_index) FROM {name} "
+            # its own columns: a column the table gained since this result was stored is not one
+            chosen = ", ".join(_quoted(c) for c in columns) if columns else "* EXCLUDE (result_key, row_index)"
+            frame = cur.execute(f"SELECT {chosen} FROM {name} "
                                 "WHERE result_key = ? ORDER BY row_index", [key]).df()
             tables[table] = frame
         meta = dict(json.loads(meta_json), cache_hit=True)
@@ -215,7 +224,8 @@ class Store:
                 [key, result.kind, result.spec.to_json(), result.spec.model, model_fingerprint,
                  analysis_version, json.dumps(library_versions()),
                  datetime.now(UTC).replace(tzinfo=None), compute_seconds,
-                 json.dumps(list(result.tables)), json.dumps(jsonable(result.meta, nan_as_null=False))])
+                 json.dumps({name: list(map(str, frame.columns)) for name, frame in result.tables.items()}),
+                 json.dumps(jsonable(result.meta, nan_as_null=False))])
             cur.execute("COMMIT")
         except BaseException:
             try:
@@ -233,6 +243,11 @@ class Store:
         cur.register(view, staged)
         try:
             cur.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM {view} LIMIT 0")
+            # a table that gained a column since this store first took it (older rows: NULL)
+            have = {row[0] for row in cur.execute(f"DESCRIBE {name}").fetchall()}
+            for column, column_type, *_ in cur.execute(f"DESCRIBE SELECT * FROM {view}").fetchall():
+                if column not in have:
+                    cur.execute(f"ALTER TABLE {name} ADD COLUMN {_quoted(column)} {column_type}")
             cur.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {view}")
         finally:
             cur.unregister(view)

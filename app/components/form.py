@@ -26,6 +26,7 @@ from analyses.core.spec import BOOL, FIELDS, INT
 from app import links
 from app.components.display import md_escape
 from app.components.model_picker import chosen_model, set_model
+from app.components.set_picker import set_picker
 from app.components.set_upload import upload_box
 from app.components.token_preview import token_caption
 
@@ -163,7 +164,8 @@ class SpecForm:
 
     # --- drawing --------------------------------------------------------------------
     def draw(self) -> None:
-        if "dataset" in self.analysis.optional:  # before the form: it fills the form's set input
+        if "dataset" in self.analysis.optional:  # before the form: they fill the form's set input
+            set_picker(self.kind, self.key("dataset"))
             upload_box(self.kind, self.key("dataset"))
         with st.form(f"{self.kind}:form", border=True):
             for f in self.fields:

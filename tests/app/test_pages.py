@@ -775,3 +775,24 @@ def test_an_uploaded_set_is_checked_stored_and_named_by_its_reference():
     at = open_page(PAGES["dla"])
     assert_clean(at)
     assert any(e.label.startswith("Add a prompt set") for e in at.expander)
+
+
+@needs_default_model
+def test_the_set_picker_lists_the_sets_a_page_can_run_and_fills_its_input():
+    from analyses.runtime import datasets
+
+    reference = datasets.add_bytes(b'{"prompt": "Once upon a time", "answer": " there"}\n', "mine.jsonl").reference
+    patching = open_page(PAGES["activation_patching"])
+    assert_clean(patching)
+    picker = patching.selectbox(key="activation_patching:set_choice")
+    assert set(picker.options) == {"ioi — 200 rows (shipped)", "facts — 102 rows (shipped)"}  # pairs only
+    lens = open_page(PAGES["logit_lens"])
+    picker = lens.selectbox(key="logit_lens:set_choice")
+    assert len(picker.options) == 5 and any("mine.jsonl" in o and "stored" in o for o in picker.options)
+    picker.set_value(reference).run()
+    assert lens.text_input(key="logit_lens:dataset").value == reference
+    next(b for b in lens.button if b.label == "Run").click().run()
+    assert_clean(lens)
+    assert not lens.error, errors(lens)
+    assert {m.label: m.value for m in lens.metric} == {"Examples run": "1", "Rows skipped": "0"}
+    assert lens.query_params["dataset"] == reference  # the link holds the set

@@ -69,3 +69,14 @@ def test_intervals_are_students_t():
     assert found["ci_low"] == pytest.approx(2.5 - 3.182 * sem)
     one = mean_interval(np.array([5.0]))
     assert one["mean"] == 5.0 and np.isnan(one["sem"]) and one["n"] == 1
+
+
+def test_a_set_serves_the_kinds_whose_row_inputs_it_gives():
+    from analyses.core.catalogue import CATALOGUE
+
+    pairs, prompts = ("clean", "corrupted", "answer", "wrong"), ("prompt", "answer", "wrong")
+    assert ds.serves(CATALOGUE["activation_patching"], pairs)
+    assert not ds.serves(CATALOGUE["activation_patching"], prompts)  # no pairs to patch
+    assert ds.serves(CATALOGUE["logit_lens"], pairs)  # its clean prompts
+    assert ds.serves(CATALOGUE["dla"], prompts) and not ds.serves(CATALOGUE["dla"], ("prompt",))
+    assert not ds.serves(CATALOGUE["neurons"], prompts)  # takes no set

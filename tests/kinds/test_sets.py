@@ -136,3 +136,21 @@ def test_the_set_figure_puts_each_examples_own_value_beside_its_mean():
     answer = result.tables["targets_summary"].query("layer == 'final_post' and target == 0")["mean"].item()
     wrong = result.tables["targets_summary"].query("layer == 'final_post' and target == 1")["mean"].item()
     assert answer > 0.5 > wrong  # the model copies the code's first word, not another code word
+
+
+@needs_embedded
+def test_a_position_indexed_set_shows_a_layer_by_position_grid_of_its_commonest_length():
+    result = compute(AnalysisSpec(kind="activation_patching", dataset=added(list(ds.shipped("ioi").rows[:20])),
+                                  granularity="resid_pre"))
+    summary, examples = result.tables["effects_summary"], result.tables["examples"]
+    length = int(examples.n_tokens.mode()[0])
+    grid = result.figures()["mean_by_position_resid_pre"]
+    cells = grid.data[0]
+    expected = summary[summary.n_tokens == length].pivot_table(index="layer", columns="position", values="mean")
+    np.testing.assert_allclose(np.array(cells.z, dtype=float), expected.to_numpy())
+    assert cells.zmin == -cells.zmax  # centred at 0
+    first = examples[examples.n_tokens == length].iloc[0]
+    tokens = json.loads(first.clean_tokens)
+    assert len(tokens) == length and tokens[-1].strip() in grid.layout.xaxis.ticktext[-1]
+    assert f"prompts of {length} tokens" in grid.layout.title.text
+    assert grid.layout.xaxis.title.text and grid.layout.yaxis.title.text == "layer"

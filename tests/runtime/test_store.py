@@ -173,3 +173,21 @@ def test_the_readmes_example_sql_finds_the_embedded_models_induction_heads(tmp_p
     assert len(expected) >= 2
     assert {(int(r.layer), int(r.head)) for r in rows.itertuples()} == expected
     assert set(rows.model_ref) == {"default"}
+
+
+def test_a_table_that_gains_a_column_keeps_every_stored_result_as_it_was(store, tiny_gpt2_dir):
+    """A later version of a table may carry a new column (a set's `examples` gained its
+    prompts' tokens): the store adds it, and each result comes back with its own columns."""
+    import pandas as pd
+
+    from analyses.core.result import Result
+
+    spec = lens_spec(tiny_gpt2_dir)
+    computed = compute(spec, worker=LocalWorker(store=store), store=store)
+    wider = {name: frame.assign(note="new") if name == "targets" else frame
+             for name, frame in computed.tables.items()}
+    later = Result(spec=lens_spec(tiny_gpt2_dir, prompt="Another prompt"), tables=wider, meta=computed.meta)
+    assert store.put("later-key", later, "fingerprint", 1)
+    old = store.get(result_key(spec))
+    assert list(old.tables["targets"].columns) == list(computed.tables["targets"].columns)
+    pd.testing.assert_frame_equal(store.get("later-key").tables["targets"], wider["targets"], check_dtype=False)
