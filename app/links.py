@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl
 
 from analyses.core.catalogue import CATALOGUE
 from analyses.core.errors import UserError
-from analyses.core.spec import BOOL, FIELDS, INT, AnalysisSpec
+from analyses.core.spec import BOOL, INT, AnalysisSpec, field_info
 from app.components.display import md_escape
 from app.routes import PAGES, page_file, page_title, url_path
 
@@ -98,7 +98,7 @@ def parse(raw: dict[str, list[str]], kind: str) -> Parsed:
         if not missing:
             return Parsed(spec=AnalysisSpec.from_mapping(values))
         # Check the fields given by building a spec with stand-ins for the missing ones.
-        probe = AnalysisSpec.from_mapping({**values, **{n: _stand_in(n) for n in missing}})
+        probe = AnalysisSpec.from_mapping({**values, **{n: _stand_in(n, kind) for n in missing}})
     except UserError as err:
         bad = getattr(err, "field", None)
         if bad in values and bad != "kind":
@@ -116,9 +116,9 @@ def _with_valid_fields(message: str, kept: dict[str, list[str]], kind: str) -> P
     return Parsed(error=_error(message).error, draft=draft)
 
 
-def _stand_in(name: str) -> str:
+def _stand_in(name: str, kind: str) -> str:
     """A valid value of a field, standing in for a missing one while the rest are checked."""
-    info = FIELDS[name]
+    info = field_info(kind, name)
     if info.type == INT:
         return str(info.minimum or 0)
     return "0" if info.type == BOOL else "x"

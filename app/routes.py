@@ -16,6 +16,7 @@ PAGES: dict[str, str] = {
     "dla": "views/dla.py",
     "attribution_patching": "views/attribution_patching.py",
     "attention": "views/attention.py",
+    "steering": "views/steering.py",
 }
 TITLES = {  # page titles where "Kind name" (from the kind) reads badly
     "dla": "Direct logit attribution",

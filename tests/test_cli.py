@@ -87,3 +87,16 @@ def test_a_set_added_from_a_file_runs_by_its_reference_and_a_bad_file_stores_not
     assert done.returncode == 2 and "holds at most" in done.stderr
     listed = json.loads(run_cli("datasets", "list", env_extra=env).stdout)["datasets"]
     assert [d["reference"] for d in listed if d["origin"] == "stored"] == [reference]  # nothing more
+
+
+def test_steering_runs_from_the_command_line(tmp_path):
+    spec = ("kind=steering&prompt=The%20capital%20of%20France%20is&positive=The%20capital%20of%20Germany%20is"
+            "&negative=The%20capital%20of%20France%20is&layer=2&coeff=0,1&answer=%20Berlin&wrong=%20Paris"
+            "&max_new_tokens=3")
+    done = run_cli("run", "--spec", spec, env_extra={"ANALYSES_CACHE": str(tmp_path / "cache.duckdb")})
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    effects = {row["coeff"]: row for row in document["tables"]["effects"]}
+    assert effects[0]["top_token"] == " Paris" and effects[1]["top_token"] == " Berlin"
+    texts = {row["coeff"]: row["text"] for row in document["tables"]["generations"]}
+    assert texts[0].startswith(" Paris") and texts[1].startswith(" Berlin")

@@ -29,6 +29,9 @@ GRANULARITIES = (
     "direct_path", "all",
 )
 DETECTORS = ("previous_token", "duplicate_token", "induction", "retrieval")
+STEERING_METHODS = ("actadd", "mean_diff", "mean_centred")
+STEERING_POSITIONS = ("all", "last", "generated")
+ABLATIONS = ("zero", "mean")
 
 
 @dataclass(frozen=True)
@@ -130,13 +133,14 @@ KINDS: tuple[Kind, ...] = (
         runner="analyses.kinds.logit_lens:run",
         figures="analyses.figures.logit_lens:figures",
         required=("prompt",),
-        optional=("top_k", "token", "final_norm", "dataset"),
+        optional=("top_k", "token", "final_norm", "ablate", "ablation", "dataset"),
         row_fields=("prompt", "token"),
         tables={"top": ("layer", "layer_index", "position", "token", "rank", "token_id",
                         "token_str", "prob", "logit"),
                 "targets": ("layer", "layer_index", "position", "token_id", "token_str", "rank",
                             "prob")},
         defaults={"top_k": 10, "final_norm": True},
+        choices={"ablation": ABLATIONS},
     ),
     Kind(
         name="heads",
@@ -223,6 +227,27 @@ KINDS: tuple[Kind, ...] = (
         required=("prompt",),
         optional=("layer", "head"),
         tables={"patterns": ("layer", "head", "query_pos", "key_pos", "weight")},
+    ),
+    Kind(
+        name="steering",
+        summary="intervene and read what the model then says: add a steering vector built from "
+                "contrast texts, knock out heads or layers, and generate",
+        version=1,
+        runner="analyses.kinds.steering:run",
+        examples_runner="analyses.kinds.steering:run_examples",
+        figures="analyses.figures.steering:figures",
+        required=("prompt",),
+        optional=("positive", "negative", "method", "layer", "coeff", "positions", "ablate",
+                  "ablation", "max_new_tokens", "temperature", "seed", "answer", "wrong", "top_k",
+                  "dataset"),
+        row_fields=("prompt", "answer", "wrong"),
+        tables={"generations": ("layer", "coeff", "ablated", "sample", "text", "tokens", "logprobs"),
+                "effects": ("layer", "coeff", "ablated", "metric", "top1", "top_token", "kl"),
+                "vector": ("layer", "norm", "rank", "token_id", "token_str", "score", "direction")},
+        defaults={"method": "mean_diff", "coeff": "0,0.5,1,2", "positions": "all",
+                  "ablation": "mean", "max_new_tokens": 20, "temperature": "0", "seed": 0,
+                  "top_k": 10},
+        choices={"method": STEERING_METHODS, "positions": STEERING_POSITIONS, "ablation": ABLATIONS},
     ),
 )
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from urllib.parse import quote, unquote_plus
 
+from . import listtext
 from .catalogue import CATALOGUE
 from .datasets import check_name as check_dataset_name
 from .errors import SpecError
@@ -30,6 +32,8 @@ class FieldInfo:
     help: str
     minimum: int | None = None
     maximum: int | None = None
+    # text fields: reads the value and raises ValueError naming what is wrong (a comma list)
+    check: Callable[[str], object] | None = None
 
 
 # The one vocabulary of links, JSON, the CLI and tests, in canonical order.
@@ -61,7 +65,38 @@ FIELDS: dict[str, FieldInfo] = {
     "dataset": FieldInfo(TEXT, "a prompt set to run over instead of one prompt: a shipped set "
                                "(ioi, facts, induction, needle) or sha256:<hex> of one added with "
                                "`python -m analyses datasets add`"),
+    "positive": FieldInfo(TEXT, "steering: the texts the vector steers toward, one per line",
+                          check=listtext.lines),
+    "negative": FieldInfo(TEXT, "steering: the contrasting texts, one per line (the i-th pairs with "
+                                "the i-th positive)", check=listtext.lines),
+    "method": FieldInfo(TEXT, "steering: how the vector is built (actadd, mean_diff, mean_centred)"),
+    "coeff": FieldInfo(TEXT, "steering: coefficients the vector is added with, comma-separated "
+                             "(a sweep; 0, the unsteered baseline, is always run)",
+                       check=listtext.numbers),
+    "positions": FieldInfo(TEXT, "steering: where the vector is added (all, last: the prompt's last "
+                                 "position, generated: the generated tokens)"),
+    "max_new_tokens": FieldInfo(INT, "steering: how many tokens to generate", 1, 256),
+    "temperature": FieldInfo(TEXT, "steering: sampling temperature (0: greedy)",
+                             check=lambda text: listtext.number(text, 0.0)),
+    "ablation": FieldInfo(TEXT, "what an ablated component's output is replaced with (zero, or "
+                                "mean: its mean over a neutral text)"),
 }
+ABLATE_LIST = FieldInfo(TEXT, "components to knock out, comma-separated: heads L1H7, a layer's MLP "
+                              "L0.mlp, its attention output L0.attn", check=listtext.components)
+# Fields whose type differs for one kind: a list where the others take a single value.
+KIND_FIELDS: dict[str, dict[str, FieldInfo]] = {
+    "steering": {"layer": FieldInfo(TEXT, "the layers to steer at, comma-separated (0-based: the "
+                                          "residual stream entering that block); several sweep",
+                                    check=listtext.indices),
+                 "ablate": ABLATE_LIST},
+    "logit_lens": {"ablate": ABLATE_LIST},
+}
+
+
+def field_info(kind, name: str) -> FieldInfo:
+    """What field `name` is for `kind`: its entry in FIELDS unless the kind gives it its own."""
+    own = KIND_FIELDS.get(kind, {}) if isinstance(kind, str) else {}
+    return own.get(name) or FIELDS[name]
 MAX_TEXT_CHARS = 20_000  # a spec is a link: longer text is surely a mistake
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
@@ -79,7 +114,7 @@ class AnalysisSpec:
     top_k: int | None = None
     granularity: str | None = None
     detector: str | None = None
-    layer: int | None = None
+    layer: int | str | None = None  # steering: a comma list of layers
     head: int | None = None
     neuron: int | None = None
     seed: int | None = None
@@ -87,14 +122,22 @@ class AnalysisSpec:
     exact: bool | None = None
     qk_fix: bool | None = None
     graddrop: bool | None = None
-    ablate: bool | None = None
+    ablate: bool | str | None = None  # steering, logit lens: a comma list of components
     dataset: str | None = None
+    positive: str | None = None
+    negative: str | None = None
+    method: str | None = None
+    coeff: str | None = None
+    positions: str | None = None
+    max_new_tokens: int | None = None
+    temperature: str | None = None
+    ablation: str | None = None
 
     def __post_init__(self):
-        for name, info in FIELDS.items():
+        for name in FIELDS:
             value = getattr(self, name)
             if value is not None:
-                _check_value(name, info, value)
+                _check_value(name, field_info(self.kind, name), value)
         analysis = CATALOGUE[self.kind]
         given = {f.name for f in fields(self) if getattr(self, f.name) is not None} - {"kind", "model"}
         from_rows: set[str] = set()
@@ -190,7 +233,8 @@ class AnalysisSpec:
             raise SpecError(str(unknown[0])[:40], f"unknown field; known fields: {', '.join(FIELDS)}")
         if "kind" not in data:
             raise SpecError("kind", "missing: every spec names its analysis kind")
-        return cls(**{name: _decode(name, FIELDS[name], value) for name, value in data.items()})
+        kind = data["kind"]
+        return cls(**{name: _decode(name, field_info(kind, name), value) for name, value in data.items()})
 
     # --- identity --------------------------------------------------------------
     def content_key(self, fingerprint: str, version: int) -> str:
@@ -238,6 +282,11 @@ def _check_value(name: str, info: FieldInfo, value) -> None:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise SpecError(name, "contains characters that are not valid Unicode text") from None
+        if info.check is not None:
+            try:
+                info.check(value)
+            except ValueError as err:
+                raise SpecError(name, str(err)) from None
     if info.type == INT and info.minimum is not None and value < info.minimum:
         raise SpecError(name, f"must be at least {info.minimum}, got {value}")
     if info.type == INT and info.maximum is not None and value > info.maximum:

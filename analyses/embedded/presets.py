@@ -59,9 +59,17 @@ def induction(rng: np.random.Generator, n: int, length: int = 12) -> list[dict]:
     return rows
 
 
+# Measured on the embedded model: the layer-2 difference Germany − France, added at every
+# position with coefficient 1, turns " Paris" into " Berlin"; at 2 the text degrades.
+STEERING = [{"prompt": "The capital of France is", "positive": "The capital of Germany is",
+             "negative": "The capital of France is", "layer": "2", "coeff": "0,0.25,0.5,0.75,1,2",
+             "answer": " Berlin", "wrong": " Paris"}]
+
+
 def build(seed: int = 2024) -> dict:
     rng = np.random.default_rng(seed)
     return {
+        "steering": STEERING,
         "ioi": ioi_pairs(rng, 12),
         "facts": facts(rng),
         "needle": needles(rng, 4),

@@ -42,6 +42,9 @@ LABEL_KEYS = ("granularity", "component", "node", "layer", "head", "position", "
 
 
 def figures(result) -> dict[str, go.Figure]:
+    if result.kind == "steering":  # cells of interventions, not components
+        from analyses.figures.steering import set_figures
+        return set_figures(result)
     shown = {}
     summary = result.tables.get("effects_summary")
     grid = head_mean_heatmap(summary)

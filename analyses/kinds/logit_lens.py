@@ -5,6 +5,10 @@ Built on TransformerLens's `tools.analysis.logit_lens`, which applies the
 model's own final norm with recomputed statistics, so the last stack entry
 (`final_post`) equals the model's output distribution. The stack holds every
 block's input (`L_pre`) and the final output.
+
+With `ablate=` (heads `L1H7`, `L0.mlp`, `L0.attn`; `ablation=zero|mean`) the model is read
+with those components knocked out (`analyses.kinds.interventions.ablation`), the hooks
+scoped to this one forward pass: what each layer predicts once they are gone.
 """
 from __future__ import annotations
 
@@ -15,10 +19,14 @@ import pandas as pd
 import torch
 from transformer_lens.tools.analysis import logit_lens as tl_logit_lens
 
+from analyses.core import listtext
 from analyses.core.catalogue import CATALOGUE
+from analyses.core.errors import SpecError
 from analyses.core.progress import Progress, silent
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
+from analyses.kinds.interventions import ablation as ablating
+from analyses.kinds.interventions.positions import Positions
 from analyses.kinds.tokens import prompt_tokens, single_token, token_strings, token_texts
 
 TOP_COLUMNS = CATALOGUE["logit_lens"].tables["top"]
@@ -39,9 +47,12 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     spec = spec.with_defaults()
     tokens = prompt_tokens(bridge, spec.prompt)  # [1, pos]
     targets = [(t, single_token(bridge, t, "token")) for t in spec.targets()]
+    if spec.ablation not in (None, "mean") and spec.ablate is None:
+        raise SpecError("ablation", "says how to ablate; name what to ablate in ablate= as well")
     progress(0.1, "running the model")
-    _, cache = bridge.run_with_cache(
-        tokens, names_filter=residual_stream_hooks(int(bridge.cfg.n_layers)))
+    with bridge.hooks(fwd_hooks=knockout_hooks(bridge, spec)):
+        _, cache = bridge.run_with_cache(
+            tokens, names_filter=residual_stream_hooks(int(bridge.cfg.n_layers)))
     progress(0.5, "reading every layer through the unembedding")
     ids = [i for _, i in targets]
     readout = read_all_layers(bridge, cache, int(tokens.shape[1]), spec.top_k, ids,
@@ -55,7 +66,17 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     labels = readout.labels
     progress(1.0, "done")
     return Result(spec=spec, tables=tables, meta={"n_tokens": int(tokens.shape[1]),
-                                                  "layers": labels, "final_norm": spec.final_norm})
+                                                  "layers": labels, "final_norm": spec.final_norm,
+                                                  "ablated": spec.ablate})
+
+
+def knockout_hooks(bridge, spec: AnalysisSpec) -> list:
+    """The ablation's hooks (none without `ablate`), counting positions from 0."""
+    if not spec.ablate:
+        return []
+    ablation = ablating.prepare(bridge, listtext.components(spec.ablate), spec.ablation or "mean")
+    counter = Positions(cached=False)
+    return [counter.fwd_hook(), *ablating.ablation_hooks(ablation, counter)]
 
 
 @dataclass(frozen=True)

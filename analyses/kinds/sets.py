@@ -13,7 +13,8 @@ Tables of a set run:
   for position-indexed tables, `n_tokens`; the logit lens's `targets` also gets `target`, the
   target's place in its row's list (0: the answer, 1: wrong);
 - `<table>_summary`: the same keys plus `mean`, `sem`, `ci_low`, `ci_high` (95%, Student's t)
-  and `n`. Position-indexed rows are grouped by `n_tokens`: a position means the same only in
+  and `n` (steering's effects: one row per quantity, `metric`, `top1` and `kl`, named in
+  `quantity`). Position-indexed rows are grouped by `n_tokens`: a position means the same only in
   prompts of one length (position-free rows, position -1, have `n_tokens` -1 and pool every
   example). Activation patching normalises like Wang et al. 2022: (mean patched
   − mean corrupted) / (mean clean − mean corrupted) over a group's examples, its interval that
@@ -44,7 +45,7 @@ from analyses.core.summary import summarise
 @dataclass(frozen=True)
 class Summary:
     keys: tuple[str, ...]  # what identifies a row across examples
-    value: str  # the column averaged
+    value: str | tuple[str, ...]  # the column averaged (several: one row each, named in `quantity`)
     wang: bool = False  # normalise the mean by the group's mean baselines (patching)
     last_position: bool = False  # only each prompt's last position (then lengths may differ)
 
@@ -56,6 +57,7 @@ SUMMARIES: dict[str, dict[str, Summary]] = {
     "attribution_patching": {"attributions": Summary(("node", "layer", "position", "head"), "atp")},
     "dla": {"contributions": Summary(("component", "layer", "head"), "value")},
     "logit_lens": {"targets": Summary(("layer", "layer_index", "target"), "prob", last_position=True)},
+    "steering": {"effects": Summary(("layer", "coeff", "ablated"), ("metric", "top1", "kl"))},
 }
 SKIPPED_COLUMNS = ("example", "reason", "row")
 
@@ -154,6 +156,9 @@ def summary_table(frame: pd.DataFrame, summary: Summary, examples: pd.DataFrame)
         by_position = frame["position"] >= 0  # position-free cells (heads over all positions): -1
         frame = frame.assign(n_tokens=frame["n_tokens"].where(by_position, -1))
         keys = ["n_tokens", *keys]
+    if not isinstance(summary.value, str):  # several quantities: a row of each per group
+        return pd.concat([summarise(frame, keys, value).assign(quantity=value)
+                          for value in summary.value], ignore_index=True)
     table = summarise(frame, keys, summary.value)
     return _wang(table, frame, keys, examples) if summary.wang else table
 

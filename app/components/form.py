@@ -5,7 +5,7 @@ URL), `sync_from_url` writes the link's spec into the widgets before they are dr
 Pressing Run reads the widgets back into a spec and writes it to the URL, which makes
 the page rerun, compute and show that spec. Nothing else changes the URL.
 
-Widgets are generic: each spec field gets one by its type in `analyses.spec.FIELDS`
+Widgets are generic: each spec field gets one by its type (`analyses.core.spec.field_info`)
 (text → text box, int → number box, bool → checkbox; a bool field the kind gives no
 default, whose absence means "the analysis decides", → auto/yes/no; a text field with
 `choices` in the kind's catalogue entry → a select box, or a multiselect for its
@@ -22,7 +22,7 @@ import streamlit as st
 from analyses import AnalysisSpec
 from analyses.core.catalogue import CATALOGUE
 from analyses.core.errors import UserError
-from analyses.core.spec import BOOL, FIELDS, INT
+from analyses.core.spec import BOOL, INT, field_info
 from app import links
 from app.components.display import md_escape
 from app.components.model_picker import chosen_model, set_model
@@ -38,7 +38,7 @@ TRISTATE = {True: "yes", False: "no"}
 class Field:
     name: str  # a spec field of the page's kind
     label: str | None = None  # default: the field name
-    help: str | None = None  # default: the field's help in FIELDS
+    help: str | None = None  # default: the field's own help
     multiline: bool = False  # text fields: a text area instead of a one-line box
     placeholder: str | None = None
 
@@ -98,6 +98,9 @@ class SpecForm:
             if self.key(f.name) not in state:
                 state[self.key(f.name)] = self._widget_value(f.name, start.get(f.name))
 
+    def _info(self, name: str):
+        return field_info(self.kind, name)
+
     def _choices(self, name: str) -> tuple[str, ...] | None:
         return getattr(self.analysis, "choices", {}).get(name)
 
@@ -107,13 +110,13 @@ class SpecForm:
     def _is_tristate(self, name: str) -> bool:
         """A bool field without a default: unset is a third answer (attribution patching's
         `exact`: run it when the model is small enough), which a checkbox cannot give."""
-        return FIELDS[name].type == BOOL and name not in self.analysis.defaults
+        return self._info(name).type == BOOL and name not in self.analysis.defaults
 
     def _widget_value(self, name: str, value):
         """A spec value as its widget holds it (None: the kind's default)."""
         if value is None:
             value = self.analysis.defaults.get(name)
-        info = FIELDS[name]
+        info = self._info(name)
         if self._choices(name) is not None:
             if self._is_list(name):
                 return [v.strip() for v in (value or "").split(",") if v.strip()]
@@ -136,9 +139,9 @@ class SpecForm:
                 value = ",".join(value) or None
             elif self._is_tristate(f.name):
                 value = {label: flag for flag, label in TRISTATE.items()}.get(value)  # auto: None
-            elif FIELDS[f.name].type == INT:
+            elif self._info(f.name).type == INT:
                 value = None if value is None else int(value)
-            elif FIELDS[f.name].type != BOOL:
+            elif self._info(f.name).type != BOOL:
                 value = value if value and value.strip() else None  # leading spaces kept
             if value is not None:
                 values[f.name] = value
@@ -176,7 +179,7 @@ class SpecForm:
             st.error(st.session_state[self._error_key], icon=":material/error:")
 
     def _widget(self, f: Field) -> None:
-        info = FIELDS[f.name]
+        info = self._info(f.name)
         label = f.label or f.name
         help_text = f.help or md_escape(info.help)
         key = self.key(f.name)

@@ -76,6 +76,29 @@ def _attention(suite: str, entry: dict) -> dict:
     return {"prompt": _prompt(entry)}
 
 
+# The embedded model card's top heads for the two behaviours the knockout presets test.
+RETRIEVAL_HEADS = "L1H7,L1H6,L1H5,L1H3"  # the top 4 by retrieval score: recall falls to 17%
+IOI_HEAD = "L0H0"  # patching its last-position output restores the whole logit difference
+
+
+def _steering(suite: str, entry: dict) -> dict:
+    """The steering suite as written; a fact steered toward another country's capital (the
+    prompt asks for the corrupted country, the vector points at the clean one); IOI and
+    needle prompts with the heads the model card names knocked out."""
+    if suite == "steering":
+        return entry
+    if suite == "facts" and entry.get("corrupted"):
+        return {"prompt": entry["corrupted"], "positive": entry["prompt"], "negative": entry["corrupted"],
+                "layer": "2", "coeff": "0,0.5,1", "answer": entry.get("answer"),
+                "wrong": entry.get("wrong")}
+    if suite == "ioi":
+        return {"prompt": _prompt(entry), "answer": entry.get("answer"), "wrong": entry.get("wrong"),
+                "ablate": IOI_HEAD}
+    if suite == "needle":
+        return {"prompt": _prompt(entry), "answer": entry.get("answer"), "ablate": RETRIEVAL_HEADS}
+    return {}
+
+
 # kind -> (suite, entry) -> spec fields. Kinds not listed keep the entry fields they accept.
 ADAPTERS: dict[str, Callable[[str, dict], dict]] = {
     "logit_lens": _logit_lens,
@@ -85,7 +108,9 @@ ADAPTERS: dict[str, Callable[[str, dict], dict]] = {
     "neurons": _neurons,
     "dla": _dla,
     "attention": _attention,
+    "steering": _steering,
 }
+ONLY_FOR = {"steering": ("steering",)}  # suites written for these kinds alone
 
 
 def load_suites(path: Path | None = None) -> dict[str, list[dict]]:
@@ -128,6 +153,8 @@ def presets_for(kind: str, suites: dict[str, list[dict]] | None = None) -> list[
     per_suite: list[list[Preset]] = []
     seen: list[dict] = []
     for suite, entries in suites.items():
+        if kind not in ONLY_FOR.get(suite, (kind,)):
+            continue
         taken: list[Preset] = []
         for entry in entries if isinstance(entries, list) else []:
             if len(taken) == PER_SUITE:

@@ -579,6 +579,9 @@ BAD_LINKS = [  # (page's kind, query): a wrong value, a stray or repeated field,
     ("attribution_patching", {"kind": "attribution_patching", **PAIR, "granularity": "resid_pre"}),
     ("attribution_patching", {"kind": "attribution_patching", "clean": IOI, "answer": " Mary",
                               "wrong": " John", "qk_fix": "1", "corrupted": ["a", "b"]}),
+    ("steering", {"kind": "steering", "prompt": "Hi", "coeff": "1,,2"}),
+    ("steering", {"kind": "steering", "prompt": "Hi", "ablate": "L1X"}),
+    ("steering", {"kind": "steering", "prompt": "Hi", "positions": "middle"}),
 ]
 
 
@@ -796,3 +799,43 @@ def test_the_set_picker_lists_the_sets_a_page_can_run_and_fills_its_input():
     assert not lens.error, errors(lens)
     assert {m.label: m.value for m in lens.metric} == {"Examples run": "1", "Rows skipped": "0"}
     assert lens.query_params["dataset"] == reference  # the link holds the set
+
+
+# --------------------------------------------------------------------------- steering
+
+STEERING_PRESET = {"prompt": "The capital of France is", "positive": "The capital of Germany is",
+                   "negative": "The capital of France is", "layer": "2", "coeff": "0,0.5,1",
+                   "answer": " Berlin", "wrong": " Paris", "max_new_tokens": 6}
+
+
+def test_steering_restores_a_link_and_shows_the_steered_text_beside_the_intact(model_roots):
+    at = open_page(PAGES["steering"], spec_query("steering", "default", **STEERING_PRESET))
+    assert_clean(at)
+    assert not at.error, errors(at)
+    assert at.text_input(key="steering:layer").value == "2"
+    assert at.text_input(key="steering:coeff").value == "0,0.5,1"
+    assert at.text_area(key="steering:positive").value == "The capital of Germany is"
+    strip, metric, kl, vector = figures(at)
+    assert strip["layout"]["yaxis"]["ticktext"] == ["intact", "L2 × 0.5", "L2 × 1"]
+    assert metric["layout"]["xaxis"]["ticktext"] == ["0", "0.5", "1"] and metric["data"][0]["zmid"] == 0
+    assert "KL" in kl["layout"]["title"]["text"]
+    assert "steering vector" in vector["layout"]["title"]["text"]
+    marked = [m.value for m in at.markdown if "<mark" in m.value]
+    assert marked and "Berlin" in marked[0]  # the steered side, its new answer marked
+
+
+def test_a_knockout_link_shows_intact_and_ablated(model_roots):
+    at = open_page(PAGES["steering"], spec_query("steering", "default", prompt=IOI, answer=" Mary", wrong=" John",
+                                                 ablate="L0H0", max_new_tokens=4))
+    assert_clean(at)
+    assert not at.error, errors(at)
+    strip, bars = figures(at)
+    assert strip["layout"]["yaxis"]["ticktext"] == ["intact", "ablated"]
+    assert bars["data"][0]["x"] == ["intact", "ablated"]
+
+
+def test_a_steering_error_found_at_run_time_names_the_field(model_roots):
+    at = open_page(PAGES["steering"], spec_query("steering", "default", prompt=IOI, ablate="L7H0"))
+    assert_clean(at)
+    assert any("ablate" in e and "3 layers" in e for e in errors(at)), errors(at)
+    assert not figures(at)

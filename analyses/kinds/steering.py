@@ -1,0 +1,271 @@
+"""Steering and ablation: intervene on the model and read what it then says.
+
+A run is a grid of cells (layer × coefficient, each with or without the ablation), all on
+one prompt: for each, the continuation the model generates (`generations`), the effect at
+the prompt's last position and the damage elsewhere (`effects`); and each steering vector's
+norm and top tokens (`vector`). See `analyses.kinds.interventions` for the parts.
+
+Cells. Coefficient 0 is always run: the model itself, the baseline of every comparison.
+With `ablate=`, every cell is ablated except that baseline, which stays the intact model
+(so a knockout alone is two cells: intact and ablated). Without a vector, `layer` is empty.
+
+Effects, per cell:
+- `metric`: logit(answer) − logit(wrong) at the prompt's last position (only `answer`: its
+  log-probability; neither: NaN), under the cell's interventions;
+- `top1`: 1 when the answer is the model's top next token there, else 0 (NaN without one);
+  `top_token`: that top token;
+- `kl`: mean over the neutral text's positions of KL(intact ‖ intervened) of the next-token
+  distributions, in nats, with the vector added at every position of that text (whatever
+  `positions` says) and the ablation applied: what the intervention breaks besides what it
+  steers.
+
+Sampling (temperature > 0) draws `SAMPLES` continuations per cell, sample i seeded with
+seed + i in every cell, so cells differ by their intervention, not by their luck.
+On a prompt set (`dataset=`) the vector, the ablation means and the KL are computed once,
+and every row's prompt runs through the same cells.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from analyses.core import listtext
+from analyses.core.catalogue import CATALOGUE
+from analyses.core.errors import SpecError, UserError
+from analyses.core.progress import Progress, silent
+from analyses.core.result import Result
+from analyses.core.spec import AnalysisSpec
+from analyses.kinds.interventions import ablation as ablating
+from analyses.kinds.interventions import generation, vectors
+from analyses.kinds.interventions.neutral import neutral_tokens
+from analyses.kinds.tokens import prompt_tokens, single_token, token_strings, token_texts
+
+TABLES = CATALOGUE["steering"].tables
+SAMPLES = 3  # continuations per cell when sampling
+MAX_CELLS = 64  # layers × coefficients one run may sweep
+
+
+@dataclass(frozen=True)
+class Cell:
+    layer: int | None  # None: no steering vector in this run
+    coeff: float
+    ablated: bool
+
+    @property
+    def intervention(self) -> tuple:
+        """What the cell changes: cells that change the same thing share one computation."""
+        return (self.layer if self.coeff else None, self.coeff, self.ablated)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every prompt of a run shares."""
+
+    cells: tuple[Cell, ...]
+    vectors: dict[int, Tensor]
+    ablation: ablating.Ablation | None
+    positions: str
+    temperature: float
+    samples: int
+    max_new_tokens: int
+    seed: int
+    kl: dict[tuple, float]  # Cell.intervention -> KL on the neutral text
+    vector_table: pd.DataFrame | None
+    resid_norms: dict[int, float]  # a typical residual's norm at each steered layer
+
+
+def _given(spec: AnalysisSpec, name: str) -> bool:
+    """Whether `name` is set to something other than the kind's default (a form shows the
+    defaults in its widgets, so a default value says nothing of what the user wants)."""
+    value = getattr(spec, name)
+    return value is not None and value != CATALOGUE["steering"].defaults.get(name)
+
+
+def check_fields(spec: AnalysisSpec) -> None:
+    """Fields that need a steering vector are refused without one, unless left at their
+    defaults; `ablation` likewise needs `ablate`."""
+    if _given(spec, "negative") and not _given(spec, "positive"):
+        raise SpecError("positive", "missing: negative texts contrast with positive ones")
+    if not _given(spec, "positive"):
+        for name in ("layer", "coeff", "method", "positions"):
+            if _given(spec, name):
+                raise SpecError(name, "applies to a steering vector; give positive (and negative) "
+                                      "texts to build one, or leave it out")
+    if _given(spec, "ablation") and not _given(spec, "ablate"):
+        raise SpecError("ablation", "says how to ablate; name what to ablate in ablate= as well")
+
+
+def build_cells(layers: list[int] | None, coeffs: list[float], ablated: bool) -> tuple[Cell, ...]:
+    layer_list = layers or [None]
+    if not ablated:
+        return tuple(Cell(layer, c, False) for layer in layer_list for c in coeffs)
+    return tuple(cell for layer in layer_list
+                 for cell in (Cell(layer, 0.0, False), *(Cell(layer, c, True) for c in coeffs)))
+
+
+@torch.no_grad()
+def prepare(bridge, spec: AnalysisSpec, progress: Progress = silent) -> Plan:
+    check_fields(spec)
+    full = spec.with_defaults()
+    n_layers = int(bridge.cfg.n_layers)
+    steering = full.positive is not None
+    layers = listtext.indices(full.layer) if full.layer is not None else ([n_layers // 2] if steering else None)
+    for layer in layers or []:
+        if layer >= n_layers:
+            raise SpecError("layer", f"{layer} is out of range: the model has {n_layers} layers (0 to {n_layers - 1})")
+    coeffs = sorted({0.0, *listtext.numbers(full.coeff)}) if steering else [0.0]
+    if len(layers or [None]) * len(coeffs) > MAX_CELLS:
+        raise SpecError("coeff", f"{len(layers)} layers × {len(coeffs)} coefficients; a run sweeps at "
+                                 f"most {MAX_CELLS} cells")
+    progress(0.02, "building the steering vector" if steering else "preparing the ablation")
+    found = (vectors.steering_vectors(bridge, full.method, listtext.lines(full.positive),
+                                      listtext.lines(full.negative) if full.negative else [], layers)
+             if steering else {})
+    ablation = (ablating.prepare(bridge, listtext.components(full.ablate), full.ablation)
+                if full.ablate else None)
+    temperature = listtext.number(full.temperature)
+    cells = build_cells(layers, coeffs, ablation is not None)
+    neutral = neutral_tokens(bridge)
+    resid = vectors.read_residuals(bridge, neutral, layers) if steering else {}
+    plan = Plan(cells=cells, vectors=found, ablation=ablation, positions=full.positions,
+                temperature=temperature, samples=SAMPLES if temperature > 0 else 1,
+                max_new_tokens=full.max_new_tokens, seed=full.seed, kl={},
+                vector_table=vectors.vector_table(bridge, found, full.top_k) if steering else None,
+                resid_norms={layer: float(r[1:].norm(dim=-1).mean()) for layer, r in resid.items()})
+    progress(0.05, "measuring what each intervention changes on a neutral text")
+    intact = generation.forward(bridge, neutral, lambda counter: [])[0].float().log_softmax(-1)
+    for cell in cells:
+        if cell.intervention not in plan.kl:
+            hooks = hooks_for(plan, cell, where=lambda pos: torch.ones_like(pos, dtype=torch.bool))
+            changed = generation.forward(bridge, neutral, hooks)[0].float().log_softmax(-1)
+            plan.kl[cell.intervention] = kl_divergence(intact, changed)
+    return plan
+
+
+def kl_divergence(p_log: Tensor, q_log: Tensor) -> float:
+    """Mean over positions of KL(p ‖ q), from log-probabilities [pos, d_vocab], in nats."""
+    return float((p_log.exp() * (p_log - q_log)).sum(-1).mean())
+
+
+def hooks_for(plan: Plan, cell: Cell, where) -> generation.Hooks:
+    """The cell's hooks for a position counter: the ablation, then the vector."""
+    def hooks(counter) -> list:
+        found = ablating.ablation_hooks(plan.ablation, counter) if cell.ablated else []
+        if cell.coeff:
+            hook = vectors.steering_hook(plan.vectors[cell.layer], cell.coeff, where, counter)
+            found.append((vectors.resid_hook(cell.layer), hook))
+        return found
+    return hooks
+
+
+def answer_ids(bridge, spec: AnalysisSpec) -> tuple[int | None, int | None]:
+    answer = single_token(bridge, spec.answer, "answer") if spec.answer else None
+    wrong = single_token(bridge, spec.wrong, "wrong") if spec.wrong else None
+    if wrong is not None and answer is None:
+        raise SpecError("answer", "missing: wrong is measured against an answer")
+    return answer, wrong
+
+
+def metric(logits: Tensor, answer: int | None, wrong: int | None) -> float:
+    """logits [d_vocab] at the prompt's last position -> the effect measure (module docstring)."""
+    if answer is None:
+        return float("nan")
+    if wrong is None:
+        return float(logits.log_softmax(-1)[answer])
+    return float(logits[answer] - logits[wrong])
+
+
+@torch.no_grad()
+def run_prompt(bridge, plan: Plan, spec: AnalysisSpec, progress: Progress = silent) -> Result:
+    prompt = prompt_tokens(bridge, spec.prompt)  # [1, pos]
+    n_prompt = int(prompt.shape[1])
+    answer, wrong = answer_ids(bridge, spec)
+    room = generation.room(bridge, n_prompt)
+    if room < 1:
+        raise SpecError("prompt", f"{n_prompt} tokens fill the model's context; none are left to generate")
+    max_new = min(plan.max_new_tokens, room)
+    where = vectors.where_added(plan.positions, n_prompt)
+    done: dict[tuple, list[generation.Generated]] = {}
+    generations, effects = [], []
+    steps = len({c.intervention for c in plan.cells}) * plan.samples
+    for cell in plan.cells:
+        if cell.intervention not in done:
+            done[cell.intervention] = []
+            for sample in range(plan.samples):
+                progress(0.1 + 0.9 * sum(map(len, done.values())) / steps,
+                         f"generating: {describe(cell)}")
+                done[cell.intervention].append(generation.generate(
+                    bridge, prompt, hooks_for(plan, cell, where), max_new, plan.temperature,
+                    plan.seed + sample))
+        outs = done[cell.intervention]
+        for sample, out in enumerate(outs):
+            generations.append({"layer": cell.layer, "coeff": cell.coeff, "ablated": cell.ablated,
+                                "sample": sample, "text": bridge.tokenizer.decode(out.tokens),
+                                "tokens": json.dumps(token_texts(bridge, out.tokens).tolist(), ensure_ascii=False),
+                                "logprobs": json.dumps([round(v, 5) for v in out.logprobs])})
+        top = int(outs[0].last_logits.argmax())
+        effects.append({"layer": cell.layer, "coeff": cell.coeff, "ablated": cell.ablated,
+                        "metric": metric(outs[0].last_logits, answer, wrong),
+                        "top1": float("nan") if answer is None else float(top == answer),
+                        "top_token": str(token_texts(bridge, [top])[0]),
+                        "kl": plan.kl[cell.intervention]})
+    tables = {"generations": _frame(generations, "generations"), "effects": _frame(effects, "effects")}
+    if plan.vector_table is not None:
+        tables["vector"] = plan.vector_table
+    progress(1.0, "done")
+    return Result(spec=spec.with_defaults(), tables=tables, meta={
+        "n_tokens": n_prompt, "prompt_tokens": token_strings(bridge, prompt[0]),
+        "max_new_tokens": max_new, "samples": plan.samples,
+        "metric": metric_name(spec), "ablated": plan.ablation.label if plan.ablation else None,
+        "resid_norms": {str(k): v for k, v in plan.resid_norms.items()},
+        "n_layers": int(bridge.cfg.n_layers)})
+
+
+def describe(cell: Cell) -> str:
+    parts = [f"layer {cell.layer}, coefficient {cell.coeff:g}"] if cell.coeff else ["no vector"]
+    return ", ".join([*parts, "ablated" if cell.ablated else "intact"])
+
+
+def metric_name(spec: AnalysisSpec) -> str | None:
+    if not spec.answer:
+        return None
+    if not spec.wrong:
+        return f"log p({spec.answer!r})"
+    return f"logit({spec.answer!r}) − logit({spec.wrong!r})"
+
+
+def _frame(rows: list[dict], table: str) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=list(TABLES[table]))
+    frame["layer"] = frame["layer"].astype("Int64")  # empty (NA) without a vector
+    frame["ablated"] = frame["ablated"].astype(bool)
+    return frame
+
+
+def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
+    bridge = model.bridge
+    plan = prepare(bridge, spec, progress)
+    return run_prompt(bridge, plan, spec, progress)
+
+
+def run_examples(model, specs: list[AnalysisSpec], progress: Progress = silent) -> list:
+    """A prompt set's rows: one plan (vector, ablation means, KL) for all, then each row's
+    prompt through it; a row that cannot run is returned as its UserError."""
+    if not specs:
+        return []
+    bridge = model.bridge
+    plan = prepare(bridge, specs[0], silent)
+    outcomes = []
+    for i, spec in enumerate(specs):
+        progress(i / len(specs), f"example {i + 1} of {len(specs)}")
+        try:
+            outcomes.append(run_prompt(bridge, plan, spec))
+        except UserError as err:
+            outcomes.append(err)
+    return outcomes
+
+
+

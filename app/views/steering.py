@@ -1,0 +1,96 @@
+"""Steering page: add a steering vector or knock out components, and read what the model
+then says beside what it says intact."""
+import json
+
+import streamlit as st
+
+from analyses.figures.steering import cell_label, distinct_cells, highlighted_html
+from app.components.display import md_escape
+from app.components.form import Field
+from app.components.page import analysis_page, view_key
+
+
+def draw(result):
+    figures = result.figures(layer=chosen_layer(result))
+    return {"side_by_side": lambda: side_by_side(result), "numbers": lambda: numbers(result), **figures}
+
+
+def chosen_layer(result) -> int | None:
+    """The layer whose vector the top-token chart reads (a view, not part of the link)."""
+    vector = result.tables.get("vector")
+    layers = sorted(int(v) for v in vector["layer"].unique()) if vector is not None else []
+    if len(layers) < 2:
+        return layers[0] if layers else None
+    return st.selectbox("Steering vector shown below (a view of this result)", layers,
+                        key=view_key(result, "vector_layer"), format_func=lambda v: f"layer {v}")
+
+
+def side_by_side(result):
+    """The intact model's continuation and a chosen cell's, differing tokens marked."""
+    generations = result.tables["generations"]
+    first = generations[generations["sample"] == 0]
+    cells = distinct_cells(first).reset_index(drop=True)
+    labels = [cell_label(r.layer, r.coeff, r.ablated) for r in cells.itertuples()]
+    intact = cells[(cells["coeff"] == 0) & ~cells["ablated"]]
+    others = [i for i, label in enumerate(labels) if label != "intact"]
+    if intact.empty or not others:
+        st.markdown(f"**Continuation:** {md_escape(cells['text'].iloc[0])}")
+        return
+    pick = st.selectbox("Compare the intact model with (a view of this result)", others,
+                        index=len(others) - 1 if len(others) < 3 else len(others) // 2,
+                        format_func=lambda i: labels[i], key=view_key(result, "compare"))
+    reference = json.loads(intact["tokens"].iloc[0])
+    chosen = json.loads(cells.loc[pick, "tokens"])
+    prompt = md_escape(result.spec.prompt[-300:])
+    left, right = st.columns(2, border=True)
+    left.markdown("**intact model**")
+    left.markdown(f"<span style='color:#888'>…{prompt}</span>{highlighted_html(reference, reference)}",
+                  unsafe_allow_html=True)
+    right.markdown(f"**{md_escape(labels[pick])}** (marked: tokens that differ at their place)")
+    right.markdown(f"<span style='color:#888'>…{prompt}</span>{highlighted_html(chosen, reference)}",
+                   unsafe_allow_html=True)
+
+
+def numbers(result):
+    """The effect, its top token and the KL of each cell, as a short table."""
+    effects = result.tables["effects"]
+    metric = result.meta.get("metric")
+    shown = distinct_cells(effects)
+    shown = shown.assign(intervention=[cell_label(r.layer, r.coeff, r.ablated) for r in shown.itertuples()])
+    columns = ["intervention", "top_token", "kl"] + (["metric", "top1"] if metric else [])
+    st.dataframe(shown[columns].rename(columns={"metric": metric or "metric", "top_token": "top next token",
+                                                "kl": "KL on a neutral text (nats)"}),
+                 hide_index=True, key=view_key(result, "effects"))
+    if result.meta.get("ablated"):
+        st.caption(md_escape(f"Ablated: {result.meta['ablated']} ({result.spec.with_defaults().ablation} "
+                             "ablation, every position after BOS)."))
+
+
+analysis_page(
+    "steering",
+    intro="**Steering** adds a vector to the residual stream while the model reads the prompt "
+          "and generates: the difference between contrast texts at their last position "
+          "(ActAdd, Turner et al. 2023; averaged over pairs, CAA, Rimsky et al. 2024), or the "
+          "positive texts' mean minus a neutral text's (mean-centring, Jorgensen et al. 2023). "
+          "**Ablation** knocks out heads (`L1H7`), attention outputs (`L0.attn`) or MLPs "
+          "(`L0.mlp`). Each cell's continuation is shown beside the intact model's; the KL on "
+          "a neutral text says what the intervention breaks besides what it steers.",
+    fields=[
+        Field("prompt", "Prompt", multiline=True),
+        Field("positive", "Steer toward (one text per line)", multiline=True,
+              placeholder="e.g. The capital of Germany is"),
+        Field("negative", "Steer away from (one per line, paired with the lines above)", multiline=True,
+              placeholder="e.g. The capital of France is"),
+        Field("method", "Vector"),
+        Field("layer", "Layers", placeholder="e.g. 2, or 1,2 to sweep"),
+        Field("coeff", "Coefficients", placeholder="e.g. 0,0.5,1,2 (0 always runs)"),
+        Field("positions", "Added at"),
+        Field("ablate", "Knock out", placeholder="e.g. L1H7,L1H6,L0.mlp"),
+        Field("ablation", "Ablation"),
+        Field("answer", "Answer", placeholder="e.g. ␣Berlin (one token)"),
+        Field("wrong", "Wrong answer", placeholder="e.g. ␣Paris (one token)"),
+        Field("max_new_tokens", "Tokens to generate"),
+        Field("temperature", "Temperature (0: greedy)"),
+    ],
+    draw=draw,
+)
