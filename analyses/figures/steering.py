@@ -19,6 +19,7 @@ from analyses.figures.text import display_token, plot_text
 
 DIFFERS, SAME = "#F58518", "#E8EDF3"  # a token the intact model did not write / one it did
 MAX_STRIP_TOKENS = 64  # generated tokens the strip shows (the table has them all)
+MAX_WRITTEN_TOKENS = 20  # up to this many columns each token is written in its cell (more: hover)
 
 
 def figures(result, layer: int | None = None) -> dict[str, go.Figure]:
@@ -84,13 +85,16 @@ def generation_strip(generations: pd.DataFrame, samples: int = 1) -> go.Figure:
                       f"<br>log p = {lp:.3f}" for i, (t, lp) in enumerate(zip(tokens, logprobs))]
                      + [""] * pad)
     z = np.array(differs, dtype=float).reshape(len(labels), width)
+    written = width <= MAX_WRITTEN_TOKENS
     trace = go.Heatmap(z=z, x=list(range(width)), y=list(range(len(labels))), text=texts,
-                       texttemplate="%{text}", textfont={"size": 11}, customdata=hover,
+                       texttemplate="%{text}" if written else "", textfont={"size": 11}, customdata=hover,
                        hovertemplate="%{customdata}<extra></extra>", xgap=1, ygap=1, zmin=0, zmax=1,
                        colorscale=[[0, SAME], [0.5, SAME], [0.5, DIFFERS], [1, DIFFERS]],
                        colorbar={"title": {"text": "token"}, "tickvals": [0.25, 0.75],
                                  "ticktext": ["as intact", "differs"]})
     note = "orange: a token the intact model did not write at that place"
+    if not written:
+        note += "; hover a cell for its token"
     if samples > 1:
         note += f"; sample 1 of {samples} per cell (all in the generations table)"
     fig = go.Figure(trace)
@@ -116,11 +120,11 @@ def cell_grid(effects: pd.DataFrame, value: str, name: str, signed: bool, unit: 
     fig = go.Figure(heatmap(z, hover, signed=signed, colorbar=unit,
                             limit=None if signed else float(np.nanmax(z)) or 1.0,
                             values_in_cells=len(columns) <= MAX_VALUE_TEXT))
-    note = "every cell ablated as well; coefficient 0: the ablation alone" if ablated else \
-        "coefficient 0: the model itself"
+    note = ("every cell ablated as well; coefficient 0: the ablation alone" if ablated else
+            "coefficient 0: the model itself") + "; layer L: the residual stream entering block L"
     fig.update_layout(title=title(f"{plot_text(name)}, by layer and coefficient", note),
                       xaxis=axis("coefficient (× the steering vector)", columns),
-                      yaxis=axis("layer steered (residual stream entering it)", rows),
+                      yaxis=axis("layer", rows),
                       height=grid_height(len(rows), extra=170), margin={"l": 90, "r": 20, "t": 80, "b": 60})
     return fig
 
@@ -164,8 +168,10 @@ def set_figures(result) -> dict[str, go.Figure]:
     summary = result.tables.get("effects_summary")
     if summary is None or not len(summary):
         return {}
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
-                        subplot_titles=(plot_text(result.meta.get("metric") or "metric"), "top-1 accuracy"))
+    examples = result.tables.get("examples")
+    with_wrong = examples is not None and "wrong" in examples.columns and examples["wrong"].notna().all()
+    metric = "logit(answer) − logit(wrong)" if with_wrong else "log p(answer)"
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12, subplot_titles=(metric, "top-1 accuracy"))
     for col, quantity, colour in ((1, "metric", "#4C78A8"), (2, "top1", "#F58518")):
         rows = summary[summary["quantity"] == quantity]
         labels = [cell_label(r.layer, r.coeff, r.ablated) for r in rows.itertuples()]
@@ -177,7 +183,8 @@ def set_figures(result) -> dict[str, go.Figure]:
             hovertemplate="%{x}: %{y:.4g} (95% CI %{customdata[0]:.4g} to %{customdata[1]:.4g}, "
                           "n = %{customdata[2]})<extra></extra>"), row=1, col=col)
         fig.update_xaxes(title={"text": "intervention"}, type="category", row=1, col=col)
-    fig.update_yaxes(title={"text": "mean over the examples (logits)"}, row=1, col=1)
+    fig.update_yaxes(title={"text": "mean over the examples (" + ("logits" if with_wrong else "nats") + ")"},
+                     row=1, col=1)
     fig.update_yaxes(title={"text": "share of examples"}, range=[0, 1.05], row=1, col=2)
     n = result.meta.get("n_examples")
     fig.update_layout(title=title("Before and after, over the prompt set",

@@ -1,4 +1,7 @@
 """Logit lens page: what each layer would predict, read through the unembedding."""
+import streamlit as st
+
+from app.components.display import md_escape
 from app.components.form import Field
 from app.components.page import analysis_page, view_key
 from app.components.window import position_picker
@@ -6,7 +9,13 @@ from app.components.window import position_picker
 
 def draw(result):
     positions = position_picker(view_key(result, "positions"), int(result.meta["n_tokens"]))
-    return result.figures(positions=positions)
+    figures = result.figures(positions=positions)
+    if not result.meta.get("ablated"):
+        return figures
+    how = result.spec.ablation or "mean"
+    return {"ablated": lambda: st.info(md_escape(
+        f"Read with {result.meta['ablated']} knocked out ({how} ablation, every position after BOS): "
+        "what each layer predicts once they are gone."), icon=":material/block:"), **figures}
 
 
 analysis_page(
@@ -26,6 +35,12 @@ analysis_page(
               help="On (default): each layer is read as the model reads its last one, and the "
                    "final row equals the model's own prediction. Off: the raw residual stream "
                    "through the unembedding alone; no row is then the model's output."),
+        Field("ablate", "Knock out", placeholder="e.g. L1H7,L1H6,L0.mlp",
+              help="Components read as knocked out: heads `L1H7`, a layer's MLP `L0.mlp`, its "
+                   "attention output `L0.attn`, comma-separated."),
+        Field("ablation", "Ablation", placeholder="mean (the default), or zero",
+              help="mean (default): each replaced by its mean over a neutral "
+                                           "text; zero: by zero."),
     ],
     draw=draw,
 )

@@ -91,6 +91,8 @@ analysis_page(
         Field("wrong", "Wrong answer", placeholder="e.g. ␣Paris (one token)"),
         Field("max_new_tokens", "Tokens to generate"),
         Field("temperature", "Temperature (0: greedy)"),
+        Field("seed", "Seed (sampling)"),
+        Field("top_k", "Top tokens listed per vector"),
     ],
     draw=draw,
 )

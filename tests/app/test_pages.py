@@ -839,3 +839,12 @@ def test_a_steering_error_found_at_run_time_names_the_field(model_roots):
     assert_clean(at)
     assert any("ablate" in e and "3 layers" in e for e in errors(at)), errors(at)
     assert not figures(at)
+
+
+def test_the_logit_lens_says_when_it_reads_an_ablated_model(model_roots):
+    at = open_page(LL, ll_query("default", prompt="The capital of France is", token=" Paris", ablate="L1H7,L1H6"))
+    assert_clean(at)
+    assert not at.error, errors(at)
+    assert at.text_input(key="logit_lens:ablate").value == "L1H7,L1H6"
+    assert any("L1H7,L1H6 knocked out" in i.value for i in at.info)
+    assert len(figures(at)) == 2
