@@ -17,6 +17,7 @@ PAGES: dict[str, str] = {
     "attribution_patching": "views/attribution_patching.py",
     "attention": "views/attention.py",
     "steering": "views/steering.py",
+    "circuit": "views/circuit.py",
 }
 TITLES = {  # page titles where "Kind name" (from the kind) reads badly
     "dla": "Direct logit attribution",

@@ -32,6 +32,7 @@ DETECTORS = ("previous_token", "duplicate_token", "induction", "retrieval")
 STEERING_METHODS = ("actadd", "mean_diff", "mean_centred")
 STEERING_POSITIONS = ("all", "last", "generated")
 ABLATIONS = ("zero", "mean")
+CIRCUIT_METHODS = ("eap", "eap_ig")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,9 @@ class Kind:
     # with `dataset=`, optional: `examples_runner(model, specs, progress)` -> each spec's
     # Result or UserError, running several rows together; without it, rows run one by one
     examples_runner: Code | None = None
+    # with `dataset=`, optional: `set_runner(model, spec, prompt_set, progress)` -> one Result
+    # for the whole set (a kind whose answer pools the rows, as a circuit found on a set does)
+    set_runner: Code | None = None
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -66,7 +70,10 @@ class Kind:
     def set_tables(self) -> dict[str, tuple[str, ...]]:
         """A run over a prompt set's tables and the columns each must have: every table with
         `example`, a summary of it, and the examples and skipped rows
-        (`analyses/kinds/sets.py`)."""
+        (`analyses/kinds/sets.py`); a kind that runs a set as a whole (`set_runner`) keeps its
+        own tables and adds the examples and skipped rows."""
+        if self.set_runner is not None:
+            return {**self.tables, "examples": ("example",), "skipped": ("example", "reason", "row")}
         tables = {name: ("example", *columns) for name, columns in self.tables.items()}
         tables.update({f"{name}_summary": ("mean", "sem", "ci_low", "ci_high", "n") for name in self.tables})
         return {**tables, "examples": ("example",), "skipped": ("example", "reason", "row")}
@@ -78,6 +85,10 @@ class Kind:
     def examples_function(self) -> Callable | None:
         """The function that runs several rows of a prompt set together, if the kind has one."""
         return resolve(self.examples_runner) if self.examples_runner else None
+
+    def set_function(self) -> Callable | None:
+        """The function that runs a whole prompt set as one analysis, if the kind has one."""
+        return resolve(self.set_runner) if self.set_runner else None
 
     def figures_function(self) -> Callable:
         """The function that draws this kind's result (imports plotly, never Streamlit)."""
@@ -248,6 +259,24 @@ KINDS: tuple[Kind, ...] = (
                   "ablation": "mean", "max_new_tokens": 20, "temperature": "0", "seed": 0,
                   "top_k": 10},
         choices={"method": STEERING_METHODS, "positions": STEERING_POSITIONS, "ablation": ABLATIONS},
+    ),
+    Kind(
+        name="circuit",
+        summary="which edges between components carry the behaviour: edge attribution (EAP, "
+                "EAP-IG), checked by running the circuit alone",
+        version=1,
+        runner="analyses.kinds.circuit:run",
+        set_runner="analyses.kinds.circuit:run_set",
+        figures="analyses.figures.circuit:figures",
+        required=("clean", "corrupted", "answer", "wrong"),
+        optional=("method", "steps", "seed", "exact", "dataset"),
+        row_fields=("clean", "corrupted", "answer", "wrong"),
+        tables={"edges": ("rank", "sender", "receiver", "receiver_input", "score", "exact"),
+                "faithfulness": ("k", "share_of_edges", "metric", "random_mean", "random_min",
+                                 "random_max"),
+                "nodes": ("node", "layer", "head", "score")},
+        defaults={"method": "eap_ig", "steps": 5, "seed": 0, "exact": False},
+        choices={"method": CIRCUIT_METHODS},
     ),
 )
 

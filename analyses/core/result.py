@@ -52,7 +52,8 @@ class Result:
         Every figure has the workbench's template (`figures.layout.TEMPLATE`)."""
         from analyses.figures.layout import house_style
 
-        if self.spec.dataset is not None:  # a prompt set's result: means, intervals, examples
+        pooled = CATALOGUE[self.kind].set_runner is not None  # one analysis of the whole set
+        if self.spec.dataset is not None and not pooled:  # per-example results: means, intervals
             from analyses.figures import sets
 
             return house_style(sets.figures(self))

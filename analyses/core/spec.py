@@ -69,7 +69,8 @@ FIELDS: dict[str, FieldInfo] = {
                           check=listtext.lines),
     "negative": FieldInfo(TEXT, "steering: the contrasting texts, one per line (the i-th pairs with "
                                 "the i-th positive)", check=listtext.lines),
-    "method": FieldInfo(TEXT, "steering: how the vector is built (actadd, mean_diff, mean_centred)"),
+    "method": FieldInfo(TEXT, "steering: how the vector is built (actadd, mean_diff, mean_centred); "
+                              "circuit: how edges are scored (eap, eap_ig)"),
     "coeff": FieldInfo(TEXT, "steering: coefficients the vector is added with, comma-separated "
                              "(a sweep; 0, the unsteered baseline, is always run)",
                        check=listtext.numbers),
@@ -80,6 +81,7 @@ FIELDS: dict[str, FieldInfo] = {
                              check=lambda text: listtext.number(text, 0.0)),
     "ablation": FieldInfo(TEXT, "what an ablated component's output is replaced with (zero, or "
                                 "mean: its mean over a neutral text)"),
+    "steps": FieldInfo(INT, "circuit: integrated-gradient steps of eap_ig", 1, 64),
 }
 ABLATE_LIST = FieldInfo(TEXT, "components to knock out, comma-separated: heads L1H7, a layer's MLP "
                               "L0.mlp, its attention output L0.attn", check=listtext.components)
@@ -132,6 +134,7 @@ class AnalysisSpec:
     max_new_tokens: int | None = None
     temperature: str | None = None
     ablation: str | None = None
+    steps: int | None = None
 
     def __post_init__(self):
         for name in FIELDS:

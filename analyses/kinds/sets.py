@@ -75,11 +75,11 @@ def run(run_one, model, spec: AnalysisSpec, prompt_set: PromptSet, progress: Pro
         try:
             singles.append((i, spec.for_row(row)))
         except UserError as err:  # a bad row: named, and the run goes on
-            skipped.append(_skip(i, row, err))
+            skipped.append(skipped_row(i, row, err))
     outcomes = run_many(model, [single for _, single in singles], progress)
     for (i, single), result in zip(singles, outcomes):
         if isinstance(result, UserError):  # e.g. the patching kinds refuse a pair with no gap
-            skipped.append(_skip(i, prompt_set.rows[i], result))
+            skipped.append(skipped_row(i, prompt_set.rows[i], result))
             continue
         n_tokens = result.meta.get("n_tokens")
         inputs = {name: getattr(single, name) for name in CATALOGUE[spec.kind].row_fields}
@@ -133,7 +133,7 @@ def one_by_one(run_one):
     return run_many
 
 
-def _skip(i: int, row: dict, err: UserError) -> dict:
+def skipped_row(i: int, row: dict, err: UserError) -> dict:
     return {"example": i, "reason": str(err), "row": json.dumps(row, ensure_ascii=False)}
 
 

@@ -47,7 +47,12 @@ def execute(spec: AnalysisSpec, device: str | None = None, dtype: str = "float32
     model = models.load(spec.model, device=device, dtype=dtype)
     kind = catalogue[spec.kind]
     run = kind.run_function()
-    if prompt_set is not None:
+    if prompt_set is not None and kind.set_function() is not None:
+        run_whole = kind.set_function()
+
+        def run(model, spec, progress):
+            return run_whole(model, spec, prompt_set, progress)
+    elif prompt_set is not None:
         from analyses.kinds import sets
 
         run_one, run_many = run, kind.examples_function()

@@ -81,7 +81,8 @@ def analysis_page(kind: str, *, intro: str, fields: list[Field], draw: Draw) -> 
     engine_caption()  # after the run: the device and dtype are known now
     if result is None:
         return
-    show_result(spec, result, set_sections(result) if spec.dataset is not None else draw(result))
+    per_example = spec.dataset is not None and CATALOGUE[kind].set_runner is None
+    show_result(spec, result, set_sections(result) if per_example else draw(result))
 
 
 def preset_buttons(kind: str) -> None:

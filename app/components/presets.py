@@ -109,6 +109,7 @@ ADAPTERS: dict[str, Callable[[str, dict], dict]] = {
     "dla": _dla,
     "attention": _attention,
     "steering": _steering,
+    "circuit": _patching,
 }
 ONLY_FOR = {"steering": ("steering",)}  # suites written for these kinds alone
 

@@ -848,3 +848,26 @@ def test_the_logit_lens_says_when_it_reads_an_ablated_model(model_roots):
     assert at.text_input(key="logit_lens:ablate").value == "L1H7,L1H6"
     assert any("L1H7,L1H6 knocked out" in i.value for i in at.info)
     assert len(figures(at)) == 2
+
+
+# --------------------------------------------------------------------------- circuit
+
+def test_circuit_shows_the_graph_the_curve_and_a_path_patching_link(model_roots):
+    at = open_page(PAGES["circuit"], spec_query("circuit", "default", **PAIR, method="eap"))
+    assert_clean(at)
+    assert not at.error, errors(at)
+    graph, curve = figures(at)
+    assert graph["layout"]["yaxis"]["ticktext"][0] == "embed" and graph["layout"]["yaxis"]["ticktext"][-1] == "logits"
+    names = [trace.get("name") for trace in curve["data"]]
+    assert "top-k edges by |score|" in names and "random edge sets: mean" in names
+    assert curve["layout"]["xaxis"]["type"] == "log"
+    slider = at.select_slider[0]
+    drawn = sum(1 for trace in graph["data"] if trace.get("mode") == "lines" and trace["x"][0] is not None)
+    assert drawn == slider.value
+    slider.set_value(3).run()
+    assert_clean(at)
+    redrawn = figures(at)[0]
+    assert sum(1 for t in redrawn["data"] if t.get("mode") == "lines" and t["x"][0] is not None) == 3
+    slider.set_value(45).run()  # enough edges to hold some between heads
+    queries = [link.proto.query_string for link in at.get("page_link") if link.proto.query_string]
+    assert any("granularity=direct_path" in q for q in queries), queries

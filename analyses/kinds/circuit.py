@@ -1,0 +1,288 @@
+"""Circuit discovery: score every edge between components, then run the top-k edges as a
+circuit and ask how much of the behaviour it keeps.
+
+On one prompt pair or a prompt set (`dataset=`; each row a pair): the metric is the logit
+difference answer − wrong at the last position. Edges (`circuits.graph`) are scored by EAP
+or EAP-IG (`circuits.scores`), averaged over the examples, and ranked by |score|.
+
+Faithfulness at k: the clean prompt runs with every edge outside the top k carrying its
+corrupted-run value (`circuits.runs`), and the circuit's share of the clean − corrupted
+logit difference is (mean circuit metric − mean corrupted) / (mean clean − mean corrupted)
+over the examples: 1 with every edge kept, 0 with none, exactly. The same for `RANDOM_SETS`
+seeded random sets of k edges is the baseline. k runs over 0, every half power of two
+(1, 2, 3, 4, 6, 8, 11, 16, …) and every edge.
+
+`exact=1` also patches each edge alone (the corrupted prompt, that one edge carrying the
+clean write) on up to `EXACT_EXAMPLES` examples: the `exact` column, in the scores' units,
+and the rank correlation of the scores with it in `meta`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from analyses.core.catalogue import CATALOGUE
+from analyses.core.datasets import PromptSet
+from analyses.core.errors import SpecError, UserError
+from analyses.core.progress import Progress, silent
+from analyses.core.result import Result
+from analyses.core.spec import AnalysisSpec
+from analyses.kinds.circuits import activations, runs, scores
+from analyses.kinds.circuits.graph import Graph, edge_hooks, graph_of
+from analyses.kinds.patching.engine import PromptPair, logit_diff, prompt_pair
+from analyses.kinds.patching.paths import supported
+from analyses.kinds.sets import SKIPPED_COLUMNS, skipped_row
+
+TABLES = CATALOGUE["circuit"].tables
+RANDOM_SETS = 3  # random edge sets per k, the faithfulness baseline
+EXACT_EXAMPLES = 16  # examples exact single-edge patching averages over
+BUDGET_BYTES = 256 * 2**20  # per batch: the writes and shifts of a circuit run, or the gradients
+
+
+@dataclass
+class Examples:
+    """The pairs that run, grouped by token length (a group's rows stack)."""
+
+    indices: list[int]  # each pair's row in the set
+    pairs: list[PromptPair]
+
+    def groups(self, rows_per_pair: int, bytes_per_row: int) -> list[list[int]]:
+        """Positions into `pairs`, by length, in chunks that fit the budget."""
+        by_length: dict[int, list[int]] = {}
+        for i, pair in enumerate(self.pairs):
+            by_length.setdefault(int(pair.clean.shape[1]), []).append(i)
+        chunks = []
+        for length, members in by_length.items():
+            per_row = bytes_per_row * length
+            if per_row * rows_per_pair > BUDGET_BYTES and rows_per_pair == 1:
+                raise SpecError("clean", f"{length} tokens need {per_row / 2**20:.0f} MiB per row of the "
+                                         f"edge graph; the limit is {BUDGET_BYTES / 2**20:.0f} MiB")
+            size = max(1, BUDGET_BYTES // (per_row * rows_per_pair))
+            chunks += [members[i:i + size] for i in range(0, len(members), size)]
+        return chunks
+
+
+def stacked(pairs: list[PromptPair]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return (torch.cat([p.clean for p in pairs]), torch.cat([p.corrupted for p in pairs]),
+            torch.tensor([p.answer for p in pairs]), torch.tensor([p.wrong for p in pairs]))
+
+
+def row_metric(answer: Tensor, wrong: Tensor, repeat: int = 1):
+    """logits [rows, pos, vocab] -> logit difference per row, rows example-major × `repeat`."""
+    answer, wrong = answer.repeat_interleave(repeat), wrong.repeat_interleave(repeat)
+    return lambda logits: logit_diff(logits, answer.to(logits.device), wrong.to(logits.device))
+
+
+def k_grid(n_edges: int) -> list[int]:
+    """0, then k at every half power of two (1, 2, 3, 4, 6, 8, 11, 16, 23, …), then every edge."""
+    steps = int(2 * math.log2(max(2, n_edges))) + 1
+    ks = sorted({round(2 ** (i / 2)) for i in range(steps)} - {n_edges})
+    return [0, *[k for k in ks if k < n_edges], n_edges]
+
+
+def edge_sets(graph: Graph, ranking: np.ndarray, ks: list[int], seed: int) -> tuple[Tensor, list[tuple[int, str]]]:
+    """[set, writer, reader] kept-edge masks: the top k of `ranking` and `RANDOM_SETS` random
+    sets of k for each k (none for 0 and all), and each set's (k, "circuit" | "random")."""
+    rng = np.random.default_rng(seed)
+    masks, labels = [], []
+    for k in ks:
+        choices = [("circuit", ranking[:k])]
+        if 0 < k < graph.n_edges:
+            choices += [("random", rng.choice(graph.n_edges, size=k, replace=False)) for _ in range(RANDOM_SETS)]
+        for label, chosen in choices:
+            mask = np.zeros(graph.valid.shape, dtype=bool)
+            mask[graph.edges[chosen, 0], graph.edges[chosen, 1]] = True
+            masks.append(mask)
+            labels.append((k, label))
+    return torch.as_tensor(np.stack(masks)), labels
+
+
+def score_edges(bridge, graph: Graph, examples: Examples, method: str, steps: int,
+                progress: Progress) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean edge scores [writer, reader] over the examples, and each example's clean and
+    corrupted metric."""
+    total = torch.zeros(graph.valid.shape, dtype=torch.float64)
+    clean_metric = np.zeros(len(examples.pairs))
+    corrupted_metric = np.zeros(len(examples.pairs))
+    d_model = int(bridge.cfg.d_model)
+    rows = steps if method == "eap_ig" else 1
+    groups = examples.groups(rows, 4 * d_model * (graph.n_readers + 2 * graph.n_writers) * 2)
+    for g, members in enumerate(groups):
+        progress(0.05 + 0.35 * g / len(groups), f"scoring edges ({method}): {len(members)} examples")
+        clean, corrupted, answer, wrong = stacked([examples.pairs[i] for i in members])
+        device = next(bridge.parameters()).device
+        clean, corrupted = clean.to(device), corrupted.to(device)
+        if method == "eap":
+            found = scores.eap(bridge, graph, clean, corrupted, row_metric(answer, wrong))
+        else:
+            found = scores.eap_ig(bridge, graph, clean, corrupted, row_metric(answer, wrong, steps), steps)
+        total += found.double().sum(0).cpu()
+        with torch.no_grad():
+            clean_metric[members] = row_metric(answer, wrong)(bridge(clean)).cpu().numpy()
+            corrupted_metric[members] = row_metric(answer, wrong)(bridge(corrupted)).cpu().numpy()
+    return (total / len(examples.pairs)).numpy(), clean_metric, corrupted_metric
+
+
+def swapped_runs(bridge, graph: Graph, examples: Examples, members_of: list[int], masks: Tensor,
+                 denoise: bool, progress: Progress, label: str) -> np.ndarray:
+    """[example, set] metrics of mixed runs: faithfulness (`denoise` False: the clean prompt,
+    the edges outside each mask swapped to corrupted) or exact patching (`denoise` True: the
+    corrupted prompt, each mask's edges swapped to clean)."""
+    n_sets = len(masks)
+    d_model = int(bridge.cfg.d_model)
+    out = np.zeros((len(examples.pairs), n_sets))
+    per_row = 4 * d_model * graph.n_writers * 3
+    groups = examples.groups(1, per_row)
+    for g, members in enumerate(groups):
+        members = [m for m in members if m in members_of]
+        if not members:
+            continue
+        progress(0.4 + 0.55 * g / len(groups), f"{label}: {len(members)} examples")
+        clean, corrupted, answer, wrong = stacked([examples.pairs[i] for i in members])
+        device = next(bridge.parameters()).device
+        clean, corrupted = clean.to(device), corrupted.to(device)
+        own, other = (corrupted, clean) if denoise else (clean, corrupted)
+        target = activations.writer_outputs(bridge, graph, other)  # [e, pos, writer, d]
+        chunk = max(1, BUDGET_BYTES // (per_row * int(clean.shape[1])))
+        for e, member in enumerate(members):
+            for start in range(0, n_sets, chunk):
+                part = masks[start:start + chunk].to(device)
+                swapped = part if denoise else ~part
+                n = len(part)
+                metric = row_metric(answer[e:e + 1], wrong[e:e + 1], n)
+                out[member, start:start + n] = runs.mixed_run(
+                    bridge, graph, own[e:e + 1].expand(n, -1), target[e:e + 1].expand(n, -1, -1, -1),
+                    swapped, metric).cpu().numpy()
+    return out
+
+
+def recovered(circuit: np.ndarray, clean: np.ndarray, corrupted: np.ndarray) -> np.ndarray:
+    """Share of the clean − corrupted gap, over the examples' means (Wang et al.)."""
+    return (circuit.mean(0) - corrupted.mean()) / (clean.mean() - corrupted.mean())
+
+
+def faithfulness_table(ks: list[int], labels: list[tuple[int, str]], shares: np.ndarray, n_edges: int) -> pd.DataFrame:
+    rows = []
+    for k in ks:
+        own = [shares[i] for i, (kk, label) in enumerate(labels) if kk == k and label == "circuit"][0]
+        random = [shares[i] for i, (kk, label) in enumerate(labels) if kk == k and label == "random"]
+        rows.append({"k": k, "share_of_edges": k / n_edges, "metric": own,
+                     "random_mean": float(np.mean(random)) if random else own,
+                     "random_min": float(np.min(random)) if random else own,
+                     "random_max": float(np.max(random)) if random else own})
+    return pd.DataFrame(rows, columns=list(TABLES["faithfulness"]))
+
+
+def edge_table(graph: Graph, mean_scores: np.ndarray, ranking: np.ndarray, exact: np.ndarray | None) -> pd.DataFrame:
+    w, r = graph.edges[ranking, 0], graph.edges[ranking, 1]
+    readers = [graph.readers[i] for i in r]
+    return pd.DataFrame({
+        "rank": np.arange(1, len(ranking) + 1),
+        "sender": [graph.writers[i] for i in w],
+        "receiver": [name for name, _ in readers],
+        "receiver_input": [which for _, which in readers],
+        "score": mean_scores[w, r],
+        "exact": exact[ranking] if exact is not None else np.nan,
+    })
+
+
+def node_table(graph: Graph, mean_scores: np.ndarray) -> pd.DataFrame:
+    """Each sender's total over its outgoing edges (a head's, its node-level attribution)."""
+    rows = []
+    for i, name in enumerate(graph.writers):
+        layer = int(graph.writer_layer[i])
+        head = (i - 1) % graph.per_layer_writers if i else -1
+        head = head if 0 <= head < graph.n_heads and i else -1
+        rows.append({"node": name, "layer": layer, "head": head, "score": float(mean_scores[i].sum())})
+    return pd.DataFrame(rows, columns=list(TABLES["nodes"]))
+
+
+def examples_of(bridge, spec: AnalysisSpec, prompt_set: PromptSet | None) -> tuple[Examples, list[dict]]:
+    if prompt_set is None:
+        return Examples([0], [prompt_pair(bridge, spec)]), []
+    indices, pairs, skipped = [], [], []
+    for i, row in enumerate(prompt_set.rows):
+        try:
+            pairs.append(prompt_pair(bridge, spec.for_row(row)))
+            indices.append(i)
+        except UserError as err:
+            skipped.append(skipped_row(i, row, err))
+    if not pairs:
+        first = skipped[0]["reason"] if skipped else "the set has no rows"
+        raise SpecError("dataset", f"no row of {prompt_set.name} could run ({first})")
+    return Examples(indices, pairs), skipped
+
+
+def check_architecture(bridge) -> None:
+    """The edge graph needs per-head q/k/v inputs, one per query head."""
+    arch = getattr(bridge.cfg, "architecture", None) or "this model"
+    if not supported(bridge):
+        raise SpecError("model", f"circuits are not available on {arch}: TransformerLens has no split "
+                                 "q/k/v input hooks for it")
+    kv_heads = getattr(bridge.cfg, "n_key_value_heads", None)
+    if kv_heads and int(kv_heads) != int(bridge.cfg.n_heads):
+        raise SpecError("model", f"{arch} shares keys and values across heads ({kv_heads} key/value heads "
+                                 f"for {bridge.cfg.n_heads} query heads); the edge graph takes one per head")
+
+
+def correlations(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(Pearson, Spearman) of two score vectors (Spearman: Pearson of average ranks)."""
+    pearson = float(np.corrcoef(a, b)[0, 1])
+    ranks = pd.Series(a).rank().to_numpy(), pd.Series(b).rank().to_numpy()
+    return pearson, float(np.corrcoef(*ranks)[0, 1])
+
+
+def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
+    return run_set(model, spec, None, progress)
+
+
+def run_set(model, spec: AnalysisSpec, prompt_set: PromptSet | None, progress: Progress = silent) -> Result:
+    bridge = model.bridge
+    spec = spec.with_defaults()
+    check_architecture(bridge)
+    examples, skipped = examples_of(bridge, spec, prompt_set)
+    graph = graph_of(bridge)
+    with edge_hooks(bridge):
+        mean_scores, clean, corrupted = score_edges(bridge, graph, examples, spec.method, spec.steps, progress)
+        if abs(clean.mean() - corrupted.mean()) <= 1e-6 * max(1.0, abs(clean.mean())):
+            raise SpecError("corrupted", "the clean and corrupted prompts give the same mean logit "
+                                         "difference: there is no gap for a circuit to recover")
+        edge_values = mean_scores[graph.edges[:, 0], graph.edges[:, 1]]
+        ranking = np.argsort(-np.abs(edge_values), kind="stable")
+        ks = k_grid(graph.n_edges)
+        masks, labels = edge_sets(graph, ranking, ks, spec.seed)
+        everyone = list(range(len(examples.pairs)))
+        circuit = swapped_runs(bridge, graph, examples, everyone, masks, False, progress, "running circuits")
+        exact = None
+        if spec.exact:
+            chosen = everyone[:EXACT_EXAMPLES]
+            singles = torch.zeros((graph.n_edges, *graph.valid.shape), dtype=torch.bool)
+            singles[torch.arange(graph.n_edges), graph.edges[:, 0], graph.edges[:, 1]] = True
+            patched = swapped_runs(bridge, graph, examples, chosen, singles, True, progress, "patching each edge")
+            exact = (patched[chosen] - corrupted[chosen, None]).mean(0)
+    shares = recovered(circuit, clean, corrupted)
+    tables = {"edges": edge_table(graph, mean_scores, ranking, exact),
+              "faithfulness": faithfulness_table(ks, labels, shares, graph.n_edges),
+              "nodes": node_table(graph, mean_scores)}
+    meta = {"n_edges": graph.n_edges, "n_examples": len(examples.pairs), "method": spec.method,
+            "clean_metric": float(clean.mean()), "corrupted_metric": float(corrupted.mean()),
+            "total_effect": float(clean.mean() - corrupted.mean()),
+            "embed_total": float(mean_scores[0].sum()), "n_layers": graph.n_layers, "n_heads": graph.n_heads}
+    if exact is not None:
+        meta["exact_pearson"], meta["exact_spearman"] = correlations(edge_values, exact)
+        meta["exact_examples"] = min(EXACT_EXAMPLES, len(examples.pairs))
+    if prompt_set is not None:
+        tables["examples"] = pd.DataFrame({"example": examples.indices, "clean_baseline": clean,
+                                           "corrupted_baseline": corrupted})
+        tables["skipped"] = pd.DataFrame(skipped, columns=SKIPPED_COLUMNS)
+        meta.update(dataset=prompt_set.name, dataset_reference=prompt_set.reference,
+                    n_skipped=len(skipped), n_rows=len(prompt_set.rows))
+    else:
+        meta["n_tokens"] = int(examples.pairs[0].clean.shape[1])
+    progress(1.0, "done")
+    return Result(spec=spec, tables=tables, meta=meta)

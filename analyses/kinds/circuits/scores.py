@@ -1,0 +1,48 @@
+"""Edge attribution: each edge's effect on the metric, estimated from gradients.
+
+score(sender → receiver) = Σ over positions of (clean − corrupted write of the sender) ·
+(the metric's gradient at the receiver's input):
+- EAP (Syed et al. 2023): the gradient on the corrupted run (one forward on each prompt, one
+  backward) — TransformerLens's `attribution_patch(granularity="edge")`, its positions summed;
+- EAP-IG (Hanna et al. 2024, "inputs" variant): the gradient averaged over `steps` points on
+  the straight line from the corrupted to the clean token embeddings, α = 1/steps … 1 (a
+  right Riemann sum), all points in one batched forward and backward.
+Denoising sign: a positive score means the clean write along that edge moves the metric up.
+"""
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from analyses.kinds.circuits.activations import EMBED, reader_gradients, writer_outputs
+from analyses.kinds.circuits.graph import Graph
+
+
+def _scores(graph: Graph, delta: Tensor, grads: Tensor) -> Float[Tensor, "example writer reader"]:
+    """delta [e, pos, writer, d], grads [e, pos, reader, d] -> position-summed edge scores,
+    zero where no edge is."""
+    valid = torch.as_tensor(graph.valid, device=delta.device)
+    return torch.einsum("epwd,eprd->ewr", delta, grads) * valid
+
+
+def eap(bridge, graph: Graph, clean, corrupted, metric) -> Float[Tensor, "example writer reader"]:
+    delta = writer_outputs(bridge, graph, clean) - writer_outputs(bridge, graph, corrupted)
+    grads, _ = reader_gradients(bridge, graph, corrupted, metric)
+    return _scores(graph, delta, grads)
+
+
+def eap_ig(bridge, graph: Graph, clean, corrupted, metric, steps: int) -> Float[Tensor, "example writer reader"]:
+    """`metric` takes logits of [example * steps] rows, example-major."""
+    delta = writer_outputs(bridge, graph, clean) - writer_outputs(bridge, graph, corrupted)
+    with torch.no_grad():
+        _, clean_cache = bridge.run_with_cache(clean, names_filter=[EMBED])
+        _, corrupted_cache = bridge.run_with_cache(corrupted, names_filter=[EMBED])
+    start, end = corrupted_cache[EMBED], clean_cache[EMBED]  # [e, pos, d]
+    alphas = torch.arange(1, steps + 1, device=start.device, dtype=start.dtype) / steps  # [steps]
+    path = start[:, None] + alphas[None, :, None, None] * (end - start)[:, None]  # [e, steps, pos, d]
+    n_examples, n_pos = clean.shape
+    grads, _ = reader_gradients(bridge, graph, corrupted.repeat_interleave(steps, dim=0), metric,
+                                embed=path.reshape(n_examples * steps, n_pos, -1))
+    mean_grads = grads.reshape(n_examples, steps, *grads.shape[1:]).mean(1)
+    return _scores(graph, delta, mean_grads)

@@ -1,0 +1,79 @@
+"""Circuit page: the edges that carry the behaviour, as a graph, and how much of it they keep
+when run alone."""
+import streamlit as st
+
+from analyses import AnalysisSpec
+from analyses.figures.circuit import default_k
+from app import links
+from app.components.display import md_escape
+from app.components.form import Field
+from app.components.page import analysis_page, view_key
+
+
+def draw(result):
+    faith = result.tables["faithfulness"]
+    ks = [int(k) for k in faith["k"]]
+    k = st.select_slider("Edges in the circuit, k (a view of this result: every k shown was run)", ks,
+                         value=default_k(faith), key=view_key(result, "k"),
+                         help="The faithfulness of each of these k was measured in the run; moving the "
+                              "slider redraws the graph with the top k edges.")
+    figures = result.figures(k=k)
+    return {"numbers": lambda: numbers(result, k), "graph": figures.pop("graph"),
+            "path_links": lambda: path_links(result, k), **figures}
+
+
+def numbers(result, k):
+    meta, faith = result.meta, result.tables["faithfulness"]
+    row = faith[faith["k"] == k].iloc[0]
+    kept, baseline, total = st.columns(3)
+    kept.metric(f"Kept by the top {k} edges", f"{row['metric']:.0%}", border=True,
+                help="(mean circuit − mean corrupted) / (mean clean − mean corrupted) logit difference")
+    baseline.metric(f"Kept by {k} random edges", f"{row['random_mean']:.0%}", border=True,
+                    help=f"mean of the random sets (range {row['random_min']:.0%} to {row['random_max']:.0%})")
+    total.metric("Clean − corrupted logit difference", f"{meta['total_effect']:.3g}", border=True,
+                 help=f"over {meta['n_examples']} examples; the embedding's edges sum to "
+                      f"{meta['embed_total']:.3g} (EAP-IG: close to it, by completeness)")
+
+
+def path_links(result, k):
+    """An edge from one head into another head's input opens its path-patching view."""
+    spec = result.spec
+    if spec.dataset is not None:
+        return
+    edges = result.tables["edges"].sort_values("rank").head(k)
+    heads = edges[edges["sender"].str.contains("H") & edges["receiver_input"].isin(["q", "k", "v"])]
+    if heads.empty:
+        return
+    labels = [f"#{r.rank} {r.sender} → {r.receiver} ({r.receiver_input})" for r in heads.itertuples()]
+    pick = st.selectbox("Open an edge between heads in path patching", range(len(labels)),
+                        format_func=lambda i: labels[i], key=view_key(result, "edge"))
+    layer = int(heads.iloc[pick]["receiver"].split("H")[0][1:])
+    target = AnalysisSpec(kind="activation_patching", model=spec.model, clean=spec.clean,
+                          corrupted=spec.corrupted, answer=spec.answer, wrong=spec.wrong,
+                          granularity="direct_path", layer=layer)
+    st.page_link(links.page_file("activation_patching"), label=md_escape(
+        f"Path patching into layer {layer}: every sender head → receiver head input"),
+        query_params=links.params(target), icon=":material/call_split:")
+
+
+analysis_page(
+    "circuit",
+    intro="**Circuit discovery** scores every edge between components — the embedding, each "
+          "head's output and each MLP's output into each head's query, key and value inputs, each "
+          "MLP's input and the logits — by how much it carries the logit difference answer − "
+          "wrong: EAP (Syed et al. 2023) or EAP-IG (Hanna et al. 2024). The top-k edges are then "
+          "**run as a circuit**: the clean prompt, with every other edge carrying its value from "
+          "the corrupted run. What share of the behaviour they keep, against as many random edges, "
+          "is its faithfulness.",
+    fields=[
+        Field("clean", "Clean prompt", multiline=True),
+        Field("corrupted", "Corrupted prompt (same token length)", multiline=True),
+        Field("answer", "Answer", placeholder="e.g. ␣Mary (one token)"),
+        Field("wrong", "Wrong answer", placeholder="e.g. ␣John (one token)"),
+        Field("method", "Edge scores"),
+        Field("steps", "Integrated-gradient steps (eap_ig)"),
+        Field("exact", "Also patch each edge exactly (slower; up to 16 examples)"),
+        Field("seed", "Seed (random edge sets)"),
+    ],
+    draw=draw,
+)
