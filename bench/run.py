@@ -89,6 +89,8 @@ def rows():
         ("cache, GPT-2-small shape",
          lambda: speed.cache_row("GPT-2-small shape", gpt2_small_shape()[0], gpt2_16())),
         ("prompt set, embedded", speed.prompt_set_row),
+        ("circuit, embedded", lambda: emb(speed.circuit_rows, ioi_pair())),
+        ("circuit, GPT-2-small shape", lambda: gpt2(speed.circuit_rows, gpt2_16())),
         ("scaling, GPT-2-small shape", lambda: scaling.scaling_rows(*reversed(gpt2_small_shape()))),
         ("cli: fresh-process answers", app_rows.cli_rows),
         ("app: cold start", app_rows.cold_start_rows),

@@ -204,3 +204,72 @@ def prompt_set_row(name: str = "ioi", granularity: str = "head_out"):
                t_set, t_loop, ratio, diff, ">= 3x", ratio >= 3,
                f"{result.meta['n_examples']} examples run, {result.meta['n_skipped']} skipped; the pairs "
                f"of each of {lengths} token lengths patched together (up to 64 per engine)")
+
+
+def forward_backward(bridge, tokens, metric) -> float:
+    """Seconds of one forward and one backward pass of `metric` (a plain training step's cost)."""
+    def step():
+        with torch.enable_grad():
+            logits = bridge(tokens)
+            value = metric(logits).sum()
+            torch.autograd.grad(value, [p for p in bridge.parameters() if p.requires_grad][:1])
+    return timed(step)[0]
+
+
+def circuit_rows(label, model, ref, pair):
+    """The circuit kind's costs: EAP and EAP-IG edge scores in forward(-and-backward)
+    equivalents, ours against TransformerLens's edge `attribution_patch` (scores compared),
+    one faithfulness point, and RelP's pass against AtP's."""
+    from transformer_lens.tools.analysis.attribution_patching import EdgeAttributionConfig, attribution_patch
+
+    from analyses.kinds.circuits import activations, runs, scores
+    from analyses.kinds.circuits.graph import edge_hooks, graph_of
+    from analyses.kinds.patching.engine import logit_diff, prompt_pair
+    from analyses.kinds.relp import relp_hooks
+
+    bridge = model.bridge
+    tl_pair = prompt_pair(bridge, AnalysisSpec(kind="circuit", model=ref, **pair))
+    metric = lambda logits: logit_diff(logits, tl_pair.answer, tl_pair.wrong)  # noqa: E731
+    graph = graph_of(bridge)
+    t_fwd = timed(lambda: bridge(tl_pair.corrupted))[0]
+    t_fb = forward_backward(bridge, tl_pair.corrupted, metric)
+    steps = 5
+    with edge_hooks(bridge):
+        t_eap, ours = timed(lambda: scores.eap(bridge, graph, tl_pair.clean, tl_pair.corrupted, metric))
+        ig_metric = lambda logits: logit_diff(logits, tl_pair.answer, tl_pair.wrong)  # noqa: E731
+        t_ig, _ = timed(lambda: scores.eap_ig(bridge, graph, tl_pair.clean, tl_pair.corrupted, ig_metric,
+                                              steps))
+        target = activations.writer_outputs(bridge, graph, tl_pair.corrupted)
+        keep = torch.zeros((1, *graph.valid.shape), dtype=torch.bool)
+        t_point, _ = timed(lambda: runs.mixed_run(bridge, graph, tl_pair.clean, target, ~keep, metric))
+    tl_metric = lambda logits: logits[0, -1, tl_pair.answer] - logits[0, -1, tl_pair.wrong]  # noqa: E731
+    t_tl, reference = timed(lambda: attribution_patch(bridge, tl_pair.clean, tl_pair.corrupted, tl_metric,
+                                                      EdgeAttributionConfig(granularity="edge")))
+    summed: dict = {}
+    for (writer, reader), value in reference.edge_scores.items():
+        w = 0 if writer.kind == "embed" else (graph.head_writer(writer.layer, writer.head)
+                                              if writer.kind == "attn_head_out" else graph.mlp_writer(writer.layer))
+        r = (graph.logits_reader if reader.kind == "logits" else graph.mlp_reader(reader.layer)
+             if reader.kind == "mlp_in" else graph.qkv_reader(reader.layer, reader.kind[0], reader.head))
+        summed[(w, r)] = summed.get((w, r), 0.0) + value
+    diff = max(abs(v - float(ours[0, w, r])) for (w, r), v in summed.items())
+    hooks = [f"blocks.{layer}.attn.hook_z" for layer in range(int(bridge.cfg.n_layers))]
+    t_atp = timed(lambda: attribution_patching.gradients(bridge, tl_pair, hooks, False, metric))[0]
+    t_relp = timed(lambda: attribution_patching.gradients(bridge, tl_pair, hooks, False, metric,
+                                                          extra_hooks=relp_hooks(bridge)))[0]
+    n = f"{int(tl_pair.clean.shape[1])} tokens, {graph.n_edges} edges"
+    return [
+        row(f"circuit: EAP edge scores / forward, {label}", t_eap, t_fwd, t_eap / t_fwd, None,
+            "<= 4 forwards", t_eap / t_fwd <= 4,
+            f"{n}; a forward on the clean prompt, a forward and backward on the corrupted"),
+        row(f"circuit: EAP vs TransformerLens edge attribution_patch, {label}", t_eap, t_tl, t_tl / t_eap,
+            diff, "abs diff <= 1e-5", diff <= 1e-5, "ratio = reference / ours; its position-resolved "
+            "scores summed over positions"),
+        row(f"circuit: EAP-IG ({steps} steps) / forward and backward, {label}", t_ig, t_fb, t_ig / t_fb, None,
+            f"<= {steps + 2} forward-and-backward pairs", t_ig / t_fb <= steps + 2,
+            f"{n}; the {steps} path points in one batch"),
+        row(f"circuit: one faithfulness point / forward, {label}", t_point, t_fwd, t_point / t_fwd, None,
+            "report", None, "the circuit run at one k (every edge swapped: the heaviest case)"),
+        row(f"RelP pass vs AtP pass, {label}", t_relp, t_atp, t_relp / t_atp, None, "<= 1.2x",
+            t_relp / t_atp <= 1.2, "one forward and backward each; RelP's rules as forward hooks"),
+    ]

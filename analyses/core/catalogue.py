@@ -33,6 +33,7 @@ STEERING_METHODS = ("actadd", "mean_diff", "mean_centred")
 STEERING_POSITIONS = ("all", "last", "generated")
 ABLATIONS = ("zero", "mean")
 CIRCUIT_METHODS = ("eap", "eap_ig")
+ATTRIBUTION_METHODS = ("atp", "relp")  # relp: AtP beside relevance patching
 
 
 @dataclass(frozen=True)
@@ -218,15 +219,18 @@ KINDS: tuple[Kind, ...] = (
         name="attribution_patching",
         summary="every node's patching effect at once, estimated from one forward and backward "
                 "pass",
-        version=2,  # 2: agreement ties |values| < 1e-4 at zero; n_nodes, n_signal
+        # 2: agreement ties |values| < 1e-4 at zero; n_nodes, n_signal. 3: RelP (`relp`)
+        version=3,
         runner="analyses.kinds.attribution_patching:run",
         figures="analyses.figures.attribution_patching:figures",
         required=("clean", "corrupted", "answer", "wrong"),
-        optional=("layer", "exact", "qk_fix", "graddrop", "dataset"),
+        optional=("layer", "exact", "qk_fix", "graddrop", "method", "dataset"),
         row_fields=("clean", "corrupted", "answer", "wrong"),
-        tables={"attributions": ("node", "layer", "position", "head", "atp", "exact"),
-                "agreement": ("node", "pearson", "spearman", "top10_overlap", "n_nodes", "n_signal")},
-        defaults={"qk_fix": False, "graddrop": False},
+        tables={"attributions": ("node", "layer", "position", "head", "atp", "relp", "exact"),
+                "agreement": ("node", "pearson", "spearman", "top10_overlap", "n_nodes", "n_signal"),
+                "relp_agreement": ("node", "pearson", "spearman", "top10_overlap", "n_nodes", "n_signal")},
+        defaults={"qk_fix": False, "graddrop": False, "method": "atp"},
+        choices={"method": ATTRIBUTION_METHODS},
     ),
     Kind(
         name="attention",

@@ -70,7 +70,8 @@ FIELDS: dict[str, FieldInfo] = {
     "negative": FieldInfo(TEXT, "steering: the contrasting texts, one per line (the i-th pairs with "
                                 "the i-th positive)", check=listtext.lines),
     "method": FieldInfo(TEXT, "steering: how the vector is built (actadd, mean_diff, mean_centred); "
-                              "circuit: how edges are scored (eap, eap_ig)"),
+                              "circuit: how edges are scored (eap, eap_ig); attribution patching: atp, or relp "
+                              "for relevance patching beside it"),
     "coeff": FieldInfo(TEXT, "steering: coefficients the vector is added with, comma-separated "
                              "(a sweep; 0, the unsteered baseline, is always run)",
                        check=listtext.numbers),

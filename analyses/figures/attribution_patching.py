@@ -27,7 +27,33 @@ def figures(result, positions: list[int] | None = None) -> dict[str, go.Figure]:
     if nodes["exact"].notna().any():
         shown["agreement"] = atp_agreement_scatter(nodes, result.tables.get("agreement"),
                                                    magnitude, clean)
+    relp = result.tables.get("relp_agreement")
+    if relp is not None and len(relp):
+        shown["atp_vs_relp"] = methods_agreement_bars(result.tables["agreement"], relp)
     return shown
+
+
+def methods_agreement_bars(atp: pd.DataFrame, relp: pd.DataFrame) -> go.Figure:
+    """Per node kind, each method's Pearson r with exact patching, side by side (RelP scores
+    no q or k node: its attention patterns are held fixed)."""
+    kinds = [k for k in atp["node"] if k in set(relp["node"]) and k != "all"] + ["all"]
+    fig = go.Figure()
+    for name, table, colour in (("AtP (gradient)", atp, "#4C78A8"), ("RelP (relevance)", relp, "#F58518")):
+        values = table.set_index("node").reindex(kinds)
+        fig.add_trace(go.Bar(x=kinds, y=values["pearson"], name=name, marker={"color": colour},
+                             customdata=np.stack([values["spearman"], values["n_signal"]], axis=-1),
+                             hovertemplate="%{x}: Pearson %{y:.3f}, Spearman %{customdata[0]:.3f} "
+                                           "(%{customdata[1]} nodes with signal)<extra>" + name + "</extra>"))
+    fig.update_layout(
+        barmode="group", height=400,
+        title=layout.title("Agreement with exact patching, by node kind: AtP beside RelP",
+                           "Pearson r over the nodes of each kind (RelP gives q and k nodes no relevance); "
+                           "hover for Spearman"),
+        xaxis={"title": {"text": "node kind"}, "type": "category"},
+        yaxis={"title": {"text": "Pearson r with exact patching"}, "range": [min(0.0, float(np.nanmin(
+            np.r_[atp["pearson"], relp["pearson"]])) - 0.05), 1.02]},
+        legend={"orientation": "h", "y": -0.2})
+    return fig
 
 
 NODE_TITLES = {  # node kind -> what one node of it is

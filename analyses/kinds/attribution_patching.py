@@ -62,6 +62,7 @@ from analyses.kinds.patching.engine import (
     normaliser,
     prompt_pair,
 )
+from analyses.kinds.relp import relp_hooks
 from analyses.kinds.tokens import token_strings
 
 ATTRIBUTION_COLUMNS = CATALOGUE["attribution_patching"].tables["attributions"]
@@ -114,7 +115,7 @@ class Attribution:
     corrupted_metric: float
 
 
-def gradients(bridge, pair, hooks: list[str], graddrop: bool, metric) -> Attribution:
+def gradients(bridge, pair, hooks: list[str], graddrop: bool, metric, extra_hooks=()) -> Attribution:
     """Corrupted activations and the metric's gradients at `hooks` (one forward, one
     backward), and the clean activations. On short prompts the clean run is an extra batch
     row of that forward (its metric is left out of the gradient, so nothing flows back into
@@ -124,7 +125,8 @@ def gradients(bridge, pair, hooks: list[str], graddrop: bool, metric) -> Attribu
     corrupted rows each drop the gradient through one block's attention and MLP outputs.
 
     The gradient of an activation is read as the gradient of a zero tensor added to it in its
-    hook: exactly what the model consumes downstream, in the hook's own shape."""
+    hook: exactly what the model consumes downstream, in the hook's own shape. `extra_hooks`
+    join the forward pass (RelP's rules, `analyses.kinds.relp`)."""
     n_layers = int(bridge.cfg.n_layers)
     rows = 1 + (n_layers if graddrop else 0)  # corrupted rows; a batched clean row comes last
     clean_in_batch = pair.clean.shape[1] * int(bridge.cfg.d_model) <= CLEAN_IN_BATCH_WORK
@@ -159,7 +161,7 @@ def gradients(bridge, pair, hooks: list[str], graddrop: bool, metric) -> Attribu
         clean.update({name: clean_cache[name][0] for name in hooks if name in clean_cache})
         clean_metric = float(metric(clean_logits)[0])
     names = list(dict.fromkeys([*hooks, *drops]))
-    fwd_hooks = [(name, partial(hook_fn, name=name)) for name in names]
+    fwd_hooks = [(name, partial(hook_fn, name=name)) for name in names] + list(extra_hooks)
     tokens = pair.corrupted.expand(rows, -1)
     if clean_in_batch:
         tokens = torch.cat([tokens, pair.clean])
@@ -274,8 +276,10 @@ class NodeEstimates:
 
 
 def attribute(bridge, pair, layers: list[int], qk_fix: bool = False, graddrop: bool = False,
-              metric=None) -> NodeEstimates:
-    """Every node's AtP (or AtP*) estimate, from one forward and one backward pass."""
+              metric=None, relp: bool = False) -> NodeEstimates:
+    """Every node's AtP (or AtP*) estimate, from one forward and one backward pass; with
+    `relp`, also its RelP estimate (`relp` column; NaN for q and k nodes, which RelP's fixed
+    attention patterns give no relevance), from one more."""
     metric = metric or partial(logit_diff, answer=pair.answer, wrong=pair.wrong)
     n_layers = int(bridge.cfg.n_layers)
     if graddrop and n_layers < 2:
@@ -306,8 +310,19 @@ def attribute(bridge, pair, layers: list[int], qk_fix: bool = False, graddrop: b
         else:
             score = per_row[0]
         frames.append(_node_frame(kind, layer, score.float().cpu().numpy()))
-    return NodeEstimates(pd.concat(frames, ignore_index=True), attribution.clean_metric,
-                         attribution.corrupted_metric)
+    nodes = pd.concat(frames, ignore_index=True)
+    nodes["relp"] = relp_scores(bridge, pair, hooks, plan, metric, n_layers) if relp else np.nan
+    return NodeEstimates(nodes, attribution.clean_metric, attribution.corrupted_metric)
+
+
+def relp_scores(bridge, pair, hooks: list[str], plan, metric, n_layers: int) -> np.ndarray:
+    """(clean − corrupted) · relevance for every node of `plan`, in its frame order."""
+    relevance = gradients(bridge, pair, hooks, False, metric, extra_hooks=relp_hooks(bridge))
+    parts = []
+    for kind, layer in plan:
+        score = node_scores(relevance, kind, layer, n_layers)[0].float().cpu().numpy().ravel()
+        parts.append(np.full(score.shape, np.nan) if kind in ("q", "k") else score)
+    return np.concatenate(parts)
 
 
 def _node_frame(kind: str, layer: int, score: np.ndarray) -> pd.DataFrame:
@@ -390,8 +405,13 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     spec = spec.with_defaults()
     pair = prompt_pair(bridge, spec)
     layers = check_layer(bridge, spec.layer)
-    progress(0.0, "attribution: one forward and one backward pass")
-    estimates = attribute(bridge, pair, layers, qk_fix=bool(spec.qk_fix), graddrop=bool(spec.graddrop))
+    with_relp = spec.method == "relp"
+    if with_relp and (spec.qk_fix or spec.graddrop):
+        raise SpecError("method", "relp replaces the gradient itself; the AtP* fixes (qk_fix, graddrop) "
+                                  "apply to plain AtP only")
+    progress(0.0, "attribution: one forward and one backward pass" + (" (and one more for RelP)" if with_relp else ""))
+    estimates = attribute(bridge, pair, layers, qk_fix=bool(spec.qk_fix), graddrop=bool(spec.graddrop),
+                          relp=with_relp)
     nodes = estimates.nodes
     want_exact = spec.exact if spec.exact is not None else len(nodes) <= AUTO_EXACT_NODES
     sites = tuple(GRANULARITIES[name] for name in (*(k.site for k in NODE_KINDS.values()),
@@ -407,8 +427,11 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     tables = {"attributions": nodes[list(ATTRIBUTION_COLUMNS)]}
     if want_exact:
         tables["agreement"] = agreement(nodes, magnitude=bool(spec.graddrop))
+        if with_relp:  # the same measures for RelP, over the nodes it scores
+            scored = nodes[nodes["relp"].notna()]
+            tables["relp_agreement"] = agreement(scored.assign(atp=scored["relp"]), magnitude=False)
     progress(1.0, "done")
-    method = "AtP*" if spec.qk_fix or spec.graddrop else "AtP"
+    method = "AtP*" if spec.qk_fix or spec.graddrop else ("AtP and RelP" if with_relp else "AtP")
     fixes = [name for name, on in (("qk_fix", spec.qk_fix), ("graddrop", spec.graddrop)) if on]
     meta = {
         "method": method + (f" ({', '.join(fixes)})" if fixes else ""),

@@ -260,3 +260,67 @@ def test_agreement_does_not_follow_float_noise():
     a, b = agreement(nodes, magnitude=False), agreement(noisy, magnitude=False)
     pd.testing.assert_frame_equal(a, b)
     assert a.set_index("node").loc["head", "n_signal"] == 12
+
+
+# --------------------------------------------------------------------------- RelP
+
+def _relevance_by_layer(bridge, text: str, answer: str, wrong: str, relp: bool) -> tuple[float, list[float]]:
+    """The logit difference and, at every block's input, Σ (activation · its signal): the
+    gradient, or RelP's relevance."""
+    from analyses.kinds.relp import relp_hooks
+
+    tokens = bridge.to_tokens(text)
+    a, w = bridge.to_single_token(answer), bridge.to_single_token(wrong)
+    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(bridge.cfg.n_layers)]
+    zeros, seen = {}, {}
+
+    def keep(x, hook, name):
+        zeros[name], seen[name] = torch.zeros_like(x, requires_grad=True), x.detach()
+        return x + zeros[name]
+
+    hooks = [(n, lambda x, hook, n=n: keep(x, hook, n)) for n in names] + (relp_hooks(bridge) if relp else [])
+    with torch.enable_grad():
+        logits = bridge.run_with_hooks(tokens, fwd_hooks=hooks)
+        metric = logits[0, -1, a] - logits[0, -1, w]
+        grads = torch.autograd.grad(metric, [zeros[n] for n in names])
+    return metric.item(), [float((seen[n] * g).sum()) for n, g in zip(names, grads)]
+
+
+def test_relp_conserves_relevance_layer_by_layer_on_a_bias_free_llama(stories260k_dir):
+    """LRP's defining property, which the gradient lacks: with no biases, every layer's input
+    carries the whole logit difference as relevance (the rules for the norms, the fixed
+    attention patterns, the SiLU and the gate are each conservative)."""
+    bridge = models.load(str(stories260k_dir / "stories260K.bin")).bridge
+    args = ("Lily and Tim went to the park. Tim gave the ball to", " Lily", " Tim")
+    metric, relevance = _relevance_by_layer(bridge, *args, relp=True)
+    assert np.allclose(relevance, metric, rtol=1e-4, atol=1e-5), (metric, relevance)
+    _, gradient = _relevance_by_layer(bridge, *args, relp=False)
+    assert not np.allclose(gradient, metric, rtol=1e-2)  # plain gradient × input is not conservative
+
+
+def test_relp_leaves_the_forward_pass_alone(stories260k_dir):
+    from analyses.kinds.relp import relp_hooks
+
+    bridge = models.load(str(stories260k_dir / "stories260K.bin")).bridge
+    tokens = bridge.to_tokens("Once upon a time")
+    with torch.no_grad():
+        plain = bridge(tokens)
+        with bridge.hooks(fwd_hooks=relp_hooks(bridge)):
+            relp = bridge(tokens)
+    assert torch.allclose(plain, relp, atol=1e-4)
+
+
+def test_relp_runs_beside_atp_and_reports_its_agreement(tiny_gpt2_dir):
+    spec = AnalysisSpec(kind="attribution_patching", model=str(tiny_gpt2_dir), clean=CLEAN, corrupted=CORRUPTED,
+                        answer=" Mary", wrong=" John", method="relp", exact=True)
+    model = models.load(str(tiny_gpt2_dir))
+    result = run(model, spec)
+    nodes = result.tables["attributions"]
+    assert nodes.query("node in ['q', 'k']")["relp"].isna().all()
+    assert nodes.query("node not in ['q', 'k']")["relp"].notna().all()
+    relp = result.tables["relp_agreement"]
+    assert set(relp["node"]) == {"resid", "head", "mlp", "v", "all"}
+    assert "atp_vs_relp" in result.figures()
+    with pytest.raises(SpecError) as err:
+        run(model, AnalysisSpec(**{**dict(spec.items()), "qk_fix": True}))
+    assert err.value.field == "method"

@@ -55,19 +55,25 @@ Metric = Callable[[Tensor], Tensor]  # logits [batch, pos, vocab] -> [batch]
 
 
 def reader_gradients(bridge, graph: Graph, tokens: Int[Tensor, "batch pos"], metric: Metric,
-                     embed: Float[Tensor, "batch pos d_model"] | None = None
+                     embed: Float[Tensor, "batch pos d_model"] | None = None, writes: dict | None = None
                      ) -> tuple[Float[Tensor, "batch pos reader d_model"], Tensor]:
     """The gradient of each row's metric at every receiver's input (rows are independent:
     their metrics are summed), and the metrics. `embed` replaces the token embedding (the
     integrated-gradients path); the gradient of an input is read as that of a zero tensor
-    added to it, exactly what the model consumes downstream."""
+    added to it, exactly what the model consumes downstream. `writes`, when given, receives
+    the senders' writes of this same pass (hook name -> activation): no forward of their own."""
     zeros: dict[str, Tensor] = {}
 
     def read(activation: Tensor, hook, name: str) -> Tensor:
         zeros[name] = torch.zeros_like(activation, requires_grad=True)
         return activation + zeros[name]
 
+    def keep(activation: Tensor, hook, name: str) -> None:
+        writes[name] = activation.detach().float()
+
     hooks = [(name, lambda a, hook, name=name: read(a, hook, name)) for name in reader_hooks(graph)]
+    if writes is not None:
+        hooks += [(name, lambda a, hook, name=name: keep(a, hook, name)) for name in writer_hooks(graph)]
     if embed is not None:
         hooks.insert(0, (EMBED, lambda a, hook: embed.to(a.dtype)))
     with torch.enable_grad():

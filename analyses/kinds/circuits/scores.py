@@ -2,8 +2,9 @@
 
 score(sender → receiver) = Σ over positions of (clean − corrupted write of the sender) ·
 (the metric's gradient at the receiver's input):
-- EAP (Syed et al. 2023): the gradient on the corrupted run (one forward on each prompt, one
-  backward) — TransformerLens's `attribution_patch(granularity="edge")`, its positions summed;
+- EAP (Syed et al. 2023): the gradient on the corrupted run (one forward on the clean prompt,
+  one forward and backward on the corrupted one) — TransformerLens's
+  `attribution_patch(granularity="edge")`, its positions summed;
 - EAP-IG (Hanna et al. 2024, "inputs" variant): the gradient averaged over `steps` points on
   the straight line from the corrupted to the clean token embeddings, α = 1/steps … 1 (a
   right Riemann sum), all points in one batched forward and backward.
@@ -15,7 +16,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from analyses.kinds.circuits.activations import EMBED, reader_gradients, writer_outputs
+from analyses.kinds.circuits.activations import EMBED, reader_gradients, stack_writers, writer_outputs
 from analyses.kinds.circuits.graph import Graph
 
 
@@ -27,8 +28,11 @@ def _scores(graph: Graph, delta: Tensor, grads: Tensor) -> Float[Tensor, "exampl
 
 
 def eap(bridge, graph: Graph, clean, corrupted, metric) -> Float[Tensor, "example writer reader"]:
-    delta = writer_outputs(bridge, graph, clean) - writer_outputs(bridge, graph, corrupted)
-    grads, _ = reader_gradients(bridge, graph, corrupted, metric)
+    """One forward on the clean prompts, one forward and backward on the corrupted ones (which
+    also reads their writes)."""
+    writes: dict[str, Tensor] = {}
+    grads, _ = reader_gradients(bridge, graph, corrupted, metric, writes=writes)
+    delta = writer_outputs(bridge, graph, clean) - stack_writers(graph, writes)
     return _scores(graph, delta, grads)
 
 
