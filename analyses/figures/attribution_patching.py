@@ -29,7 +29,7 @@ def figures(result, positions: list[int] | None = None) -> dict[str, go.Figure]:
                                                    magnitude, clean)
     relp = result.tables.get("relp_agreement")
     if relp is not None and len(relp):
-        shown["atp_vs_relp"] = methods_agreement_bars(result.tables["agreement"], relp)
+        shown["relp_vs_atp"] = methods_agreement_bars(result.tables["agreement"], relp)
     return shown
 
 

@@ -55,6 +55,11 @@ def draw(result):
         if agreement is not None:
             st.dataframe(agreement.round(2), hide_index=True, key=view_key(result, "agreement"))
         st.caption(md_escape(agreement_note(agreement)))
+        relp = result.tables.get("relp_agreement")
+        if relp is not None:
+            st.markdown("**RelP** against exact patching, measured the same way (no q or k nodes: "
+                        "RelP holds attention patterns fixed)")
+            st.dataframe(relp.round(2), hide_index=True, key=view_key(result, "relp_agreement"))
 
     shown["agreement_numbers"] = agreement_numbers
     return shown
@@ -80,6 +85,9 @@ analysis_page(
                    "run per node (batched), the ground truth AtP is checked against."),
         Field("qk_fix", "AtP* QK fix (recompute the attention softmax for queries and keys)"),
         Field("graddrop", "AtP* GradDrop (average |AtP| over layer-dropped gradients)"),
+        Field("method", "Estimates", help="atp: the gradient (AtP). relp: AtP beside relevance patching "
+                                          "(RelP, Jafari et al. 2025), one more backward pass, compared "
+                                          "with exact patching per node kind when exact runs."),
     ],
     draw=draw,
 )

@@ -320,7 +320,7 @@ def test_relp_runs_beside_atp_and_reports_its_agreement(tiny_gpt2_dir):
     assert nodes.query("node not in ['q', 'k']")["relp"].notna().all()
     relp = result.tables["relp_agreement"]
     assert set(relp["node"]) == {"resid", "head", "mlp", "v", "all"}
-    assert "atp_vs_relp" in result.figures()
+    assert "relp_vs_atp" in result.figures()
     with pytest.raises(SpecError) as err:
         run(model, AnalysisSpec(**{**dict(spec.items()), "qk_fix": True}))
     assert err.value.field == "method"
