@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TMP = Path(tempfile.mkdtemp(prefix="bench-"))
+# A worker subprocess (bench/model_size.py) shares its parent's folder through BENCH_TMP.
+TMP = Path(os.environ.get("BENCH_TMP") or tempfile.mkdtemp(prefix="bench-"))
+os.environ["BENCH_TMP"] = str(TMP)
 
 # Before anything imports analyses: the random GPT-2-small-shaped model lives in TMP, and the
 # cache rows use a store of their own.
@@ -50,6 +52,23 @@ def timed(fn, repeats: int = 3, warmup: int = 1, long_call_s: float = 5.0):
         value = fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times), value
+
+
+def timed_alternating(ours, reference, rounds: int = 7):
+    """(median seconds of `ours`, of `reference`, ours' last value): the two called in turn,
+    after one warm-up each, so that a slow stretch of a shared machine hits both alike
+    (for rows of a few milliseconds, where it otherwise decides the ratio)."""
+    ours(), reference()
+    mine, theirs = [], []
+    value = None
+    for _ in range(rounds):
+        start = time.perf_counter()
+        value = ours()
+        mine.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        reference()
+        theirs.append(time.perf_counter() - start)
+    return statistics.median(mine), statistics.median(theirs), value
 
 
 def _status_kib(field: str) -> int:

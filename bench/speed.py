@@ -7,7 +7,7 @@ import torch
 
 from analyses import AnalysisSpec, compute
 from analyses.kinds import activation_patching, attribution_patching, heads, logit_lens, neurons
-from bench.common import row, timed
+from bench.common import row, timed, timed_alternating
 
 # granularity -> (TransformerLens sweep, the columns of our table that index its output)
 TL_SWEEPS = {"resid_pre": ("get_act_patch_resid_pre", ["layer", "position"]),
@@ -273,3 +273,52 @@ def circuit_rows(label, model, ref, pair):
         row(f"RelP pass vs AtP pass, {label}", t_relp, t_atp, t_relp / t_atp, None, "<= 1.2x",
             t_relp / t_atp <= 1.2, "one forward and backward each; RelP's rules as forward hooks"),
     ]
+
+
+def steering_row(label, model, ref, prompt, n_new: int = 32):
+    """Generation under a steering vector (coefficient 1 at the middle layer, every position,
+    the KV cache on) against Hugging Face's plain greedy `generate` of as many tokens, on the
+    same model, in the same run."""
+    from analyses.kinds import steering
+    from analyses.kinds.interventions import generation, vectors
+    from analyses.kinds.tokens import prompt_tokens
+
+    bridge = model.bridge
+    layer = int(bridge.cfg.n_layers) // 2
+    spec = AnalysisSpec(kind="steering", model=ref, prompt=prompt, positive="I love it",
+                        negative="I hate it", layer=str(layer), coeff="1")
+    plan = steering.prepare(bridge, spec)
+    tokens = prompt_tokens(bridge, prompt)  # [1, pos]
+    hooks = steering.hooks_for(plan, steering.Cell(layer, 1.0, False),
+                               vectors.where_added("all", int(tokens.shape[1])))
+    hf = bridge.original_model
+
+    def ours():
+        return generation.generate(bridge, tokens, hooks, n_new)
+
+    def plain():  # exactly as many tokens (no early end of text)
+        with torch.no_grad():
+            return hf.generate(tokens, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
+                               use_cache=True, pad_token_id=0)
+    t_ours, t_hf, out = timed_alternating(ours, plain)
+    n = len(out.tokens)  # fewer than n_new only where the steered text ended
+    ratio = t_ours / t_hf
+    return row(f"steering: generation under a vector / plain greedy generate, {label}", t_ours, t_hf,
+               ratio, None, "<= 1.2x", ratio <= 1.2,
+               f"{int(tokens.shape[1])}-token prompt, {n} new tokens; reference = Hugging Face's "
+               "greedy generate with its cache; ours: TransformerLens's generate under the hooks, "
+               "log-probabilities from its step logits")
+
+
+def attention_row(label, model, ref, prompt):
+    """Every head's pattern as a table, against one forward with cache (which holds them)."""
+    from analyses.kinds import attention
+
+    bridge = model.bridge
+    spec = AnalysisSpec(kind="attention", model=ref, prompt=prompt)
+    t_ours, result = timed(lambda: attention.run(model, spec))
+    tokens = bridge.to_tokens(prompt)
+    t_fwd = forward_with_cache(bridge, tokens)
+    return row(f"attention patterns (every head) / forward, {label}", t_ours, t_fwd, t_ours / t_fwd,
+               None, "report", None, f"{int(tokens.shape[1])} tokens, "
+               f"{len(result.tables['patterns'])} rows; reference = one run_with_cache")

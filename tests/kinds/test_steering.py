@@ -128,6 +128,24 @@ def test_steered_generation_is_the_same_with_and_without_the_kv_cache(embedded, 
     assert np.allclose(cached.logprobs, plain.logprobs, atol=1e-4)
 
 
+
+@pytest.mark.parametrize("positions", ["all", "generated"])
+def test_generated_log_probabilities_equal_a_teacher_forced_pass(embedded, positions):
+    """They come from the generation's own step logits; one pass over prompt + continuation
+    under the same hooks must give the same numbers (and the prompt's last logits)."""
+    bridge = embedded.bridge
+    plan = steering.prepare(bridge, AnalysisSpec(kind="steering", **PRESET, coeff="1", positions=positions))
+    prompt = prompt_tokens(bridge, FRANCE)
+    hooks = steering.hooks_for(plan, steering.Cell(2, 1.0, False),
+                               vectors.where_added(positions, int(prompt.shape[1])))
+    out = generation.generate(bridge, prompt, hooks, 10)
+    sequence = torch.cat([prompt, torch.tensor([out.tokens])], dim=1)  # [1, prompt + generated]
+    logits = generation.forward(bridge, sequence, hooks)[0].float()  # [pos, d_vocab]
+    n = int(prompt.shape[1])
+    forced = logits[n - 1: -1].log_softmax(-1).gather(-1, torch.tensor(out.tokens)[:, None])[:, 0]
+    assert np.allclose(out.logprobs, forced.numpy(), atol=1e-4)
+    assert torch.allclose(out.last_logits, logits[n - 1], atol=1e-4)
+
 def test_positions_say_where_the_vector_is_added(embedded):
     runs = {p: steer(embedded, **PRESET, coeff="1", positions=p, max_new_tokens=6)
             for p in ("all", "last", "generated")}

@@ -1,10 +1,9 @@
 """Generation under interventions: TransformerLens's own `generate` (with the model's KV
-cache) inside `bridge.hooks`, then one teacher-forced forward pass over the prompt and the
-generated tokens, under the same hooks, for each generated token's log-probability and
-the prompt's last-position logits.
+cache) inside `bridge.hooks`, keeping each step's logits: the prompt's last-position logits
+and each generated token's log-probability under the intervened model come from them.
 
-`hooks_for(positions)` gives the run's hooks for a position counter (`Positions`): the
-generation's counts cached steps, the teacher-forced pass's reads the whole sequence.
+`hooks_for(positions)` gives the run's hooks for a position counter (`Positions`): with the
+cache it counts one position per step, without it (and in `forward`) it reads the sequence.
 """
 from __future__ import annotations
 
@@ -36,7 +35,11 @@ def room(bridge, prompt_length: int) -> int:
 def generate(bridge, prompt: Int[Tensor, "1 pos"], hooks_for: Hooks, max_new_tokens: int,
              temperature: float = 0.0, seed: int = 0, use_cache: bool = True) -> Generated:
     """Greedy (temperature 0) or sampled continuation of `prompt` under `hooks_for`'s hooks;
-    a sample's randomness comes from `seed` alone (the global generator is left as it was)."""
+    a sample's randomness comes from `seed` alone (the global generator is left as it was).
+
+    Each generated token's log-probability comes from the logits of the step that chose it
+    (before any temperature), which equal a teacher-forced pass's (a test holds them to
+    1e-4): no second pass, so generation costs what plain greedy generation costs."""
     n_prompt = int(prompt.shape[1])
     counter = Positions(cached=use_cache)
     with torch.random.fork_rng(devices=[prompt.device] if prompt.device.type == "cuda" else []):
@@ -45,14 +48,14 @@ def generate(bridge, prompt: Int[Tensor, "1 pos"], hooks_for: Hooks, max_new_tok
             out = bridge.generate(prompt, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
                                   temperature=temperature if temperature > 0 else 1.0,
                                   use_past_kv_cache=use_cache, stop_at_eos=True, verbose=False,
-                                  return_type="tokens")
-    sequence = out[:, : n_prompt + max_new_tokens]  # [1, prompt + generated]
-    logits = forward(bridge, sequence, hooks_for)  # [1, pos, d_vocab]
-    new = sequence[0, n_prompt:]
-    log_probs = logits[0, n_prompt - 1: -1].float().log_softmax(-1)  # predicts each new token
-    chosen = log_probs.gather(-1, new[:, None])[:, 0] if len(new) else log_probs[:0, 0]
-    return Generated(tokens=new.tolist(), logprobs=chosen.tolist(),
-                     last_logits=logits[0, n_prompt - 1].float())
+                                  return_type="tokens", output_logits=True)
+    new = out.sequences[0, n_prompt: n_prompt + max_new_tokens]  # [generated]
+    if not len(new):  # nothing asked for: the prompt's own prediction from one pass
+        return Generated(tokens=[], logprobs=[],
+                         last_logits=forward(bridge, prompt, hooks_for)[0, -1].float())
+    step_logits = torch.stack(out.logits[: len(new)], dim=1)[0].float()  # [generated, d_vocab]
+    chosen = step_logits.log_softmax(-1).gather(-1, new[:, None].to(step_logits.device))[:, 0]
+    return Generated(tokens=new.tolist(), logprobs=chosen.tolist(), last_logits=step_logits[0])
 
 
 @torch.no_grad()
