@@ -32,7 +32,7 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 def rows():
     """(name, thunk) per row or group of rows; a thunk builds what it needs, so one failing
     leaves the rest."""
-    from bench import app_rows, scaling, speed
+    from bench import app_rows, model_size, scaling, speed
 
     def emb_patch(granularity):
         ref, model = embedded()
@@ -96,7 +96,8 @@ def rows():
          lambda: gpt2(speed.steering_row, pair_of_length(gpt2_small_shape()[1].bridge, 64)["clean"])),
         ("circuit, embedded", lambda: emb(speed.circuit_rows, ioi_pair())),
         ("circuit, GPT-2-small shape", lambda: gpt2(speed.circuit_rows, gpt2_16())),
-        ("scaling, GPT-2-small shape", lambda: scaling.scaling_rows(*reversed(gpt2_small_shape()))),
+        ("scaling, GPT-2-small shape", lambda: scaling.scaling_rows(gpt2_small_shape()[0])),
+        ("model size, 64 tokens", model_size.model_size_rows),
         ("cli: fresh-process answers", app_rows.cli_rows),
         ("app: cold start", app_rows.cold_start_rows),
         ("app: cached share link", app_rows.cached_link_row),

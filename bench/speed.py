@@ -64,7 +64,11 @@ def patching_row(label, model, ref, pair, granularity, target_ratio, sample=None
     diff = float(np.abs(got - expected.numpy().reshape(-1)).max())
     ratio = t_ref / t_ours
     note = f"{int(tl_pair.clean.shape[1])} tokens, {len(ours)} cells"
-    if index_df is not None:
+    if index_df is None:  # what a forward's fixed cost is here: the floor of any sweep
+        with torch.no_grad():
+            t_row = timed(lambda: bridge(tl_pair.corrupted), repeats=5)[0]
+        note += f"; one forward of one row takes {t_row * 1e3:.1f} ms"
+    else:
         note += f"; reference timed on {len(cells)} random cells and scaled to all, one run each"
     return row(f"patching {granularity}, {label}", t_ours, t_ref, ratio, diff,
                f">= {target_ratio}x, abs diff <= 1e-5", ratio >= target_ratio and diff <= 1e-5, note)
@@ -107,18 +111,24 @@ def attribution_rows(label, model, ref, pair):
 
 
 def logit_lens_row(label, model, ref, prompt):
+    """Against one forward with cache; the note times the floor of any exact full-vocabulary
+    readout: one matmul of every stack entry's residual stream with W_U."""
     bridge = model.bridge
     spec = AnalysisSpec(kind="logit_lens", model=ref, prompt=prompt, top_k=10)
     t_ours, _ = timed(lambda: logit_lens.run(model, spec))
     tokens = bridge.to_tokens(prompt)
     t_fwd = forward_with_cache(bridge, tokens)
-    ratio = t_ours / t_fwd
     cfg = bridge.cfg
+    entries = int(cfg.n_layers) + 1
+    stack = torch.randn(entries * int(tokens.shape[1]), int(cfg.d_model))
+    w_u = bridge.W_U.detach()
+    t_unembed = timed(lambda: stack @ w_u)[0]
+    ratio = t_ours / t_fwd
     return row(f"logit lens (all layers x positions, top-10), {label}", t_ours, t_fwd, ratio,
                None, "<= 1.5x a forward", ratio <= 1.5,
                f"{int(tokens.shape[1])} tokens; reference = one run_with_cache; the readout "
-               f"alone unembeds {int(cfg.n_layers) + 1} residual streams where the forward "
-               "unembeds one")
+               f"unembeds {entries} residual streams where the forward unembeds one: that "
+               f"matmul alone takes {t_unembed * 1e3:.1f} ms ({t_unembed / t_fwd:.2f}x a forward)")
 
 
 def heads_row(label, model, ref):
@@ -157,7 +167,10 @@ def neurons_row(label, model, ref, layer=None):
             out = torch.mm(rows[start:start + chunk], w_u)
         return out
 
-    t_mm, _ = timed(mm)
+    t_mm, scores = timed(mm)
+    k = int(spec.with_defaults().top_k)
+    t_topk = timed(lambda: (scores.topk(k, dim=-1), scores.topk(k, dim=-1, largest=False)))[0]
+    t_topk *= -(-n // chunk)  # one chunk's top and bottom k, times the chunks
     flops = 2.0 * n * d_model * d_vocab
     ours_rate, mm_rate = flops / t_ours / 1e9, flops / t_mm / 1e9
     ratio = ours_rate / mm_rate
@@ -165,7 +178,9 @@ def neurons_row(label, model, ref, layer=None):
                ratio >= 0.5,
                f"{n} neurons ({'all' if layer is None else f'layer {layer}'}), {d_model}x{d_vocab}: "
                f"{ours_rate:.1f} vs {mm_rate:.1f} GFLOP/s "
-               f"(ratio = ours/mm rate); peak memory +{peak_mib:.0f} MiB")
+               f"(ratio = ours/mm rate); the top and bottom {k} of each row alone take "
+               f"{t_topk * 1e3:.1f} ms against the matmul's {t_mm * 1e3:.1f} ms; "
+               f"peak memory +{peak_mib:.0f} MiB")
 
 
 def cache_row(label, ref, pair, granularity="resid_pre"):
