@@ -131,11 +131,12 @@ def logit_lens_row(label, model, ref, prompt):
                f"matmul alone takes {t_unembed * 1e3:.1f} ms ({t_unembed / t_fwd:.2f}x a forward)")
 
 
-def heads_row(label, model, ref):
-    """All four detectors: time over one forward pass with cache on the induction probe."""
+def heads_row(label, model, ref, once: bool = False):
+    """All four detectors: time over one forward pass with cache on the induction probe.
+    `once`: one call, no warm-up (on the GPT-2-small shape a call takes over a minute here)."""
     bridge = model.bridge
     spec = AnalysisSpec(kind="heads", model=ref)
-    t_ours, _ = timed(lambda: heads.run(model, spec))
+    t_ours, _ = timed(lambda: heads.run(model, spec), *((1, 0) if once else ()))
     probe = heads.repeated_probe(bridge, np.random.default_rng(0))
     tokens = torch.as_tensor(probe.tokens)
     t_fwd = forward_with_cache(bridge, tokens)
@@ -290,7 +291,7 @@ def circuit_rows(label, model, ref, pair):
     ]
 
 
-def steering_row(label, model, ref, prompt, n_new: int = 32):
+def steering_row(label, model, ref, prompt, n_new: int = 32, rounds: int = 7):
     """Generation under a steering vector (coefficient 1 at the middle layer, every position,
     the KV cache on) against Hugging Face's plain greedy `generate` of as many tokens, on the
     same model, in the same run."""
@@ -315,12 +316,13 @@ def steering_row(label, model, ref, prompt, n_new: int = 32):
         with torch.no_grad():
             return hf.generate(tokens, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
                                use_cache=True, pad_token_id=0)
-    t_ours, t_hf, out = timed_alternating(ours, plain)
+    t_ours, t_hf, out = timed_alternating(ours, plain, rounds)
     n = len(out.tokens)  # fewer than n_new only where the steered text ended
     ratio = t_ours / t_hf
     return row(f"steering: generation under a vector / plain greedy generate, {label}", t_ours, t_hf,
                ratio, None, "<= 1.2x", ratio <= 1.2,
-               f"{int(tokens.shape[1])}-token prompt, {n} new tokens; reference = Hugging Face's "
+               f"{int(tokens.shape[1])}-token prompt, {n} new tokens, median of {rounds} turns each; "
+               "reference = Hugging Face's "
                "greedy generate with its cache; ours: TransformerLens's generate under the hooks, "
                "log-probabilities from its step logits")
 

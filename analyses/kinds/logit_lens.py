@@ -1,9 +1,10 @@
 """Logit lens (nostalgebraist 2020): read each layer's residual stream through
 the model's final norm and unembedding, and ask what it would predict there.
 
-Built on TransformerLens's `tools.analysis.logit_lens`, which applies the
+Reads what TransformerLens's `tools.analysis.logit_lens` reads (its stack, and the
 model's own final norm with recomputed statistics, so the last stack entry
-(`final_post`) equals the model's output distribution. The stack holds every
+(`final_post`) equals the model's output distribution), with a leaner readout
+(`lensed_logits`); a test holds the two equal. The stack holds every
 block's input (`L_pre`) and the final output.
 
 With `ablate=` (heads `L1H7`, `L0.mlp`, `L0.attn`; `ablation=zero|mean`) the model is read
@@ -17,7 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from transformer_lens.tools.analysis import logit_lens as tl_logit_lens
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens.utilities import Slice
 
 from analyses.core import listtext
 from analyses.core.catalogue import CATALOGUE
@@ -91,38 +94,53 @@ class Readout:
     target_probs: np.ndarray
 
 
-READOUT_BYTES = 64 * 2**20  # full-vocabulary logits one chunk of positions may take (the
-# log-softmax and TransformerLens's own buffers take about as much again each)
+READOUT_BYTES = 64 * 2**20  # full-vocabulary logits one chunk of positions may take
 
 
 def read_all_layers(bridge, cache, n_pos: int, top_k: int, targets: list[int],
                     final_norm: bool) -> Readout:
-    """One TransformerLens readout per chunk of positions (full-vocabulary logits of every
-    stack entry), from which the top-k, their probabilities and the targets' ranks all
-    come: one unembedding instead of one per quantity, and bounded memory on long prompts."""
+    """Every stack entry's full-vocabulary logits, a chunk of positions at a time (bounded
+    memory on long prompts), from which the top-k, their probabilities and the targets'
+    ranks all come: one unembedding instead of one per quantity. Probabilities are
+    exp(logit - logsumexp): no log-softmax of the whole vocabulary is kept."""
     n_entries = int(bridge.cfg.n_layers) + 1  # every block's input and the final output
     d_vocab = int(bridge.cfg.d_vocab)
     chunk = max(1, READOUT_BYTES // (4 * n_entries * d_vocab))
+    ids = torch.tensor(targets, dtype=torch.long)
     parts, labels = [], None
     for start in range(0, n_pos, chunk):
-        lensed = tl_logit_lens(bridge, cache=cache, positions=slice(start, min(n_pos, start + chunk)),
-                               apply_ln=final_norm, return_type="logits")
-        labels = lensed.labels
-        logits = lensed.readout.values[:, 0].float()  # [entry, chunk, vocab]
-        log_probs = logits.log_softmax(-1)
+        logits, labels = lensed_logits(bridge, cache, slice(start, min(n_pos, start + chunk)),
+                                       final_norm)  # [entry, chunk, vocab]
+        normaliser = logits.logsumexp(-1, keepdim=True)  # [entry, chunk, 1]
         top_logits, top_ids = logits.topk(top_k, dim=-1)
-        part = [top_ids, log_probs.gather(-1, top_ids).exp(), top_logits]
+        part = [top_ids, (top_logits - normaliser).exp(), top_logits]
         if targets:
-            ids = torch.tensor(targets, device=logits.device)
-            target_logits = logits[..., ids]  # [entry, chunk, target]
+            target_logits = logits[..., ids.to(logits.device)]  # [entry, chunk, target]
             ranks = (logits.unsqueeze(-2) > target_logits.unsqueeze(-1)).sum(-1)
-            part += [ranks, log_probs[..., ids].exp()]
+            part += [ranks, (target_logits - normaliser).exp()]
         parts.append(part)
     joined = [torch.cat(column, dim=1).cpu().numpy() for column in zip(*parts)]
     empty = np.zeros((len(labels), n_pos, 0))
     return Readout(labels=labels, top_ids=joined[0], top_probs=joined[1], top_logits=joined[2],
                    target_ranks=joined[3] if targets else empty,
                    target_probs=joined[4] if targets else empty)
+
+
+def lensed_logits(bridge, cache, positions: slice, final_norm: bool
+                  ) -> tuple[Float[Tensor, "entry pos d_vocab"], list[str]]:
+    """The logits TransformerLens's `logit_lens` reads at `positions` (its stack of every
+    block's input and the final output, its final norm with recomputed statistics, then
+    W_U, b_U and the model's output transform) without the log-softmax and entropy it also
+    computes over the whole vocabulary: those took as long as the unembedding itself."""
+    where = Slice(positions)
+    stack, labels = cache.accumulated_resid(layer=None, incl_mid=False, apply_ln=False,
+                                            pos_slice=where, return_labels=True)  # [entry, 1, pos, d]
+    if final_norm and bridge.cfg.normalization_type is not None:
+        stack = cache.apply_ln_to_stack(stack, layer=None, pos_slice=where, has_batch_dim=True,
+                                        recompute_ln=True)
+    logits = (stack[:, 0].to(bridge.W_U.dtype) @ bridge.W_U + bridge.b_U).float()
+    transform = getattr(getattr(bridge, "adapter", None), "apply_output_logits_transform", None)
+    return (transform(logits) if callable(transform) else logits), labels
 
 
 def top_table(labels: list[str], inputs: list[str], top_ids: np.ndarray, probs: np.ndarray,
