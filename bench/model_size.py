@@ -234,12 +234,14 @@ def model_size_rows() -> list[dict]:
             f"{name} ({built[name][1] / 1e6:.0f}M) {points[name]['seconds']:.2f} s, "
             f"+{points[name]['peak_mib']:.0f} MiB (process {points[name]['process_peak_mib'] / 1024:.1f} GiB)"
             for name in SHAPES)
-        rows.append(row(
+        rows.append({**row(
             f"model size: {kind}, {LENGTH} tokens", times[-1], times[0], time_exp, None, "report",
             None, f"{WHAT[kind]}; ratio = time exponent in parameters; {per_shape}; memory exponent "
             f"{mem_exp:.2f}; fits this machine's {memory / 1024:.0f} GiB up to about "
             f"{fits / 1e9:.1f}B parameters in fp32, {fits_bf16 / 1e9:.1f}B in bf16 (extrapolated: "
-            f"{base / 1024:.1f} GiB of libraries, the weights, the analysis's own peak as fitted)"))
+            f"{base / 1024:.1f} GiB of libraries, the weights, the analysis's own peak as fitted)"),
+            "kind": kind, "memory_exponent": mem_exp, "fits_fp32": fits, "fits_bf16": fits_bf16,
+            "shapes": {name: {**points[name], "params": built[name][1]} for name in SHAPES}})
     for name, (folder, _) in built.items():
         if name != "GPT-2 small":  # 1.4 and 3.8 GB on disk
             subprocess.run(["rm", "-rf", folder], check=False)

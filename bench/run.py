@@ -24,7 +24,7 @@ from pathlib import Path
 import torch  # noqa: E402  (after bench.common set the environment)
 
 from bench.common import TMP, embedded, gpt2_small_shape, ioi_pair, pair_of_length, stories260k
-from bench.table import table
+from bench.table import growth_table, table
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
@@ -127,6 +127,9 @@ def main() -> int:
         print(f"[{time.perf_counter() - t0:6.1f} s] {name}", file=sys.stderr, flush=True)
     text = table(results)
     print(text)
+    growth = growth_table(results)
+    if growth:
+        print("\n" + growth)
     total = time.perf_counter() - started
     print(f"\ntotal {total:.0f} s; torch {torch.__version__}, {torch.get_num_threads()} thread, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")

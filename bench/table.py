@@ -15,7 +15,7 @@ def _num(value, digits=4):
 def _ratio(r) -> str:
     if r["ratio"] is None:
         return "-"
-    plain = r["name"].startswith(("neuron", "scaling"))  # a share / an exponent, not a speed-up
+    plain = r["name"].startswith(("neuron", "scaling", "model size"))  # a share / an exponent
     return f"{r['ratio']:.3g}" + ("" if plain else "x")
 
 
@@ -30,3 +30,23 @@ def table(results) -> str:
     notes = [f"- {r['name']}: {r.get('error') or r['note']}" for r in results
              if r.get("error") or r["note"]]
     return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def growth_table(results) -> str:
+    """The model-size rows (those with `shapes`) as one table: an analysis per line, its
+    seconds and own peak memory per shape, the exponents, and the largest model that fits."""
+    rows = [r for r in results if r.get("shapes")]
+    if not rows:
+        return ""
+    shapes = list(rows[0]["shapes"])
+    head = ["analysis (64 tokens)",
+            *(f"{name} ({rows[0]['shapes'][name]['params'] / 1e6:.0f}M)" for name in shapes),
+            "time exponent", "memory exponent", "fits here, fp32 / bf16"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["kind"], *(f"{r['shapes'][n]['seconds']:.2f} s, +{r['shapes'][n]['peak_mib']:.0f} MiB"
+                              for n in shapes),
+                 f"{r['ratio']:.2f}", f"{r['memory_exponent']:.2f}",
+                 f"{r['fits_fp32'] / 1e9:.1f}B / {r['fits_bf16'] / 1e9:.1f}B"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
