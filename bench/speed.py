@@ -24,7 +24,8 @@ def patching_row(label, model, ref, pair, granularity, target_ratio, sample=None
     """Ours vs TransformerLens's one-forward-per-cell sweep, compared as in
     tests/test_activation_patching.py (the raw logit difference, atol 1e-5).
 
-    With `sample`, the reference runs once on that many random cells (TransformerLens's own
+    Without `sample` (a few milliseconds ours), the two are timed in turn, 5 each after a
+    warm-up. With `sample`, the reference runs once on that many random cells (TransformerLens's own
     `index_df`) and its time is scaled to all cells: a full sweep of a large model would take
     most of the benchmark's budget, and a sweep's cells all cost one forward pass each. Our
     side then runs once too, after `warmup` runs (none where earlier rows ran the same
@@ -33,8 +34,12 @@ def patching_row(label, model, ref, pair, granularity, target_ratio, sample=None
 
     bridge = model.bridge
     spec = AnalysisSpec(kind="activation_patching", model=ref, granularity=granularity, **pair)
-    repeats = (3, 1) if sample is None else (1, 0)
-    t_ours, result = timed(lambda: activation_patching.run(model, spec), repeats[0], warmup)
+    def run():
+        return activation_patching.run(model, spec)
+    if sample is None:  # its cells now; timed below, in turn with the reference
+        result = run()
+    else:
+        t_ours, result = timed(run, 1, warmup)
     tl_pair = activation_patching.prompt_pair(bridge, spec)
     sweep_name, axes = TL_SWEEPS[granularity]
     sweep = getattr(tl_patching, sweep_name)
@@ -54,7 +59,11 @@ def patching_row(label, model, ref, pair, granularity, target_ratio, sample=None
             return tl_patching.generic_activation_patch(
                 bridge, tl_pair.corrupted, clean_cache, _metric(tl_pair), index_df=index_df, **fixed)
 
-    t_ref, expected = timed(reference, *repeats)
+    if sample is None:  # a few milliseconds ours: taken in turn with the reference (5 each)
+        t_ours, t_ref, _ = timed_alternating(run, reference, 5)
+        expected = reference()
+    else:
+        t_ref, expected = timed(reference, 1, 0)
     got = cells.merge(ours, on=axes, how="left")["raw"].to_numpy()
     if index_df is None:
         got = ours.set_index(axes).raw.sort_index().to_numpy()
@@ -131,19 +140,21 @@ def logit_lens_row(label, model, ref, prompt):
                f"matmul alone takes {t_unembed * 1e3:.1f} ms ({t_unembed / t_fwd:.2f}x a forward)")
 
 
-def heads_row(label, model, ref, once: bool = False):
-    """All four detectors: time over one forward pass with cache on the induction probe.
-    `once`: one call, no warm-up (on the GPT-2-small shape a call takes over a minute here)."""
+def heads_row(label, model, ref, detectors: str | None = None):
+    """The detectors (all four unless `detectors` names some): time over one forward pass
+    with cache on the induction probe. Named detectors are timed once, without a warm-up:
+    on the GPT-2-small shape retrieval's 32 needle prompts alone take over a minute here."""
     bridge = model.bridge
-    spec = AnalysisSpec(kind="heads", model=ref)
-    t_ours, _ = timed(lambda: heads.run(model, spec), *((1, 0) if once else ()))
+    spec = AnalysisSpec(kind="heads", model=ref, detector=detectors)
+    t_ours, _ = timed(lambda: heads.run(model, spec), *((1, 0) if detectors else ()))
     probe = heads.repeated_probe(bridge, np.random.default_rng(0))
     tokens = torch.as_tensor(probe.tokens)
     t_fwd = forward_with_cache(bridge, tokens)
     ratio = t_ours / t_fwd
-    return row(f"head detectors (all four) / forward, {label}", t_ours, t_fwd, ratio, None,
+    which = "all four" if detectors is None else detectors.replace("_", "-").replace(",", ", ")
+    return row(f"head detectors ({which}) / forward, {label}", t_ours, t_fwd, ratio, None,
                "report", None, f"reference = one run_with_cache on the induction probe "
-               f"{tuple(tokens.shape)}; the detectors run {len(heads.DETECTORS)} probes")
+               f"{tuple(tokens.shape)}; the detectors run one probe each")
 
 
 def neurons_row(label, model, ref, layer=None):
@@ -153,7 +164,8 @@ def neurons_row(label, model, ref, layer=None):
 
     bridge = model.bridge
     spec = AnalysisSpec(kind="neurons", model=ref, layer=layer)
-    t_ours, result = timed(lambda: neurons.run(model, spec))
+    long = layer is not None  # seconds a call: no warm-up, one call (the embedded atlas: 3)
+    t_ours, result = timed(lambda: neurons.run(model, spec), *((1, 0) if long else ()))
     _, peak_mib, _ = peak_memory(lambda: neurons.run(model, spec))
     n = int(result.meta["neurons"])
     d_model, d_vocab = bridge.W_U.shape
@@ -168,7 +180,7 @@ def neurons_row(label, model, ref, layer=None):
             out = torch.mm(rows[start:start + chunk], w_u)
         return out
 
-    t_mm, scores = timed(mm)
+    t_mm, scores = timed(mm, *((1, 0) if long else ()))
     k = int(spec.with_defaults().top_k)
     t_topk = timed(lambda: (scores.topk(k, dim=-1), scores.topk(k, dim=-1, largest=False)))[0]
     t_topk *= -(-n // chunk)  # one chunk's top and bottom k, times the chunks
