@@ -31,13 +31,15 @@ def test_every_kind_declares_its_tables_and_fields():
 
 
 def test_the_readme_performance_table_is_what_make_bench_last_wrote():
-    from bench.table import table
+    from bench.table import growth_table, table
 
     results = json.loads((ROOT / "bench" / "results.json").read_text())
     performance = README.split("## Performance", 1)[1].split("\n## ", 1)[0]
     assert table(results["rows"]) in performance, (
         "README's Performance table differs from bench/results.json: paste the table "
         "`make bench` printed")
+    assert growth_table(results["rows"]) in performance, (
+        "README's growth-with-model-size table differs from bench/results.json")
     assert f"took {results['total_s'] / 60:.1f} minutes" in performance
 
 
