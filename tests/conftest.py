@@ -169,6 +169,21 @@ def store(tmp_path):
     opened.close()
 
 
+@pytest.fixture
+def private_cache(monkeypatch, tmp_path):
+    """compute() stores its results: in this test's own DuckDB file, never data/cache.duckdb.
+    A module opts in for every test with `pytestmark = pytest.mark.usefixtures("private_cache")`."""
+    monkeypatch.setenv("ANALYSES_CACHE", str(tmp_path / "cache.duckdb"))
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    """The embedded default model (loaded once; models.load caches it anyway)."""
+    from analyses.runtime import models
+
+    return models.load("default")
+
+
 # --------------------------------------------------------------------------- real fixtures
 
 @pytest.fixture(scope="session")

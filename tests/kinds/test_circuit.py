@@ -24,20 +24,14 @@ from analyses.kinds.patching.engine import logit_diff, prompt_pair
 from analyses.runtime import models
 from conftest import REPO_ROOT, TINY_ARCHS, save_tiny_model
 
+pytestmark = pytest.mark.usefixtures("private_cache")
+
 IOI = json.loads((REPO_ROOT / "data" / "prompts.json").read_text())["ioi"][0]
 TINY_PAIR = {"clean": "When Mary and John went to the store, John gave a drink to",
              "corrupted": "When Mary and John went to the store, Mary gave a drink to",
              "answer": " Mary", "wrong": " John"}
 
 
-@pytest.fixture(autouse=True)
-def private_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("ANALYSES_CACHE", str(tmp_path / "cache.duckdb"))
-
-
-@pytest.fixture(scope="module")
-def embedded():
-    return models.load("default")
 
 
 def pair_of(bridge, fields):

@@ -12,14 +12,11 @@ from analyses.kinds.tokens import single_token
 from analyses.runtime import models
 from conftest import TINY_ARCHS
 
+pytestmark = pytest.mark.usefixtures("private_cache")
+
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 ANSWER, WRONG = " Mary", " John"
 
-
-@pytest.fixture(autouse=True)
-def private_cache(monkeypatch, tmp_path):
-    """compute() stores its results: in this test's own DuckDB file, never data/cache.duckdb."""
-    monkeypatch.setenv("ANALYSES_CACHE", str(tmp_path / "cache.duckdb"))
 
 
 def contributions(model_dir, **fields):

@@ -12,14 +12,11 @@ from analyses.kinds import heads
 from analyses.runtime import models
 from analyses.runtime.models import EMBEDDED_ROOT
 
+pytestmark = pytest.mark.usefixtures("private_cache")
+
 TL_NAMES = {"previous_token": "previous_token_head", "duplicate_token": "duplicate_token_head",
             "induction": "induction_head"}
 
-
-@pytest.fixture(autouse=True)
-def private_cache(monkeypatch, tmp_path):
-    """compute() stores its results: in this test's own DuckDB file, never data/cache.duckdb."""
-    monkeypatch.setenv("ANALYSES_CACHE", str(tmp_path / "cache.duckdb"))
 
 
 class Pretokenized:

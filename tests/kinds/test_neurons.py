@@ -11,13 +11,10 @@ from analyses.kinds.tokens import single_token
 from analyses.runtime import models
 from analyses.runtime.models import EMBEDDED_ROOT
 
+pytestmark = pytest.mark.usefixtures("private_cache")
+
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 
-
-@pytest.fixture(autouse=True)
-def private_cache(monkeypatch, tmp_path):
-    """compute() stores its results: in this test's own DuckDB file, never data/cache.duckdb."""
-    monkeypatch.setenv("ANALYSES_CACHE", str(tmp_path / "cache.duckdb"))
 
 
 def dense_readout(bridge, final_norm: bool) -> torch.Tensor:

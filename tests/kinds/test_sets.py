@@ -13,13 +13,11 @@ from analyses.core.summary import t975
 from analyses.runtime import datasets
 from analyses.runtime.models import EMBEDDED_ROOT
 
+pytestmark = pytest.mark.usefixtures("private_cache")
+
 needs_embedded = pytest.mark.skipif(not (EMBEDDED_ROOT / "tiny-circuits" / "config.json").is_file(),
                                     reason="the embedded model data/models/tiny-circuits is missing")
 
-
-@pytest.fixture(autouse=True)
-def private_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("ANALYSES_CACHE", str(tmp_path / "cache.duckdb"))
 
 
 def added(rows) -> str:

@@ -21,19 +21,13 @@ from analyses.kinds.tokens import prompt_tokens, single_token
 from analyses.runtime import models
 from conftest import REPO_ROOT, TINY_ARCHS
 
+pytestmark = pytest.mark.usefixtures("private_cache")
+
 FRANCE = "The capital of France is"
 GERMANY = "The capital of Germany is"
 PRESET = dict(prompt=FRANCE, positive=GERMANY, negative=FRANCE, layer="2", answer=" Berlin", wrong=" Paris")
 
 
-@pytest.fixture(autouse=True)
-def private_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("ANALYSES_CACHE", str(tmp_path / "cache.duckdb"))
-
-
-@pytest.fixture(scope="module")
-def embedded():
-    return models.load("default")
 
 
 def steer(model, **fields):
