@@ -69,8 +69,9 @@ NODE_TITLES = {  # node kind -> what one node of it is
 def atp_heatmap(attributions: pd.DataFrame, node: str, clean_tokens: list[str] | None = None,
                 corrupted_tokens: list[str] | None = None, magnitude: bool = False,
                 positions: list[int] | None = None) -> go.Figure:
-    """The AtP estimates of one node kind as a (layer[, head]) × position heatmap, with the
-    exact patching effects beside it on the same colour scale when `exact` is filled.
+    """The AtP estimates of one node kind as a (layer[, head]) × position heatmap, with
+    RelP's beside them when `relp` is filled (`method=relp`) and the exact patching effects
+    when `exact` is, all on one colour scale.
 
     `attributions`: the attribution patching table. Both panels are changes of the raw
     logit difference from the corrupted run. With `magnitude` (GradDrop: `atp` >= 0) the
@@ -86,6 +87,10 @@ def atp_heatmap(attributions: pd.DataFrame, node: str, clean_tokens: list[str] |
     atp = grid(rows, index, "position", "atp")
     exact = grid(rows, index, "position", "exact").reindex(index=atp.index, columns=atp.columns)
     a, e = atp.to_numpy(dtype=float), exact.to_numpy(dtype=float)
+    r = (grid(rows, index, "position", "relp").reindex(index=atp.index, columns=atp.columns)
+         .to_numpy(dtype=float) if "relp" in rows else np.full_like(a, np.nan))
+    has_relp = bool(np.isfinite(r).any())  # q and k nodes get none: their effect runs through
+    # the patterns RelP holds fixed
     if magnitude:
         e = np.abs(e)
     has_exact = bool(np.isfinite(e).any())
@@ -100,19 +105,22 @@ def atp_heatmap(attributions: pd.DataFrame, node: str, clean_tokens: list[str] |
     exact_name = "|exact|" if magnitude else "exact"
 
     def hover(i, j, _):
-        values = f"AtP {a[i, j]:.4g}" + (f"<br>{exact_name} {e[i, j]:.4g}" if has_exact else "")
+        values = (f"AtP {a[i, j]:.4g}" + (f"<br>RelP {r[i, j]:.4g}" if has_relp else "")
+                  + (f"<br>{exact_name} {e[i, j]:.4g}" if has_exact else ""))
         return f"{y_ticks[i]} · position {int(atp.columns[j])} ({x_ticks[j]})<br>{values}"
 
     hover_text = cells(a, hover)
-    limit = layout.symmetric_limit(a, e if has_exact else [])
-    panels = [("AtP estimate", a)] + ([(f"{exact_name} patching", e)] if has_exact else [])
+    limit = layout.symmetric_limit(a, e if has_exact else [], r if has_relp else [])
+    panels = ([("AtP estimate", a)] + ([("RelP estimate", r)] if has_relp else [])
+              + ([(f"{exact_name} patching", e)] if has_exact else []))
     fig = make_subplots(rows=1, cols=len(panels), shared_yaxes=True, horizontal_spacing=0.04,
                         subplot_titles=[name for name, _ in panels])
     for col, (_, z) in enumerate(panels, start=1):
         fig.add_trace(heatmap(z, hover_text, signed=not magnitude, coloraxis="coloraxis"),
                       row=1, col=col)
         fig.update_xaxes(tickmode="array", tickvals=list(range(len(x_ticks))), ticktext=x_ticks,
-                         tickangle=layout.tick_angle(len(x_ticks)), title={"text": "input token (position)"},
+                         tickangle=layout.tick_angle(len(x_ticks) * len(panels)),  # panels share the width
+                         title={"text": "input token (position)"},
                          row=1, col=col)
     fig.update_yaxes(tickmode="array", tickvals=list(range(len(y_ticks))), ticktext=y_ticks,
                      title={"text": "layer, head" if per_head else "layer"}, row=1, col=1)

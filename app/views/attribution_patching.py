@@ -70,9 +70,10 @@ analysis_page(
     intro="**Attribution patching** (Nanda 2023; Kramár et al. 2024, *AtP\\**) estimates the "
           "effect of patching every node from corrupted to clean at once, from one forward and "
           "one backward pass: (clean − corrupted activation) · gradient of the logit "
-          "difference. Each heatmap shows one kind of node; when exact patching runs too "
-          "(`exact`), its effects sit beside the estimates on the same colour scale, and a "
-          "scatter shows how well the two agree.",
+          "difference. Each heatmap shows one kind of node; RelP's estimates (relevance "
+          "patching, Jafari et al. 2025: `method=relp`) and, when exact patching runs too "
+          "(`exact`), its effects sit beside AtP's on the same colour scale, and a scatter "
+          "shows how well the estimates agree with it.",
     fields=[
         Field("clean", "Clean prompt", multiline=True),
         Field("corrupted", "Corrupted prompt", multiline=True,

@@ -217,6 +217,23 @@ def test_atp_heatmap_puts_exact_beside_atp_on_one_scale():
     assert list(heads.layout.yaxis.ticktext) == ["L0 H0", "L0 H1", "L1 H0", "L1 H1"]
 
 
+def test_atp_heatmap_shows_relp_beside_atp_with_or_without_exact_on_one_scale():
+    from analyses.figures.attribution_patching import atp_heatmap
+
+    table = attribution_table(exact=False)
+    table["relp"] = -3.0 * table["atp"]  # signed, and larger than AtP: it sets the scale
+    fig = atp_heatmap(table, "mlp")
+    assert [a.text for a in fig.layout.annotations] == ["AtP estimate", "RelP estimate"]
+    assert np.array(fig.data[1].z)[1, 2] == pytest.approx(-3.6)
+    assert fig.layout.coloraxis.cmax == pytest.approx(3.6) and fig.layout.coloraxis.cmid == 0
+    assert "RelP -3.6" in fig.data[0].customdata[1][2]
+    table["exact"] = table["atp"] + 0.01
+    assert [a.text for a in atp_heatmap(table, "mlp").layout.annotations] == [
+        "AtP estimate", "RelP estimate", "exact patching"]
+    table["relp"] = np.nan  # q and k nodes: RelP gives none, so no panel
+    assert len(atp_heatmap(table, "mlp").data) == 2
+
+
 def test_atp_heatmap_without_exact_has_one_panel_and_magnitude_compares_with_abs_exact():
     from analyses.figures.attribution_patching import atp_heatmap
 
