@@ -55,23 +55,24 @@ def timed(fn, repeats: int = 3, warmup: int = 1, long_call_s: float = 5.0):
 
 
 def timed_alternating(ours, reference, rounds: int = 7):
-    """(median seconds of `ours`, of `reference`, ours' last value): the two called in turn,
+    """(median seconds of `ours`, of `reference`, ours' last value, the reference's last
+    value): the two called in turn,
     after one warm-up each, so that a slow stretch of a shared machine hits both alike
     (for rows of a few milliseconds, where it otherwise decides the ratio)."""
     ours(), reference()
     mine, theirs = [], []
-    value = None
+    value = expected = None
     for _ in range(rounds):
         start = time.perf_counter()
         value = ours()
         mine.append(time.perf_counter() - start)
         start = time.perf_counter()
-        reference()
+        expected = reference()
         theirs.append(time.perf_counter() - start)
-    return statistics.median(mine), statistics.median(theirs), value
+    return statistics.median(mine), statistics.median(theirs), value, expected
 
 
-def _status_kib(field: str) -> int:
+def status_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
@@ -115,11 +116,11 @@ def peak_memory(fn):
         pass
     try:
         Path("/proc/self/clear_refs").write_text("5")
-        before = _status_kib("VmRSS")
+        before = status_kib("VmRSS")
         start = time.perf_counter()
         value = fn()
         seconds = time.perf_counter() - start
-        return seconds, max(0, _status_kib("VmHWM") - before) / 1024, value
+        return seconds, max(0, status_kib("VmHWM") - before) / 1024, value
     finally:
         # glibc cannot go back to its sliding threshold; 32 MiB is where it slides to
         # (its maximum on 64-bit), so later timing rows see a heap like an unmeasured run's.

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import REPO_ROOT, TMP, gpt2_small_shape, pair_of_length, peak_memory, row
+from bench.common import REPO_ROOT, TMP, gpt2_small_shape, pair_of_length, peak_memory, row, status_kib
 from bench.fitting import fit, largest_fitting
 from bench.forked import in_a_fork
 
@@ -99,13 +99,6 @@ def _runner(kind: str, model, ref: str, n_layers: int):
     return lambda pair, warm_up=False: run(model, _spec(kind, ref, pair, n_layers, warm_up))
 
 
-def _rss_mib(field: str = "VmRSS") -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise KeyError(field)
-
-
 def measure_jobs(model_dir: str, jobs: list[tuple[str, int]]) -> list[dict]:
     """Each (analysis, length) of `jobs` measured in a process of its own, forked from this
     one once it has loaded the model and run each analysis on 16 tokens (one-time setup:
@@ -139,7 +132,7 @@ def _make_resident(module) -> None:
 
 
 def _measure(run, pair) -> dict:
-    loaded = _rss_mib()
+    loaded = status_kib("VmRSS") / 1024
     seconds, peak, _ = peak_memory(lambda: run(pair))
     return dict(seconds=seconds, peak_mib=peak, loaded_mib=loaded, process_peak_mib=loaded + peak)
 

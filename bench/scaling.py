@@ -5,9 +5,8 @@ in a process of its own (`bench.model_size.fresh_processes`): a peak measured af
 would depend on what they left in the allocator."""
 from __future__ import annotations
 
-import numpy as np
-
 from bench.common import row
+from bench.fitting import fit
 from bench.model_size import WHAT, fresh_processes
 
 LENGTHS = (64, 256, 1024)
@@ -18,7 +17,7 @@ KINDS = ("logit_lens", "activation_patching", "attribution_patching", "dla")
 
 def exponent(lengths, values) -> float:
     """The slope of log(value) against log(length)."""
-    return float(np.polyfit(np.log(lengths), np.log(np.maximum(values, 1e-9)), 1)[0])
+    return fit(lengths, values)[0]
 
 
 def scaling_rows(model_dir: str) -> list[dict]:

@@ -60,8 +60,7 @@ def patching_row(label, model, ref, pair, granularity, target_ratio, sample=None
                 bridge, tl_pair.corrupted, clean_cache, _metric(tl_pair), index_df=index_df, **fixed)
 
     if sample is None:  # a few milliseconds ours: taken in turn with the reference (5 each)
-        t_ours, t_ref, _ = timed_alternating(run, reference, 5)
-        expected = reference()
+        t_ours, t_ref, _, expected = timed_alternating(run, reference, 5)
     else:
         t_ref, expected = timed(reference, 1, 0)
     got = cells.merge(ours, on=axes, how="left")["raw"].to_numpy()
@@ -328,7 +327,7 @@ def steering_row(label, model, ref, prompt, n_new: int = 32, rounds: int = 7):
         with torch.no_grad():
             return hf.generate(tokens, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
                                use_cache=True, pad_token_id=0)
-    t_ours, t_hf, out = timed_alternating(ours, plain, rounds)
+    t_ours, t_hf, out, _ = timed_alternating(ours, plain, rounds)
     n = len(out.tokens)  # fewer than n_new only where the steered text ended
     ratio = t_ours / t_hf
     return row(f"steering: generation under a vector / plain greedy generate, {label}", t_ours, t_hf,
