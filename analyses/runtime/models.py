@@ -357,7 +357,7 @@ def _load_once(key: tuple, key_lock: threading.Lock, resolved: Resolved, fp: str
         if hit is not None:
             return hit
         try:
-            bridge = _boot(resolved, device, dtype)
+            bridge = _boot(resolved, device, dtype, _keyed_revision(resolved, fp))
         except BaseException:
             with _LOADED_LOCK:
                 _LOADING.pop(key, None)
@@ -410,8 +410,16 @@ def _check_dtype(dtype: str, device: str) -> None:
                          "is many times slower than float32; use 'bfloat16' for half the memory")
 
 
-def _boot(resolved: Resolved, device: str, dtype: str) -> TransformerBridge:
-    """Build the bridge; library failures become ModelErrors that name the reference."""
+def _keyed_revision(resolved: Resolved, fp: str) -> str | None:
+    """A hub model's commit its results are keyed by (`<hub id>@<sha>`): loading exactly that
+    snapshot, never whatever `main` names by the time the weights are read (online, a newer
+    commit), makes the weights the key's. None for files, whose key hashes the bytes loaded."""
+    return fp.rpartition("@")[2] if resolved.source == "huggingface" else None
+
+
+def _boot(resolved: Resolved, device: str, dtype: str, revision: str | None = None) -> TransformerBridge:
+    """Build the bridge; library failures become ModelErrors that name the reference.
+    `revision`: the hub commit to load (see `_keyed_revision`)."""
     ensure_offline_if_unreachable()
     import torch
     from transformer_lens.model_bridge import TransformerBridge
@@ -422,7 +430,7 @@ def _boot(resolved: Resolved, device: str, dtype: str) -> TransformerBridge:
             bridge = _boot_llama2c(resolved.path, device, torch_dtype)
         else:  # a hub id (its snapshot is known to be cached, or we are online) or a dir
             bridge = TransformerBridge.boot_transformers(resolved.location, device=device,
-                                                         dtype=torch_dtype)
+                                                         dtype=torch_dtype, revision=revision)
     except ModelError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as err:

@@ -11,25 +11,35 @@ queried with SQL across models:
     WHERE s.detector = 'induction' AND s.score > 0.5;
 
 One result is written in one transaction: a half-written result is never
-visible; a write that fails (a full disk) is rolled back and logged, and the
-caller still gets its result, uncached. One process writes the file (DuckDB's
-own lock); threads use their own cursor and writes are serialised by a lock.
-A file that cannot be opened (corrupt, another DuckDB version) is moved aside
-and rebuilt — this is a cache, never the only copy of anything. A file held by
-another process is opened read-only when possible; otherwise the store is
-unavailable and callers compute without it (`Store.available`, `Store.problem`
-say why).
+visible; a write that fails (a full disk, a column whose type cannot take the values) is
+rolled back, logged with its real error, and the caller still gets its result, uncached and
+saying so (`meta["stored"]` False, `meta["store_problem"]` why). A table's column types come
+from the first rows it is given: an empty table is never stored as a table (its columns are
+in the catalogue row), an all-empty column takes its type from the first values it gets,
+and integers widen to fractions rather than being rounded.
+
+The file is held only for one operation at a time (`store_file`), so the app and a notebook
+beside it both store and read, taking turns; a file held by another program for longer
+than `busy_s` makes an operation answer "not stored" / "not found", never raise. Threads use
+their own cursor; writes are serialised by a lock. A file that cannot be opened (corrupt,
+another DuckDB version) is moved aside and rebuilt — this is a cache, never the only copy.
+
+The results' tables are capped at `max_bytes` (`ANALYSES_CACHE_MAX_MB`, default 2048 MB,
+counted as pandas holds them): over it, the least recently read results are evicted whole
+(`last_used`, set on every read). Prompt sets are never evicted.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import re
 import threading
-import time
+import tomllib
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import duckdb
@@ -39,6 +49,7 @@ from analyses.core.datasets import PromptSet, canonical_json
 from analyses.core.jsonable import jsonable
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
+from analyses.runtime.store_file import ALIAS, StoreBusy, StoreUnusable, store_file
 
 log = logging.getLogger(__name__)
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "data" / "cache.duckdb"
@@ -54,8 +65,16 @@ CREATE TABLE IF NOT EXISTS results (
     created_at TIMESTAMP NOT NULL,
     compute_seconds DOUBLE,
     tables_json VARCHAR NOT NULL,
+    last_used TIMESTAMP,
+    n_bytes BIGINT,
     meta_json VARCHAR NOT NULL
 )"""
+# stores made before these columns: recency (for eviction) and size
+MIGRATIONS = ("ALTER TABLE results ADD COLUMN IF NOT EXISTS last_used TIMESTAMP",
+              "ALTER TABLE results ADD COLUMN IF NOT EXISTS n_bytes BIGINT")
+RESULT_COLUMNS = ("key", "kind", "spec_json", "model_ref", "model_fingerprint", "analysis_version",
+                  "library_versions", "created_at", "compute_seconds", "tables_json", "last_used",
+                  "n_bytes", "meta_json")
 # prompt sets a user added (the spec's dataset=sha256:<hex>), by content
 DATASETS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets (
@@ -67,14 +86,57 @@ CREATE TABLE IF NOT EXISTS datasets (
     created_at TIMESTAMP NOT NULL
 )"""
 _LIBRARIES = ("torch", "transformer-lens", "transformers", "duckdb")
+PACKAGE = "interpretability-workbench"  # this project, as pyproject.toml names it
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+DEFAULT_MAX_MB = 2048  # results' tables; a GPT-2 neuron atlas is ~100 MB, most results < 1 MB
+DEFAULT_BUSY_S = 10.0  # how long an operation waits for another process to let go of the file
+# meta a result carries about its delivery, never stored with it
+DELIVERY_META = ("cache_hit", "stored", "store_problem", "library_versions", "made_with_other_versions")
+NULL_TYPE = '"NULL"'  # DuckDB's type of a column that holds only NULLs (or of an empty frame's)
+NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+                 "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE")
+
+
+class StoreQueryRefused(ValueError):
+    """`Store.sql` was given something other than one query (a write, several statements)."""
+
+
+class TableConflict(ValueError):
+    """A result's column cannot go into the store's table without changing its values."""
 
 
 def cache_path() -> Path:
     return Path(os.environ.get("ANALYSES_CACHE") or DEFAULT_PATH)
 
 
+def max_bytes_from_env() -> int:
+    return int(float(os.environ.get("ANALYSES_CACHE_MAX_MB") or DEFAULT_MAX_MB) * 2**20)
+
+
 def library_versions() -> dict[str, str]:
-    return {name: version(name) for name in _LIBRARIES}
+    """The versions a result is made with: the numerical libraries and this package."""
+    return dict(_installed_versions())
+
+
+@functools.cache
+def _installed_versions() -> dict[str, str]:
+    return {**{name: version(name) for name in _LIBRARIES}, PACKAGE: _package_version()}
+
+
+def _package_version() -> str:
+    """A checkout runs its own source: its pyproject.toml's version, else the installed one."""
+    if PYPROJECT.is_file():
+        return tomllib.loads(PYPROJECT.read_text())["project"]["version"]
+    try:
+        return version(PACKAGE)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def version_differences(made_with: dict[str, str], running: dict[str, str]) -> list[str]:
+    """"torch 2.1 (this server runs 2.3)" for each library a result was made with another version of."""
+    return [f"{name} {then} (this server runs {running[name]})"
+            for name, then in made_with.items() if name in running and running[name] != then]
 
 
 def table_name(kind: str, table: str, analysis_version: int, over_set: bool = False) -> str:
@@ -90,81 +152,102 @@ def _quoted(column: str) -> str:
     return '"' + column.replace('"', '""') + '"'
 
 
+def _prepare(cur) -> None:
+    """The schema, on a file attached for the first time in this process (or rebuilt)."""
+    cur.execute(SCHEMA)
+    cur.execute(DATASETS_SCHEMA)
+    for migration in MIGRATIONS:
+        cur.execute(migration)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def tables_bytes(tables: dict[str, pd.DataFrame]) -> int:
+    """A result's size for the cap: its tables as pandas holds them (DuckDB, which
+    compresses, usually writes less)."""
+    return int(sum(frame.memory_usage(deep=True).sum() for frame in tables.values()))
+
+
 class Store:
-    def __init__(self, path: Path | str | None = None):
+    def __init__(self, path: Path | str | None = None, max_bytes: int | None = None,
+                 busy_s: float | None = None, read_only: bool = False):
         self.path = Path(path) if path else cache_path()
-        self.read_only = False
-        self.problem: str | None = None
-        self._write_lock = threading.Lock()
-        self._local = threading.local()
-        self._conn = self._open()
-
-    # --- opening -------------------------------------------------------------
-    def _open(self) -> duckdb.DuckDBPyConnection | None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes if max_bytes is not None else max_bytes_from_env()
+        self.busy_s = busy_s if busy_s is not None else float(
+            os.environ.get("ANALYSES_CACHE_BUSY_S") or DEFAULT_BUSY_S)
+        self.read_only = read_only  # never writes: a shared cache this process only reads
+        self.problem: str | None = None  # the last reason an operation could not use the file
+        self._file = store_file(self.path, _prepare)
         try:
-            conn = duckdb.connect(str(self.path))
-            conn.execute(SCHEMA)
-            conn.execute(DATASETS_SCHEMA)
-            return conn
-        except duckdb.IOException as err:
-            if "lock" in str(err).lower():
-                return self._open_read_only(err)
-            return self._rebuild(err)
-        except (duckdb.Error, OSError) as err:
-            return self._rebuild(err)
+            with self._session():
+                pass  # attach once now: a corrupt file is rebuilt, an old one migrated
+        except (StoreBusy, StoreUnusable) as err:
+            self._note(err)
 
-    def _open_read_only(self, err: Exception) -> duckdb.DuckDBPyConnection | None:
-        try:
-            conn = duckdb.connect(str(self.path), read_only=True)
-            self.read_only = True
-            self.problem = f"{self.path} is held by another process: results are read, not stored"
-            log.warning(self.problem)
-            return conn
-        except duckdb.Error:
-            self.problem = f"{self.path} is held by another process ({err}); computing without the cache"
-            log.warning(self.problem)
-            return None
-
-    def _rebuild(self, err: Exception) -> duckdb.DuckDBPyConnection | None:
-        aside = self.path.with_name(f"{self.path.name}.broken-{int(time.time())}")
-        log.warning("cache %s cannot be opened (%s); moved aside to %s and rebuilt", self.path, err, aside)
-        try:
-            for suffix in ("", ".wal"):
-                part = Path(str(self.path) + suffix)
-                if part.exists():
-                    part.rename(Path(str(aside) + suffix))
-            conn = duckdb.connect(str(self.path))
-            conn.execute(SCHEMA)
-            conn.execute(DATASETS_SCHEMA)
-            return conn
-        except (duckdb.Error, OSError) as again:
-            self.problem = f"cache {self.path} is unusable ({again}); computing without it"
-            log.warning(self.problem)
-            return None
-
+    # --- the file, one operation at a time -----------------------------------
     @property
     def available(self) -> bool:
-        return self._conn is not None
+        """False when the file can neither be opened nor rebuilt (or the store is closed);
+        a file another process holds for now is still available."""
+        return self._file is not None
 
-    def _cursor(self) -> duckdb.DuckDBPyConnection:
-        """This thread's own cursor on the shared connection."""
-        cursor = getattr(self._local, "cursor", None)
-        if cursor is None:
-            cursor = self._local.cursor = self._conn.cursor()
-        return cursor
+    @contextmanager
+    def _session(self):
+        """A cursor on the file, held for one operation (StoreBusy, StoreUnusable)."""
+        if self._file is None:
+            raise StoreUnusable(self.problem or f"the store on {self.path} is closed")
+        self._file.enter(self.busy_s)
+        try:
+            cur = self._cursor()
+            try:
+                yield cur
+            finally:
+                cur.close()
+        finally:
+            self._file.leave()
+
+    def _cursor(self):
+        """This operation's own cursor on the attached file."""
+        return self._file.cursor()
+
+    def _note(self, err: Exception) -> None:
+        self.problem = str(err)
+        log.warning(self.problem)
+        if isinstance(err, StoreUnusable):
+            self._file = None
 
     # --- reading -------------------------------------------------------------
+    TOUCH_EVERY_S = 0.0  # a read refreshes `last_used` at most this often (0: every read)
+
     def get(self, key: str) -> Result | None:
+        """The result stored under `key`, or None (also when the file is busy or unusable:
+        `problem` says so). Its meta says it is a cache hit and what it was made with."""
         if not self.available:
             return None
-        cur = self._cursor()
-        row = cur.execute("SELECT kind, spec_json, analysis_version, tables_json, meta_json "
-                          "FROM results WHERE key = ?", [key]).fetchone()
-        if row is None:
+        try:
+            with self._session() as cur:
+                row = cur.execute("SELECT kind, spec_json, analysis_version, tables_json, meta_json, "
+                                  "library_versions, last_used, n_bytes FROM results WHERE key = ?",
+                                  [key]).fetchone()
+                if row is None:
+                    return None
+                kind, spec_json, analysis_version, tables_json, meta_json, made_with, last_used, size = row
+                spec = AnalysisSpec.from_json(spec_json)
+                tables = self._read_tables(cur, key, kind, spec, analysis_version, tables_json)
+                self._touch(cur, key, last_used, size, tables)
+        except (StoreBusy, StoreUnusable) as err:
+            self._note(err)
             return None
-        kind, spec_json, analysis_version, tables_json, meta_json = row
-        spec = AnalysisSpec.from_json(spec_json)
+        made_with = json.loads(made_with)
+        meta = dict(json.loads(meta_json), cache_hit=True, library_versions=made_with,
+                    made_with_other_versions=version_differences(made_with, library_versions()))
+        return Result(spec=spec, tables=tables, meta=meta)
+
+    @staticmethod
+    def _read_tables(cur, key: str, kind: str, spec: AnalysisSpec, analysis_version: int,
+                     tables_json: str) -> dict[str, pd.DataFrame]:
         tables = {}
         tables_columns = json.loads(tables_json)  # {table: its columns}; older stores: [table, ...]
         if isinstance(tables_columns, list):
@@ -173,44 +256,90 @@ class Store:
             name = table_name(kind, table, analysis_version, over_set=spec.dataset is not None)
             # its own columns: a column the table gained since this result was stored is not one
             chosen = ", ".join(_quoted(c) for c in columns) if columns else "* EXCLUDE (result_key, row_index)"
-            frame = cur.execute(f"SELECT {chosen} FROM {name} "
-                                "WHERE result_key = ? ORDER BY row_index", [key]).df()
-            tables[table] = frame
-        meta = dict(json.loads(meta_json), cache_hit=True)
-        return Result(spec=spec, tables=tables, meta=meta)
+            try:
+                tables[table] = cur.execute(f"SELECT {chosen} FROM {name} "
+                                            "WHERE result_key = ? ORDER BY row_index", [key]).df()
+            except (duckdb.CatalogException, duckdb.BinderException):
+                # stored empty: no rows went in, so the table (or these columns) may not exist
+                tables[table] = pd.DataFrame(columns=columns or [])
+        return tables
+
+    def _touch(self, cur, key: str, last_used: datetime | None, size: int | None,
+               tables: dict[str, pd.DataFrame]) -> None:
+        """Mark `key` read now (its size too, for a result stored before sizes were kept)."""
+        now = _now()
+        if self.read_only or (size is not None and last_used is not None
+                              and (now - last_used).total_seconds() < self.TOUCH_EVERY_S):
+            return
+        try:
+            if size is None:
+                cur.execute("UPDATE results SET last_used = ?, n_bytes = ? WHERE key = ?",
+                            [now, tables_bytes(tables), key])
+            else:
+                cur.execute("UPDATE results SET last_used = ? WHERE key = ?", [now, key])
+        except duckdb.Error as err:  # another thread touched it at this instant: recent enough
+            log.debug("last_used of %s not updated (%s)", key, err)
 
     def __contains__(self, key: str) -> bool:
-        return self.available and self._cursor().execute(
-            "SELECT 1 FROM results WHERE key = ?", [key]).fetchone() is not None
+        return self._read_or(False, lambda cur: cur.execute(
+            "SELECT 1 FROM results WHERE key = ?", [key]).fetchone() is not None)
 
     def keys(self) -> list[str]:
+        return self._read_or([], lambda cur: [k for (k,) in cur.execute(
+            "SELECT key FROM results ORDER BY created_at").fetchall()])
+
+    def _read_or(self, fallback, read):
+        """`read(cursor)`, or `fallback` when the file is busy or unusable."""
         if not self.available:
-            return []
-        return [k for (k,) in self._cursor().execute("SELECT key FROM results ORDER BY created_at").fetchall()]
+            return fallback
+        try:
+            with self._session() as cur:
+                return read(cur)
+        except (StoreBusy, StoreUnusable) as err:
+            self._note(err)
+            return fallback
 
     def sql(self, query: str, params: list | None = None) -> pd.DataFrame:
-        """Read-only SQL over the catalogue and result tables, for notebooks and the app."""
-        return self._cursor().execute(query, params or []).df()
+        """Read-only SQL over the catalogue and result tables, for notebooks and the app:
+        one SELECT (WITH …, FROM …, DESCRIBE, SHOW) statement; anything else is refused
+        (StoreQueryRefused) before it runs, and the query runs in a transaction that is
+        rolled back."""
+        statements = duckdb.extract_statements(query)
+        if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+            found = ", ".join(s.type.name for s in statements) or "no statement"
+            raise StoreQueryRefused(f"Store.sql is read-only: it runs one SELECT query (WITH … SELECT, "
+                                    f"FROM …, DESCRIBE and SHOW too); this query is: {found}")
+        with self._session() as cur:
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                return cur.execute(query, params or []).df()
+            finally:
+                cur.execute("ROLLBACK")
 
     # --- writing -------------------------------------------------------------
     def put(self, key: str, result: Result, model_fingerprint: str, analysis_version: int,
             compute_seconds: float | None = None) -> bool:
-        """Store `result` whole, in one transaction, or not at all. False when nothing was
-        stored: read-only, absent, or the write failed (a full disk) — that is logged, not
-        raised, because the caller's result is fine and this is only a cache."""
-        if not self.available or self.read_only:
-            return False
-        with self._write_lock:
-            cur = self._cursor()
+        """Store `result` whole, in one transaction, or not at all; then evict the least
+        recently used results over the size cap. False when nothing was stored (read-only,
+        unusable, busy, or the write failed: logged, not raised, because the caller's result
+        is fine and this is only a cache). Either way `result.meta["stored"]` says which, and
+        `result.meta["store_problem"]` why not, for the page to show."""
+        if self.read_only or not self.available:
+            return _noted(result, False, "the store is read-only" if self.read_only else self.problem)
+        with self._file.write_lock:
             try:
-                if cur.execute("SELECT 1 FROM results WHERE key = ?", [key]).fetchone():
-                    return True  # equal content, equal result: nothing to do
-                self._write(cur, key, result, model_fingerprint, analysis_version, compute_seconds)
-            except (duckdb.Error, OSError) as err:
+                with self._session() as cur:
+                    if cur.execute("SELECT 1 FROM results WHERE key = ?", [key]).fetchone():
+                        return _noted(result, True)  # equal content, equal result: nothing to do
+                    self._write(cur, key, result, model_fingerprint, analysis_version, compute_seconds)
+                    self._evict_over_cap(cur, keep=key)
+            except (StoreBusy, StoreUnusable, TableConflict, duckdb.Error, OSError) as err:
                 log.warning("result %s was not stored in %s (%s); it is returned uncached",
                             key, self.path, err)
-                return False
-        return True
+                if isinstance(err, StoreUnusable | StoreBusy):
+                    self._note(err)
+                return _noted(result, False, f"{type(err).__name__}: {err}")
+        return _noted(result, True)
 
     def _write(self, cur, key: str, result: Result, model_fingerprint: str, analysis_version: int,
                compute_seconds: float | None) -> None:
@@ -219,75 +348,137 @@ class Store:
             for table, frame in result.tables.items():
                 self._insert_table(cur, key, table_name(result.kind, table, analysis_version,
                                                         over_set=result.spec.dataset is not None), frame)
+            now = _now()
+            meta = {k: v for k, v in result.meta.items() if k not in DELIVERY_META}
             cur.execute(
-                "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO results ({', '.join(RESULT_COLUMNS)}) VALUES ({', '.join('?' * len(RESULT_COLUMNS))})",
                 [key, result.kind, result.spec.to_json(), result.spec.model, model_fingerprint,
-                 analysis_version, json.dumps(library_versions()),
-                 datetime.now(UTC).replace(tzinfo=None), compute_seconds,
+                 analysis_version, json.dumps(library_versions()), now, compute_seconds,
                  json.dumps({name: list(map(str, frame.columns)) for name, frame in result.tables.items()}),
-                 json.dumps(jsonable(result.meta, nan_as_null=False))])
+                 now, tables_bytes(result.tables), json.dumps(jsonable(meta, nan_as_null=False))])
             cur.execute("COMMIT")
         except BaseException:
             try:
                 cur.execute("ROLLBACK")
-            except duckdb.TransactionException:
+            except duckdb.Error:
                 pass  # a failed COMMIT has already ended it; re-raise the error that says why
             raise
 
     @staticmethod
     def _insert_table(cur, key: str, name: str, frame: pd.DataFrame) -> None:
+        """Append `frame`'s rows to table `name`, making or widening it to take them."""
+        if frame.empty:
+            return  # no rows, no column types: the catalogue row keeps its columns
         staged = frame.reset_index(drop=True)
         staged.insert(0, "row_index", range(len(staged)))
         staged.insert(0, "result_key", key)
-        view = f"staged_{threading.get_ident()}"
+        view = f"staged_{name}"  # on this operation's own cursor: it goes when the cursor closes
         cur.register(view, staged)
-        try:
-            cur.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM {view} LIMIT 0")
-            # a table that gained a column since this store first took it (older rows: NULL)
-            have = {row[0] for row in cur.execute(f"DESCRIBE {name}").fetchall()}
-            for column, column_type, *_ in cur.execute(f"DESCRIBE SELECT * FROM {view}").fetchall():
-                if column not in have:
-                    cur.execute(f"ALTER TABLE {name} ADD COLUMN {_quoted(column)} {column_type}")
-            cur.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {view}")
-        finally:
-            cur.unregister(view)
+        cur.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM {view} LIMIT 0")
+        have = {row[0]: row[1] for row in cur.execute(f"DESCRIBE {name}").fetchall()}
+        for column, column_type, *_ in cur.execute(f"DESCRIBE SELECT * FROM {view}").fetchall():
+            if column not in have:  # a column the table gained since (older rows: NULL)
+                cur.execute(f"ALTER TABLE {name} ADD COLUMN {_quoted(column)} {column_type}")
+                continue
+            wider = _column_type(cur, name, column, have[column], column_type)
+            if wider != have[column]:
+                cur.execute(f"ALTER TABLE {name} ALTER COLUMN {_quoted(column)} SET DATA TYPE {wider}")
+        cur.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {view}")
+
+    def _evict_over_cap(self, cur, keep: str) -> None:
+        """Evict least recently used results (never `keep`, the one just stored) until the
+        results fit `max_bytes`; each one's rows and catalogue row go in one transaction."""
+        (total,) = cur.execute("SELECT coalesce(sum(n_bytes), 0) FROM results").fetchone()
+        if total <= self.max_bytes:
+            return
+        oldest_first = cur.execute("SELECT key, coalesce(n_bytes, 0) FROM results WHERE key <> ? "
+                                   "ORDER BY coalesce(last_used, created_at), created_at", [keep]).fetchall()
+        tables = [name for (name,) in cur.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND starts_with(table_name, 'tbl_')",
+            [ALIAS]).fetchall()]
+        for key, size in oldest_first:
+            if total <= self.max_bytes:
+                break
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                for name in tables:
+                    cur.execute(f"DELETE FROM {name} WHERE result_key = ?", [key])
+                cur.execute("DELETE FROM results WHERE key = ?", [key])
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            total -= size
+            log.info("evicted result %s (%d bytes) from %s: the cache is capped at %d MB",
+                     key, size, self.path, self.max_bytes // 2**20)
 
     # --- prompt sets -----------------------------------------------------------
     def put_dataset(self, prompt_set: PromptSet) -> bool:
         """Keep `prompt_set` under its reference (again: nothing to do). False when nothing
-        can be stored here (read-only, absent)."""
-        if not self.available or self.read_only:
+        can be stored here (read-only, unusable, busy). Prompt sets are never evicted."""
+        if self.read_only or not self.available:
             return False
-        with self._write_lock:
-            cur = self._cursor()
-            ref = prompt_set.reference
-            if cur.execute("SELECT 1 FROM datasets WHERE reference = ?", [ref]).fetchone():
-                return True
-            cur.execute("INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?)",
-                        [ref, prompt_set.name, len(prompt_set.rows), ",".join(prompt_set.fields),
-                         canonical_json(prompt_set.rows), datetime.now(UTC).replace(tzinfo=None)])
-        return True
+        ref = prompt_set.reference
+
+        def write(cur) -> bool:
+            if not cur.execute("SELECT 1 FROM datasets WHERE reference = ?", [ref]).fetchone():
+                cur.execute("INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?)",
+                            [ref, prompt_set.name, len(prompt_set.rows), ",".join(prompt_set.fields),
+                             canonical_json(prompt_set.rows), _now()])
+            return True
+
+        with self._file.write_lock:
+            return self._read_or(False, write)
 
     def get_dataset(self, reference: str) -> PromptSet | None:
-        if not self.available:
-            return None
-        row = self._cursor().execute("SELECT name, rows_json FROM datasets WHERE reference = ?",
-                                     [reference]).fetchone()
+        row = self._read_or(None, lambda cur: cur.execute(
+            "SELECT name, rows_json FROM datasets WHERE reference = ?", [reference]).fetchone())
         if row is None:
             return None
         return PromptSet(name=row[0], rows=tuple(json.loads(row[1])))
 
     def dataset_rows(self) -> list[dict]:
-        if not self.available:
-            return []
-        found = self._cursor().execute("SELECT name, reference, n_rows, fields FROM datasets "
-                                       "ORDER BY created_at").fetchall()
+        found = self._read_or([], lambda cur: cur.execute(
+            "SELECT name, reference, n_rows, fields FROM datasets ORDER BY created_at").fetchall())
         return [{"dataset": n, "reference": r, "rows": k, "fields": f} for n, r, k, f in found]
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Let go of this process's hold on the file (it holds none between operations)."""
+        self._file = None
+
+
+def _noted(result: Result | None, stored: bool, problem: str | None = None) -> bool:
+    """Say on `result` whether it went into the store (and why not)."""
+    if result is not None:
+        result.meta["stored"] = stored
+        if problem:
+            result.meta["store_problem"] = problem
+        else:
+            result.meta.pop("store_problem", None)
+    return stored
+
+
+def _column_type(cur, table: str, column: str, have: str, incoming: str) -> str:
+    """The type table `table`'s `column` needs to take values of type `incoming` unchanged:
+    its own, the incoming one when it holds only NULLs so far, or the wider number type
+    (DuckDB would round 1.5 into a BIGINT column). Anything else is a TableConflict."""
+    if incoming in (have, NULL_TYPE):
+        return have
+    if have == NULL_TYPE:
+        return incoming
+    try:
+        (common,) = cur.execute(f"SELECT typeof([NULL::{have}, NULL::{incoming}][1])").fetchone()
+    except duckdb.Error:
+        common = None
+    if common == have:
+        return have  # e.g. INTEGER values into a BIGINT column
+    if common is not None and _is_number(have) and _is_number(common):
+        return common
+    raise TableConflict(f"table {table}: column {column!r} holds {have}, this result's holds {incoming}")
+
+
+def _is_number(column_type: str) -> bool:
+    return column_type in NUMERIC_TYPES or column_type.startswith("DECIMAL")
 
 
 _STORE: Store | None = None

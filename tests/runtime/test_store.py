@@ -99,7 +99,10 @@ def test_sigkill_in_the_middle_of_a_write_leaves_no_partial_result(tmp_path, tin
     store.close()
 
 
-def test_a_store_held_by_another_process_is_read_only_or_unavailable_never_a_crash(tmp_path):
+def test_a_store_open_in_another_process_neither_locks_this_one_out_nor_crashes(tmp_path):
+    """A Store holds its file only during an operation: another process's open Store leaves
+    this one free to read and write. (A file another *program* keeps open: "busy", never a
+    crash — test_store_processes.py.)"""
     path = tmp_path / "cache.duckdb"
     holder = run_python(f"""
         import time
@@ -111,10 +114,9 @@ def test_a_store_held_by_another_process_is_read_only_or_unavailable_never_a_cra
     try:
         wait_for_line(holder, "holding")
         store = Store(path)
-        assert store.read_only or not store.available
-        assert "another process" in store.problem
-        assert store.get("anything") is None  # reads still answer
-        assert store.put("k", None, "fp", 1) is False  # and writes decline, without raising
+        assert store.available and not store.read_only and store.problem is None
+        assert store.get("anything") is None  # reads answer, and writes go in
+        assert store.put("k", dla_set_result("ioi", []), "fp", 1) and store.get("k") is not None
     finally:
         holder.kill()
         holder.wait(10)
@@ -191,3 +193,100 @@ def test_a_table_that_gains_a_column_keeps_every_stored_result_as_it_was(store, 
     old = store.get(result_key(spec))
     assert list(old.tables["targets"].columns) == list(computed.tables["targets"].columns)
     pd.testing.assert_frame_equal(store.get("later-key").tables["targets"], wider["targets"], check_dtype=False)
+
+
+def dla_set_result(prompt_set: str, skipped_rows: list[dict]):
+    """A dla result over a prompt set, built by hand: its `skipped` table holds `skipped_rows`."""
+    import pandas as pd
+
+    from analyses.core.catalogue import CATALOGUE
+    from analyses.core.result import Result
+
+    columns = CATALOGUE["dla"].set_tables["skipped"]
+    contributions = pd.DataFrame({"example": [0, 0], "component": ["embed", "L0H0"], "layer": [0, 0],
+                                  "head": [None, 0], "value": [0.25, -1.5]})
+    return Result(spec=AnalysisSpec(kind="dla", model="default", dataset=prompt_set),
+                  tables={"contributions": contributions,
+                          "skipped": pd.DataFrame(skipped_rows, columns=columns)},
+                  meta={"n_skipped": len(skipped_rows)})
+
+
+def test_a_set_with_skipped_rows_is_stored_after_one_without(store, caplog):
+    """The first set stored had no skipped row (an empty table, no column types); a later
+    set that has one is stored all the same, and comes back from the cache."""
+    import pandas as pd
+
+    none_skipped = dla_set_result("ioi", [])
+    assert store.put("no-skipped", none_skipped, "fp", 1)
+    assert none_skipped.meta["stored"] is True
+    one_skipped = dla_set_result("facts", [{"example": 3, "reason": "the answer is two tokens",
+                                            "row": '{"prompt": "x"}'}])
+    with caplog.at_level("WARNING", logger="analyses.runtime.store"):
+        stored = store.put("one-skipped", one_skipped, "fp", 1)
+    assert stored, [r.getMessage() for r in caplog.records]
+    assert one_skipped.meta["stored"] is True and "store_problem" not in one_skipped.meta
+    hit = store.get("one-skipped")
+    assert hit is not None and hit.meta["cache_hit"]
+    pd.testing.assert_frame_equal(hit.tables["skipped"], one_skipped.tables["skipped"], check_dtype=False)
+    pd.testing.assert_frame_equal(hit.tables["contributions"], one_skipped.tables["contributions"],
+                                  check_dtype=False)
+    empty = store.get("no-skipped").tables["skipped"]
+    assert len(empty) == 0 and list(empty.columns) == ["example", "reason", "row"]
+
+
+def test_an_all_empty_column_takes_its_type_from_a_later_result(store):
+    """A heads `ablation` table whose `heads` column held only None in the first result stored."""
+    import pandas as pd
+
+    from analyses.core.result import Result
+
+    def ablation(heads, prompt):
+        frame = pd.DataFrame({"detector": ["induction"], "heads": [heads], "ablated": [2],
+                              "metric": ["loss"], "baseline": [1.0], "after": [1.5], "drop": [0.5]})
+        return Result(spec=AnalysisSpec(kind="heads", model="default", prompt=prompt),
+                      tables={"ablation": frame})
+
+    assert store.put("a", ablation(None, "first"), "fp", 3)
+    later = ablation("L0H1,L1H0", "second")
+    assert store.put("b", later, "fp", 3) and later.meta["stored"]
+    assert store.get("b").tables["ablation"].heads[0] == "L0H1,L1H0"
+    assert store.get("a").tables["ablation"].heads.isna().all()
+
+
+def test_a_column_stored_as_integers_keeps_the_fractions_of_a_later_result(store):
+    """DuckDB would round 1.5 into a BIGINT column: the column is widened instead."""
+    import pandas as pd
+
+    from analyses.core.result import Result
+
+    def contributions(values, prompt):
+        frame = pd.DataFrame({"component": ["embed"], "layer": [0], "head": [0], "value": values})
+        return Result(spec=AnalysisSpec(kind="dla", model="default", prompt=prompt, answer=" x"),
+                      tables={"contributions": frame})
+
+    assert store.put("ints", contributions([2], "first"), "fp", 1)
+    assert store.put("fractions", contributions([1.5], "second"), "fp", 1)
+    assert store.get("fractions").tables["contributions"].value[0] == 1.5
+    assert store.get("ints").tables["contributions"].value[0] == 2
+
+
+def test_a_result_that_cannot_be_stored_says_so_and_why(store, caplog):
+    """The real error (not DuckDB's "transaction is aborted" that follows it) is logged and
+    put in the result's meta, for the page to show."""
+    import pandas as pd
+
+    from analyses.core.result import Result
+
+    def contributions(values, prompt):
+        frame = pd.DataFrame({"component": ["embed"], "layer": [0], "head": [0], "value": values})
+        return Result(spec=AnalysisSpec(kind="dla", model="default", prompt=prompt, answer=" x"),
+                      tables={"contributions": frame})
+
+    assert store.put("numbers", contributions([2.5], "first"), "fp", 1)
+    text = contributions(["not a number"], "second")
+    with caplog.at_level("WARNING", logger="analyses.runtime.store"):
+        assert not store.put("text", text, "fp", 1)
+    assert text.meta["stored"] is False and "value" in text.meta["store_problem"]
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "value" in messages and "aborted" not in messages.lower()
+    assert "text" not in store and store.get("numbers") is not None
