@@ -120,6 +120,8 @@ def show_result(spec: AnalysisSpec, result: Result, shown: dict[str, go.Figure |
                              f"{meta['compute_seconds']:.2f} s · analysis version "
                              f"{meta.get('analysis_version')} · model fingerprint "
                              f"{str(meta.get('model_fingerprint', ''))[:16]}"))
+    for notice in store_notices(meta):
+        st.warning(md_escape(notice), icon=":material/database:")
     tables_shown = st.toggle(f"Show the tables ({', '.join(result.tables)})", key=view_key(result, "tables"),
                              help="The result's tables, as the downloads and the store hold them. "
                                   "Drawn on demand: a link opens faster without them.")
@@ -128,6 +130,18 @@ def show_result(spec: AnalysisSpec, result: Result, shown: dict[str, go.Figure |
     download_buttons(result, figures)
     share_box(spec)
     snippet_box(spec)
+
+
+def store_notices(meta: dict) -> list[str]:
+    """What the store says about a result: not kept (and why), or made with other library
+    versions than this server runs (served as made: a shared link shows the same numbers)."""
+    notices = []
+    if meta.get("stored") is False:
+        notices.append(f"This result was not saved in the cache ({meta.get('store_problem')}); "
+                       "reopening its link will compute it again.")
+    if meta.get("made_with_other_versions"):
+        notices.append("Made with " + "; ".join(meta["made_with_other_versions"]) + ".")
+    return notices
 
 
 def show_tables(spec: AnalysisSpec, result: Result) -> None:

@@ -23,6 +23,7 @@ def test_the_least_recently_read_result_is_evicted_first(tmp_path):
     one = lens_result("one")
     size = sum(int(f.memory_usage(deep=True).sum()) for f in one.tables.values())
     store = Store(tmp_path / "cache.duckdb", max_bytes=int(size * 2.5))  # room for two of them
+    store.TOUCH_EVERY_S = 0  # every read counts (the default: once a minute per result)
     prompt_set = PromptSet(name="tiny", rows=({"prompt": "a"},))
     assert store.put_dataset(prompt_set)
     assert store.put("one", one, "fp", 1)
