@@ -70,6 +70,33 @@ def figures(result) -> dict[str, go.Figure]:
     return shown
 
 
+# what each value of a summary's `interval` column means, for a page's caption
+INTERVALS = {
+    "t": "Student's t for means",
+    "wilson": "Wilson's score interval for accuracies",
+    "paired delta": (f"for the {RATIO}, (mean patched − mean corrupted) / (mean clean − mean corrupted) "
+                     "(Wang et al.), the delta method on each example's paired values"),
+    "single": "none for what is measured once per run: one measurement, n = 1",
+}
+
+
+def interval_note(result) -> str:
+    """One sentence naming the 95% intervals `result`'s summaries use, and for which
+    quantities where a summary has several (steering's `quantity`)."""
+    used: dict[str, list[str]] = {}
+    for name, table in result.tables.items():
+        if not name.endswith("_summary") or "interval" not in table.columns:
+            continue
+        quantities = table["quantity"] if "quantity" in table.columns else [None] * len(table)
+        for interval, quantity in zip(table["interval"], quantities):
+            named = used.setdefault(interval, [])
+            if quantity is not None and quantity not in named:
+                named.append(quantity)
+    parts = [INTERVALS.get(interval, interval) + (f" ({', '.join(named)})" if named else "")
+             for interval, named in used.items()]
+    return "95% intervals: " + "; ".join(parts) + "." if parts else ""
+
+
 def component_labels(frame: pd.DataFrame) -> list[str]:
     """A short label per row from whichever key columns it has (NaN keys left out)."""
     keys = [k for k in LABEL_KEYS if k in frame.columns]

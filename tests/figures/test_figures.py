@@ -498,3 +498,17 @@ def test_a_set_chart_of_patching_says_its_bar_is_the_ratio_of_means_not_the_dots
     assert "paired" in chart.layout.title.text and "ratio of the means" in chart.layout.title.text
     grid = figures(result)["mean_by_head"]
     assert "ratio of the means" in grid.data[0].customdata[0][0]
+
+
+def test_a_sets_interval_note_names_each_interval_its_summaries_use():
+    from types import SimpleNamespace
+
+    from analyses.figures.sets import interval_note
+
+    steering = pd.DataFrame({"quantity": ["metric", "top1", "kl"], "interval": ["t", "wilson", "single"]})
+    note = interval_note(SimpleNamespace(tables={"effects_summary": steering, "examples": pd.DataFrame()}))
+    assert "Student's t" in note and "Wilson" in note and "top1" in note
+    assert "kl" in note and "once" in note and "n = 1" in note and "delta" not in note
+    patching = pd.DataFrame({"layer": [0], "interval": ["paired delta"]})
+    note = interval_note(SimpleNamespace(tables={"effects_summary": patching}))
+    assert "ratio of the means" in note and "paired" in note and "Student" not in note
