@@ -34,6 +34,9 @@ STEERING_POSITIONS = ("all", "last", "generated")
 ABLATIONS = ("zero", "mean")
 CIRCUIT_METHODS = ("eap", "eap_ig")
 ATTRIBUTION_METHODS = ("atp", "relp")  # relp: AtP beside relevance patching
+# a prompt set's `<table>_summary` columns after its keys (`analyses/core/summary.py`);
+# `interval` names each row's interval: t, wilson, paired delta or single (one measurement)
+SUMMARY_COLUMNS = ("mean", "sem", "ci_low", "ci_high", "n", "interval")
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ class Kind:
         if self.set_runner is not None:
             return {**self.tables, "examples": ("example",), "skipped": ("example", "reason", "row")}
         tables = {name: ("example", *columns) for name, columns in self.tables.items()}
-        tables.update({f"{name}_summary": ("mean", "sem", "ci_low", "ci_high", "n") for name in self.tables})
+        tables.update({f"{name}_summary": SUMMARY_COLUMNS for name in self.tables})
         return {**tables, "examples": ("example",), "skipped": ("example", "reason", "row")}
 
     def run_function(self) -> Callable:
@@ -141,7 +144,7 @@ KINDS: tuple[Kind, ...] = (
     Kind(
         name="logit_lens",
         summary="what each layer would predict: the residual stream read through the unembedding",
-        version=1,
+        version=2,  # 2: set summaries: exact t, the `interval` column
         runner="analyses.kinds.logit_lens:run",
         figures="analyses.figures.logit_lens:figures",
         required=("prompt",),
@@ -176,7 +179,9 @@ KINDS: tuple[Kind, ...] = (
         name="activation_patching",
         summary="which activations carry the answer: patch clean activations into the "
                 "corrupted run",
-        version=2,  # 2: direct_path; the effects table gained the sender/receiver_input columns
+        # 2: direct_path; the effects table gained the sender/receiver_input columns.
+        # 3: a set's normalised means get the paired (delta-method) interval; exact t; `interval`
+        version=3,
         runner="analyses.kinds.activation_patching:run",
         examples_runner="analyses.kinds.activation_patching:run_examples",
         figures="analyses.figures.activation_patching:figures",
@@ -207,7 +212,7 @@ KINDS: tuple[Kind, ...] = (
         name="dla",
         summary="direct logit attribution: each layer's and head's direct share of the logit "
                 "difference answer − wrong at the prompt's last position",
-        version=1,
+        version=2,  # 2: set summaries: exact t, the `interval` column
         runner="analyses.kinds.dla:run",
         figures="analyses.figures.dla:figures",
         required=("prompt", "answer"),
@@ -219,8 +224,9 @@ KINDS: tuple[Kind, ...] = (
         name="attribution_patching",
         summary="every node's patching effect at once, estimated from one forward and backward "
                 "pass",
-        # 2: agreement ties |values| < 1e-4 at zero; n_nodes, n_signal. 3: RelP (`relp`)
-        version=3,
+        # 2: agreement ties |values| < 1e-4 at zero; n_nodes, n_signal. 3: RelP (`relp`).
+        # 4: set summaries: exact t, the `interval` column
+        version=4,
         runner="analyses.kinds.attribution_patching:run",
         figures="analyses.figures.attribution_patching:figures",
         required=("clean", "corrupted", "answer", "wrong"),
@@ -247,7 +253,7 @@ KINDS: tuple[Kind, ...] = (
         name="steering",
         summary="intervene and read what the model then says: add a steering vector built from "
                 "contrast texts, knock out heads or layers, and generate",
-        version=1,
+        version=2,  # 2: set summaries: exact t, Wilson for top1, kl one measurement (n = 1)
         runner="analyses.kinds.steering:run",
         examples_runner="analyses.kinds.steering:run_examples",
         figures="analyses.figures.steering:figures",

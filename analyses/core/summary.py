@@ -1,48 +1,105 @@
-"""Means with 95% intervals over a set's examples: the `<table>_summary` tables.
+"""Estimates with 95% intervals over a set's examples: the `<table>_summary` tables.
 
-The interval is Student's t on the examples' values (n − 1 degrees of freedom), so a handful
-of examples gets the wide interval it deserves. Torch-free: plain numpy and pandas.
+Each row says in its `interval` column which interval it has:
+- "t": a plain mean, Student's t on the examples' values (exact quantile, n − 1 degrees of
+  freedom), so a handful of examples gets the wide interval it deserves;
+- "wilson": an accuracy (each example 0 or 1), Wilson's score interval (Wilson 1927), which
+  stays inside [0, 1] and is not [1, 1] when every example is right, as a t interval is;
+- "paired delta": a ratio of means over paired examples, mean(a) / mean(b) (patching's
+  normalised mean, `analyses.core.restored`), by the delta method on each example's (a, b);
+- "single": a quantity measured once per run (the same for every example): n = 1, no interval.
+Torch-free: numpy, pandas and scipy's distributions.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-# t such that P(|T| <= t) = 0.95 for 1..30 degrees of freedom, then a few more; between
-# the listed ones the next smaller df's value is used (a slightly wider interval, never narrower)
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-         10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110,
-         18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060,
-         26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
-Z975 = 1.960
-SUMMARY_COLUMNS = ("mean", "sem", "ci_low", "ci_high", "n")
+from analyses.core.catalogue import SUMMARY_COLUMNS
+
+LEVEL = 0.95
 
 
 def t975(df: int) -> float:
     """The two-sided 95% Student t quantile for `df` degrees of freedom (nan below 1)."""
-    if df < 1:
-        return float("nan")
-    if df > 120:
-        return Z975 if df > 1000 else _T975[120]
-    return _T975[max(k for k in _T975 if k <= df)]
+    return float(stats.t.ppf(0.5 + LEVEL / 2, df)) if df >= 1 else float("nan")
+
+
+def _finite(values) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    return values[np.isfinite(values)]
+
+
+def _row(mean: float, sem: float, low: float, high: float, n: int, interval: str) -> dict[str, float]:
+    return {"mean": mean, "sem": sem, "ci_low": low, "ci_high": high, "n": n, "interval": interval}
 
 
 def mean_interval(values: np.ndarray) -> dict[str, float]:
-    """mean, sem, ci_low, ci_high (95%) and n of `values` (NaN dropped)."""
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
+    """mean, sem, Student-t ci_low and ci_high (95%), n of `values` (NaN dropped)."""
+    values = _finite(values)
     n = len(values)
     mean = float(values.mean()) if n else float("nan")
     sem = float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
     half = t975(n - 1) * sem
-    return {"mean": mean, "sem": sem, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+    return _row(mean, sem, mean - half, mean + half, n, "t")
 
 
-def summarise(frame: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
-    """One row per distinct `keys` (missing keys kept as their own group): the mean of
-    `value` over the examples, with its interval."""
+def proportion_interval(values: np.ndarray) -> dict[str, float]:
+    """The share of `values` (each 0 or 1; NaN dropped) that are 1, with Wilson's 95% interval
+    (scipy's `binomtest(...).proportion_ci(method="wilson")`); sem is the t row's, for reference."""
+    values = _finite(values)
+    if not np.isin(values, (0.0, 1.0)).all():
+        raise ValueError(f"an accuracy takes 0 or 1 per example, got {sorted(set(values) - {0.0, 1.0})[:3]}")
+    n = len(values)
+    if n == 0:
+        return mean_interval(values) | {"interval": "wilson"}
+    ci = stats.binomtest(int(values.sum()), n).proportion_ci(confidence_level=LEVEL, method="wilson")
+    sem = float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    return _row(float(values.mean()), sem, float(ci.low), float(ci.high), n, "wilson")
+
+
+def ratio_interval(numerator: np.ndarray, denominator: np.ndarray) -> dict[str, float]:
+    """R = mean(numerator) / mean(denominator) over paired examples ([example] each; a pair with
+    a non-finite member dropped), with the delta method's 95% interval.
+
+    R's linearisation is R + mean(a − R·b) / mean(b): its standard error is that of the mean of
+    the residuals dᵢ = (aᵢ − R·bᵢ) / mean(b), sd(d)/√n, and the interval R ± t(n − 1)·se.
+    Each example's a and b enter together, so what they share cancels. It holds while mean(b)
+    is well clear of zero (patching refuses examples with no gap; tests hold it to a seeded
+    percentile bootstrap over the examples); it is deterministic and cheap for thousands of
+    groups, which a bootstrap is not."""
+    a, b = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
+    kept = np.isfinite(a) & np.isfinite(b)
+    a, b = a[kept], b[kept]
+    n = len(a)
+    if n == 0:
+        return _row(float("nan"), float("nan"), float("nan"), float("nan"), 0, "paired delta")
+    ratio = float(a.mean() / b.mean())
+    residuals = (a - ratio * b) / b.mean()  # [example] each one's influence on R
+    sem = float(residuals.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    half = t975(n - 1) * sem
+    return _row(ratio, sem, ratio - half, ratio + half, n, "paired delta")
+
+
+def single_measurement(values: np.ndarray, name: str) -> dict[str, float]:
+    """A quantity measured once per run and copied to every example: one measurement (n = 1,
+    no interval), not n examples with no spread. Values that differ are refused."""
+    values = _finite(values)
+    if len(values) and not np.allclose(values, values[0], rtol=1e-9, atol=0):
+        raise ValueError(f"{name} is summarised as measured once per run, yet it differs between "
+                         f"examples ({values.min():.6g} to {values.max():.6g})")
+    mean = float(values[0]) if len(values) else float("nan")
+    return _row(mean, float("nan"), float("nan"), float("nan"), min(1, len(values)), "single")
+
+
+def summarise(frame: pd.DataFrame, keys: list[str], statistic: Callable[[pd.DataFrame], dict]) -> pd.DataFrame:
+    """One row per distinct `keys` (missing keys kept as their own group): `statistic` of the
+    group's rows (a dict of SUMMARY_COLUMNS)."""
     rows = []
     for group, part in frame.groupby(keys, dropna=False, sort=False):
         group = group if isinstance(group, tuple) else (group,)
-        rows.append({**dict(zip(keys, group)), **mean_interval(part[value].to_numpy())})
+        rows.append({**dict(zip(keys, group)), **statistic(part)})
     return pd.DataFrame(rows, columns=[*keys, *SUMMARY_COLUMNS])

@@ -4,6 +4,9 @@ mean, each with its 95% interval and every example's own value beside it.
 A mean hides how the examples spread (some prompts may even go the other way), so each
 component's row shows the mean as a bar, the interval as an error bar, and the examples
 as dots; hovering a dot names its example, whose single-prompt run is one link away.
+Activation patching's bar is not the dots' mean: it is the ratio of the means, (mean patched
+− mean corrupted) / (mean clean − mean corrupted), with its paired interval, while each dot is
+its example's own ratio; the legend, hover and note say so.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from analyses.core.catalogue import SUMMARY_COLUMNS
 from analyses.figures.layout import (
     axis,
     cells,
@@ -30,6 +34,9 @@ from analyses.figures.layout import (
 from analyses.figures.text import plot_text
 
 TOP = 20  # components shown per summary, by |mean|
+RATIO = "ratio of the means"  # the patching summary's estimate (`analyses/core/restored.py`)
+RATIO_NOTE = (f"bars: the {RATIO}, (mean patched − mean corrupted) / (mean clean − mean corrupted), with its "
+              "paired 95% interval; dots: each example's own ratio (their plain mean is another estimate)")
 # per kind: summary table -> (its per-example table, the per-example value shown as dots, unit)
 SHOWN = {
     "activation_patching": {"effects_summary": ("effects", "value", "share of the clean logit difference restored")},
@@ -58,8 +65,36 @@ def figures(result) -> dict[str, go.Figure]:
     for summary_name, (table, value, unit) in SHOWN.get(result.kind, {}).items():
         if summary_name in result.tables and len(result.tables[summary_name]):
             shown[summary_name] = top_components_chart(result.tables[summary_name], result.tables[table],
-                                                       value, unit, result.meta.get("n_examples"))
+                                                       value, unit, result.meta.get("n_examples"),
+                                                       ratio=result.kind == "activation_patching")
     return shown
+
+
+# what each value of a summary's `interval` column means, for a page's caption
+INTERVALS = {
+    "t": "Student's t for means",
+    "wilson": "Wilson's score interval for accuracies",
+    "paired delta": (f"for the {RATIO}, (mean patched − mean corrupted) / (mean clean − mean corrupted) "
+                     "(Wang et al.), the delta method on each example's paired values"),
+    "single": "none for what is measured once per run: one measurement, n = 1",
+}
+
+
+def interval_note(result) -> str:
+    """One sentence naming the 95% intervals `result`'s summaries use, and for which
+    quantities where a summary has several (steering's `quantity`)."""
+    used: dict[str, list[str]] = {}
+    for name, table in result.tables.items():
+        if not name.endswith("_summary") or "interval" not in table.columns:
+            continue
+        quantities = table["quantity"] if "quantity" in table.columns else [None] * len(table)
+        for interval, quantity in zip(table["interval"], quantities):
+            named = used.setdefault(interval, [])
+            if quantity is not None and quantity not in named:
+                named.append(quantity)
+    parts = [INTERVALS.get(interval, interval) + (f" ({', '.join(named)})" if named else "")
+             for interval, named in used.items()]
+    return "95% intervals: " + "; ".join(parts) + "." if parts else ""
 
 
 def component_labels(frame: pd.DataFrame) -> list[str]:
@@ -81,19 +116,22 @@ def component_labels(frame: pd.DataFrame) -> list[str]:
 
 
 def top_components_chart(summary: pd.DataFrame, per_example: pd.DataFrame, value: str, unit: str,
-                         n_examples: int | None = None) -> go.Figure:
+                         n_examples: int | None = None, ratio: bool = False) -> go.Figure:
     """The TOP rows of `summary` by |mean|: bar = mean, error bar = 95% interval, dots = the
-    examples' own `value` for that row (matched on the summary's key columns)."""
-    keys = [c for c in summary.columns if c not in ("mean", "sem", "ci_low", "ci_high", "n")]
+    examples' own `value` for that row (matched on the summary's key columns). With `ratio`
+    the bar is a ratio of means (patching's), which the dots do not average to: labelled so."""
+    keys = [c for c in summary.columns if c not in SUMMARY_COLUMNS]
     top = summary.reindex(summary["mean"].abs().sort_values(ascending=False).index).head(TOP)
     labels = component_labels(top[keys])
+    estimate = RATIO if ratio else "mean"
     fig = go.Figure(go.Bar(
-        y=labels, x=top["mean"], orientation="h", name="mean over the examples", marker={"color": "#4C78A8"},
+        y=labels, x=top["mean"], orientation="h", name=f"{estimate} over the examples",
+        marker={"color": "#4C78A8"},
         error_x={"type": "data", "symmetric": False, "array": top["ci_high"] - top["mean"],
                  "arrayminus": top["mean"] - top["ci_low"], "color": "#333"},
         customdata=np.stack([top["ci_low"], top["ci_high"], top["n"]], axis=-1),
-        hovertemplate="%{y}<br>mean %{x:.4g}<br>95% interval %{customdata[0]:.4g} to %{customdata[1]:.4g}"
-                      "<br>n = %{customdata[2]}<extra></extra>"))
+        hovertemplate="%{y}<br>" + estimate + " %{x:.4g}<br>95% interval %{customdata[0]:.4g} to "
+                      "%{customdata[1]:.4g}<br>n = %{customdata[2]}<extra></extra>"))
     shared = [k for k in keys if k in per_example.columns]
     if "position" in per_example.columns and "position" not in keys:  # summarised at the last position
         per_example = per_example[per_example["position"] == per_example["n_tokens"] - 1]
@@ -103,11 +141,13 @@ def top_components_chart(summary: pd.DataFrame, per_example: pd.DataFrame, value
     dots = per_example.merge(top[shared].assign(_label=labels), on=shared, how="inner")
     if len(dots):
         fig.add_trace(go.Scatter(
-            y=dots["_label"], x=dots[value], mode="markers", name="each example",
+            y=dots["_label"], x=dots[value], mode="markers",
+            name="each example's own ratio" if ratio else "each example",
             marker={"color": "rgba(60,60,60,0.35)", "size": 6}, customdata=dots["example"],
             hovertemplate="example %{customdata}: %{x:.4g}<extra></extra>"))
-    note = (f"{TOP if len(summary) > TOP else len(summary)} of {len(summary)} by |mean|; bars: the mean with its "
-            f"95% interval; dots: each example" + (f" (n = {n_examples})" if n_examples else ""))
+    bars = RATIO_NOTE if ratio else "bars: the mean with its 95% interval; dots: each example"
+    note = (f"{TOP if len(summary) > TOP else len(summary)} of {len(summary)} by |mean|; {bars}"
+            + (f" (n = {n_examples})" if n_examples else ""))
     if "target" in keys:
         note += "; target 0: each row's answer (its first token), 1: wrong (the second)"
     height, top_margin, bottom_margin = max(340, 24 * len(top) + 190), 80, 110
@@ -141,14 +181,14 @@ def head_mean_heatmap(summary: pd.DataFrame | None) -> go.Figure | None:
     n = int(rows["n"].max())
 
     def hover(i, j, v):
-        return (f"layer {y_ticks[i]}, head {x_ticks[j]}<br>mean {v:.3f}<br>95% interval "
+        return (f"layer {y_ticks[i]}, head {x_ticks[j]}<br>{RATIO} {v:.3f}<br>paired 95% interval "
                 f"{low.iat[i, j]:.3f} to {high.iat[i, j]:.3f}<br>n = {n}")
 
     fig = go.Figure(heatmap(z, cells(z, hover), signed=True, colorbar="mean restored",
                             values_in_cells=len(x_ticks) <= 16))
     granularity = plot_text(str(rows["granularity"].iloc[0]))
     fig.update_layout(title=title(f"Mean effect of patching each head ({granularity}) over the set",
-                                  f"share of the clean logit difference restored, Wang et al.'s normalisation; "
+                                  f"share of the clean logit difference restored: the {RATIO} (Wang et al.); "
                                   f"n = {n}; hover for each interval"),
                       **layer_head_axes(x_ticks, y_ticks))
     return fig
@@ -182,14 +222,14 @@ def position_mean_heatmap(summary: pd.DataFrame, examples: pd.DataFrame | None, 
     n = int(rows["n"].max())
 
     def hover(i, j, v):
-        return (f"layer {y_ticks[i]} · position {int(mean.columns[j])} ({x_ticks[j]})<br>mean {v:.3f}"
-                f"<br>95% interval {low.iat[i, j]:.3f} to {high.iat[i, j]:.3f}<br>n = {n}")
+        return (f"layer {y_ticks[i]} · position {int(mean.columns[j])} ({x_ticks[j]})<br>{RATIO} {v:.3f}"
+                f"<br>paired 95% interval {low.iat[i, j]:.3f} to {high.iat[i, j]:.3f}<br>n = {n}")
 
     fig = go.Figure(heatmap(z, cells(z, hover), signed=True, colorbar="mean restored"))
     others = [f"{int(k)} ({int(v)})" for k, v in sizes.items() if int(k) != length]
     notes = [f"prompts of {length} tokens, n = {n}"
              + (f" (other lengths, n: {', '.join(others)}: in the tables)" if others else ""),
-             "share of the clean logit difference restored, Wang et al.'s normalisation"]
+             f"share of the clean logit difference restored: the {RATIO} (Wang et al.)"]
     if first is not None:
         notes.append(f"tokens of example {int(first['example'])}")
     shown_note = window_note(mean.columns, length)

@@ -172,7 +172,9 @@ def set_figures(result) -> dict[str, go.Figure]:
     with_wrong = examples is not None and "wrong" in examples.columns and examples["wrong"].notna().all()
     metric = "logit(answer) − logit(wrong)" if with_wrong else "log p(answer)"
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12, subplot_titles=(metric, "top-1 accuracy"))
-    for col, quantity, colour in ((1, "metric", "#4C78A8"), (2, "top1", "#F58518")):
+    # the accuracy's interval is Wilson's (`analyses/core/summary.py`): inside [0, 1]
+    for col, quantity, colour, interval in ((1, "metric", "#4C78A8", "95% CI"),
+                                            (2, "top1", "#F58518", "Wilson 95% CI")):
         rows = summary[summary["quantity"] == quantity]
         labels = [cell_label(r.layer, r.coeff, r.ablated) for r in rows.itertuples()]
         fig.add_trace(go.Bar(
@@ -180,7 +182,7 @@ def set_figures(result) -> dict[str, go.Figure]:
             error_y={"type": "data", "symmetric": False, "array": rows["ci_high"] - rows["mean"],
                      "arrayminus": rows["mean"] - rows["ci_low"]},
             customdata=np.stack([rows["ci_low"], rows["ci_high"], rows["n"]], axis=-1),
-            hovertemplate="%{x}: %{y:.4g} (95% CI %{customdata[0]:.4g} to %{customdata[1]:.4g}, "
+            hovertemplate="%{x}: %{y:.4g} (" + interval + " %{customdata[0]:.4g} to %{customdata[1]:.4g}, "
                           "n = %{customdata[2]})<extra></extra>"), row=1, col=col)
         fig.update_xaxes(title={"text": "intervention"}, type="category", row=1, col=col)
     fig.update_yaxes(title={"text": "mean over the examples (" + ("logits" if with_wrong else "nats") + ")"},
@@ -188,7 +190,8 @@ def set_figures(result) -> dict[str, go.Figure]:
     fig.update_yaxes(title={"text": "share of examples"}, range=[0, 1.05], row=1, col=2)
     n = result.meta.get("n_examples")
     fig.update_layout(title=title("Before and after, over the prompt set",
-                                  f"means over {n} examples; bars: 95% intervals"), height=460,
+                                  f"means over {n} examples; bars: 95% intervals, Student's t for the mean, "
+                                  "Wilson's for the accuracy"), height=460,
                       margin={"l": 70, "r": 20, "t": 90, "b": 90})
     return {"effects_summary": fig}
 

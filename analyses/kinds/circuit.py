@@ -30,6 +30,7 @@ from analyses.core.catalogue import CATALOGUE
 from analyses.core.datasets import PromptSet
 from analyses.core.errors import SpecError, UserError
 from analyses.core.progress import Progress, silent
+from analyses.core.restored import has_gap, share_restored
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
 from analyses.kinds.circuits import activations, runs, scores
@@ -163,7 +164,7 @@ def swapped_runs(bridge, graph: Graph, examples: Examples, members_of: list[int]
 
 def recovered(circuit: np.ndarray, clean: np.ndarray, corrupted: np.ndarray) -> np.ndarray:
     """Share of the clean − corrupted gap, over the examples' means (Wang et al.)."""
-    return (circuit.mean(0) - corrupted.mean()) / (clean.mean() - corrupted.mean())
+    return share_restored(circuit.mean(0), clean.mean(), corrupted.mean())
 
 
 def faithfulness_table(ks: list[int], labels: list[tuple[int, str]], shares: np.ndarray, n_edges: int) -> pd.DataFrame:
@@ -249,7 +250,7 @@ def run_set(model, spec: AnalysisSpec, prompt_set: PromptSet | None, progress: P
     graph = graph_of(bridge)
     with edge_hooks(bridge):
         mean_scores, clean, corrupted = score_edges(bridge, graph, examples, spec.method, spec.steps, progress)
-        if abs(clean.mean() - corrupted.mean()) <= 1e-6 * max(1.0, abs(clean.mean())):
+        if not has_gap(float(clean.mean()), float(corrupted.mean())):
             raise SpecError("corrupted", "the clean and corrupted prompts give the same mean logit "
                                          "difference: there is no gap for a circuit to recover")
         edge_values = mean_scores[graph.edges[:, 0], graph.edges[:, 1]]

@@ -12,14 +12,17 @@ Tables of a set run:
 - each per-example table of the kind, with `example` (the row's index in the set) first and,
   for position-indexed tables, `n_tokens`; the logit lens's `targets` also gets `target`, the
   target's place in its row's list (0: the answer, 1: wrong);
-- `<table>_summary`: the same keys plus `mean`, `sem`, `ci_low`, `ci_high` (95%, Student's t)
-  and `n` (steering's effects: one row per quantity, `metric`, `top1` and `kl`, named in
-  `quantity`). Position-indexed rows are grouped by `n_tokens`: a position means the same only in
-  prompts of one length (position-free rows, position -1, have `n_tokens` -1 and pool every
-  example). Activation patching normalises like Wang et al. 2022: (mean patched
-  − mean corrupted) / (mean clean − mean corrupted) over a group's examples, its interval that
-  of the mean patched logit difference mapped the same way; each example's own normalised
-  value stays in `effects.value`;
+- `<table>_summary`: the same keys plus `mean`, `sem`, `ci_low`, `ci_high` (95%), `n` and
+  `interval`, which names the interval (`analyses/core/summary.py`): "t" (exact Student t) for a
+  plain mean, "wilson" for an accuracy (steering's `top1`), "single" for a quantity measured
+  once per run (steering's `kl` on the neutral text: n = 1, no interval). Steering's effects get
+  one row per quantity, `metric`, `top1` and `kl`, named in `quantity`. Position-indexed rows
+  are grouped by `n_tokens`: a position means the same only in prompts of one length
+  (position-free rows, position -1, have `n_tokens` -1 and pool every example). Activation
+  patching normalises like Wang et al. 2022: (mean patched − mean corrupted) / (mean clean −
+  mean corrupted) over a group's examples, a ratio of means whose interval ("paired delta")
+  keeps each example's patched value with its own two baselines; each example's own
+  normalised value stays in `effects.value` (their plain mean is another, noisier estimator);
 - `examples`: each example's inputs (and, for patching, its two baselines and its prompts'
   tokens as JSON lists, `clean_tokens` and `corrupted_tokens`);
 - `skipped`: rows that could not run (a multi-token answer, pair lengths that differ for this
@@ -37,17 +40,20 @@ from analyses.core.catalogue import CATALOGUE
 from analyses.core.datasets import PromptSet
 from analyses.core.errors import SpecError, UserError
 from analyses.core.progress import Progress, silent
+from analyses.core.restored import mean_share_restored
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
-from analyses.core.summary import summarise
+from analyses.core.summary import mean_interval, proportion_interval, single_measurement, summarise
 
 
 @dataclass(frozen=True)
 class Summary:
     keys: tuple[str, ...]  # what identifies a row across examples
     value: str | tuple[str, ...]  # the column averaged (several: one row each, named in `quantity`)
-    wang: bool = False  # normalise the mean by the group's mean baselines (patching)
+    wang: bool = False  # the ratio of means of Wang et al.'s normalisation, paired per example (patching)
     last_position: bool = False  # only each prompt's last position (then lengths may differ)
+    accuracies: tuple[str, ...] = ()  # values that are 0 or 1 per example: Wilson's interval
+    once_per_run: tuple[str, ...] = ()  # measured once and copied to every example: one measurement
 
 
 SUMMARIES: dict[str, dict[str, Summary]] = {
@@ -57,7 +63,9 @@ SUMMARIES: dict[str, dict[str, Summary]] = {
     "attribution_patching": {"attributions": Summary(("node", "layer", "position", "head"), "atp")},
     "dla": {"contributions": Summary(("component", "layer", "head"), "value")},
     "logit_lens": {"targets": Summary(("layer", "layer_index", "target"), "prob", last_position=True)},
-    "steering": {"effects": Summary(("layer", "coeff", "ablated"), ("metric", "top1", "kl"))},
+    # the KL is measured once per cell on the neutral text, not per example
+    "steering": {"effects": Summary(("layer", "coeff", "ablated"), ("metric", "top1", "kl"),
+                                    accuracies=("top1",), once_per_run=("kl",))},
 }
 SKIPPED_COLUMNS = ("example", "reason", "row")
 
@@ -156,25 +164,26 @@ def summary_table(frame: pd.DataFrame, summary: Summary, examples: pd.DataFrame)
         by_position = frame["position"] >= 0  # position-free cells (heads over all positions): -1
         frame = frame.assign(n_tokens=frame["n_tokens"].where(by_position, -1))
         keys = ["n_tokens", *keys]
-    if not isinstance(summary.value, str):  # several quantities: a row of each per group
-        return pd.concat([summarise(frame, keys, value).assign(quantity=value)
-                          for value in summary.value], ignore_index=True)
-    table = summarise(frame, keys, summary.value)
-    return _wang(table, frame, keys, examples) if summary.wang else table
+    if isinstance(summary.value, str):
+        return summarise(frame, keys, _statistic(summary.value, summary, examples))
+    return pd.concat([summarise(frame, keys, _statistic(value, summary, examples)).assign(quantity=value)
+                      for value in summary.value], ignore_index=True)  # several quantities: a row each
 
 
-def _wang(table: pd.DataFrame, frame: pd.DataFrame, keys: list[str], examples: pd.DataFrame) -> pd.DataFrame:
-    """Normalise each group's mean patched logit difference (and its interval) by the mean
-    clean and corrupted baselines of the group's examples."""
-    baselines = examples.set_index("example")[["clean_baseline", "corrupted_baseline"]]
-    members = frame.groupby(keys, dropna=False, sort=False)["example"].apply(lambda e: sorted(set(e)))
-    clean = [baselines.loc[m, "clean_baseline"].mean() for m in members]
-    corrupted = [baselines.loc[m, "corrupted_baseline"].mean() for m in members]
-    gap = pd.Series(clean).to_numpy() - pd.Series(corrupted).to_numpy()
-    out = table.copy()
-    for column in ("mean", "ci_low", "ci_high"):
-        out[column] = (out[column].to_numpy() - corrupted) / gap
-    out["sem"] = out["sem"].to_numpy() / abs(gap)
-    flipped = gap < 0  # a negative gap swaps the interval's ends
-    out.loc[flipped, ["ci_low", "ci_high"]] = out.loc[flipped, ["ci_high", "ci_low"]].to_numpy()
-    return out
+def _statistic(value: str, summary: Summary, examples: pd.DataFrame):
+    """The estimate of column `value` over a group's rows, with the interval that fits it."""
+    if summary.wang:
+        baselines = examples.set_index("example")[["clean_baseline", "corrupted_baseline"]]
+        return lambda part: _restored(part[value].to_numpy(), baselines.loc[part["example"]])
+    if value in summary.accuracies:
+        return lambda part: proportion_interval(part[value].to_numpy())
+    if value in summary.once_per_run:
+        return lambda part: single_measurement(part[value].to_numpy(), value)
+    return lambda part: mean_interval(part[value].to_numpy())
+
+
+def _restored(patched: np.ndarray, baselines: pd.DataFrame) -> dict:
+    """(mean patched − mean corrupted) / (mean clean − mean corrupted) over a group's examples,
+    each example's patched logit difference paired with its own two baselines (same order)."""
+    return mean_share_restored(patched, baselines["clean_baseline"].to_numpy(),
+                               baselines["corrupted_baseline"].to_numpy())

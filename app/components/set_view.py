@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from analyses import Result
+from analyses.figures.sets import interval_note
 from app import links
 from app.components.display import md_escape
 from app.components.share_link import current_base
@@ -30,9 +31,7 @@ def summary(result: Result) -> None:
         st.warning(md_escape(f"{len(table)} rows skipped — {reasons}" + (" …" if len(table) > 3 else "")),
                    icon=":material/skip_next:")
     st.caption(md_escape(f"Set {meta.get('dataset')} ({meta.get('dataset_reference', '')[:19]}…). "
-                         "Means over the examples with 95% intervals (Student's t)"
-                         + ("; patching normalised like Wang et al.: (mean patched − mean corrupted) / "
-                            "(mean clean − mean corrupted)." if result.kind == "activation_patching" else ".")))
+                         f"Estimates over the examples. {interval_note(result)}"))
 
 
 def one_example(result: Result) -> None:

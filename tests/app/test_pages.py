@@ -751,6 +751,8 @@ def test_a_prompt_set_link_shows_means_with_intervals_and_opens_one_example(tmp_
     assert metrics == {"Examples run": "5", "Rows skipped": "1"}
     warnings = [w.value.replace("\\", "") for w in at.warning]
     assert any("row 5" in w and "tokens" in w for w in warnings), warnings  # the skipped row, why
+    captions = [c.value.replace("\\", "") for c in at.caption]
+    assert any("ratio of the means" in c and "paired" in c for c in captions), captions  # which interval
 
     grid, chart = figures(at)
     assert grid["data"][0]["type"] == "heatmap"  # the mean of every head, layer x head

@@ -470,3 +470,45 @@ def test_every_figure_has_the_workbench_template_whatever_the_process_default(ti
     for fig in result.figures().values():
         assert fig.layout.template == pio.templates[TEMPLATE]
         assert fig.layout.template.layout.plot_bgcolor == "white"
+
+
+def test_a_set_chart_of_patching_says_its_bar_is_the_ratio_of_means_not_the_dots_mean():
+    """The bar is (mean patched − mean corrupted) / (mean clean − mean corrupted); the dots are
+    each example's own ratio, whose plain mean differs: legend, hover and note say which."""
+    from types import SimpleNamespace
+
+    from analyses.figures.sets import figures
+    from analyses.kinds.sets import SUMMARIES, summary_table
+
+    rng = np.random.default_rng(0)
+    clean, corrupted = rng.uniform(2, 12, 40), rng.uniform(-3, 0, 40)  # [example]
+    patched = corrupted + rng.uniform(0, 0.4, 40) * (clean - corrupted)
+    effects = pd.DataFrame({"example": np.arange(40), "n_tokens": 9, "granularity": "head_out", "layer": 0,
+                            "position": -1, "head": 1, "raw": patched,
+                            "value": (patched - corrupted) / (clean - corrupted)})
+    examples = pd.DataFrame({"example": np.arange(40), "clean_baseline": clean, "corrupted_baseline": corrupted})
+    summary = summary_table(effects, SUMMARIES["activation_patching"]["effects"], examples)
+    result = SimpleNamespace(kind="activation_patching", meta={"n_examples": 40},
+                             tables={"effects": effects, "effects_summary": summary, "examples": examples})
+    chart = figures(result)["effects_summary"]
+    bars, dots = chart.data
+    assert bars.x[0] == pytest.approx(summary["mean"].iloc[0]) != pytest.approx(np.mean(dots.x))
+    assert "ratio of the means" in bars.name and "ratio of the means" in bars.hovertemplate
+    assert "each example's own" in dots.name
+    assert "paired" in chart.layout.title.text and "ratio of the means" in chart.layout.title.text
+    grid = figures(result)["mean_by_head"]
+    assert "ratio of the means" in grid.data[0].customdata[0][0]
+
+
+def test_a_sets_interval_note_names_each_interval_its_summaries_use():
+    from types import SimpleNamespace
+
+    from analyses.figures.sets import interval_note
+
+    steering = pd.DataFrame({"quantity": ["metric", "top1", "kl"], "interval": ["t", "wilson", "single"]})
+    note = interval_note(SimpleNamespace(tables={"effects_summary": steering, "examples": pd.DataFrame()}))
+    assert "Student's t" in note and "Wilson" in note and "top1" in note
+    assert "kl" in note and "once" in note and "n = 1" in note and "delta" not in note
+    patching = pd.DataFrame({"layer": [0], "interval": ["paired delta"]})
+    note = interval_note(SimpleNamespace(tables={"effects_summary": patching}))
+    assert "ratio of the means" in note and "paired" in note and "Student" not in note

@@ -95,3 +95,20 @@ def test_a_knockout_without_a_vector_draws_intact_beside_ablated():
     assert list(figures) == ["generations", "knockout"]
     assert list(figures["knockout"].data[0].x) == ["intact", "ablated"]
     assert list(figures["generations"].layout.yaxis.ticktext) == ["intact", "ablated"]
+
+
+def test_a_sets_accuracy_bars_carry_wilsons_interval_and_say_so():
+    from types import SimpleNamespace
+
+    from analyses.figures.steering import set_figures
+    from analyses.kinds.sets import SUMMARIES, summary_table
+
+    effects = pd.DataFrame({"example": range(10), "layer": 1, "coeff": 0.0, "ablated": False,
+                            "metric": np.linspace(0, 3, 10), "top1": [1.0] * 10, "kl": 0.0})
+    summary = summary_table(effects, SUMMARIES["steering"]["effects"], pd.DataFrame())
+    result = SimpleNamespace(tables={"effects_summary": summary, "examples": pd.DataFrame({"wrong": [" x"]})},
+                             meta={"n_examples": 10})
+    fig = set_figures(result)["effects_summary"]
+    accuracy = fig.data[1]
+    assert accuracy.y[0] == 1.0 and accuracy.error_y.arrayminus[0] > 0.1  # all right, yet not [1, 1]
+    assert "Wilson" in fig.layout.title.text and "Wilson" in accuracy.hovertemplate

@@ -1,5 +1,6 @@
 """A kind over a prompt set: each example equals its row's single-prompt run, the summaries
-are the examples' means with Student-t intervals (patching normalised like Wang et al.), and
+are the examples' means with Student-t intervals (patching normalised like Wang et al., a ratio of
+means with its paired interval, held to a bootstrap on the ioi set), and
 rows that cannot run are named in `skipped` while the rest run."""
 import json
 
@@ -40,16 +41,18 @@ def test_activation_patching_over_a_set_equals_its_rows_run_one_by_one():
         single = compute(AnalysisSpec(kind="activation_patching", granularity="head_out", **row))
         mine = effects[effects.example == i].drop(columns=["example", "n_tokens"]).reset_index(drop=True)
         pd.testing.assert_frame_equal(mine, single.tables["effects"], check_dtype=False, atol=1e-5)
-    # Wang et al.: (mean patched - mean corrupted) / (mean clean - mean corrupted), per head
-    examples = result.tables["examples"]
-    clean, corrupted = examples.clean_baseline.mean(), examples.corrupted_baseline.mean()
-    raw = effects.pivot_table(index=["layer", "head"], values="raw", aggfunc=list)
-    for (layer, head), values in raw.raw.items():
-        values = np.array(values)
+    # Wang et al.: (mean patched - mean corrupted) / (mean clean - mean corrupted), per head, with
+    # the delta method's interval on each example's (patched - corrupted, clean - corrupted)
+    examples = result.tables["examples"].set_index("example")
+    clean, corrupted = examples.clean_baseline, examples.corrupted_baseline
+    for (layer, head), cell in effects.groupby(["layer", "head"]):
+        a = cell.raw.to_numpy() - corrupted[cell.example].to_numpy()  # [example]
+        b = (clean - corrupted)[cell.example].to_numpy()  # [example]
         row = summary[(summary["layer"] == layer) & (summary["head"] == head)].iloc[0]
-        assert row["mean"] == pytest.approx((values.mean() - corrupted) / (clean - corrupted), abs=1e-6)
-        half = t975(len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)) / abs(clean - corrupted)
-        assert row.ci_high - row.ci_low == pytest.approx(2 * half, abs=1e-6) and row.n == len(values)
+        ratio = (cell.raw.mean() - corrupted.mean()) / (clean.mean() - corrupted.mean())
+        assert row["mean"] == pytest.approx(ratio, abs=1e-6) and row["interval"] == "paired delta"
+        half = t975(len(a) - 1) * np.std((a - ratio * b) / b.mean(), ddof=1) / np.sqrt(len(a))
+        assert row.ci_high - row.ci_low == pytest.approx(2 * half, abs=1e-6) and row.n == len(a)
 
 
 @needs_embedded
@@ -152,3 +155,23 @@ def test_a_position_indexed_set_shows_a_layer_by_position_grid_of_its_commonest_
     assert len(tokens) == length and tokens[-1].strip() in grid.layout.xaxis.ticktext[-1]
     assert f"prompts of {length} tokens" in grid.layout.title.text
     assert grid.layout.xaxis.title.text and grid.layout.yaxis.title.text == "layer"
+
+
+@needs_embedded
+def test_the_ioi_sets_head_intervals_are_the_paired_ones_a_bootstrap_finds():
+    """Every head's interval on the shipped ioi set against a seeded percentile bootstrap over
+    the same examples (2000 resamples, each example with its own baselines)."""
+    result = compute(AnalysisSpec(kind="activation_patching", dataset="ioi", granularity="head_out"))
+    effects, summary = result.tables["effects"], result.tables["effects_summary"]
+    baselines = result.tables["examples"].set_index("example")[["clean_baseline", "corrupted_baseline"]]
+    rng = np.random.default_rng(0)
+    n = result.meta["n_examples"]
+    idx = rng.integers(0, n, (2000, n))  # [resample, example]
+    for row in summary.itertuples():
+        cell = effects[(effects["layer"] == row.layer) & (effects["head"] == row.head)].sort_values("example")
+        paired = baselines.loc[cell["example"]]
+        a = cell["raw"].to_numpy() - paired["corrupted_baseline"].to_numpy()  # [example] patched − corrupted
+        b = (paired["clean_baseline"] - paired["corrupted_baseline"]).to_numpy()  # clean − corrupted
+        low, high = np.percentile(a[idx].mean(1) / b[idx].mean(1), [2.5, 97.5])
+        assert row.mean == pytest.approx(a.mean() / b.mean(), abs=1e-9)
+        assert abs(row.ci_low - low) < 0.2 * (high - low) and abs(row.ci_high - high) < 0.2 * (high - low), row

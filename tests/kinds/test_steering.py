@@ -331,6 +331,10 @@ def test_a_prompt_set_knockout_reports_means_with_intervals_before_and_after():
     assert before["mean"] > 2 and after["mean"] < before["mean"] - 2
     assert before["ci_low"] < before["mean"] < before["ci_high"]
     assert summary.loc[("top1", True), "mean"] < summary.loc[("top1", False), "mean"]
+    accuracy = summary.loc[("top1", False)]  # Wilson's interval: inside [0, 1], around the share
+    assert accuracy["interval"] == "wilson" and 0 <= accuracy["ci_low"] < accuracy["mean"] < accuracy["ci_high"] <= 1
+    kl = summary.loc[("kl", True)]  # measured once on the neutral text: one measurement, not n examples
+    assert kl["n"] == 1 and kl["interval"] == "single" and np.isnan(kl["ci_low"]) and kl["mean"] > 0
     per_example = result.tables["effects"]
     assert per_example.query("ablated")["metric"].mean() == pytest.approx(after["mean"], abs=1e-9)
 

@@ -36,7 +36,6 @@ apply: `position` -1 where a cell spans every position (the `head_*` sites witho
 from __future__ import annotations
 
 import copy
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -49,6 +48,7 @@ from transformers import DynamicCache
 
 from analyses.core.errors import SpecError
 from analyses.core.progress import Progress, silent
+from analyses.core.restored import has_gap, share_restored
 from analyses.core.spec import AnalysisSpec
 from analyses.kinds.tokens import prompt_tokens, single_token
 
@@ -519,12 +519,11 @@ def _write_clean(activation: Tensor, hook, mask: Tensor, clean: Tensor) -> Tenso
 
 
 def normaliser(clean: float, corrupted: float):
-    """raw metric -> share of the clean-corrupted gap restored; refuses a pair with no gap."""
-    gap = clean - corrupted
-    if not math.isfinite(gap) or abs(gap) <= 1e-6 * max(1.0, abs(clean), abs(corrupted)):
+    """raw metric -> share of the clean-corrupted gap restored (`core.restored`); refuses a pair with no gap."""
+    if not has_gap(clean, corrupted):
         raise SpecError("corrupted", f"the clean and corrupted prompts give the same logit "
                                      f"difference ({clean:.6g} vs {corrupted:.6g}), so they do not "
                                      "separate the answers and there is no effect to restore; "
                                      "choose prompts on which the model prefers the answer "
                                      "differently")
-    return lambda raw: (np.asarray(raw) - corrupted) / gap
+    return lambda raw: share_restored(raw, clean, corrupted)
