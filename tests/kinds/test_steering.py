@@ -151,6 +151,33 @@ def test_positions_say_where_the_vector_is_added(embedded):
     assert generated[1] != generated[0]  # later tokens are steered
 
 
+def test_positions_all_leaves_the_bos_residual_untouched(embedded):
+    """BOS is never intervened on: the steered residual entering the layer equals the
+    intact one at position 0 and differs everywhere after it (the KL's hooks too)."""
+    bridge = embedded.bridge
+    plan = steering.prepare(bridge, AnalysisSpec(kind="steering", **PRESET, coeff="1", positions="all"))
+    prompt = prompt_tokens(bridge, FRANCE)
+    name = vectors.resid_hook(2)
+    seen = {}
+
+    def capture(resid, hook):  # runs after the steering hook on the same hook point
+        seen["resid"] = resid[0].detach().clone()
+
+    def read(where) -> torch.Tensor:
+        hooks = steering.hooks_for(plan, steering.Cell(2, 1.0, False), where)
+        generation.forward(bridge, prompt, lambda counter: [*hooks(counter), (name, capture)])
+        return seen["resid"]  # [pos, d_model]
+
+    with torch.no_grad():
+        _, cache = bridge.run_with_cache(prompt, names_filter=[name])
+    intact = cache[name][0]
+    for where in (vectors.where_added("all", int(prompt.shape[1])),
+                  lambda pos: torch.ones_like(pos, dtype=torch.bool)):  # what the KL cells use
+        steered = read(where)
+        assert torch.equal(steered[0], intact[0])
+        assert not torch.isclose(steered[1:], intact[1:]).all(-1).any()
+
+
 def test_mean_diff_of_one_pair_is_actadd_and_mean_centred_is_the_means_difference(embedded):
     bridge = embedded.bridge
     actadd = vectors.steering_vectors(bridge, "actadd", [GERMANY], [FRANCE], [1, 2])
