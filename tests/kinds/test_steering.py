@@ -93,7 +93,8 @@ def test_the_france_to_germany_preset_flips_the_answer_and_the_metric_rises(embe
 
 
 def test_the_metric_is_the_logit_difference_of_the_steered_forward_pass(embedded):
-    """Re-derived by hand: the vector from two run_with_cache calls, added by a plain hook."""
+    """Re-derived by hand: the vector from two run_with_cache calls, added by a plain hook at
+    every position after BOS."""
     bridge = embedded.bridge
     name = "blocks.2.hook_resid_pre"
 
@@ -102,7 +103,8 @@ def test_the_metric_is_the_logit_difference_of_the_steered_forward_pass(embedded
 
     vector = last(GERMANY) - last(FRANCE)
     logits = bridge.run_with_hooks(prompt_tokens(bridge, FRANCE),
-                                   fwd_hooks=[(name, lambda x, hook: x + 0.5 * vector)])[0, -1].detach()
+                                   fwd_hooks=[(name, lambda x, hook: torch.cat([x[:, :1], x[:, 1:] + 0.5 * vector], 1))]
+                                   )[0, -1].detach()
     berlin, paris = (single_token(bridge, t, "answer") for t in (" Berlin", " Paris"))
     effects = steer(embedded, **PRESET, coeff="0.5", max_new_tokens=1).tables["effects"]
     assert effects.query("coeff == 0.5")["metric"].iloc[0] == pytest.approx(
