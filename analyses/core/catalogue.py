@@ -144,7 +144,8 @@ KINDS: tuple[Kind, ...] = (
     Kind(
         name="logit_lens",
         summary="what each layer would predict: the residual stream read through the unembedding",
-        version=2,  # 2: set summaries: exact t, the `interval` column
+        version=2,  # 2: set summaries: exact t, the `interval` column; ablation starts after BOS
+                    # only when the model has one (BOS-less models: at 0)
         runner="analyses.kinds.logit_lens:run",
         figures="analyses.figures.logit_lens:figures",
         required=("prompt",),
@@ -197,7 +198,7 @@ KINDS: tuple[Kind, ...] = (
         name="neurons",
         summary="neuron atlas: the tokens each MLP neuron promotes and suppresses, read through "
                 "the unembedding; which neurons promote a token; top neurons on a prompt",
-        version=1,
+        version=2,  # 2: activations ranked after BOS (BOS is shown, never ranked)
         runner="analyses.kinds.neurons:run",
         figures="analyses.figures.neurons:figures",
         required=(),
@@ -253,7 +254,8 @@ KINDS: tuple[Kind, ...] = (
         name="steering",
         summary="intervene and read what the model then says: add a steering vector built from "
                 "contrast texts, knock out heads or layers, and generate",
-        version=2,  # 2: set summaries: exact t, Wilson for top1, kl one measurement (n = 1)
+        version=2,  # 2: set summaries: exact t, Wilson for top1, kl one measurement (n = 1);
+                    # the vector is never added at BOS (positions=all, and the KL's neutral text)
         runner="analyses.kinds.steering:run",
         examples_runner="analyses.kinds.steering:run_examples",
         figures="analyses.figures.steering:figures",

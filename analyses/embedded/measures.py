@@ -1,7 +1,7 @@
 """Measurements of the embedded model's known behaviours, on held-out items.
 
 One definition of each, used while training (to decide when to stop), by the model card,
-by its tests and by the `heads` analysis (`analyses/kinds/heads.py` scores induction and
+by its tests and by the `heads` analysis (`analyses/kinds/heads/` scores induction and
 retrieval heads with the same two functions). The card's thresholds are `THRESHOLDS`.
 Each measurement takes a `Forward`: a function from token ids `[batch, pos]` to
 `(logits [batch, pos, d_vocab], patterns [layer, batch, head, query_pos, key_pos])`,

@@ -19,6 +19,7 @@ from analyses.core.errors import SpecError
 from analyses.core.progress import Progress, silent
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
+from analyses.kinds.ranges import check_index, check_layer
 from analyses.kinds.tokens import prompt_tokens, token_strings
 
 COLUMNS = CATALOGUE["attention"].tables["patterns"]
@@ -28,12 +29,10 @@ MAX_ROWS = 1_000_000  # the embedded model at its full 256-token context: 789,50
 def scope(bridge, spec: AnalysisSpec) -> tuple[list[int], list[int]]:
     """The layers and heads to read: all, or the ones `layer` / `head` name."""
     n_layers, n_heads = int(bridge.cfg.n_layers), int(bridge.cfg.n_heads)
-    if spec.layer is not None and spec.layer >= n_layers:
-        raise SpecError("layer", f"{spec.layer} is out of range: the model has {n_layers} layers "
-                                 f"(0-{n_layers - 1})")
-    if spec.head is not None and spec.head >= n_heads:
-        raise SpecError("head", f"{spec.head} is out of range: the model has {n_heads} heads a layer "
-                                f"(0-{n_heads - 1})")
+    if spec.layer is not None:
+        check_layer(bridge, spec.layer)
+    if spec.head is not None:
+        check_index("head", spec.head, n_heads, f"the model has {n_heads} heads a layer")
     layers = [spec.layer] if spec.layer is not None else list(range(n_layers))
     heads = [spec.head] if spec.head is not None else list(range(n_heads))
     return layers, heads

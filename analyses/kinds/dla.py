@@ -37,6 +37,7 @@ from analyses.core.catalogue import CATALOGUE
 from analyses.core.progress import Progress, silent
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
+from analyses.kinds.final_norm import FinalNorm
 from analyses.kinds.tokens import prompt_tokens, single_token
 
 COLUMNS = CATALOGUE["dla"].tables["contributions"]
@@ -54,30 +55,6 @@ def _needed(n_layers: int) -> set[str]:
 def logit_direction(bridge, answer: int, wrong: int | None) -> Float[Tensor, "d_model"]:  # noqa: F821 - a jaxtyping shape
     w_u = bridge.W_U
     return w_u[:, answer] - (w_u[:, wrong] if wrong is not None else 0)
-
-
-class FinalNorm:
-    """The final norm as an affine map, its scale fixed at the cached value:
-    x -> centre(x) / scale * weight + bias (centre only for LayerNorm)."""
-
-    def __init__(self, bridge, scale: Tensor | None):
-        norm = getattr(bridge, "ln_final", None)
-        weight = getattr(norm, "weight", None) if norm is not None else None
-        if weight is not None and getattr(bridge.cfg, "rmsnorm_uses_offset", False):
-            weight = weight + 1.0  # Gemma's RMSNorm multiplies by (1 + weight)
-        self.weight = weight
-        self.bias = getattr(norm, "bias", None) if norm is not None else None
-        self.scale = scale  # scalar tensor at the chosen position, or None: no final norm
-        self.centre = str(bridge.cfg.normalization_type or "").startswith("LN")
-
-    def linear(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
-        """The norm's linear part: what it makes of one component's output."""
-        if self.scale is None:
-            return x
-        if self.centre:
-            x = x - x.mean(-1, keepdim=True)
-        x = x / self.scale
-        return x * self.weight if self.weight is not None else x
 
 
 @dataclass(frozen=True)
@@ -102,12 +79,13 @@ def attribute(bridge, tokens, answer: int, wrong: int | None, progress: Progress
     def last(name: str) -> Float[Tensor, "d_model"]:  # noqa: F821 - a jaxtyping shape
         return cache[name][0, -1].float()
 
+    # the final norm's scale at the last position; None: the model has no final norm
     scale = cache["ln_final.hook_scale"][0, -1].float() if "ln_final.hook_scale" in cache else None
-    norm = FinalNorm(bridge, scale)
+    norm = FinalNorm(bridge)
     direction = logit_direction(bridge, answer, wrong).float()
 
     def value(x: Tensor) -> Tensor:
-        return norm.linear(x) @ direction
+        return (norm.linear(x, scale) if scale is not None else x) @ direction
 
     rows = [("embed", -1, -1, value(last("hook_embed")))]
     if "hook_pos_embed" in cache:
@@ -124,7 +102,7 @@ def attribute(bridge, tokens, answer: int, wrong: int | None, progress: Progress
         rows += [("attn", layer, -1, value(attn_out)), ("mlp", layer, -1, value(mlp_out))]
         residual = residual + attn_out + mlp_out
     constant = torch.zeros(())
-    if norm.bias is not None and norm.scale is not None:
+    if norm.bias is not None and scale is not None:
         constant = constant + norm.bias.float() @ direction
     b_u = getattr(bridge.unembed, "b_U", None)
     if b_u is not None:

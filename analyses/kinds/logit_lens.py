@@ -78,7 +78,7 @@ def knockout_hooks(bridge, spec: AnalysisSpec) -> list:
     if not spec.ablate:
         return []
     ablation = ablating.prepare(bridge, listtext.components(spec.ablate), spec.ablation or "mean")
-    counter = Positions(cached=False)
+    counter = Positions.of(bridge, cached=False)
     return [counter.fwd_hook(), *ablating.ablation_hooks(ablation, counter)]
 
 

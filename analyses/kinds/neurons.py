@@ -23,8 +23,9 @@ Tables:
 - `promoters` (with `token=`): the reverse question — for each target token, the
   `top_k` neurons in scope whose row most promotes it, ranked over all layers.
 - `activations` (with `prompt=`): for each layer in scope, the `top_k` neurons
-  with the largest |activation| at any position of the prompt (or the one
-  `neuron=`), with their activation at every position.
+  with the largest |activation| at any position of the prompt after BOS (or the
+  one `neuron=`), with their activation at every position. BOS is never ranked
+  (`analyses.kinds.bos`): its activations are the attention sink's outliers.
 """
 from __future__ import annotations
 
@@ -42,6 +43,9 @@ from analyses.core.errors import SpecError
 from analyses.core.progress import Progress, silent
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
+from analyses.kinds.bos import first_after_bos, past_bos
+from analyses.kinds.final_norm import FinalNorm
+from analyses.kinds.ranges import check_index, check_layer
 from analyses.kinds.tokens import prompt_tokens, single_token, token_decoder, token_strings, token_texts
 
 ATLAS_COLUMNS = CATALOGUE["neurons"].tables["atlas"]
@@ -60,32 +64,18 @@ def chunk_size(d_vocab: int) -> int:
 def final_norm_reader(bridge, final_norm: bool) -> Callable[[Tensor], Tensor]:
     """rows [n, d_model] -> what the unembedding reads of them, through the final norm's
     centring (LayerNorm) and scale weight when `final_norm`, else unchanged."""
-    if not final_norm:
-        return lambda rows: rows
-    norm = getattr(bridge, "ln_final", None)
-    weight = getattr(norm, "weight", None) if norm is not None else None
-    if weight is not None and getattr(bridge.cfg, "rmsnorm_uses_offset", False):
-        weight = weight + 1.0  # Gemma's RMSNorm multiplies by (1 + weight)
-    centre = str(bridge.cfg.normalization_type or "").startswith("LN")
-
-    def read(rows: Tensor) -> Tensor:
-        if centre:
-            rows = rows - rows.mean(-1, keepdim=True)
-        return rows * weight.to(rows.dtype) if weight is not None else rows
-    return read
+    return FinalNorm(bridge).linear if final_norm else (lambda rows: rows)
 
 
 def scope(bridge, spec: AnalysisSpec) -> list[tuple[int, Tensor]]:
     """(layer, neuron ids) to read: every neuron, one layer's, or one neuron."""
     n_layers, d_mlp = bridge.cfg.n_layers, bridge.cfg.d_mlp
-    if spec.layer is not None and spec.layer >= n_layers:
-        raise SpecError("layer", f"{spec.layer} is out of range: the model has {n_layers} layers "
-                                 f"(0 to {n_layers - 1})")
+    if spec.layer is not None:
+        check_layer(bridge, spec.layer)
     if spec.neuron is not None and spec.layer is None:
         raise SpecError("neuron", "needs `layer` too: neuron indices count within one layer")
-    if spec.neuron is not None and spec.neuron >= d_mlp:
-        raise SpecError("neuron", f"{spec.neuron} is out of range: each MLP has {d_mlp} neurons "
-                                  f"(0 to {d_mlp - 1})")
+    if spec.neuron is not None:
+        check_index("neuron", spec.neuron, d_mlp, f"each MLP has {d_mlp} neurons")
     layers = range(n_layers) if spec.layer is None else [spec.layer]
     neurons = torch.arange(d_mlp) if spec.neuron is None else torch.tensor([spec.neuron])
     return [(layer, neurons) for layer in layers]
@@ -165,9 +155,11 @@ def promoters_table(scores: Float[Tensor, "neuron target"], neuron_ids: np.ndarr
 @torch.no_grad()
 def activations_table(bridge, prompt: str, where: list[tuple[int, Tensor]], top_k: int
                       ) -> pd.DataFrame:
-    """Each layer's `top_k` neurons by max |activation| over the prompt's positions (or
-    the one neuron asked for), with their `hook_post` activation at every position."""
+    """Each layer's `top_k` neurons by max |activation| over the prompt's positions after
+    BOS (or the one neuron asked for), with their `hook_post` activation at every position,
+    BOS's included: shown, never ranked (`analyses.kinds.bos`)."""
     tokens = prompt_tokens(bridge, prompt)
+    first = first_after_bos(bridge)
     names = {f"blocks.{layer}.mlp.hook_post": layer for layer, _ in where}
     _, cache = bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
     inputs = np.array(token_strings(bridge, tokens[0]), dtype=object)
@@ -175,7 +167,7 @@ def activations_table(bridge, prompt: str, where: list[tuple[int, Tensor]], top_
     for name, (layer, neurons) in zip(names, where):
         acts = cache[name][0][:, neurons.to(cache[name].device)].float().cpu()  # [pos, neuron]
         k = min(top_k, acts.shape[1])
-        chosen = acts.abs().max(0).values.topk(k).indices  # strongest first
+        chosen = past_bos(acts, first, pos_dim=0).abs().max(0).values.topk(k).indices  # strongest first
         values = acts[:, chosen]  # [pos, k]
         position, column = np.meshgrid(np.arange(values.shape[0]), np.arange(k), indexing="ij")
         frames.append(pd.DataFrame({

@@ -15,9 +15,12 @@ Effects, per cell:
 - `top1`: 1 when the answer is the model's top next token there, else 0 (NaN without one);
   `top_token`: that top token;
 - `kl`: mean over the neutral text's positions of KL(intact ‖ intervened) of the next-token
-  distributions, in nats, with the vector added at every position of that text (whatever
-  `positions` says) and the ablation applied: what the intervention breaks besides what it
-  steers.
+  distributions, in nats, with the vector added at every position of that text after BOS
+  (whatever `positions` says) and the ablation applied: what the intervention breaks besides
+  what it steers.
+
+BOS is never intervened on: neither the vector nor the ablation touches position 0 when the
+prompt begins with BOS (`analyses.kinds.bos`; `positions=all` means every position after it).
 
 Sampling (temperature > 0) draws `SAMPLES` continuations per cell, sample i seeded with
 seed + i in every cell, so cells differ by their intervention, not by their luck.
@@ -39,9 +42,11 @@ from analyses.core.errors import SpecError, UserError
 from analyses.core.progress import Progress, silent
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
+from analyses.kinds.bos import first_after_bos, past_bos
 from analyses.kinds.interventions import ablation as ablating
 from analyses.kinds.interventions import generation, vectors
 from analyses.kinds.interventions.neutral import neutral_tokens
+from analyses.kinds.ranges import check_layer
 from analyses.kinds.tokens import prompt_tokens, single_token, token_strings, token_texts
 
 TABLES = CATALOGUE["steering"].tables
@@ -115,8 +120,7 @@ def prepare(bridge, spec: AnalysisSpec, progress: Progress = silent) -> Plan:
     steering = full.positive is not None
     layers = listtext.indices(full.layer) if full.layer is not None else ([n_layers // 2] if steering else None)
     for layer in layers or []:
-        if layer >= n_layers:
-            raise SpecError("layer", f"{layer} is out of range: the model has {n_layers} layers (0 to {n_layers - 1})")
+        check_layer(bridge, layer)
     coeffs = sorted({0.0, *listtext.numbers(full.coeff)}) if steering else [0.0]
     if len(layers or [None]) * len(coeffs) > MAX_CELLS:
         raise SpecError("coeff", f"{len(layers)} layers × {len(coeffs)} coefficients; a run sweeps at "
@@ -135,7 +139,8 @@ def prepare(bridge, spec: AnalysisSpec, progress: Progress = silent) -> Plan:
                 temperature=temperature, samples=SAMPLES if temperature > 0 else 1,
                 max_new_tokens=full.max_new_tokens, seed=full.seed, kl={},
                 vector_table=vectors.vector_table(bridge, found, full.top_k) if steering else None,
-                resid_norms={layer: float(r[1:].norm(dim=-1).mean()) for layer, r in resid.items()})
+                resid_norms={layer: float(past_bos(r, first_after_bos(bridge), pos_dim=0).norm(dim=-1).mean())
+                             for layer, r in resid.items()})
     progress(0.05, "measuring what each intervention changes on a neutral text")
     intact = generation.forward(bridge, neutral, lambda counter: [])[0].float().log_softmax(-1)
     for cell in cells:

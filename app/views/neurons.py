@@ -45,6 +45,8 @@ def one_neuron(result):
     if activations is None:
         st.caption("Give a prompt above to see this neuron's activations on it.")
         return
+    st.caption("BOS (position 0, the attention sink) is never ranked: the most active neurons are chosen by "
+               "their activations after it; BOS's own activation is shown.")
     mine = activations[(activations["layer"] == layer) & (activations["neuron"] == neuron)]
     if len(mine):
         chart(neuron_activations_chart(mine), view_key(result, "activations"))

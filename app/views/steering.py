@@ -61,6 +61,8 @@ def numbers(result):
     st.dataframe(shown[columns].rename(columns={"metric": metric or "metric", "top_token": "top next token",
                                                 "kl": "KL on a neutral text (nats)"}),
                  hide_index=True, key=view_key(result, "effects"))
+    st.caption("BOS (position 0, the attention sink) is never intervened on: the vector and the ablation "
+               "start after it, and *Added at: all* means every position after BOS.")
     if result.meta.get("ablated"):
         st.caption(md_escape(f"Ablated: {result.meta['ablated']} ({result.spec.with_defaults().ablation} "
                              "ablation, every position after BOS)."))

@@ -96,13 +96,13 @@ def test_equals_transformer_lens_direct_logit_attribution(tiny_model_dir, arch):
     if arch == "gpt2":
         with torch.no_grad():
             _, cache = shared.run_with_cache(tokens, names_filter=["ln_final.hook_scale"])
-        norm = dla.FinalNorm(shared, cache["ln_final.hook_scale"][0, -1])
+        norm, scale = dla.FinalNorm(shared), cache["ln_final.hook_scale"][0, -1]
         direction = dla.logit_direction(shared, answer, wrong)
         for layer in range(shared.cfg.n_layers):
             attn = shared.blocks[layer].attn
             constant = shared.blocks[layer].ln1.bias @ attn.W_V + attn.b_V  # [head, d_head]
             writes = torch.einsum("hd,hdm->hm", constant.detach(), attn.W_O.detach())
-            value_bias[layer] = (norm.linear(writes) @ direction).detach().numpy()
+            value_bias[layer] = (norm.linear(writes, scale) @ direction).detach().numpy()
         assert np.abs(value_bias).max() > 1e-3  # the folding is visible at this tolerance
     np.testing.assert_allclose(ours_heads - value_bias.ravel(), theirs_heads, atol=1e-4)
 

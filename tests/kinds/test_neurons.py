@@ -103,7 +103,7 @@ def test_activations_are_the_strongest_neurons_on_the_prompt(tiny_model_dir, arc
     n_pos = tokens.shape[1]
     for layer in range(bridge.cfg.n_layers):
         post = cache[f"blocks.{layer}.mlp.hook_post"][0]  # [pos, d_mlp]
-        strongest = post.abs().max(0).values.topk(3).indices
+        strongest = post[1:].abs().max(0).values.topk(3).indices  # ranked after BOS
         mine = acts[acts.layer == layer]
         assert len(mine) == 3 * n_pos
         assert set(mine.neuron) == set(strongest.tolist())
@@ -150,3 +150,18 @@ def test_embedded_model_paris_neurons_raise_the_paris_logit():
         clean = bridge(tokens)[0, -1, paris].item()
         ablated = bridge.run_with_hooks(tokens, fwd_hooks=hooks)[0, -1, paris].item()
     assert ablated < clean
+
+
+def test_activations_never_rank_the_bos_position(embedded):
+    """BOS is never ranked: each layer's neurons are the strongest after BOS, though on the
+    embedded model BOS's activations (the attention sink's outliers) would pick others."""
+    bridge = embedded.bridge
+    acts = atlas_of(bridge, prompt=PROMPT, top_k=3)["activations"]
+    tokens = bridge.to_tokens(PROMPT, prepend_bos=True)
+    with torch.no_grad():
+        _, cache = bridge.run_with_cache(tokens)
+    for layer in range(bridge.cfg.n_layers):
+        post = cache[f"blocks.{layer}.mlp.hook_post"][0]  # [pos, d_mlp]
+        strongest = post[1:].abs().max(0).values.topk(3).indices
+        assert set(acts[acts.layer == layer].neuron) == set(strongest.tolist()), layer
+        assert len(acts[acts.layer == layer]) == 3 * tokens.shape[1]  # BOS's activation still shown

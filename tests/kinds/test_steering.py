@@ -93,7 +93,8 @@ def test_the_france_to_germany_preset_flips_the_answer_and_the_metric_rises(embe
 
 
 def test_the_metric_is_the_logit_difference_of_the_steered_forward_pass(embedded):
-    """Re-derived by hand: the vector from two run_with_cache calls, added by a plain hook."""
+    """Re-derived by hand: the vector from two run_with_cache calls, added by a plain hook at
+    every position after BOS."""
     bridge = embedded.bridge
     name = "blocks.2.hook_resid_pre"
 
@@ -102,7 +103,8 @@ def test_the_metric_is_the_logit_difference_of_the_steered_forward_pass(embedded
 
     vector = last(GERMANY) - last(FRANCE)
     logits = bridge.run_with_hooks(prompt_tokens(bridge, FRANCE),
-                                   fwd_hooks=[(name, lambda x, hook: x + 0.5 * vector)])[0, -1].detach()
+                                   fwd_hooks=[(name, lambda x, hook: torch.cat([x[:, :1], x[:, 1:] + 0.5 * vector], 1))]
+                                   )[0, -1].detach()
     berlin, paris = (single_token(bridge, t, "answer") for t in (" Berlin", " Paris"))
     effects = steer(embedded, **PRESET, coeff="0.5", max_new_tokens=1).tables["effects"]
     assert effects.query("coeff == 0.5")["metric"].iloc[0] == pytest.approx(
@@ -149,6 +151,33 @@ def test_positions_say_where_the_vector_is_added(embedded):
     assert metric["last"][1] > metric["last"][0] + 5
     generated = runs["generated"].tables["generations"].set_index("coeff")["text"]
     assert generated[1] != generated[0]  # later tokens are steered
+
+
+def test_positions_all_leaves_the_bos_residual_untouched(embedded):
+    """BOS is never intervened on: the steered residual entering the layer equals the
+    intact one at position 0 and differs everywhere after it (the KL's hooks too)."""
+    bridge = embedded.bridge
+    plan = steering.prepare(bridge, AnalysisSpec(kind="steering", **PRESET, coeff="1", positions="all"))
+    prompt = prompt_tokens(bridge, FRANCE)
+    name = vectors.resid_hook(2)
+    seen = {}
+
+    def capture(resid, hook):  # runs after the steering hook on the same hook point
+        seen["resid"] = resid[0].detach().clone()
+
+    def read(where) -> torch.Tensor:
+        hooks = steering.hooks_for(plan, steering.Cell(2, 1.0, False), where)
+        generation.forward(bridge, prompt, lambda counter: [*hooks(counter), (name, capture)])
+        return seen["resid"]  # [pos, d_model]
+
+    with torch.no_grad():
+        _, cache = bridge.run_with_cache(prompt, names_filter=[name])
+    intact = cache[name][0]
+    for where in (vectors.where_added("all", int(prompt.shape[1])),
+                  lambda pos: torch.ones_like(pos, dtype=torch.bool)):  # what the KL cells use
+        steered = read(where)
+        assert torch.equal(steered[0], intact[0])
+        assert not torch.isclose(steered[1:], intact[1:]).all(-1).any()
 
 
 def test_mean_diff_of_one_pair_is_actadd_and_mean_centred_is_the_means_difference(embedded):

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from analyses import AnalysisSpec, compute
+from analyses.core.catalogue import CATALOGUE
 from analyses.runtime import models
 from analyses.runtime.local_worker import LocalWorker
 from analyses.runtime.service import result_key
@@ -24,7 +25,7 @@ def test_round_trip_returns_an_equal_result(store, tiny_gpt2_dir):
     assert_same_result(computed, stored)
     row = store.sql("SELECT kind, model_fingerprint, analysis_version, library_versions, compute_seconds "
                     "FROM results").iloc[0]
-    assert row.kind == "logit_lens" and row.analysis_version == 1
+    assert row.kind == "logit_lens" and row.analysis_version == CATALOGUE["logit_lens"].version
     assert row.model_fingerprint == models.fingerprint(str(tiny_gpt2_dir))
     assert "transformer-lens" in row.library_versions
 

@@ -1,21 +1,24 @@
 """Knock out components: a head's output (`hook_z`), a layer's attention output or its
 MLP's output, replaced by zero or by its mean over the neutral text.
 
-Only positions after BOS are ablated (position 0 is the attention sink every head leans
-on; knocking it out breaks the model in a way no circuit explains), as in the head
-detectors' ablation (`analyses.kinds.heads`).
+Only positions after BOS are ablated, and means are taken over positions after BOS only
+(`analyses.kinds.bos`: BOS is the attention sink every head leans on; knocking it out breaks
+the model in a way no circuit explains). `MeanAfterBos` and `replace_after_bos` are the one
+definition of mean ablation, shared with the head detectors' ablation (`analyses.kinds.heads`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+from jaxtyping import Bool, Float
 from torch import Tensor
 
-from analyses.core.errors import SpecError
 from analyses.core.listtext import Component
+from analyses.kinds.bos import first_after_bos, past_bos
 from analyses.kinds.interventions.neutral import neutral_tokens
 from analyses.kinds.interventions.positions import Positions
+from analyses.kinds.ranges import check_index, check_layer
 
 HOOKS = {"head": "blocks.{layer}.attn.hook_z",  # [batch, pos, head, d_head]
          "attn": "blocks.{layer}.hook_attn_out",  # [batch, pos, d_model]
@@ -28,12 +31,43 @@ def hook_name(component: Component) -> str:
 
 def check_components(bridge, components: list[Component]) -> None:
     """Each component exists in this model, else a SpecError naming `ablate`."""
-    n_layers, n_heads = int(bridge.cfg.n_layers), int(bridge.cfg.n_heads)
+    n_heads = int(bridge.cfg.n_heads)
     for c in components:
-        if c.layer >= n_layers:
-            raise SpecError("ablate", f"{c.label}: the model has {n_layers} layers (0 to {n_layers - 1})")
-        if c.site == "head" and c.head >= n_heads:
-            raise SpecError("ablate", f"{c.label}: layer {c.layer} has {n_heads} heads (0 to {n_heads - 1})")
+        check_layer(bridge, c.layer, field="ablate", label=c.label)
+        if c.site == "head":
+            check_index("ablate", c.head, n_heads, f"layer {c.layer} has {n_heads} heads", label=c.label)
+
+
+class MeanAfterBos:
+    """A hook output's mean over batch rows and positions after BOS, gathered over as many
+    forward passes as it takes: what mean ablation puts in its place."""
+
+    def __init__(self, first: int):
+        self.first = first  # the first position after BOS
+        self.total: Tensor | float = 0.0
+        self.count = 0
+
+    def add(self, x: Float[Tensor, "batch pos ..."]) -> None:
+        kept = past_bos(x, self.first).float()
+        self.total = self.total + kept.sum((0, 1))
+        self.count += kept.shape[0] * kept.shape[1]
+
+    @property
+    def mean(self) -> Float[Tensor, "..."]:
+        return self.total / self.count
+
+
+def replace_after_bos(x: Tensor, value: Tensor, changeable: Bool[Tensor, "pos"],  # noqa: F821
+                      heads: list[int] | None = None) -> Tensor:
+    """`x` with `value` at the `changeable` positions: x [batch, pos, head, d_head] with
+    value [head, d_head] for the `heads` chosen, or x [batch, pos, d] with value [d]."""
+    value = value.to(x.dtype)
+    if heads:
+        mask = torch.zeros(x.shape[1], x.shape[2], dtype=torch.bool, device=x.device)  # [pos, head]
+        mask[:, heads] = True
+        mask &= changeable.to(x.device)[:, None]
+        return torch.where(mask[None, :, :, None], value[None, None], x)
+    return torch.where(changeable.to(x.device)[None, :, None], value[None, None], x)
 
 
 @dataclass(frozen=True)
@@ -65,7 +99,11 @@ def prepare(bridge, components: list[Component], how: str) -> Ablation:
         values = {name: torch.zeros(shape, device=device) for name, shape in shapes.items()}
     else:
         _, cache = bridge.run_with_cache(neutral_tokens(bridge), names_filter=names)
-        values = {name: cache[name][0, 1:].float().mean(0) for name in names}
+        values = {}
+        for name in names:
+            mean = MeanAfterBos(first_after_bos(bridge))
+            mean.add(cache[name])  # [1, pos, ...]
+            values[name] = mean.mean
     return Ablation(tuple(components), how, values)
 
 
@@ -79,14 +117,7 @@ def ablation_hooks(ablation: Ablation, positions: Positions) -> list[tuple[str, 
 
     def replace(name: str, chosen: list[int]):
         def hook(x: Tensor, hook) -> Tensor:
-            after_bos = positions.current(x.device) >= 1  # [pos]
-            value = ablation.values[name].to(x.dtype)
-            if chosen:  # x: [batch, pos, head, d_head]
-                mask = torch.zeros(x.shape[1], x.shape[2], dtype=torch.bool, device=x.device)
-                mask[:, chosen] = True
-                mask &= after_bos[:, None]
-                return torch.where(mask[None, :, :, None], value[None, None], x)
-            return torch.where(after_bos[None, :, None], value[None, None], x)  # [batch, pos, d]
+            return replace_after_bos(x, ablation.values[name], positions.changeable(x.device), chosen)
         return hook
 
     return [(name, replace(name, chosen)) for name, chosen in heads.items()]

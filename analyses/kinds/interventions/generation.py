@@ -41,7 +41,7 @@ def generate(bridge, prompt: Int[Tensor, "1 pos"], hooks_for: Hooks, max_new_tok
     (before any temperature), which equal a teacher-forced pass's (a test holds them to
     1e-4): no second pass, so generation costs what plain greedy generation costs."""
     n_prompt = int(prompt.shape[1])
-    counter = Positions(cached=use_cache)
+    counter = Positions.of(bridge, cached=use_cache)
     with torch.random.fork_rng(devices=[prompt.device] if prompt.device.type == "cuda" else []):
         torch.manual_seed(seed)
         with bridge.hooks(fwd_hooks=[counter.fwd_hook(), *hooks_for(counter)]):
@@ -61,6 +61,6 @@ def generate(bridge, prompt: Int[Tensor, "1 pos"], hooks_for: Hooks, max_new_tok
 @torch.no_grad()
 def forward(bridge, tokens: Int[Tensor, "1 pos"], hooks_for: Hooks) -> Float[Tensor, "1 pos d_vocab"]:
     """The model's logits over `tokens` under `hooks_for`'s hooks (one pass, no cache)."""
-    counter = Positions(cached=False)
+    counter = Positions.of(bridge, cached=False)
     with bridge.hooks(fwd_hooks=[counter.fwd_hook(), *hooks_for(counter)]):
         return bridge(tokens, return_type="logits")

@@ -8,6 +8,8 @@ contrast texts, added while the model reads and generates.
 - `mean_centred` (Jorgensen et al. 2023): the mean residual over the positive texts minus
   the mean over the neutral text, both over every position after BOS (the negative texts
   are not used).
+
+Whatever `positions=` says, the vector is never added at BOS (`analyses.kinds.bos`).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from torch import Tensor
 
 from analyses.core.catalogue import CATALOGUE
 from analyses.core.errors import SpecError
+from analyses.kinds.bos import first_after_bos, past_bos
 from analyses.kinds.interventions.neutral import neutral_tokens
 from analyses.kinds.tokens import prompt_tokens, token_texts
 
@@ -37,6 +40,11 @@ def read_residuals(bridge, tokens, layers: list[int]) -> dict[int, Float[Tensor,
     return {layer: cache[resid_hook(layer)][0].float() for layer in layers}
 
 
+def mean_after_bos(bridge, residual: Float[Tensor, "pos d_model"]) -> Float[Tensor, "d_model"]:  # noqa: F821
+    """A text's mean residual over its positions after BOS."""
+    return past_bos(residual, first_after_bos(bridge), pos_dim=0).mean(0)
+
+
 def _texts_residuals(bridge, texts: list[str], field: str, layers: list[int],
                      last: bool) -> dict[int, Float[Tensor, "text d_model"]]:
     """Per text, its residual at its last position (`last`) or its mean after BOS."""
@@ -44,7 +52,7 @@ def _texts_residuals(bridge, texts: list[str], field: str, layers: list[int],
     for text in texts:
         read = read_residuals(bridge, prompt_tokens(bridge, text, field), layers)
         for layer in layers:
-            rows[layer].append(read[layer][-1] if last else read[layer][1:].mean(0))
+            rows[layer].append(read[layer][-1] if last else mean_after_bos(bridge, read[layer]))
     return {layer: torch.stack(found) for layer, found in rows.items()}
 
 
@@ -57,7 +65,7 @@ def steering_vectors(bridge, method: str, positive: list[str], negative: list[st
                                         "no negative texts (leave them out, or use mean_diff)")
         pos = _texts_residuals(bridge, positive, "positive", layers, last=False)
         neutral = read_residuals(bridge, neutral_tokens(bridge), layers)
-        return {layer: pos[layer].mean(0) - neutral[layer][1:].mean(0) for layer in layers}
+        return {layer: pos[layer].mean(0) - mean_after_bos(bridge, neutral[layer]) for layer in layers}
     if not negative:
         raise SpecError("negative", f"{method} needs contrasting texts, one per positive text")
     if len(positive) != len(negative):
@@ -93,17 +101,17 @@ def vector_table(bridge, vectors: dict[int, Tensor], top_k: int) -> pd.DataFrame
 
 def steering_hook(vector: Tensor, coeff: float, where, positions):
     """A hook adding `coeff * vector` to the residual at the positions `where` picks
-    (`where(absolute positions) -> bool mask`)."""
+    (`where(absolute positions) -> bool mask`), never at BOS."""
     def hook(resid: Tensor, hook) -> Tensor:  # [batch, pos, d_model]
-        mask = where(positions.current(resid.device))  # [pos]
+        mask = where(positions.current(resid.device)) & positions.changeable(resid.device)  # [pos]
         shift = (coeff * vector).to(device=resid.device, dtype=resid.dtype)
         return resid + mask[None, :, None].to(resid.dtype) * shift
     return hook
 
 
 def where_added(rule: str, prompt_length: int):
-    """The positions rule of `positions=`: every position, the prompt's last, or the
-    generated tokens' (from `prompt_length` on)."""
+    """The positions rule of `positions=`: every position (BOS aside: `steering_hook` never
+    adds there), the prompt's last, or the generated tokens' (from `prompt_length` on)."""
     if rule == "all":
         return lambda pos: torch.ones_like(pos, dtype=torch.bool)
     if rule == "last":

@@ -50,6 +50,7 @@ from analyses.core.errors import SpecError
 from analyses.core.progress import Progress, silent
 from analyses.core.restored import has_gap, share_restored
 from analyses.core.spec import AnalysisSpec
+from analyses.kinds import ranges
 from analyses.kinds.tokens import prompt_tokens, single_token
 
 POSITION, HEAD = "position", "head"
@@ -158,10 +159,7 @@ def check_layer(bridge, layer: int | None) -> list[int]:
     n_layers = int(bridge.cfg.n_layers)
     if layer is None:
         return list(range(n_layers))
-    if layer >= n_layers:
-        raise SpecError("layer", f"{layer} is out of range: the model has {n_layers} layers "
-                                 f"(0-{n_layers - 1})")
-    return [layer]
+    return [ranges.check_layer(bridge, layer)]
 
 
 def logit_diff(logits: Float[Tensor, "batch pos d_vocab"], answer: int | Tensor,
