@@ -247,7 +247,7 @@ KINDS: tuple[Kind, ...] = (
         name="steering",
         summary="intervene and read what the model then says: add a steering vector built from "
                 "contrast texts, knock out heads or layers, and generate",
-        version=1,
+        version=2,  # 2: samples drawn from the job's own generator (Gumbel-max), not the global one
         runner="analyses.kinds.steering:run",
         examples_runner="analyses.kinds.steering:run_examples",
         figures="analyses.figures.steering:figures",
