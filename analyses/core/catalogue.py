@@ -255,7 +255,8 @@ KINDS: tuple[Kind, ...] = (
         summary="intervene and read what the model then says: add a steering vector built from "
                 "contrast texts, knock out heads or layers, and generate",
         version=2,  # 2: set summaries: exact t, Wilson for top1, kl one measurement (n = 1);
-                    # the vector is never added at BOS (positions=all, and the KL's neutral text)
+                    # the vector is never added at BOS (positions=all, and the KL's neutral text);
+                    # samples drawn from the job's own generator (Gumbel-max), not the global one
         runner="analyses.kinds.steering:run",
         examples_runner="analyses.kinds.steering:run_examples",
         figures="analyses.figures.steering:figures",

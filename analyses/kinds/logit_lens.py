@@ -32,6 +32,8 @@ from analyses.kinds.interventions import ablation as ablating
 from analyses.kinds.interventions.positions import Positions
 from analyses.kinds.tokens import prompt_tokens, single_token, token_strings, token_texts
 
+MAX_TARGETS = 64  # target tokens one run may follow: each adds a row per layer and position
+SORT_FROM = 8  # from here one sort per row (0.7 s) beats counting each target (0.09 s) on a GPT-2 chunk
 TOP_COLUMNS = CATALOGUE["logit_lens"].tables["top"]
 TARGET_COLUMNS = CATALOGUE["logit_lens"].tables["targets"]
 
@@ -49,6 +51,9 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     bridge = model.bridge
     spec = spec.with_defaults()
     tokens = prompt_tokens(bridge, spec.prompt)  # [1, pos]
+    if len(spec.targets()) > MAX_TARGETS:
+        raise SpecError("token", f"{len(spec.targets())} target tokens; at most {MAX_TARGETS} "
+                                 "are followed in one run")
     targets = [(t, single_token(bridge, t, "token")) for t in spec.targets()]
     if spec.ablation not in (None, "mean") and spec.ablate is None:
         raise SpecError("ablation", "says how to ablate; name what to ablate in ablate= as well")
@@ -116,7 +121,7 @@ def read_all_layers(bridge, cache, n_pos: int, top_k: int, targets: list[int],
         part = [top_ids, (top_logits - normaliser).exp(), top_logits]
         if targets:
             target_logits = logits[..., ids.to(logits.device)]  # [entry, chunk, target]
-            ranks = (logits.unsqueeze(-2) > target_logits.unsqueeze(-1)).sum(-1)
+            ranks = target_ranks(logits, target_logits)
             part += [ranks, (target_logits - normaliser).exp()]
         parts.append(part)
     joined = [torch.cat(column, dim=1).cpu().numpy() for column in zip(*parts)]
@@ -124,6 +129,24 @@ def read_all_layers(bridge, cache, n_pos: int, top_k: int, targets: list[int],
     return Readout(labels=labels, top_ids=joined[0], top_probs=joined[1], top_logits=joined[2],
                    target_ranks=joined[3] if targets else empty,
                    target_probs=joined[4] if targets else empty)
+
+
+def target_ranks(logits: Float[Tensor, "entry pos d_vocab"],
+                 target_logits: Float[Tensor, "entry pos target"]) -> Tensor:
+    """[entry, pos, target] (long): how many of the row's logits are strictly larger than
+    each target's — 0 for the argmax, and a tie never pushes a target down.
+
+    Memory stays that of the logits whatever the number of targets: few targets are
+    counted one at a time against the row (a bool the row's size each); from `SORT_FROM`
+    on, each row is sorted once and every target's logit is placed by binary search
+    (vocab − its insertion point after equal values) — comparing all targets at once
+    took [entry, pos, target, vocab] bytes, 16 GB per chunk for 1,000 targets on GPT-2."""
+    if target_logits.shape[-1] < SORT_FROM:
+        return torch.stack([(logits > target_logits[..., i, None]).sum(-1)
+                            for i in range(target_logits.shape[-1])], dim=-1)
+    ascending = logits.sort(dim=-1).values  # [entry, pos, vocab]
+    at_or_below = torch.searchsorted(ascending, target_logits.contiguous(), right=True)
+    return logits.shape[-1] - at_or_below
 
 
 def lensed_logits(bridge, cache, positions: slice, final_norm: bool

@@ -6,6 +6,11 @@ than `max_queued` jobs in flight are answered "busy", and a finished job stores 
 result — so a result is cached even if whoever asked has gone (a closed browser tab).
 An out-of-memory error fails that job with a clear message and the worker goes on.
 
+A job may run at most `ANALYSES_JOB_TIME_LIMIT` seconds (unset or 0: no limit, the
+headless default; the app sets 600 unless the operator chose): past it, the job's next
+progress report stops it the way a cancel does, and it fails saying so — one link with
+`exact=1` on a long prompt must not hold a model for hours.
+
 Backends differ only in `_execute(job, device, dtype, progress) -> Execution`: the local
 worker runs it on its own threads (`local_worker.py`), the Ray worker on Serve replicas
 (`ray_worker.py`). Both end in `execute.execute`, and both report progress the same way.
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -31,6 +37,19 @@ log = logging.getLogger(__name__)
 
 
 HISTORY = 64  # progress reports a job keeps
+TIME_LIMIT_ENV = "ANALYSES_JOB_TIME_LIMIT"  # seconds a job may run; unset or 0: no limit
+
+
+def job_time_limit() -> float | None:
+    """The configured limit per job in seconds, or None for none."""
+    text = os.environ.get(TIME_LIMIT_ENV, "").strip()
+    try:
+        seconds = float(text) if text else 0.0
+    except ValueError:
+        raise ValueError(f"{TIME_LIMIT_ENV}={text!r}: give a number of seconds (0 or unset: no limit)") from None
+    if seconds < 0 or seconds != seconds:
+        raise ValueError(f"{TIME_LIMIT_ENV}={text!r}: give a number of seconds (0 or unset: no limit)")
+    return seconds or None
 
 
 class State(str, Enum):
@@ -43,6 +62,11 @@ class State(str, Enum):
 
 class Busy(UserError):
     """The worker's queue is full: ask again shortly."""
+
+
+class OverTimeLimit(Cancelled):
+    """Raised at a job's first progress report past its time limit: it stops as a
+    cancelled job does (the Ray backend cancels the replica's stream for it too)."""
 
 
 class JobFailed(UserError):
@@ -116,6 +140,7 @@ class Worker:
 
     def submit(self, spec: AnalysisSpec, key: str, device: str | None = None,
                dtype: str = "float32", store: bool = True) -> Job:
+        limit = job_time_limit()  # read per job: a bad setting fails here, named, not in a thread
         with self._lock:
             job = self._in_flight.get(key)
             if job is not None:
@@ -125,7 +150,7 @@ class Worker:
                            "try again in a moment")
             job = Job(id=f"job-{next(self._ids)}", key=key, spec=spec)
             self._in_flight[key] = job
-        self._pool.submit(self._run, job, device, dtype, store)
+        self._pool.submit(self._run, job, device, dtype, store, limit)
         return job
 
     @property
@@ -138,10 +163,14 @@ class Worker:
         with self._lock:
             return list(self._in_flight.values())
 
-    def _run(self, job: Job, device: str | None, dtype: str, store: bool) -> None:
+    def _run(self, job: Job, device: str | None, dtype: str, store: bool, limit: float | None) -> None:
+        deadline = None if limit is None else time.monotonic() + limit
+
         def progress(fraction: float, message: str) -> None:
             if job.cancelled:
                 raise Cancelled(job.id)
+            if deadline is not None and time.monotonic() > deadline:
+                raise OverTimeLimit(job.id)
             job.fraction, job.message = float(fraction), message
             job.history.append((job.fraction, message))
 
@@ -152,6 +181,11 @@ class Worker:
             if store:
                 self.store.put(job.key, done.result, done.fingerprint, done.version, done.seconds)
             job.result, job.state, job.fraction, job.message = done.result, State.DONE, 1.0, "done"
+        except OverTimeLimit:
+            job.state, job.user_error = State.FAILED, True
+            job.error = (f"{job.spec.kind} on {job.spec.model} was stopped after {limit:g} s: this "
+                         f"server's limit per job ({TIME_LIMIT_ENV}); try a shorter prompt or a smaller "
+                         "request (fewer layers, positions or examples; exact=0)")
         except Cancelled:
             job.state, job.message = State.CANCELLED, "cancelled"
         except UserError as err:

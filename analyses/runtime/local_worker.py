@@ -6,20 +6,15 @@ different models run side by side.
 """
 from __future__ import annotations
 
-import threading
-
 from analyses.runtime.execute import Execution, execute
 from analyses.runtime.jobs import Job, State, Worker
+from analyses.runtime.model_locks import ModelLocks
 
 
 class LocalWorker(Worker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._model_locks: dict[str, threading.Lock] = {}
-
-    def model_lock(self, fingerprint: str) -> threading.Lock:
-        with self._lock:
-            return self._model_locks.setdefault(fingerprint, threading.Lock())
+        self.model_lock = ModelLocks()  # model_lock(fingerprint) -> that model's lock
 
     def _execute(self, job: Job, device: str | None, dtype: str, progress) -> Execution:
         def running() -> None:

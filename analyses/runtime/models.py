@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analyses.core.errors import ModelError
+from analyses.runtime import model_policy
 from analyses.runtime.offline import ensure_offline_if_unreachable
 
 if TYPE_CHECKING:
@@ -249,6 +250,19 @@ def _hub_revision(hub_id: str) -> str:
                                      f"{err})") from err
 
 
+def _config_file(resolved: Resolved) -> Path:
+    """The config.json of a directory or hub model; a hub id's alone is fetched if uncached."""
+    if resolved.source != "huggingface":
+        return resolved.path / "config.json"
+    snapshot = _cached_snapshot(resolved.hub_id)
+    if snapshot is not None:
+        return snapshot / "config.json"
+    _hub_revision(resolved.hub_id)  # offline or unknown: its clear error
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(resolved.hub_id, "config.json", cache_dir=_hub_cache_dir()))
+
+
 # --------------------------------------------------------------------------- fingerprints
 
 _FINGERPRINTS: dict[tuple, str] = {}  # (path, stat of each content file) -> sha256 hex
@@ -335,6 +349,7 @@ def load(ref: str = "default", device: str | None = None, dtype: str = "float32"
     "bfloat16"; "float16" only on CUDA. Thread-safe: concurrent loads of one model share it.
     """
     resolved = resolve(ref)
+    model_policy.check(ref, resolved, lambda: _config_file(resolved))  # before any weights
     device = _pick_device(device)
     _check_dtype(dtype, device)
     fp = _fingerprint(resolved)

@@ -1,11 +1,12 @@
 """The Ray backend of the worker: the same queue, jobs run on Ray Serve replicas.
 
 A Serve deployment whose replicas each hold their own models (`models.load`'s LRU lives in
-the replica process) runs one analysis at a time per replica, so replicas need no model
-lock; scale out with more replicas, one per GPU (`ANALYSES_RAY_GPUS_PER_REPLICA=1`). Its
-queue is bounded: when `ANALYSES_RAY_MAX_QUEUED` requests wait already, a new one is
-answered "busy" at once. Results come back to this process, which stays the only writer of
-the DuckDB store.
+the replica process) takes one request at a time per replica; each replica still holds a
+lock per model (`model_locks.py`), since a cancelled request's thread runs on until its
+next progress report while the next request starts. Scale out with more replicas, one per
+GPU (`ANALYSES_RAY_GPUS_PER_REPLICA=1`). Its queue is bounded: when
+`ANALYSES_RAY_MAX_QUEUED` requests wait already, a new one is answered "busy" at once.
+Results come back to this process, which stays the only writer of the DuckDB store.
 
 Progress: a replica runs the same `execute()` as the local worker, and streams each of its
 progress reports back as it happens (a streaming Serve call: the replica's method is a
@@ -26,9 +27,11 @@ import queue
 import threading
 from pathlib import Path
 
+from analyses.core.catalogue import CATALOGUE, Catalogue
 from analyses.core.errors import UserError
 from analyses.core.progress import Cancelled
 from analyses.runtime.jobs import Busy, Job, State, Worker
+from analyses.runtime.model_locks import ModelLocks
 
 REPO = Path(__file__).resolve().parents[2]
 _FORWARDED_ENV = ("HF_HUB_OFFLINE", "ANALYSES_MODEL_ROOTS", "HF_HOME", "HF_HUB_CACHE")
@@ -37,6 +40,10 @@ PROGRESS, DONE, FAILED = "progress", "done", "failed"  # the kinds of message a 
 
 class AnalysisReplica:
     """One Serve replica: loads models on first use and runs analyses, one at a time."""
+
+    def __init__(self, catalogue: Catalogue = CATALOGUE):
+        self.catalogue = catalogue  # which code runs each kind (tests inject doubles here)
+        self.model_lock = ModelLocks()  # a cancelled job's thread may still be on its model
 
     def run(self, spec_json: str, device: str | None, dtype: str):
         """Stream (PROGRESS, fraction, message) tuples while the job runs, then one
@@ -55,7 +62,8 @@ class AnalysisReplica:
         def work() -> None:
             try:
                 messages.put((DONE, execute(AnalysisSpec.from_json(spec_json), device, dtype,
-                                            progress)))
+                                            progress, catalogue=self.catalogue,
+                                            model_lock=self.model_lock)))
             except BaseException as err:  # noqa: BLE001 - reported to the caller, not raised here
                 messages.put((FAILED, isinstance(err, UserError), _error_text(err)))
 

@@ -21,6 +21,7 @@ import streamlit as st
 
 from analyses import AnalysisSpec, Result, compute
 from analyses.core.errors import UserError
+from analyses.runtime.jobs import TIME_LIMIT_ENV
 from analyses.runtime.service import cached, result_key
 from app.components.display import md_escape, without_server_paths
 from app.components.model_picker import LAST_META_KEY
@@ -31,6 +32,11 @@ KEPT_RESULTS = 4
 # A page waits at most this long (seconds) for a job: never an endless spinner. The job
 # goes on in the worker and stores its result, so reopening the link later shows it.
 WAIT_S = float(os.environ.get("ANALYSES_APP_WAIT_S", "600"))
+# Each job may run this long (seconds) in the app unless the operator set ANALYSES_JOB_TIME_LIMIT
+# (0: none; headless compute has none by default): one visitor's link must not hold a model
+# for hours. Below WAIT_S, so a visitor still waiting is told the job was stopped, and why.
+APP_JOB_TIME_LIMIT_S = 540.0
+os.environ.setdefault(TIME_LIMIT_ENV, f"{APP_JOB_TIME_LIMIT_S:g}")  # the worker reads it per job
 
 
 def run_spec(spec: AnalysisSpec, cache: bool = True) -> Result | None:

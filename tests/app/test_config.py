@@ -22,3 +22,26 @@ def test_no_source_watching_and_app_static_files_are_served():
     server = tomllib.loads(CONFIG.read_text())["server"]
     assert server["fileWatcherType"] == "none"
     assert server["enableStaticServing"] is True
+
+
+def test_uploads_over_the_prompt_set_limit_are_refused_before_they_are_read():
+    """Streamlit refuses a larger file itself (MB units) instead of reading it whole first;
+    the set's own check (MAX_BYTES, with its message) still holds below that."""
+    from analyses.core import datasets
+
+    server = tomllib.loads(CONFIG.read_text())["server"]
+    assert server["maxUploadSize"] == -(-datasets.MAX_BYTES // 2**20)  # MiB, rounded up
+
+
+def test_the_app_limits_each_job_unless_the_operator_chose(monkeypatch):
+    import importlib
+
+    import app.components.run as run
+    from analyses.runtime.jobs import TIME_LIMIT_ENV, job_time_limit
+
+    monkeypatch.delenv(TIME_LIMIT_ENV, raising=False)
+    importlib.reload(run)
+    assert job_time_limit() == run.APP_JOB_TIME_LIMIT_S < run.WAIT_S  # a waiting visitor sees why
+    monkeypatch.setenv(TIME_LIMIT_ENV, "0")  # the operator's choice stands: no limit
+    importlib.reload(run)
+    assert job_time_limit() is None

@@ -35,6 +35,35 @@ def test_figure_png_when_kaleido_and_a_browser_are_here():
     assert figure_png(target_rank_chart(target_table()))[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_png_clicks_share_one_browser_and_repeat_clicks_render_nothing(monkeypatch):
+    """Every PNG goes through one Chromium kept by kaleido's sync server (its per-call path,
+    which starts a browser each time, is never taken), one render at a time, and a figure
+    already rendered (equal content) is served from memory."""
+    import kaleido._sync_server as sync_server
+
+    from app.components import downloads
+    from helpers import run_concurrently
+
+    if not downloads.png_available():
+        pytest.skip("PNG export needs kaleido and a Chromium browser; one is missing")
+
+    def one_browser_per_call(*args, **kwargs):
+        raise AssertionError("a Chromium was started for one PNG")
+
+    monkeypatch.setattr(sync_server, "oneshot_async_run", one_browser_per_call)
+    figures = {name: target_rank_chart(target_table()).update_layout(title=name) for name in "abc"}
+    alone = {name: downloads.figure_png(fig) for name, fig in figures.items()}
+    together = run_concurrently(lambda name: downloads.figure_png(figures[name]), [(n,) for n in "abc"])
+    assert together == [alone[name] for name in "abc"]  # nobody got another's image
+
+    renders, real = [], downloads.figure_png
+    monkeypatch.setattr(downloads, "figure_png", lambda fig: (renders.append(fig), real(fig))[1])
+    first = downloads.cached_png(figures["a"])
+    again = downloads.cached_png(target_rank_chart(target_table()).update_layout(title="a"))
+    assert first == again == alone["a"] and len(renders) == 1
+    assert downloads.cached_png(figures["b"]) == alone["b"] and len(renders) == 2
+
+
 # --------------------------------------------------------------------------- presets
 
 def test_presets_map_suites_to_each_kinds_fields(tmp_path):

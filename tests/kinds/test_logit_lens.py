@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from analyses import AnalysisSpec, compute
+from analyses.kinds import logit_lens
 from analyses.kinds.logit_lens import run
 from analyses.runtime import models
 from conftest import TINY_ARCHS
@@ -113,6 +114,32 @@ def test_a_configured_token_limit_is_refused_with_its_name(tiny_gpt2_dir, monkey
         run(model, AnalysisSpec(kind="logit_lens", prompt=PROMPT))
     monkeypatch.setenv("ANALYSES_MAX_TOKENS", str(n_tokens))  # exactly the limit is fine
     assert run(model, AnalysisSpec(kind="logit_lens", prompt=PROMPT)).meta["n_tokens"] == n_tokens
+
+
+def pairwise_ranks(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
+    """The first definition: per target, how many logits are strictly larger, from an
+    [entry, pos, target, vocab] comparison (what the readout did before it sorted)."""
+    return (logits.unsqueeze(-2) > target_logits.unsqueeze(-1)).sum(-1)
+
+
+@pytest.mark.parametrize("n_targets", [1, 3, 40])
+def test_target_ranks_equal_the_pairwise_count_with_ties(n_targets):
+    """Logits drawn from 7 values: most of a row ties, so the strict `>` convention (a tie
+    does not push a target down; the argmax is 0) is what is tested."""
+    generator = torch.Generator().manual_seed(n_targets)
+    logits = torch.randint(-3, 4, (5, 6, 300), generator=generator).float()  # [entry, pos, vocab]
+    ids = torch.randint(0, 300, (n_targets,), generator=generator)
+    target_logits = logits[..., ids]  # [entry, pos, target]
+    ours = logit_lens.target_ranks(logits, target_logits)
+    assert ours.dtype == torch.long and torch.equal(ours, pairwise_ranks(logits, target_logits))
+
+
+def test_too_many_targets_are_refused_naming_the_field_and_the_cap(tiny_gpt2_dir):
+    model = models.load(str(tiny_gpt2_dir))
+    many = ",".join(f" w{i}" for i in range(logit_lens.MAX_TARGETS + 1))
+    with pytest.raises(ValueError, match=rf"token: {logit_lens.MAX_TARGETS + 1} target tokens; at most "
+                                         rf"{logit_lens.MAX_TARGETS}"):
+        run(model, AnalysisSpec(kind="logit_lens", prompt=PROMPT, token=many))
 
 
 def test_stories260k_final_layer_is_the_softmax_output(stories260k_dir):

@@ -364,3 +364,81 @@ def test_offline_switch_probes_once_per_process(monkeypatch):
     _offline.ensure_offline_if_unreachable()
     _offline.ensure_offline_if_unreachable()
     assert probes == [1]
+
+
+# --------------------------------------------------------------------------- who may load what
+
+def booting_is_an_error(monkeypatch):
+    """Any boot from here on fails the test: a refusal must come before weights are read."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was booted")
+
+    monkeypatch.setattr(models, "_boot", refuse)
+
+
+def test_without_an_allowlist_or_a_cap_every_reference_loads_as_before(tiny_gpt2_dir, monkeypatch):
+    monkeypatch.delenv("ANALYSES_MODEL_ALLOWLIST", raising=False)
+    monkeypatch.delenv("ANALYSES_MAX_PARAMS", raising=False)
+    assert models.load(str(tiny_gpt2_dir), device="cpu").source == "local_dir"
+
+
+def test_the_allowlist_refuses_other_hub_ids_and_paths_naming_the_rule(tiny_gpt2_dir, empty_hub_cache,
+                                                                       monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    fake_hub_snapshot(empty_hub_cache, "tiny-org/tiny-gpt2", tiny_gpt2_dir, "b" * 40)
+    fake_hub_snapshot(empty_hub_cache, "other-org/tiny-gpt2", tiny_gpt2_dir, "c" * 40)
+    monkeypatch.setenv("ANALYSES_MODEL_ALLOWLIST", "gpt2, tiny-org/*")
+    assert models.load("tiny-org/tiny-gpt2", device="cpu").source == "huggingface"
+    booting_is_an_error(monkeypatch)
+    for ref in ("other-org/tiny-gpt2", str(tiny_gpt2_dir)):
+        with pytest.raises(ModelError, match=rf"model {ref!r} is not allowed on this server: "
+                                             r"ANALYSES_MODEL_ALLOWLIST allows only gpt2, tiny-org/\*"):
+            models.load(ref, device="cpu")
+
+
+def test_the_embedded_models_are_always_allowed(monkeypatch):
+    monkeypatch.setenv("ANALYSES_MODEL_ALLOWLIST", "gpt2")
+    monkeypatch.setenv("ANALYSES_MAX_PARAMS", "1")
+    from analyses.runtime import model_policy
+
+    for ref in ("default", models.DEFAULT_MODEL):
+        model_policy.check(ref, models.resolve(ref))  # no error
+
+
+def test_a_local_path_is_allowed_by_a_pattern_on_its_path(tiny_gpt2_dir, monkeypatch):
+    monkeypatch.setenv("ANALYSES_MODEL_ALLOWLIST", f"{tiny_gpt2_dir.parent}/*")
+    assert models.load(str(tiny_gpt2_dir), device="cpu").source == "local_dir"
+
+
+def test_the_parameter_count_comes_from_the_config_alone(tiny_gpt2_dir, tiny_llama_dir):
+    from transformers import AutoModelForCausalLM
+
+    from analyses.runtime import model_policy
+
+    for folder in (tiny_gpt2_dir, tiny_llama_dir):
+        expected = AutoModelForCausalLM.from_pretrained(folder).num_parameters()
+        assert model_policy.parameter_count(folder / "config.json") == expected
+
+
+def test_a_model_over_the_parameter_cap_is_refused_before_its_weights_load(tiny_gpt2_dir, empty_hub_cache,
+                                                                           monkeypatch):
+    from analyses.runtime import model_policy
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    fake_hub_snapshot(empty_hub_cache, "tiny-org/tiny-gpt2", tiny_gpt2_dir, "d" * 40)
+    n = model_policy.parameter_count(tiny_gpt2_dir / "config.json")
+    monkeypatch.setenv("ANALYSES_MAX_PARAMS", str(n))  # exactly the cap is fine
+    assert models.load("tiny-org/tiny-gpt2", device="cpu").source == "huggingface"
+    models.clear_cache()
+    monkeypatch.setenv("ANALYSES_MAX_PARAMS", f"{n - 1}.0")
+    booting_is_an_error(monkeypatch)
+    for ref in ("tiny-org/tiny-gpt2", str(tiny_gpt2_dir)):
+        with pytest.raises(ModelError, match=rf"model {ref!r} has {n:,} parameters; this server loads "
+                                             rf"at most {n - 1:,} \(ANALYSES_MAX_PARAMS\)"):
+            models.load(ref, device="cpu")
+
+
+def test_a_bad_parameter_cap_is_named(monkeypatch, tiny_gpt2_dir):
+    monkeypatch.setenv("ANALYSES_MAX_PARAMS", "two billion")
+    with pytest.raises(ModelError, match="ANALYSES_MAX_PARAMS='two billion'"):
+        models.load(str(tiny_gpt2_dir), device="cpu")

@@ -158,3 +158,40 @@ def test_a_job_keeps_its_progress_history(store, tiny_gpt2_dir):
     messages = [message for _, message in job.history]
     assert messages[0] == f"loading {spec.model}" and messages[1] == "running", messages
     assert all(0.0 <= fraction <= 1.0 for fraction, _ in job.history)
+
+
+def endless(model, spec, progress):
+    """A kind that never finishes by itself but reports progress between its batches."""
+    for step in range(3000):
+        progress(step / 3000, f"batch {step}")
+        threading.Event().wait(0.01)
+    raise AssertionError("the time limit should have stopped this job")
+
+
+def test_a_job_over_the_time_limit_is_stopped_and_says_so(store, tiny_gpt2_dir, monkeypatch):
+    monkeypatch.setenv("ANALYSES_JOB_TIME_LIMIT", "0.5")
+    worker = LocalWorker(store=store, catalogue=with_runner(endless))
+    spec = lens_spec(tiny_gpt2_dir)
+    job = worker.submit(spec, result_key(spec))
+    with pytest.raises(JobFailed, match=r"stopped after 0.5 s: this server's limit per job "
+                                        r"\(ANALYSES_JOB_TIME_LIMIT\)"):
+        job.wait(30)
+    assert job.state is State.FAILED and job.user_error and store.keys() == []
+    assert compute(lens_spec(tiny_gpt2_dir, "Hello world"), worker=LocalWorker(store=store),
+                   store=store).tables["top"].shape[0] > 0  # a quick job still runs
+
+
+@pytest.mark.parametrize("value, limit", [("", None), ("0", None), ("600", 600.0), ("2.5", 2.5)])
+def test_the_time_limit_is_read_from_the_environment(monkeypatch, value, limit):
+    from analyses.runtime.jobs import job_time_limit
+
+    monkeypatch.setenv("ANALYSES_JOB_TIME_LIMIT", value)
+    assert job_time_limit() == limit
+
+
+def test_a_bad_time_limit_is_named(monkeypatch):
+    from analyses.runtime.jobs import job_time_limit
+
+    monkeypatch.setenv("ANALYSES_JOB_TIME_LIMIT", "ten minutes")
+    with pytest.raises(ValueError, match="ANALYSES_JOB_TIME_LIMIT='ten minutes'"):
+        job_time_limit()
