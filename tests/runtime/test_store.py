@@ -10,7 +10,7 @@ from analyses.core.catalogue import CATALOGUE
 from analyses.runtime import models
 from analyses.runtime.local_worker import LocalWorker
 from analyses.runtime.service import result_key
-from analyses.runtime.store import Store
+from analyses.runtime.store import Store, table_name
 from helpers import assert_same_result, lens_spec, run_python, wait_for_line
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,7 +32,8 @@ def test_round_trip_returns_an_equal_result(store, tiny_gpt2_dir):
 
 def test_result_tables_are_queryable_with_sql(store, tiny_gpt2_dir):
     compute(lens_spec(tiny_gpt2_dir), worker=LocalWorker(store=store), store=store)
-    frame = store.sql("SELECT r.model_fingerprint, t.layer, t.prob FROM tbl_logit_lens_targets_v1 t "
+    targets = table_name("logit_lens", "targets", CATALOGUE["logit_lens"].version)
+    frame = store.sql(f"SELECT r.model_fingerprint, t.layer, t.prob FROM {targets} t "
                       "JOIN results r ON r.key = t.result_key WHERE t.token_str = ? ORDER BY t.prob DESC",
                       [" Mary"])
     assert len(frame) > 0 and frame.prob.is_monotonic_decreasing
