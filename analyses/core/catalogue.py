@@ -141,7 +141,7 @@ KINDS: tuple[Kind, ...] = (
     Kind(
         name="logit_lens",
         summary="what each layer would predict: the residual stream read through the unembedding",
-        version=1,
+        version=2,  # 2: targets read with the comma list's escapes (`\,` a comma in a token)
         runner="analyses.kinds.logit_lens:run",
         figures="analyses.figures.logit_lens:figures",
         required=("prompt",),
@@ -192,7 +192,7 @@ KINDS: tuple[Kind, ...] = (
         name="neurons",
         summary="neuron atlas: the tokens each MLP neuron promotes and suppresses, read through "
                 "the unembedding; which neurons promote a token; top neurons on a prompt",
-        version=1,
+        version=2,  # 2: targets read with the comma list's escapes (`\,` a comma in a token)
         runner="analyses.kinds.neurons:run",
         figures="analyses.figures.neurons:figures",
         required=(),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from analyses.core.listtext import text_items
 from analyses.runtime.preview import preview, spacing_hint
 from app.components.display import VISIBLE_SPACE, display_token, md_escape
 
@@ -24,7 +25,7 @@ def token_caption(model: str, field: str, text: str | None) -> None:
     """A caption (and a warning where due) for one text field's value."""
     if not text or field not in (*PROMPT_FIELDS, *ONE_TOKEN_FIELDS, "token"):
         return
-    items = [t for t in text.split(",") if t.strip()] if field == "token" else [text]
+    items = text_items(text) if field == "token" else [text]
     for item in items:
         seen = preview(model, item, with_bos=field in PROMPT_FIELDS)
         if seen is None:

@@ -103,3 +103,14 @@ def test_presets_adapt_each_suite_to_each_kind():
     for kind in ("heads", "activation_patching", "attribution_patching", "dla", "neurons"):
         for preset in presets_for(kind, suites):
             AnalysisSpec(kind=kind, **preset.fields)  # each is a valid spec
+
+
+def test_presets_list_answers_with_commas_as_tokens():
+    from analyses.core.listtext import join_text_items
+    from app.components.presets import presets_for
+
+    suites = {"odd": [{"prompt": "a, b", "answer": ",", "wrong": " ,"}]}
+    for kind, targets in (("logit_lens", [",", " ,"]), ("neurons", [","])):
+        (preset,) = presets_for(kind, suites)
+        assert preset.fields["token"] == join_text_items(targets)
+        assert AnalysisSpec(kind=kind, **preset.fields).targets() == targets

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from analyses import AnalysisSpec, compute
+from analyses.core.catalogue import CATALOGUE
 from analyses.runtime import models
 from analyses.runtime.local_worker import LocalWorker
 from analyses.runtime.service import result_key
@@ -24,14 +25,15 @@ def test_round_trip_returns_an_equal_result(store, tiny_gpt2_dir):
     assert_same_result(computed, stored)
     row = store.sql("SELECT kind, model_fingerprint, analysis_version, library_versions, compute_seconds "
                     "FROM results").iloc[0]
-    assert row.kind == "logit_lens" and row.analysis_version == 1
+    assert row.kind == "logit_lens" and row.analysis_version == CATALOGUE["logit_lens"].version
     assert row.model_fingerprint == models.fingerprint(str(tiny_gpt2_dir))
     assert "transformer-lens" in row.library_versions
 
 
 def test_result_tables_are_queryable_with_sql(store, tiny_gpt2_dir):
     compute(lens_spec(tiny_gpt2_dir), worker=LocalWorker(store=store), store=store)
-    frame = store.sql("SELECT r.model_fingerprint, t.layer, t.prob FROM tbl_logit_lens_targets_v1 t "
+    version = CATALOGUE["logit_lens"].version
+    frame = store.sql(f"SELECT r.model_fingerprint, t.layer, t.prob FROM tbl_logit_lens_targets_v{version} t "
                       "JOIN results r ON r.key = t.result_key WHERE t.token_str = ? ORDER BY t.prob DESC",
                       [" Mary"])
     assert len(frame) > 0 and frame.prob.is_monotonic_decreasing
