@@ -10,7 +10,7 @@ import streamlit as st
 
 from analyses.core.listtext import text_items
 from analyses.runtime.preview import preview, spacing_hint
-from app.components.display import VISIBLE_SPACE, display_token, md_escape
+from app.components.display import VISIBLE_SPACE, display_token, md_code, md_escape
 
 PROMPT_FIELDS = ("prompt", "clean", "corrupted")
 ONE_TOKEN_FIELDS = ("answer", "wrong")
@@ -30,7 +30,7 @@ def token_caption(model: str, field: str, text: str | None) -> None:
         seen = preview(model, item, with_bos=field in PROMPT_FIELDS)
         if seen is None:
             return
-        listed = " ".join(f"`{shown_token(t)}`" for t in seen.tokens[:SHOWN])
+        listed = " ".join(md_code(shown_token(t)) for t in seen.tokens[:SHOWN])
         more = f" … (+{seen.count - SHOWN})" if seen.count > SHOWN else ""
         what = "tokens with BOS" if seen.with_bos else ("token" if seen.count == 1 else "tokens")
         st.caption(f"{seen.count} {what}: {listed}{more}")
