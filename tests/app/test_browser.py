@@ -259,7 +259,7 @@ def test_a_set_uploaded_in_the_browser_runs_with_intervals(server, page, tiny_mo
     page.wait_for_function("""() => [...document.querySelectorAll('input')]
                               .some(i => i.value.startsWith('sha256:'))""", timeout=30_000)
     reference = box.input_value()
-    page.get_by_test_id("stBaseButton-primaryFormSubmit").click()
+    page.get_by_test_id("stBaseButton-primary").filter(has_text="Run").click()  # Run: the one primary button
     page.get_by_text("Examples run").wait_for(timeout=RESULT_TIMEOUT_MS)
     page.wait_for_selector(f"{CHART} .main-svg", timeout=RESULT_TIMEOUT_MS)
     assert f"dataset={reference.replace(':', '%3A')}" in page.url
@@ -284,3 +284,29 @@ def test_model_and_user_text_show_as_text_never_as_markdown_or_html(server, page
     assert page.locator('img[src*="127.0.0.1:1"]').count() == 0
     assert page.locator("a[href*='127.0.0.1:1']").count() == 0
     assert not [url for url in fetched if "127.0.0.1:1/" in url]
+
+
+@pytest.mark.slow
+def test_the_token_preview_follows_typing_before_run(server, page, tiny_model):
+    """Typing in a one-line box updates its token preview after a short pause, leaving a
+    multi-line box (Tab) updates the prompt's: neither needs Run, and the link stays."""
+    spec = AnalysisSpec(kind="logit_lens", model=str(tiny_model), prompt="Once upon", top_k=3)
+    url = links.share_url(spec, server)
+    page.goto(url)
+    page.wait_for_selector(CHART, timeout=RESULT_TIMEOUT_MS)
+    captions = page.locator("[data-testid='stCaptionContainer']")
+    prompt_caption = captions.filter(has_text="tokens with BOS")
+    prompt_caption.first.wait_for(timeout=30_000)
+    before = prompt_caption.first.inner_text()
+
+    page.get_by_role("textbox", name="Target tokens").press_sequentially(" Mary", delay=40)
+    captions.filter(has_text="Mary").first.wait_for(timeout=30_000)  # no Enter, no Run
+    prompt = page.get_by_role("textbox", name="Prompt", exact=True)
+    prompt.press_sequentially(" a time there was", delay=20)
+    prompt.press("Tab")
+    page.wait_for_function(
+        """before => [...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
+                    .some(c => c.innerText.includes('tokens with BOS') && c.innerText !== before
+                               && c.innerText.includes('ime'))""", arg=before, timeout=30_000)  # t·ime: new text
+    page.get_by_text("The inputs above were edited").wait_for(timeout=30_000)
+    assert page.url == url  # nothing ran: the link is still the one opened
