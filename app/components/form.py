@@ -186,8 +186,10 @@ class SpecForm:
             self._widget(f)
         if shown is not None and self.differs_from(shown):
             st.caption("The inputs above were edited: press **Run** to show their result.")
+        # Ctrl/Cmd+Enter runs from any box (in a form, Enter in a one-line box did; a live
+        # box cannot tell Enter from a typing pause)
         if st.button("Run", type="primary", icon=":material/play_arrow:", on_click=self._on_run,
-                     key=f"{self.kind}:run") and self._error_key not in st.session_state:
+                     key=f"{self.kind}:run", shortcut="Mod+Enter") and self._error_key not in st.session_state:
             st.rerun()  # the URL holds the new spec: the whole page shows it
         if self._error_key in st.session_state:
             st.error(st.session_state[self._error_key], icon=":material/error:")

@@ -310,3 +310,9 @@ def test_the_token_preview_follows_typing_before_run(server, page, tiny_model):
                                && c.innerText.includes('ime'))""", arg=before, timeout=30_000)  # t·ime: new text
     page.get_by_text("The inputs above were edited").wait_for(timeout=30_000)
     assert page.url == url  # nothing ran: the link is still the one opened
+    page.get_by_role("textbox", name="Target tokens").press("Control+Enter")  # Run from the keyboard
+    page.wait_for_function("() => new URLSearchParams(location.search).get('token') === ' Mary'",
+                           timeout=RESULT_TIMEOUT_MS)  # the URL is the new state
+    assert page.evaluate("new URLSearchParams(location.search).get('prompt')") == "Once upon a time there was"
+    page.wait_for_function(f"() => document.querySelectorAll('{CHART}').length === 2",
+                           timeout=RESULT_TIMEOUT_MS)  # the heatmap and the target's ranks
