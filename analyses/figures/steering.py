@@ -206,8 +206,8 @@ def highlighted_html(tokens: list[str], reference: list[str],
     parts = []
     for i, token in enumerate(tokens):
         differs = i >= len(reference) or token != reference[i]
-        tag = f'mark style="background:{DIFFERS}55"' if differs else "span"
-        parts.append(f"<{tag}>{escape(token)}</{tag.split()[0]}>")
+        opening, closing = (f'<mark style="background:{DIFFERS}55">', "</mark>") if differs else ("<span>", "</span>")
+        parts.append(f"{opening}{escape(token)}{closing}")
     return "".join(parts)
 
 

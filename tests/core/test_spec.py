@@ -134,3 +134,10 @@ def test_a_dataset_row_keeps_its_answer_first(answer):
     spec = AnalysisSpec(kind="logit_lens", dataset="ioi")
     row = spec.for_row({"clean": "x", "answer": answer, "wrong": " Paris"})
     assert row.targets() == [answer, " Paris"]
+
+
+@pytest.mark.parametrize("answer", TRICKY_TOKENS)
+def test_a_tricky_single_answer_round_trips(answer):
+    spec = AnalysisSpec(kind="dla", prompt="x", answer=answer, wrong=" Paris")
+    for back in (AnalysisSpec.from_query(spec.to_query()), AnalysisSpec.from_json(spec.to_json())):
+        assert (back.answer, back.wrong) == (answer, " Paris")
