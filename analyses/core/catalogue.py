@@ -145,7 +145,8 @@ KINDS: tuple[Kind, ...] = (
         name="logit_lens",
         summary="what each layer would predict: the residual stream read through the unembedding",
         version=2,  # 2: set summaries: exact t, the `interval` column; ablation starts after BOS
-                    # only when the model has one (BOS-less models: at 0)
+                    # only when the model has one (BOS-less models: at 0);
+                    # also: targets read with the comma list's escapes (`\,` a comma in a token)
         runner="analyses.kinds.logit_lens:run",
         figures="analyses.figures.logit_lens:figures",
         required=("prompt",),
@@ -198,7 +199,8 @@ KINDS: tuple[Kind, ...] = (
         name="neurons",
         summary="neuron atlas: the tokens each MLP neuron promotes and suppresses, read through "
                 "the unembedding; which neurons promote a token; top neurons on a prompt",
-        version=2,  # 2: activations ranked after BOS (BOS is shown, never ranked)
+        version=2,  # 2: activations ranked after BOS (BOS is shown, never ranked);
+                    # also: targets read with the comma list's escapes (`\,` a comma in a token)
         runner="analyses.kinds.neurons:run",
         figures="analyses.figures.neurons:figures",
         required=(),

@@ -1,5 +1,12 @@
-"""Comma lists in spec fields, read without torch: numbers (`coeff=0,0.5,1`), layer indices
-(`layer=1,2`) and model components (`ablate=L1H7,L1H6,L0.mlp,L2.attn`).
+r"""Comma lists in spec fields, read without torch: numbers (`coeff=0,0.5,1`), layer indices
+(`layer=1,2`), model components (`ablate=L1H7,L1H6,L0.mlp,L2.attn`) and tokens
+(`token= Paris, London`).
+
+Tokens are any text, commas and spaces included, so their list has an escape
+(`text_items` / `join_text_items`): a backslash before a comma, a backslash or a blank
+character makes that character part of the token (`\,` is the token `,`, `\\` is `\`, `\ `
+is the token ` `); a backslash before anything else is a backslash, and an item that is
+empty or only unescaped blanks is no token (a trailing comma, as a form leaves it).
 
 Each reader raises ValueError with a message that names the bad item; the spec turns it
 into a SpecError naming the field. Whether an index fits the model is checked where the
@@ -25,6 +32,49 @@ def items(text: str) -> list[str]:
     if len(parts) > MAX_ITEMS:
         raise ValueError(f"{len(parts)} items; at most {MAX_ITEMS} are accepted")
     return parts
+
+
+ESCAPE = "\\"
+# An escaped character (comma, backslash or blank), an item separator, or plain text.
+_TEXT_PART = re.compile(r"\\([,\\\s])|(,)|([^,\\]+|\\)")
+
+
+def text_items(text: str) -> list[str]:
+    """`' Paris, London'` -> [' Paris', ' London']: tokens split at unescaped commas, each
+    kept as written (leading spaces matter), escapes undone, blank items skipped."""
+    found: list[str] = []
+    chars: list[str] = []
+    escaped = False  # an escape in the item keeps it even when it is only blanks
+
+    def end_item():
+        item = "".join(chars)
+        if escaped or item.strip():
+            found.append(item)
+
+    for match in _TEXT_PART.finditer(text):
+        literal, comma, plain = match.groups()
+        if comma:
+            end_item()
+            chars, escaped = [], False
+        elif literal is not None:
+            chars.append(literal)
+            escaped = True
+        else:
+            chars.append(plain)
+    end_item()
+    return found
+
+
+def join_text_items(tokens: list[str]) -> str:
+    """The comma list `text_items` reads back as `tokens` exactly: commas and backslashes
+    escaped, and the first character of a token made only of blanks, so it is kept."""
+    written = []
+    for token in tokens:
+        if not token:
+            raise ValueError("an empty token cannot be listed")
+        escaped = token.replace(ESCAPE, ESCAPE * 2).replace(",", ESCAPE + ",")
+        written.append(ESCAPE + escaped if escaped.isspace() else escaped)
+    return ",".join(written)
 
 
 def numbers(text: str) -> list[float]:

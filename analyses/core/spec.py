@@ -46,7 +46,8 @@ FIELDS: dict[str, FieldInfo] = {
     "corrupted": FieldInfo(TEXT, "the corrupted prompt (same token length as clean)"),
     "answer": FieldInfo(TEXT, "the correct next token, leading space included (' Paris')"),
     "wrong": FieldInfo(TEXT, "the contrasting wrong token, leading space included"),
-    "token": FieldInfo(TEXT, "target tokens, separated by commas (' Paris, London')"),
+    "token": FieldInfo(TEXT, "target tokens, separated by commas (' Paris, London'); "
+                             "\\, is a comma inside a token, \\\\ a backslash, \\ + space a token of spaces"),
     "top_k": FieldInfo(INT, "how many top tokens to list (heads: how many top heads to ablate)", 1, 100),
     "granularity": FieldInfo(TEXT, "what to patch (activation patching)"),
     "detector": FieldInfo(TEXT, "head detectors, separated by commas"),
@@ -181,7 +182,7 @@ class AnalysisSpec:
         if "prompt" in kind.row_fields and "prompt" not in row and "clean" in row:
             given["prompt"] = row["clean"]
         if "token" in kind.row_fields and "token" not in row and "answer" in row:
-            given["token"] = ",".join(row[name] for name in ("answer", "wrong") if name in row)
+            given["token"] = listtext.join_text_items([row[name] for name in ("answer", "wrong") if name in row])
         return replace(self, dataset=None, **given)
 
     def with_defaults(self) -> AnalysisSpec:
@@ -250,8 +251,9 @@ class AnalysisSpec:
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
     def targets(self) -> list[str]:
-        """`token` split at commas; each keeps its leading space (' Paris')."""
-        return [t for t in (self.token or "").split(",") if t.strip()]
+        """`token` split at commas; each keeps its leading space (' Paris'); `\\,` is a comma
+        inside a token (`listtext.text_items`)."""
+        return listtext.text_items(self.token or "")
 
 
 def _encode(value) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -196,12 +197,22 @@ def set_figures(result) -> dict[str, go.Figure]:
     return {"effects_summary": fig}
 
 
-def highlighted_html(tokens: list[str], reference: list[str]) -> str:
-    """`tokens` as HTML text, each one that differs from `reference` at its place marked
-    (escaped: tokens are untrusted text)."""
+def highlighted_html(tokens: list[str], reference: list[str],
+                     escape: Callable[[str], str] | None = None) -> str:
+    """`tokens` as HTML text, each one that differs from `reference` at its place marked.
+
+    Tokens are untrusted text: each is written by `escape` (default: invisible characters
+    made visible, then HTML-escaped), in its own `<span>` or `<mark>`, so no link or other
+    construct can run across tokens. Where the HTML is read as Markdown first (Streamlit's
+    `st.markdown(…, unsafe_allow_html=True)`), pass the app's Markdown escape instead."""
+    escape = escape or _html_token
     parts = []
     for i, token in enumerate(tokens):
-        shown = html.escape(display_token(token))
         differs = i >= len(reference) or token != reference[i]
-        parts.append(f'<mark style="background:{DIFFERS}55">{shown}</mark>' if differs else shown)
+        opening, closing = (f'<mark style="background:{DIFFERS}55">', "</mark>") if differs else ("<span>", "</span>")
+        parts.append(f"{opening}{escape(token)}{closing}")
     return "".join(parts)
+
+
+def _html_token(token: str) -> str:
+    return html.escape(display_token(token))

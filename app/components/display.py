@@ -4,8 +4,12 @@ Three places interpret text, each escaped in one function:
 
 - `display_token` and `plot_text` (from `analyses.figures.text`, where the figures use
   them): invisible characters made visible; HTML escaped for plotly labels.
-- `md_escape` (here): Streamlit renders Markdown in `st.error`, `st.caption`, button labels
-  and progress messages; every Markdown-active ASCII character is backslash-escaped.
+- `md_escape` (here): Streamlit renders Markdown in `st.markdown`, `st.error`, `st.caption`,
+  button labels and progress messages; every Markdown-active ASCII character is
+  backslash-escaped. Its output is inert HTML too (`<` is `\\<`), so text set between the
+  tags of `st.markdown(…, unsafe_allow_html=True)` (the steering page's marked tokens) goes
+  through it as well: every model, user, token, prompt and dataset string the app writes
+  as Markdown goes through `md_escape`, or `md_code` where it is shown as code.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import re
 
 from analyses.figures.text import VISIBLE_SPACE, display_token, plot_text
 
-__all__ = ["VISIBLE_SPACE", "display_token", "md_escape", "plot_text", "without_server_paths"]
+__all__ = ["VISIBLE_SPACE", "display_token", "md_code", "md_escape", "plot_text", "without_server_paths"]
 
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:[^\s/:,;'\"()\[\]]+/)+([^\s/:,;'\"()\[\]]*)")
 
@@ -45,12 +49,13 @@ def md_escape(text: str) -> str:
 
 def _escape_word(word: str) -> str:
     if word and not word.isspace() and _LINK_LIKE.search(word):
-        return _code_span(word)
+        return md_code(word)
     return _MARKDOWN_ACTIVE.sub(r"\\\1", word)
 
 
-def _code_span(text: str) -> str:
-    """Inline code holding `text` exactly: the fence is longer than any backtick run in it."""
+def md_code(text: str) -> str:
+    """Inline code holding `text` exactly (a token in a caption): the fence is longer than
+    any backtick run in it, so no backtick in `text` can end the code early."""
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * (longest + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""

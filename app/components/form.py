@@ -3,7 +3,9 @@
 The URL is the state. When a page opens with a link (or a preset or Run changes the
 URL), `sync_from_url` writes the link's spec into the widgets before they are drawn.
 Pressing Run reads the widgets back into a spec and writes it to the URL, which makes
-the page rerun, compute and show that spec. Nothing else changes the URL.
+the page rerun, compute and show that spec. Nothing else changes the URL: editing an
+input reruns only the inputs' fragment, so its token preview follows the typing (one-line
+boxes after a short pause, multi-line boxes when left or on Ctrl+Enter).
 
 Widgets are generic: each spec field gets one by its type (`analyses.core.spec.field_info`)
 (text → text box, int → number box, bool → checkbox; a bool field the kind gives no
@@ -166,15 +168,29 @@ class SpecForm:
             return True
 
     # --- drawing --------------------------------------------------------------------
-    def draw(self) -> None:
-        if "dataset" in self.analysis.optional:  # before the form: they fill the form's set input
+    def draw(self, shown: AnalysisSpec | None = None) -> None:
+        """The inputs, their token previews and Run; `shown` is the link's spec, whose result
+        the page shows (a note says when the inputs were edited away from it)."""
+        if "dataset" in self.analysis.optional:  # before the inputs: they fill the set input
             set_picker(self.kind, self.key("dataset"))
             upload_box(self.kind, self.key("dataset"))
-        with st.form(f"{self.kind}:form", border=True):
-            for f in self.fields:
-                self._widget(f)
-            st.form_submit_button("Run", type="primary", icon=":material/play_arrow:",
-                                  on_click=self._on_run, key=f"{self.kind}:run")
+        with st.container(border=True, key=f"{self.kind}:inputs"):
+            self._inputs(shown)
+
+    # A fragment, not a form: a form's widgets send nothing until Run, so the token previews
+    # under them could not follow typing. An edit reruns only this fragment (the inputs and
+    # their previews, never the result below); Run writes the URL and reruns the page.
+    @st.fragment
+    def _inputs(self, shown: AnalysisSpec | None) -> None:
+        for f in self.fields:
+            self._widget(f)
+        if shown is not None and self.differs_from(shown):
+            st.caption("The inputs above were edited: press **Run** to show their result.")
+        # Ctrl/Cmd+Enter runs from any box (in a form, Enter in a one-line box did; a live
+        # box cannot tell Enter from a typing pause)
+        if st.button("Run", type="primary", icon=":material/play_arrow:", on_click=self._on_run,
+                     key=f"{self.kind}:run", shortcut="Mod+Enter") and self._error_key not in st.session_state:
+            st.rerun()  # the URL holds the new spec: the whole page shows it
         if self._error_key in st.session_state:
             st.error(st.session_state[self._error_key], icon=":material/error:")
 
@@ -199,8 +215,8 @@ class SpecForm:
         elif f.multiline:
             st.text_area(label, key=key, help=help_text, placeholder=f.placeholder, height=100)
             token_caption(chosen_model(), f.name, st.session_state.get(key))
-        else:
-            st.text_input(label, key=key, help=help_text, placeholder=f.placeholder)
+        else:  # live: sent after a typing pause, so its token preview follows the typing
+            st.text_input(label, key=key, help=help_text, placeholder=f.placeholder, live=True)
             token_caption(chosen_model(), f.name, st.session_state.get(key))
 
 

@@ -60,7 +60,7 @@ def analysis_page(kind: str, *, intro: str, fields: list[Field], draw: Draw) -> 
                          f"{links.page_title(parsed.other_kind)} page",
                          query_params={name: values[0] for name, values in raw.items()})
     preset_buttons(kind)
-    form.draw()
+    form.draw(parsed.spec)
 
     spec = parsed.spec
     if spec is None:
@@ -75,8 +75,6 @@ def analysis_page(kind: str, *, intro: str, fields: list[Field], draw: Draw) -> 
             st.info("Pick an example above, or fill in the inputs and press **Run**.",
                     icon=":material/arrow_upward:")
         return
-    if form.differs_from(spec):
-        st.caption("The inputs above were edited: press **Run** to show their result.")
     result = run_spec(spec)
     engine_caption()  # after the run: the device and dtype are known now
     if result is None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from analyses.core.catalogue import CATALOGUE
+from analyses.core.listtext import join_text_items
 
 PROMPTS_FILE = Path(__file__).resolve().parents[2] / "data" / "prompts.json"
 PROMPTS_ENV = "ANALYSES_PROMPTS"  # another suites file (tests point it at a fixed one)
@@ -39,8 +40,8 @@ def _prompt(entry: dict) -> str | None:
 
 
 def _logit_lens(suite: str, entry: dict) -> dict:
-    targets = [entry[k] for k in ("answer", "wrong") if entry.get(k) and "," not in entry[k]]
-    return {"prompt": _prompt(entry), **({"token": ",".join(targets)} if targets else {})}
+    targets = [entry[k] for k in ("answer", "wrong") if entry.get(k)]
+    return {"prompt": _prompt(entry), **({"token": join_text_items(targets)} if targets else {})}
 
 
 def _patching(suite: str, entry: dict) -> dict:
@@ -68,7 +69,7 @@ def _heads(suite: str, entry: dict) -> dict:
 def _neurons(suite: str, entry: dict) -> dict:
     """Which neurons promote the entry's answer, and which fire on its prompt."""
     answer = entry.get("answer")
-    token = {"token": answer} if answer and "," not in answer else {}
+    token = {"token": join_text_items([answer])} if answer else {}
     return {**token, "prompt": _prompt(entry)}
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from analyses.core.listtext import text_items
 from analyses.runtime.preview import preview, spacing_hint
-from app.components.display import VISIBLE_SPACE, display_token, md_escape
+from app.components.display import VISIBLE_SPACE, display_token, md_code, md_escape
 
 PROMPT_FIELDS = ("prompt", "clean", "corrupted")
 ONE_TOKEN_FIELDS = ("answer", "wrong")
@@ -24,12 +25,12 @@ def token_caption(model: str, field: str, text: str | None) -> None:
     """A caption (and a warning where due) for one text field's value."""
     if not text or field not in (*PROMPT_FIELDS, *ONE_TOKEN_FIELDS, "token"):
         return
-    items = [t for t in text.split(",") if t.strip()] if field == "token" else [text]
+    items = text_items(text) if field == "token" else [text]
     for item in items:
         seen = preview(model, item, with_bos=field in PROMPT_FIELDS)
         if seen is None:
             return
-        listed = " ".join(f"`{shown_token(t)}`" for t in seen.tokens[:SHOWN])
+        listed = " ".join(md_code(shown_token(t)) for t in seen.tokens[:SHOWN])
         more = f" … (+{seen.count - SHOWN})" if seen.count > SHOWN else ""
         what = "tokens with BOS" if seen.with_bos else ("token" if seen.count == 1 else "tokens")
         st.caption(f"{seen.count} {what}: {listed}{more}")

@@ -29,7 +29,8 @@ analysis_page(
         Field("prompt", "Prompt", multiline=True),
         Field("token", "Target tokens", placeholder="e.g. ␣Paris, ␣London (one token each, leading spaces kept)",
               help="Comma-separated; each keeps its leading space (` Paris` is not `Paris`). "
-                   "Each must be one token."),
+                   "Each must be one token. Write a comma inside a token as `\\,` and a backslash "
+                   "as `\\\\`."),
         Field("top_k", "Top-k tokens per cell"),
         Field("final_norm", "Apply the final norm before unembedding",
               help="On (default): each layer is read as the model reads its last one, and the "

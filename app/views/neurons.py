@@ -66,7 +66,7 @@ analysis_page(
     fields=[
         Field("token", "Which neurons promote…", placeholder="e.g. ␣Paris (one token, its leading space kept)",
               help="Target tokens, comma-separated; each keeps its leading space and must be "
-                   "one token."),
+                   "one token. Write a comma inside a token as `\\,` and a backslash as `\\\\`."),
         Field("prompt", "Prompt (activations)", multiline=True,
               help="Optional: the most active neurons of each layer on this text, or the "
                    "chosen neuron's activations."),

@@ -5,7 +5,7 @@ import json
 import streamlit as st
 
 from analyses.figures.steering import cell_label, distinct_cells, highlighted_html
-from app.components.display import md_escape
+from app.components.display import display_token, md_escape
 from app.components.form import Field
 from app.components.page import analysis_page, view_key
 
@@ -41,14 +41,22 @@ def side_by_side(result):
                         format_func=lambda i: labels[i], key=view_key(result, "compare"))
     reference = json.loads(intact["tokens"].iloc[0])
     chosen = json.loads(cells.loc[pick, "tokens"])
+    # Streamlit reads this HTML as Markdown first: prompt and tokens go through md_escape, which
+    # leaves them inert as both (a generated `![x](https://…)` must not load an image)
     prompt = md_escape(result.spec.prompt[-300:])
     left, right = st.columns(2, border=True)
     left.markdown("**intact model**")
-    left.markdown(f"<span style='color:#888'>…{prompt}</span>{highlighted_html(reference, reference)}",
+    left.markdown(f"<span style='color:#888'>…{prompt}</span>{highlighted_html(reference, reference, token_markdown)}",
                   unsafe_allow_html=True)
     right.markdown(f"**{md_escape(labels[pick])}** (marked: tokens that differ at their place)")
-    right.markdown(f"<span style='color:#888'>…{prompt}</span>{highlighted_html(chosen, reference)}",
+    right.markdown(f"<span style='color:#888'>…{prompt}</span>{highlighted_html(chosen, reference, token_markdown)}",
                    unsafe_allow_html=True)
+
+
+def token_markdown(token: str) -> str:
+    """One generated token between HTML tags that Markdown reads: a newline shown as `\\n`
+    (as in the strip above), then every Markdown and HTML character escaped."""
+    return md_escape(display_token(token))
 
 
 def numbers(result):

@@ -12,7 +12,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
+from unittest import mock
 from urllib.parse import quote
 
 import pytest
@@ -47,6 +49,41 @@ def tiny_model(_tiny_model_builder) -> Path:
     return _tiny_model_builder("gpt2")
 
 
+# Text that Markdown would turn into remote images, were model text read as Markdown.
+INJECTED_GENERATION = [" ![x](http://127.0.0.1:1/x.png)", " <img src=http://127.0.0.1:1/y.png>", " **b**"]
+INJECTED_PROMPT = "![p](http://127.0.0.1:1/p.png) When Mary"
+
+
+def injected_steering_spec(model: Path) -> AnalysisSpec:
+    return AnalysisSpec(kind="steering", model=str(model), prompt=INJECTED_PROMPT, ablate="L0H0",
+                        max_new_tokens=3)
+
+
+def store_injected_steering(cache: Path, model: Path) -> None:
+    """Store, under the key of `injected_steering_spec`, the tiny model's real result with its
+    ablated continuation replaced by `INJECTED_GENERATION` (no model writes that on demand)."""
+    from analyses.core.catalogue import CATALOGUE
+    from analyses.runtime import models
+    from analyses.runtime.local_worker import LocalWorker
+    from analyses.runtime.service import compute, result_key
+    from analyses.runtime.store import Store
+
+    spec = injected_steering_spec(model)
+    scratch = Store(cache.with_name("scratch.duckdb"))
+    result = compute(spec, worker=LocalWorker(store=scratch), store=scratch)
+    scratch.close()
+    generations = result.tables["generations"].copy()
+    ablated = generations["ablated"].astype(bool)
+    generations.loc[ablated, "tokens"] = json.dumps(INJECTED_GENERATION)
+    generations.loc[ablated, "text"] = "".join(INJECTED_GENERATION)
+    generations.loc[ablated, "logprobs"] = json.dumps([-1.0] * len(INJECTED_GENERATION))
+    store = Store(cache)
+    stored = store.put(result_key(spec), replace(result, tables={**result.tables, "generations": generations}),
+                       models.fingerprint(str(model)), CATALOGUE["steering"].version)
+    store.close()
+    assert stored
+
+
 @pytest.fixture(scope="module")
 def server(tiny_model, tiny_models_root, tmp_path_factory):
     """The app served by `streamlit run` on a free port (one server for this module), with
@@ -64,6 +101,8 @@ def server(tiny_model, tiny_models_root, tmp_path_factory):
     roots = os.pathsep.join(str(r) for r in (tiny_models_root, *models.allowed_roots()))
     env = dict(os.environ, HF_HUB_OFFLINE="1", ANALYSES_CACHE=str(folder / "cache.duckdb"),
                **{PROMPTS_ENV: str(prompts), models.ROOTS_ENV: roots})
+    with mock.patch.dict(os.environ, {models.ROOTS_ENV: roots}):  # before the server holds the file
+        store_injected_steering(folder / "cache.duckdb", tiny_model)
     port = free_port()
     streamlit = Path(sys.executable).with_name("streamlit")
     log = open(folder / "server.log", "wb")
@@ -220,9 +259,60 @@ def test_a_set_uploaded_in_the_browser_runs_with_intervals(server, page, tiny_mo
     page.wait_for_function("""() => [...document.querySelectorAll('input')]
                               .some(i => i.value.startsWith('sha256:'))""", timeout=30_000)
     reference = box.input_value()
-    page.get_by_test_id("stBaseButton-primaryFormSubmit").click()
+    page.get_by_test_id("stBaseButton-primary").filter(has_text="Run").click()  # Run: the one primary button
     page.get_by_text("Examples run").wait_for(timeout=RESULT_TIMEOUT_MS)
     page.wait_for_selector(f"{CHART} .main-svg", timeout=RESULT_TIMEOUT_MS)
     assert f"dataset={reference.replace(':', '%3A')}" in page.url
     assert "prompt=" not in page.url  # the set's rows give the inputs
     page.screenshot(path=tmp_path / "set.png", full_page=True)
+
+
+@pytest.mark.slow
+def test_model_and_user_text_show_as_text_never_as_markdown_or_html(server, page, tiny_model):
+    """A stored steering result whose continuation (model text) and prompt (user text) hold
+    Markdown images and an HTML image: the page shows their characters and fetches nothing."""
+    fetched = []
+    page.on("request", lambda request: fetched.append(request.url))
+    page.goto(links.share_url(injected_steering_spec(tiny_model), server))
+    page.get_by_text("intact model").wait_for(timeout=RESULT_TIMEOUT_MS)
+    markdown = page.locator("[data-testid='stMarkdownContainer']")  # the text, not the figures
+    markdown.get_by_text("127.0.0.1:1/x.png", exact=False).first.wait_for(timeout=30_000)
+    shown = "\n".join(markdown.all_inner_texts())
+    for text in ("![x](http://127.0.0.1:1/x.png)", "<img src=http://127.0.0.1:1/y.png>", "**b**",
+                 "![p](http://127.0.0.1:1/p.png)"):
+        assert text in shown, text
+    assert page.locator('img[src*="127.0.0.1:1"]').count() == 0
+    assert page.locator("a[href*='127.0.0.1:1']").count() == 0
+    assert not [url for url in fetched if "127.0.0.1:1/" in url]
+
+
+@pytest.mark.slow
+def test_the_token_preview_follows_typing_before_run(server, page, tiny_model):
+    """Typing in a one-line box updates its token preview after a short pause, leaving a
+    multi-line box (Tab) updates the prompt's: neither needs Run, and the link stays."""
+    spec = AnalysisSpec(kind="logit_lens", model=str(tiny_model), prompt="Once upon", top_k=3)
+    url = links.share_url(spec, server)
+    page.goto(url)
+    page.wait_for_selector(CHART, timeout=RESULT_TIMEOUT_MS)
+    captions = page.locator("[data-testid='stCaptionContainer']")
+    prompt_caption = captions.filter(has_text="tokens with BOS")
+    prompt_caption.first.wait_for(timeout=30_000)
+    before = prompt_caption.first.inner_text()
+
+    page.get_by_role("textbox", name="Target tokens").press_sequentially(" Mary", delay=40)
+    captions.filter(has_text="Mary").first.wait_for(timeout=30_000)  # no Enter, no Run
+    prompt = page.get_by_role("textbox", name="Prompt", exact=True)
+    prompt.press_sequentially(" a time there was", delay=20)
+    prompt.press("Tab")
+    page.wait_for_function(
+        """before => [...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
+                    .some(c => c.innerText.includes('tokens with BOS') && c.innerText !== before
+                               && c.innerText.includes('ime'))""", arg=before, timeout=30_000)  # t·ime: new text
+    page.get_by_text("The inputs above were edited").wait_for(timeout=30_000)
+    assert page.url == url  # nothing ran: the link is still the one opened
+    page.get_by_role("textbox", name="Target tokens").press("Control+Enter")  # Run from the keyboard
+    page.wait_for_function("() => new URLSearchParams(location.search).get('token') === ' Mary'",
+                           timeout=RESULT_TIMEOUT_MS)  # the URL is the new state
+    assert page.evaluate("new URLSearchParams(location.search).get('prompt')") == "Once upon a time there was"
+    page.wait_for_function(f"() => document.querySelectorAll('{CHART}').length === 2",
+                           timeout=RESULT_TIMEOUT_MS)  # the heatmap and the target's ranks

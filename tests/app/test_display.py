@@ -1,4 +1,6 @@
 """Untrusted text on screen: invisible characters made visible, HTML and Markdown inert."""
+import re
+
 import pytest
 
 from app.components.display import display_token, md_escape, plot_text
@@ -60,3 +62,33 @@ def test_md_escape_code_span_outgrows_backticks_inside():
 
 def test_md_escape_keeps_line_breaks_and_shows_invisibles():
     assert md_escape("one\ntwo\u200b") == "one  \ntwo\\\\u200b"
+
+
+@pytest.mark.parametrize("raw", [
+    "![x](https://e.com/a.png)", "<img src=x>", "**bold**", "[link](javascript:alert(1))",
+    "`code` and ``two``", "$math$ and $$x$$", "<script>alert(1)</script>", "~~s~~ _i_ # h",
+])
+def test_md_escape_leaves_every_construct_inert(raw):
+    """Each Markdown/HTML-active character is escaped or inside a code span: Markdown can
+    make no image, link, tag, emphasis, code or math of the text."""
+    shown = md_escape(raw)
+    outside_code = re.sub(r"(`+) ?.*? ?\1", "", shown)  # what Markdown reads as markup
+    assert not re.search(r"(?<!\\)[!\[\]()<>*`$_~#]", outside_code), shown
+    for word in raw.split():
+        if "://" in word:
+            assert f"`{word}`" in shown  # a link-like word is code, never a link
+
+
+def test_md_code_fences_any_backticks():
+    from app.components.display import md_code
+
+    assert md_code("Paris") == "`Paris`"
+    assert md_code("`") == "`` ` ``"
+    assert md_code("a``b") == "```a``b```"
+
+
+def test_highlighted_tokens_take_the_apps_escape():
+    from analyses.figures.steering import highlighted_html
+
+    shown = highlighted_html([" ![x](http://e.invalid/a.png)", " **b**"], [" a", " **b**"], escape=md_escape)
+    assert "<mark" in shown and "`![x](http://e.invalid/a.png)`" in shown and "\\*\\*b\\*\\*" in shown

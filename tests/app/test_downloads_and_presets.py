@@ -132,3 +132,32 @@ def test_presets_adapt_each_suite_to_each_kind():
     for kind in ("heads", "activation_patching", "attribution_patching", "dla", "neurons"):
         for preset in presets_for(kind, suites):
             AnalysisSpec(kind=kind, **preset.fields)  # each is a valid spec
+
+
+def test_presets_list_answers_with_commas_as_tokens():
+    from analyses.core.listtext import join_text_items
+    from app.components.presets import presets_for
+
+    suites = {"odd": [{"prompt": "a, b", "answer": ",", "wrong": " ,"}]}
+    for kind, targets in (("logit_lens", [",", " ,"]), ("neurons", [","])):
+        (preset,) = presets_for(kind, suites)
+        assert preset.fields["token"] == join_text_items(targets)
+        assert AnalysisSpec(kind=kind, **preset.fields).targets() == targets
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_quoted_and_numbers_stay_numbers():
+    import io
+
+    from app.components.downloads import table_csv
+
+    risky = ["=1+1", "+SUM(A1)", "-2+3", "@cmd", "\tx", "\rx"]
+    frame = pd.DataFrame({"token_str": [*risky, " -", "Paris"],
+                          "value": [-0.5, -1.0, 2.0, -3e-9, 0.0, 1.0, -7.0, 4.0],
+                          "mixed": ["=x", -1, 2.5, None, "ok", "-", 3, "@"]})
+    back = pd.read_csv(io.BytesIO(table_csv(frame)), keep_default_na=False)
+    assert back["token_str"].tolist() == [f"'{t}" for t in risky] + [" -", "Paris"]
+    assert back["value"].tolist() == frame["value"].tolist()  # negative numbers stay numbers
+    assert back["value"].dtype == float
+    assert back["mixed"].tolist() == ["'=x", "-1", "2.5", "", "ok", "'-", "3", "'@"]
+    inner = pd.DataFrame({"token_str": ["a\rb", "c\nd", "e"], "n": [1, 2, 3]})  # a row per row
+    assert pd.read_csv(io.BytesIO(table_csv(inner)))["token_str"].tolist() == ["a\rb", "c\nd", "e"]

@@ -90,3 +90,54 @@ def test_key_depends_on_content_not_spelling():
 def test_json_is_a_flat_object_of_the_set_fields():
     spec = AnalysisSpec(kind="logit_lens", prompt="hi", top_k=3)
     assert json.loads(spec.to_json()) == {"kind": "logit_lens", "model": "default", "prompt": "hi", "top_k": 3}
+
+
+# --------------------------------------------------------------------------- comma lists of tokens
+# `token` lists target tokens separated by commas; `\,` is a comma inside a token, `\\` a
+# backslash, and a backslash before a space keeps a token made only of spaces.
+TRICKY_TOKENS = [",", " ", " ,", "\\", ",,", "\\,", " \\ ", "\t", "a\\b", ", ", "  "]
+
+
+@pytest.mark.parametrize("answer", TRICKY_TOKENS)
+@pytest.mark.parametrize("wrong", [" Paris", ","])
+def test_tricky_targets_round_trip_through_query_and_json(answer, wrong):
+    from analyses.core.listtext import join_text_items
+
+    spec = AnalysisSpec(kind="logit_lens", prompt="x", token=join_text_items([answer, wrong]))
+    for back in (AnalysisSpec.from_query(spec.to_query()), AnalysisSpec.from_json(spec.to_json())):
+        assert back.targets() == [answer, wrong]
+
+
+@settings(max_examples=200, deadline=None)
+@given(tokens=st.lists(st.text(st.sampled_from(", \\\tab"), min_size=1, max_size=4), min_size=1, max_size=4))
+def test_any_list_of_tokens_round_trips(tokens):
+    from analyses.core.listtext import join_text_items
+
+    spec = AnalysisSpec(kind="logit_lens", prompt="x", token=join_text_items(tokens))
+    assert AnalysisSpec.from_query(spec.to_query()).targets() == tokens
+
+
+@pytest.mark.parametrize("token, targets", [
+    ("%20Paris,%20London", [" Paris", " London"]),
+    ("%20Paris,", [" Paris"]),  # a trailing comma, as a form leaves it
+    ("a,,b", ["a", "b"]),
+    ("%20Paris,%20,%20London", [" Paris", " London"]),  # a blank item is no token
+    ("a%5Cb", ["a\\b"]),  # a backslash before another character stays as written
+    ("%5C", ["\\"]),
+])
+def test_existing_links_keep_their_targets(token, targets):
+    assert AnalysisSpec.from_query(f"kind=logit_lens&prompt=x&token={token}").targets() == targets
+
+
+@pytest.mark.parametrize("answer", [",", " ,", ",,", "\\", "a,b"])
+def test_a_dataset_row_keeps_its_answer_first(answer):
+    spec = AnalysisSpec(kind="logit_lens", dataset="ioi")
+    row = spec.for_row({"clean": "x", "answer": answer, "wrong": " Paris"})
+    assert row.targets() == [answer, " Paris"]
+
+
+@pytest.mark.parametrize("answer", TRICKY_TOKENS)
+def test_a_tricky_single_answer_round_trips(answer):
+    spec = AnalysisSpec(kind="dla", prompt="x", answer=answer, wrong=" Paris")
+    for back in (AnalysisSpec.from_query(spec.to_query()), AnalysisSpec.from_json(spec.to_json())):
+        assert (back.answer, back.wrong) == (answer, " Paris")
