@@ -15,6 +15,7 @@ from pathlib import Path
 
 from analyses.core.errors import UserError
 from analyses.core.jsonable import jsonable
+from analyses.core.spreadsheet import table_csv
 
 log = logging.getLogger("analyses")
 
@@ -49,7 +50,10 @@ def write_tables(tables: dict, out: Path) -> list[Path]:
     written = []
     for name, frame in tables.items():
         path = out.with_name(f"{out.stem}.{name}{suffix}")
-        frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path, index=False)
+        if suffix == ".csv":  # guarded against formulas, as the app's downloads are
+            path.write_bytes(table_csv(frame))
+        else:
+            frame.to_parquet(path, index=False)
         written.append(path)
     return written
 

@@ -100,3 +100,14 @@ def test_steering_runs_from_the_command_line(tmp_path):
     assert effects[0]["top_token"] == " Paris" and effects[1]["top_token"] == " Berlin"
     texts = {row["coeff"]: row["text"] for row in document["tables"]["generations"]}
     assert texts[0].startswith(" Paris") and texts[1].startswith(" Berlin")
+
+
+def test_out_csv_guards_formula_cells_as_the_apps_downloads_do(tmp_path):
+    import pandas as pd
+
+    from analyses.cli import write_tables
+    frame = pd.DataFrame({"token_str": ["=cmd|' /C calc'!A0", "@SUM(A1)", " Paris"], "value": [-0.5, 1.0, 2.0]})
+    (path,) = write_tables({"top": frame}, tmp_path / "lens.csv")
+    back = pd.read_csv(path)
+    assert back["token_str"].tolist() == ["'=cmd|' /C calc'!A0", "'@SUM(A1)", " Paris"]
+    assert back["value"].tolist() == [-0.5, 1.0, 2.0]  # numbers stay numbers

@@ -26,6 +26,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from analyses import Result
+from analyses.core.spreadsheet import table_csv
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 # plotly passes its default export options with each call; the shared server was started
@@ -40,28 +41,6 @@ def file_stem(result: Result) -> str:
     """`<kind>-<8 hex of the spec>`: names differ when the inputs differ."""
     digest = hashlib.sha256(result.spec.to_query().encode()).hexdigest()[:8]
     return f"{result.kind}-{digest}"
-
-
-# A cell starting with one of these is a formula to a spreadsheet (OWASP, "CSV injection").
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_safe(value):
-    """A text cell a spreadsheet would run as a formula (a token `=cmd|…`, a prompt
-    `@SUM(…)`) gets a leading `'`, which spreadsheets read as "this is text"; numbers,
-    negative ones included, and every other cell stay as they are."""
-    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
-
-
-def table_csv(frame: pd.DataFrame) -> bytes:
-    """The table as CSV for a spreadsheet: its text cells guarded by `spreadsheet_safe`
-    (the Parquet file keeps every string exactly)."""
-    text_columns = [c for c in frame.columns
-                    if frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c])]
-    guarded = frame.assign(**{str(c): frame[c].map(spreadsheet_safe) for c in text_columns})
-    # CRLF rows, as RFC 4180 has them: the csv writer then quotes any cell holding a \r or a
-    # \n (with \n rows, a token's lone \r went out unquoted and split its row in two)
-    return guarded.to_csv(index=False, lineterminator="\r\n").encode("utf-8")
 
 
 def table_parquet(frame: pd.DataFrame) -> bytes:
