@@ -16,17 +16,18 @@ from analyses.core.catalogue import SUMMARY_COLUMNS
 from analyses.core.result import Result
 
 SHOWN = 6  # rows; a table this short or shorter is shown whole, in its own order
-# kind -> (its main table, the value column ranked by its magnitude)
+# kind -> its main tables, each with the value column ranked by its magnitude: the first
+# that has rows is shown (the logit lens's targets are empty when no token was asked for)
 MAIN = {
-    "activation_patching": ("effects", "value"),
-    "attribution_patching": ("attributions", "atp"),
-    "dla": ("contributions", "value"),
-    "logit_lens": ("targets", "prob"),
-    "heads": ("scores", "score"),
-    "attention": ("patterns", "weight"),
-    "neurons": ("atlas", "score"),
-    "steering": ("effects", "metric"),
-    "circuit": ("edges", "score"),
+    "activation_patching": (("effects", "value"),),
+    "attribution_patching": (("attributions", "atp"),),
+    "dla": (("contributions", "value"),),
+    "logit_lens": (("targets", "prob"), ("top", "prob")),
+    "heads": (("scores", "score"),),
+    "attention": (("patterns", "weight"),),
+    "neurons": (("atlas", "score"),),
+    "steering": (("effects", "metric"),),
+    "circuit": (("edges", "score"),),
 }
 # columns that say which row it is (the rest are values or bookkeeping)
 LABEL_COLUMNS = ("quantity", "detector", "granularity", "node", "component", "sender", "receiver",
@@ -52,12 +53,12 @@ def _summary_rows(frame: pd.DataFrame) -> list[tuple[str, str]]:
 
 
 def _main_rows(result: Result) -> list[tuple[str, str]]:
-    table, value = MAIN.get(result.kind, (next(iter(result.tables), None), None))
-    frame = result.tables.get(table)
-    if frame is None or frame.empty or value not in frame.columns:
-        return []
-    ordered = _largest(frame, value)
-    return [(_label(row, frame.columns), _number(row[value])) for _, row in ordered.iterrows()]
+    for table, value in MAIN.get(result.kind, ()):
+        frame = result.tables.get(table)
+        if frame is not None and not frame.empty and value in frame.columns:
+            ordered = _largest(frame, value)
+            return [(_label(row, frame.columns), _number(row[value])) for _, row in ordered.iterrows()]
+    return []
 
 
 def _largest(frame: pd.DataFrame, value: str) -> pd.DataFrame:

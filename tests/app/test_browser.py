@@ -285,7 +285,8 @@ def test_a_three_step_notebook_reopens_in_a_fresh_context_and_downloads_as_html(
             assert page.evaluate("window.pwned === undefined")
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=SCREENSHOTS / "notebook-3-steps.png")
-            page.screenshot(path=SCREENSHOTS / "notebook-3-steps-full.png", full_page=True)
+            page.get_by_role("button", name="Download HTML").scroll_into_view_if_needed()
+            page.screenshot(path=SCREENSHOTS / "notebook-3-steps-end.png")
             with page.expect_download(timeout=120_000) as download:
                 page.get_by_role("button", name="Download HTML").click()
             saved = tmp_path / "notebook.html"

@@ -215,3 +215,20 @@ def test_the_walkthrough_attention_step_reproduces_its_note():
     assert "second mention" in step.note
     assert nb.to_markdown(book.__class__(title="one", steps=(step,)), [result]).count("|---|---|") == 1
 
+
+
+def test_key_numbers_of_a_set_are_the_largest_estimates_with_their_intervals():
+    import pandas as pd
+
+    from analyses import Result
+
+    spec = AnalysisSpec.from_query("kind=activation_patching&dataset=ioi&granularity=head_out")
+    heads = [(layer, head) for layer in range(3) for head in range(4)]
+    summary = pd.DataFrame({"granularity": "head_out", "layer": [layer for layer, _ in heads],
+                            "position": -1, "head": [h for _, h in heads],
+                            "mean": [0.991 if (layer, h) == (0, 0) else 0.01 * h for layer, h in heads],
+                            "sem": 0.01, "ci_low": 0.957, "ci_high": 1.026, "n": 200, "interval": "paired delta"})
+    result = Result(spec=spec, tables={"effects_summary": summary})
+    numbers = nb.key_numbers(result)
+    assert numbers[0] == ("granularity head_out, layer 0, head 0", "0.991 [0.957, 1.03], n = 200")
+    assert len(numbers) == 6  # the largest six of twelve
