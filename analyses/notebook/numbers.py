@@ -29,6 +29,9 @@ MAIN = {
     "steering": (("effects", "metric"),),
     "circuit": (("edges", "score"),),
 }
+# kind -> a column whose largest value the rows shown are restricted to: attention from the
+# last position (where the next token is predicted), not from BOS's row of ones
+LAST = {"attention": "query_pos"}
 # columns that say which row it is (the rest are values or bookkeeping)
 LABEL_COLUMNS = ("quantity", "detector", "granularity", "node", "component", "sender", "receiver",
                  "receiver_input", "layer", "head", "sender_layer", "sender_head", "neuron",
@@ -56,6 +59,8 @@ def _main_rows(result: Result) -> list[tuple[str, str]]:
     for table, value in MAIN.get(result.kind, ()):
         frame = result.tables.get(table)
         if frame is not None and not frame.empty and value in frame.columns:
+            if result.kind in LAST:
+                frame = frame[frame[LAST[result.kind]] == frame[LAST[result.kind]].max()]
             ordered = _largest(frame, value)
             return [(_label(row, frame.columns), _number(row[value])) for _, row in ordered.iterrows()]
     return []
