@@ -1,7 +1,7 @@
 """Command line: `python -m analyses run --spec 'kind=logit_lens&prompt=...'`.
 
-stdout carries exactly one JSON document (or nothing, on error) — except `datasets add`,
-whose stdout is the new set's reference alone; logs and progress go to stderr. Bad input
+stdout carries exactly one JSON document (or nothing, on error) — except `datasets add` and
+`notebook add`, whose stdout is the new set's or notebook's reference alone; logs and progress go to stderr. Bad input
 exits 2 with one line naming the problem; an unexpected failure exits 1 with one line,
 never a traceback.
 """
@@ -40,6 +40,19 @@ def _parser() -> argparse.ArgumentParser:
                                            "its reference sha256:<hex> alone on stdout's last line")
     add.add_argument("file", type=Path)
     set_verbs.add_parser("list", help="the shipped sets and those in the store, as JSON")
+    books = verbs.add_parser("notebook", help="notebooks: store one from a JSON file, export one, list them")
+    book_verbs = books.add_subparsers(dest="action", required=True)
+    book_add = book_verbs.add_parser("add", help="check a notebook JSON file (title, intro, steps of "
+                                                 "link/title/note/figure) and store it; prints its reference")
+    book_add.add_argument("file", type=Path)
+    export = book_verbs.add_parser("export", help="write a notebook as one HTML file and/or Markdown")
+    export.add_argument("notebook", help="a shipped name (ioi-walkthrough) or sha256:<hex>")
+    export.add_argument("--html", type=Path, help="self-contained HTML (interactive figures)")
+    export.add_argument("--md", type=Path, help="Markdown (links, notes, key numbers)")
+    export.add_argument("--cached-only", action="store_true",
+                        help="leave out steps not in the store instead of computing them")
+    export.add_argument("--base-url", default="http://localhost:8501", help="the app the steps' links open")
+    book_verbs.add_parser("list", help="the shipped notebooks and those in the store, as JSON")
     return parser
 
 
@@ -75,6 +88,37 @@ def _run(args) -> dict:
     return result.to_document()
 
 
+def _notebook(args) -> dict | None:
+    """`notebook add|export|list`: the document to print, or None when stdout says it all."""
+    from analyses import notebook as nb
+    from analyses.core.notebooks import Notebook, NotebookError
+
+    if args.action == "list":
+        return {"notebooks": nb.listing()}
+    if args.action == "add":
+        try:
+            text = args.file.read_text(encoding="utf-8")
+        except OSError as err:
+            raise NotebookError(f"{args.file}: cannot be read ({err.strerror})") from None
+        print(nb.save(Notebook.from_json(text)))  # the reference alone, as `datasets add` prints
+        return None
+    if not (args.html or args.md):
+        raise NotebookError("notebook export: give --html FILE and/or --md FILE")
+    book = nb.resolve(args.notebook)
+
+    def progress(fraction: float, message: str) -> None:
+        log.info("%3.0f%% %s", 100 * fraction, message)
+
+    results = nb.results(book, compute_missing=not args.cached_only, progress=progress)
+    for path, write in ((args.html, nb.to_html), (args.md, nb.to_markdown)):
+        if path:
+            path.write_text(write(book, results, base_url=args.base_url), encoding="utf-8")
+            log.info("wrote %s", path)
+    return {"notebook": book.reference, "steps": len(book.steps),
+            "computed": sum(r is not None for r in results),
+            "written": [str(p) for p in (args.html, args.md) if p]}
+
+
 def _kinds() -> dict:
     from analyses.core.catalogue import CATALOGUE
 
@@ -98,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(added.reference)  # the reference alone: a script can take the last line
                 return 0
             document = {"datasets": datasets.listing()}
+        elif args.verb == "notebook":
+            document = _notebook(args)
+            if document is None:
+                return 0
         elif args.verb == "models":
             from analyses.runtime.models import available
 

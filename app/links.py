@@ -7,13 +7,13 @@ way: `st.query_params` → `AnalysisSpec`, or a readable error naming the bad fi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 from analyses.core.catalogue import CATALOGUE
 from analyses.core.errors import UserError
 from analyses.core.spec import BOOL, INT, AnalysisSpec, field_info
 from app.components.display import md_escape
-from app.routes import PAGES, page_file, page_title, url_path
+from app.routes import NOTEBOOK_PATH, PAGES, page_file, page_title, url_path
 
 __all__ = ["page_file", "page_title", "url_path"]  # the route helpers pages reach through links
 DEFAULT_BASE_URL = "http://localhost:8501"
@@ -32,8 +32,8 @@ def query_key(raw: dict[str, list[str]]) -> str:
 def app_base(context_url: str | None) -> str:
     """The app's root URL from `st.context.url` (which ends in the current page's path)."""
     url = (context_url or DEFAULT_BASE_URL).split("?", 1)[0].split("#", 1)[0].rstrip("/")
-    for kind in PAGES:
-        suffix = "/" + url_path(kind)
+    for path in (*map(url_path, PAGES), NOTEBOOK_PATH):
+        suffix = "/" + path
         if url.endswith(suffix):
             return url[: -len(suffix)]
     return url
@@ -42,6 +42,11 @@ def app_base(context_url: str | None) -> str:
 def share_url(spec: AnalysisSpec, base: str) -> str:
     """The full link that reopens `spec` on its page."""
     return f"{base.rstrip('/')}/{url_path(spec.kind)}?{spec.to_query()}"
+
+
+def notebook_url(reference: str, base: str) -> str:
+    """The link that opens a notebook (a shipped name or `sha256:<hex>`) on the notebook page."""
+    return f"{base.rstrip('/')}/{NOTEBOOK_PATH}?notebook={quote(reference, safe=':')}"
 
 
 def snippet(spec: AnalysisSpec) -> str:

@@ -26,7 +26,8 @@ another DuckDB version) is moved aside and rebuilt — this is a cache, never th
 
 The results' tables are capped at `max_bytes` (`ANALYSES_CACHE_MAX_MB`, default 2048 MB,
 counted as pandas holds them): over it, the least recently read results are evicted whole
-(`last_used`, refreshed by a read at most once a minute). Prompt sets are never evicted.
+(`last_used`, refreshed by a read at most once a minute). Prompt sets and notebooks (`notebooks`,
+by content like prompt sets) are never evicted.
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ import pandas as pd
 
 from analyses.core.datasets import PromptSet, canonical_json
 from analyses.core.jsonable import jsonable
+from analyses.core.notebooks import Notebook
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
 from analyses.runtime.store_file import ALIAS, StoreBusy, StoreUnusable, store_file
@@ -83,6 +85,15 @@ CREATE TABLE IF NOT EXISTS datasets (
     n_rows INTEGER NOT NULL,
     fields VARCHAR NOT NULL,
     rows_json VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL
+)"""
+# notebooks (the notebook page's notebook=sha256:<hex>), by content; never evicted
+NOTEBOOKS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS notebooks (
+    reference VARCHAR PRIMARY KEY,
+    title VARCHAR NOT NULL,
+    n_steps INTEGER NOT NULL,
+    notebook_json VARCHAR NOT NULL,
     created_at TIMESTAMP NOT NULL
 )"""
 _LIBRARIES = ("torch", "transformer-lens", "transformers", "duckdb")
@@ -156,6 +167,7 @@ def _prepare(cur) -> None:
     """The schema, on a file attached for the first time in this process (or rebuilt)."""
     cur.execute(SCHEMA)
     cur.execute(DATASETS_SCHEMA)
+    cur.execute(NOTEBOOKS_SCHEMA)
     for migration in MIGRATIONS:
         cur.execute(migration)
 
@@ -444,6 +456,33 @@ class Store:
         found = self._read_or([], lambda cur: cur.execute(
             "SELECT name, reference, n_rows, fields FROM datasets ORDER BY created_at").fetchall())
         return [{"dataset": n, "reference": r, "rows": k, "fields": f} for n, r, k, f in found]
+
+    # --- notebooks ------------------------------------------------------------
+    def put_notebook(self, notebook: Notebook) -> bool:
+        """Keep `notebook` under its reference (again: nothing to do). False when nothing
+        can be stored here (read-only, unusable, busy). Notebooks are never evicted."""
+        if self.read_only or not self.available:
+            return False
+        ref = notebook.reference
+
+        def write(cur) -> bool:
+            if not cur.execute("SELECT 1 FROM notebooks WHERE reference = ?", [ref]).fetchone():
+                cur.execute("INSERT INTO notebooks VALUES (?, ?, ?, ?, ?)",
+                            [ref, notebook.title, len(notebook.steps), notebook.to_json(), _now()])
+            return True
+
+        with self._file.write_lock:
+            return self._read_or(False, write)
+
+    def get_notebook(self, reference: str) -> Notebook | None:
+        row = self._read_or(None, lambda cur: cur.execute(
+            "SELECT notebook_json FROM notebooks WHERE reference = ?", [reference]).fetchone())
+        return None if row is None else Notebook.from_json(row[0])
+
+    def notebook_rows(self) -> list[dict]:
+        found = self._read_or([], lambda cur: cur.execute(
+            "SELECT title, reference, n_steps, created_at FROM notebooks ORDER BY created_at").fetchall())
+        return [{"title": t, "reference": r, "steps": n, "created_at": str(c)} for t, r, n, c in found]
 
     def close(self) -> None:
         """Let go of this process's hold on the file (it holds none between operations)."""

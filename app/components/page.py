@@ -29,6 +29,7 @@ from app.components.display import display_token, md_escape
 from app.components.downloads import download_buttons, file_stem
 from app.components.form import Field, SpecForm, write_url
 from app.components.model_picker import chosen_model, engine_caption, model_picker, model_problem
+from app.components.notebook_button import notebook_button
 from app.components.plot import plot
 from app.components.presets import Preset, presets_for
 from app.components.run import run_spec
@@ -127,6 +128,7 @@ def show_result(spec: AnalysisSpec, result: Result, shown: dict[str, go.Figure |
         show_tables(spec, result)
     download_buttons(result, figures)
     share_box(spec)
+    notebook_button(spec)
     snippet_box(spec)
 
 

@@ -6,6 +6,7 @@ port, offline, loading a tiny model from this test's model roots.
 """
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -316,3 +317,76 @@ def test_the_token_preview_follows_typing_before_run(server, page, tiny_model):
     assert page.evaluate("new URLSearchParams(location.search).get('prompt')") == "Once upon a time there was"
     page.wait_for_function(f"() => document.querySelectorAll('{CHART}').length === 2",
                            timeout=RESULT_TIMEOUT_MS)  # the heatmap and the target's ranks
+
+
+NOTE_ATTACK = ("<script>window.pwned = 1</script> <img src=x onerror=\"window.pwned = 2\"> "
+               "![x](http://127.0.0.1:1/x.png) **kept bold**")
+SCREENSHOTS = Path(os.environ.get("ANALYSES_SCREENSHOTS", "/tmp/workbench-screenshots"))
+
+
+@pytest.mark.slow
+def test_a_three_step_notebook_reopens_in_a_fresh_context_and_downloads_as_html(server, tiny_model, tmp_path):
+    """Add a result to the notebook from its page, add two more steps by their share links,
+    write a note that tries HTML and a remote image, then open the notebook's link in a fresh
+    browser context and download it as one HTML file."""
+    specs = [AnalysisSpec(kind="logit_lens", model=str(tiny_model), prompt="Once upon a time", top_k=2),
+             AnalysisSpec(kind="attention", model=str(tiny_model), prompt="When Mary and John went"),
+             AnalysisSpec(kind="dla", model=str(tiny_model), prompt="When Mary and John went to the store, "
+                          "John gave a drink to", answer=" Mary", wrong=" John")]
+    remote = []
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 900})
+            page = context.new_page()
+            page.goto(links.share_url(specs[0], server))
+            page.wait_for_selector(CHART, timeout=RESULT_TIMEOUT_MS)
+            page.get_by_role("button", name="Add to notebook").click()
+            page.get_by_text("Added as step 1").wait_for(timeout=60_000)
+            page.get_by_role("link", name="Open the notebook").click()  # same session
+            box = page.get_by_label("Add a step from a share link")
+            for n, spec in enumerate(specs[1:], start=2):
+                box.fill(links.share_url(spec, server))
+                page.get_by_role("button", name="Add the step").click()
+                page.get_by_role("heading", name=f"{n}. ").wait_for(timeout=RESULT_TIMEOUT_MS)
+            page.get_by_text("Edit step 1").click()
+            note = page.get_by_label("Note (Markdown", exact=False)
+            note.first.fill(NOTE_ATTACK)
+            note.first.press("Control+Enter")
+            page.get_by_text("kept bold").wait_for(timeout=60_000)
+            page.wait_for_function(f"() => document.querySelectorAll('{CHART}').length === 3",
+                                   timeout=RESULT_TIMEOUT_MS)
+            shared = page.locator(".workbench-copy pre").first.inner_text().replace("\n", "")
+            assert shared.startswith(f"{server}/notebook?notebook=sha256:")
+            assert "notebook=sha256" in page.url
+            context.close()
+
+            fresh = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+            page = fresh.new_page()
+            page.on("request", lambda r: remote.append(r.url) if "127.0.0.1:1/" in r.url else None)
+            page.goto(shared)
+            page.wait_for_function(f"() => document.querySelectorAll('{CHART} .main-svg').length >= 3",
+                                   timeout=RESULT_TIMEOUT_MS)
+            assert page.get_by_role("heading", name="3. ").count() == 1
+            notes = page.locator(".workbench-note")
+            assert notes.count() == 1 and "kept bold" in notes.first.inner_text()
+            assert notes.locator("img, script").count() == 0
+            assert "<script>" in notes.first.inner_text()  # shown as text
+            assert page.evaluate("window.pwned === undefined")
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=SCREENSHOTS / "notebook-3-steps.png")
+            page.get_by_role("button", name="Download HTML").scroll_into_view_if_needed()
+            page.screenshot(path=SCREENSHOTS / "notebook-3-steps-end.png")
+            with page.expect_download(timeout=120_000) as download:
+                page.get_by_role("button", name="Download HTML").click()
+            saved = tmp_path / "notebook.html"
+            download.value.save_as(saved)
+        finally:
+            browser.close()
+    document = saved.read_text()
+    assert document.count('class="step"') == 3 and len(re.findall(r'<div id="figure-\d"', document)) == 3
+    for spec in specs:
+        assert links.share_url(spec, server).replace("&", "&amp;") in document
+    assert "<strong>kept bold</strong>" in document and "<img" not in document.split("<script", 1)[0]
+    assert "127.0.0.1:1" not in document
+    assert not remote, remote
