@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
                                            "its reference sha256:<hex> alone on stdout's last line")
     add.add_argument("file", type=Path)
     set_verbs.add_parser("list", help="the shipped sets and those in the store, as JSON")
+    from analyses.dictionaries.cli import add_parser as add_dictionaries  # torch only when run
+
+    add_dictionaries(verbs)
     return parser
 
 
@@ -94,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(added.reference)  # the reference alone: a script can take the last line
                 return 0
             document = {"datasets": datasets.listing()}
+        elif args.verb == "dictionaries":
+            from analyses.dictionaries.cli import run as run_dictionaries
+
+            document = run_dictionaries(args)
         elif args.verb == "models":
             from analyses.runtime.models import available
 

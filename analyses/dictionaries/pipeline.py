@@ -134,3 +134,30 @@ def train_site(loaded, site: st.Site, chunks: ActivationChunks, n_chunks: int, f
 def _same_dictionary(have: CoderConfig, want: CoderConfig) -> bool:
     keys = ("d_in", "num_latents", "k", "transcode", "site", "model_fingerprint", "seed")
     return all(getattr(have, key) == getattr(want, key) for key in keys)
+
+
+def evaluate_folder(folder: Path, model: str | None = None, eval_tokens: int = 100_000,
+                    ce_tokens: int = 25_000, cache: Path | None = None) -> dict:
+    """Measure the dictionary in `folder` (ours, sparsify's or SAELens's) on the model it names
+    (or `model`) and write its metrics.json; returns the metrics."""
+    from analyses.dictionaries import metrics
+    from analyses.runtime import models
+
+    coder = formats.load(folder)
+    ref = model or coder.cfg.model
+    if not ref:
+        raise UserError(f"{folder}: its cfg.json names no model: pass --model")
+    loaded = models.load(ref, device="cpu")
+    if not coder.cfg.site:
+        raise UserError(f"{folder}: its cfg.json names no site")
+    site = st.parse(coder.cfg.site, loaded.bridge.cfg.n_layers)
+    if st.site_width(site, loaded.bridge.cfg) != coder.cfg.d_in:
+        raise UserError(f"{folder}: d_in {coder.cfg.d_in} does not fit {site.name} of {ref}")
+    if coder.cfg.model_fingerprint and coder.cfg.model_fingerprint != loaded.fingerprint:
+        log.warning("%s was trained on other weights (fingerprint %s, this model %s)", folder,
+                    coder.cfg.model_fingerprint[:12], loaded.fingerprint[:12])
+    result = metrics.evaluate(loaded, site, coder, eval_tokens, ce_tokens, seed=coder.cfg.seed,
+                              n_ctx=min(256, loaded.bridge.cfg.n_ctx), cache=cache)
+    result["train_seconds"] = _train_seconds(folder)
+    formats.write_metrics(folder, result)
+    return result
