@@ -73,12 +73,14 @@ def density_histogram(density: np.ndarray) -> dict:
             "dead": int((density == 0).sum())}
 
 
-def next_token_ce(logits: Float[Tensor, "batch pos vocab"], tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos-1"]:
+def next_token_ce(logits: Float[Tensor, "batch pos vocab"],
+                  tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos-1"]:
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(),
                            reduction="none").reshape(tokens.shape[0], -1)
 
 
-def kl_per_token(clean: Float[Tensor, "batch pos vocab"], other: Float[Tensor, "batch pos vocab"]) -> Float[Tensor, "batch pos"]:
+def kl_per_token(clean: Float[Tensor, "batch pos vocab"],
+                 other: Float[Tensor, "batch pos vocab"]) -> Float[Tensor, "batch pos"]:
     """KL(clean || other) at each position, in nats."""
     p_log = clean.float().log_softmax(-1)
     return (p_log.exp() * (p_log - other.float().log_softmax(-1))).sum(-1)
@@ -111,7 +113,7 @@ def best_f1(acts: Float[Tensor, "n unit"], labels: Bool[Tensor, "n category"]) -
     return out
 
 
-def lexicon_labels(tokenizer, tokens: Int[Tensor, "n"]) -> tuple[list[str], Bool[Tensor, "n category"], dict]:
+def lexicon_labels(tokenizer, tokens: Int[Tensor, " n"]) -> tuple[list[str], Bool[Tensor, "n category"], dict]:
     """Which eval tokens belong to each lexicon category: the single-token form of each word
     with its leading space (how the corpus writes them mid-sentence)."""
     from analyses.embedded import lexicon as lx
@@ -126,7 +128,7 @@ def lexicon_labels(tokenizer, tokens: Int[Tensor, "n"]) -> tuple[list[str], Bool
         ids = sorted({i[0] for i in ids if len(i) == 1})
         sizes[name] = len(ids)
         names.append(name)
-        columns.append(torch.isin(tokens, torch.tensor(ids, dtype=tokens.dtype)) if ids else torch.zeros_like(tokens, dtype=torch.bool))
+        columns.append(torch.isin(tokens, torch.tensor(ids or [-1], dtype=tokens.dtype)))
     return names, torch.stack(columns, dim=1), sizes
 
 
@@ -161,7 +163,7 @@ def evaluate(loaded, site: st.Site, coder: SparseCoder, eval_tokens: int, ce_tok
         tokens = docs[start:start + batch_docs]
         keep = tokens != bridge.tokenizer.bos_token_id  # [batch, pos]: BOS stays clean
         names = [s.name for s in neuron_sites]
-        clean, cache_ = bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
+        clean, cache_ = bridge.run_with_cache(tokens, names_filter=lambda n, names=names: n in names)
         neuron_acts.append(torch.cat([cache_[n][:, 1:].reshape(-1, cache_[n].shape[-1]) for n in names], dim=1))
         if start >= ce_docs:
             continue
@@ -182,7 +184,7 @@ def evaluate(loaded, site: st.Site, coder: SparseCoder, eval_tokens: int, ce_tok
     return result
 
 
-def lexicon_probe(tokenizer, tokens: Int[Tensor, "n"], latent_acts: Float[Tensor, "n latent"],
+def lexicon_probe(tokenizer, tokens: Int[Tensor, " n"], latent_acts: Float[Tensor, "n latent"],
                   neuron_acts: Float[Tensor, "n neuron"], d_mlp: int) -> dict:
     """Per category: the best latent and its F1, the best neuron ("L<layer>.N<index>"; the
     neurons are layers 0.. side by side, d_mlp each) and its F1."""
@@ -198,5 +200,6 @@ def lexicon_probe(tokenizer, tokens: Int[Tensor, "n"], latent_acts: Float[Tensor
         lat, neu = latent_f1[:, c], neuron_f1[:, c]
         out[name] = {"tokens": int(labels[:, c].sum()), "words": sizes[name],
                      "latent": int(lat.argmax()), "latent_f1": float(lat.max()),
-                     "neuron": f"L{int(neu.argmax()) // d_mlp}.N{int(neu.argmax()) % d_mlp}", "neuron_f1": float(neu.max())}
+                     "neuron": f"L{int(neu.argmax()) // d_mlp}.N{int(neu.argmax()) % d_mlp}",
+                     "neuron_f1": float(neu.max())}
     return out

@@ -47,7 +47,7 @@ class LossTerms:
 
 
 def loss_terms(coder: SparseCoder, x: Float[Tensor, "batch d_in"], y: Float[Tensor, "batch d_in"],
-               dead: Bool[Tensor, "latent"] | None) -> LossTerms:
+               dead: Bool[Tensor, " latent"] | None) -> LossTerms:
     pre = coder.pre_acts(x)  # [batch, latent]
     top_acts, top_indices = pre.topk(coder.cfg.k, dim=-1, sorted=False)
     y_hat = coder.decode(top_acts, top_indices) + coder.skip(x)
@@ -95,7 +95,8 @@ class Trainer:
         s = self.settings
         warm = min(1.0, (step + 1) / s.warmup_steps)
         decay_from = int(self.total_steps * (1 - s.decay_share))
-        decay = 1.0 if step < decay_from else max(0.0, (self.total_steps - step) / max(1, self.total_steps - decay_from))
+        left = (self.total_steps - step) / max(1, self.total_steps - decay_from)
+        decay = 1.0 if step < decay_from else max(0.0, left)
         return s.lr * warm * decay
 
     def step(self, x: Float[Tensor, "batch d_in"], y: Float[Tensor, "batch d_in"]) -> dict:

@@ -41,7 +41,8 @@ def write_saelens(folder, coder, cfg_extra):
 
 
 @pytest.mark.parametrize("cfg_extra", [
-    {"architecture": "topk", "k": 4, "metadata": {"hook_name": "blocks.1.hook_resid_post", "model_name": "m"}},  # SAELens 6
+    # SAELens 6
+    {"architecture": "topk", "k": 4, "metadata": {"hook_name": "blocks.1.hook_resid_post", "model_name": "m"}},
     {"activation_fn_str": "topk", "activation_fn_kwargs": {"k": 4}, "hook_name": "blocks.1.hook_resid_post"},  # 5
 ])
 def test_saelens_directory_written_by_hand_loads_to_same_encodings(tmp_path, cfg_extra):

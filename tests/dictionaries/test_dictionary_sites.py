@@ -11,7 +11,8 @@ from analyses.dictionaries import sites as st
 
 def test_site_names_parse_and_refuse_clearly():
     site = st.parse("blocks.2.mlp")
-    assert (site.input_hook, site.output_hook, site.transcode) == ("blocks.2.mlp.hook_in", "blocks.2.hook_mlp_out", True)
+    assert (site.input_hook, site.output_hook) == ("blocks.2.mlp.hook_in", "blocks.2.hook_mlp_out")
+    assert site.transcode
     assert st.parse("blocks.0.attn.hook_z").input_hook == "blocks.0.attn.hook_z"
     with pytest.raises(UserError, match="layers 0..2"):
         st.parse("blocks.3.hook_resid_post", n_layers=3)
