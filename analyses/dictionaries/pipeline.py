@@ -114,9 +114,14 @@ def train_site(loaded, site: st.Site, chunks: ActivationChunks, n_chunks: int, f
         tr.initialise(coder, x, y, plan.seed)
         trainer = tr.Trainer(coder, settings, total_steps)
 
+    earlier = _train_seconds(folder) or 0.0  # a resumed run's seconds before this one
+    started = time.perf_counter()
+
     def checkpoint():
         formats.save(coder, folder)
         torch.save(trainer.state_dict(), folder / STATE)
+        # with every checkpoint, so a run cut off and resumed still counts all its time
+        (folder / "train_seconds.txt").write_text(f"{earlier + time.perf_counter() - started:.1f}\n")
 
     def report(step, total, stats):
         say(f"{site.name}: step {step}/{total} fvu {stats['fvu']:.4f} auxk {stats['auxk']:.4f} "
@@ -124,8 +129,8 @@ def train_site(loaded, site: st.Site, chunks: ActivationChunks, n_chunks: int, f
 
     stream = tr.batches(lambda i: chunks.load(i, site), n_chunks, chunks.stream.tokens_per_chunk(),
                         settings, plan.seed, trainer.step_index, total_steps)
-    seconds = tr.run(trainer, stream, report, checkpoint) + (_train_seconds(folder) or 0.0)
-    (folder / "train_seconds.txt").write_text(f"{seconds:.1f}\n")
+    tr.run(trainer, stream, report, checkpoint)
+    seconds = _train_seconds(folder) or 0.0
     say(f"{site.name}: trained {coder.cfg.tokens_seen:,} tokens in {seconds:.0f} s "
         f"({coder.cfg.tokens_seen / max(seconds, 1e-9):,.0f} tokens/s)")
     return coder
