@@ -9,7 +9,7 @@ PORT ?= 8501
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup browser run test bench train-default
+.PHONY: setup browser run test bench train-default train-dictionaries
 
 # The pinned requirements, then this project itself as an editable package (its own
 # dependencies are those pins: --no-deps), so `import analyses` and `import app` work from
@@ -53,3 +53,12 @@ bench: setup
 # Retrains the embedded model from scratch (15 minutes on 2 cores with bf16 instructions, 25 in fp32 on AVX2-only ones); not part of run/test.
 train-default: setup
 	HF_HUB_OFFLINE=1 $(PY) -m analyses.embedded --out data/models/tiny-circuits
+
+# Trains the embedded model's shipped sparse dictionaries (every layer's residual and
+# attention-output SAEs and MLP transcoder: 1,024 latents, k 16, 1M tokens each, seed 0) into
+# data/dictionaries/tiny-circuits/<site>/ and writes their card; resumes where it stopped.
+# About 30 minutes on 2 busy cores; not part of run/test.
+train-dictionaries: setup
+	HF_HUB_OFFLINE=1 $(PY) -m analyses dictionaries train --model default --site all --latents 1024 --k 16 \
+	  --tokens 1000000 --out data/dictionaries/tiny-circuits
+	$(PY) -m analyses.dictionaries.card data/dictionaries/tiny-circuits

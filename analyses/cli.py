@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="leave out steps not in the store instead of computing them")
     export.add_argument("--base-url", default="http://localhost:8501", help="the app the steps' links open")
     book_verbs.add_parser("list", help="the shipped notebooks and those in the store, as JSON")
+    from analyses.dictionaries.cli import add_parser as add_dictionaries  # torch only when run
+
+    add_dictionaries(verbs)
     return parser
 
 
@@ -146,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
             document = _notebook(args)
             if document is None:
                 return 0
+        elif args.verb == "dictionaries":
+            from analyses.dictionaries.cli import run as run_dictionaries
+
+            document = run_dictionaries(args)
         elif args.verb == "models":
             from analyses.runtime.models import available
 

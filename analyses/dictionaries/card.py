@@ -1,0 +1,87 @@
+"""DICTIONARIES.md: the measured metrics of every dictionary in a folder, as tables.
+
+`python -m analyses.dictionaries.card data/dictionaries/tiny-circuits` (make train-dictionaries
+runs it after training). Numbers come only from each directory's metrics.json.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from analyses.dictionaries import formats
+
+TARGETS = ("Targets (issue 27): residual and attention-output SAEs explained variance >= 0.95 at "
+           "L0 <= 16, CE recovered >= 0.99; transcoders >= 0.95 of MLP-output variance, CE "
+           "recovered >= 0.98; <= 2% dead latents; on >= 100k held-out tokens.")
+
+
+def _fmt(value, digits=3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def rows(root: Path) -> list[tuple[dict, dict]]:
+    out = []
+    for cfg_path in sorted(Path(root).glob("*/" + formats.CONFIG), key=_order):
+        metrics = formats.read_metrics(cfg_path.parent)
+        if metrics is not None:
+            out.append((json.loads(cfg_path.read_text()), metrics))
+    return out
+
+
+def _order(path: Path):
+    name = path.parent.name
+    layer = int(name.split(".")[1]) if name.startswith("blocks.") else 0
+    return layer, ("hook_resid_post" not in name, "attn" not in name, name)
+
+
+def render(root: Path) -> str:
+    table = rows(root)
+    lines = [f"# Sparse dictionaries of {Path(root).name}", "",
+             "TopK sparse autoencoders (residual stream, attention output before W_O with all heads "
+             "concatenated) and transcoders (MLP input -> MLP output), trained by `make "
+             "train-dictionaries` (`python -m analyses dictionaries train --site all`) on the model's "
+             "training mixture (stories, IOI, facts, needles, repeated-token documents; BOS positions "
+             "left out) and measured on held-out draws of it. sparsify's format: `cfg.json` + "
+             "`sae.safetensors` per site, `metrics.json` beside them.", "", TARGETS, "",
+             "| site | latents | k | train tokens | train s | tokens/s | L0 | expl. var. | CE clean | CE zero-abl. "
+             "| CE spliced | CE recovered | KL | dead | dense | eval tokens |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for cfg, m in table:
+        seconds = m.get("train_seconds")
+        speed = f"{cfg['tokens_seen'] / seconds:,.0f}" if seconds else "–"
+        lines.append(f"| {cfg['site']} | {cfg['num_latents']} | {cfg['k']} | {cfg['tokens_seen']:,} | "
+                     f"{_fmt(seconds, 0)} | {speed} | {_fmt(m['l0'], 2)} | {_fmt(m['explained_variance'])} | "
+                     f"{_fmt(m['ce_clean'])} | {_fmt(m['ce_zero'])} | {_fmt(m['ce_spliced'])} | "
+                     f"{_fmt(m['ce_recovered'])} | {_fmt(m['kl'], 4)} | {m['dead_share']:.1%} | "
+                     f"{m['dense_share']:.1%} | {m['tokens']:,} |")
+    lines += ["", "## Lexicon ground truth: one latent vs the best neuron", "",
+              "Per lexicon category, the best single latent's F1 at telling the category's tokens "
+              "from the rest of the held-out text (best threshold), and the best MLP neuron's (layers "
+              "0..L) beside it. **Bold**: the latent beats every neuron.", ""]
+    categories = list(table[0][1]["lexicon"]) if table else []
+    lines.append("| site | " + " | ".join(categories) + " |")
+    lines.append("|---|" + "---|" * len(categories))
+    for cfg, m in table:
+        cells = []
+        for c in categories:
+            entry = m["lexicon"][c]
+            if "latent_f1" not in entry:
+                cells.append("–")
+                continue
+            latent = f"{entry['latent_f1']:.2f}"
+            cells.append(f"{'**' + latent + '**' if entry['latent_f1'] > entry['neuron_f1'] else latent}"
+                         f" / {entry['neuron_f1']:.2f}")
+        lines.append(f"| {cfg['site']} | " + " | ".join(cells) + " |")
+    lines += ["", "Cells: latent F1 / best neuron F1.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    root = Path((argv or sys.argv[1:])[0])
+    (root / "DICTIONARIES.md").write_text(render(root))
+    print(root / "DICTIONARIES.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""`python -m analyses dictionaries train|list|eval`: the dictionary verbs of the CLI."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger("analyses")
+
+
+def add_parser(verbs) -> None:
+    parser = verbs.add_parser("dictionaries", help="sparse dictionaries (SAEs, transcoders): train, list, eval")
+    actions = parser.add_subparsers(dest="action", required=True)
+    train = actions.add_parser("train", help="train (or resume) dictionaries; progress on stderr, "
+                                             "the trained directories as JSON on stdout")
+    train.add_argument("--model", default="default")
+    train.add_argument("--site", action="append", required=True,
+                       help="blocks.L.hook_resid_post, blocks.L.attn.hook_z, blocks.L.mlp (a transcoder), "
+                            "or all (every layer's three); repeatable")
+    train.add_argument("--latents", type=int, default=1024)
+    train.add_argument("--k", type=int, default=16)
+    train.add_argument("--tokens", type=int, default=1_000_000, help="training tokens per dictionary")
+    train.add_argument("--eval-tokens", type=int, default=100_000)
+    train.add_argument("--ce-tokens", type=int, default=25_000,
+                       help="of the eval tokens, those spliced back for cross-entropy and KL")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--ctx", type=int, default=256, help="document length (capped at the model's)")
+    train.add_argument("--out", type=Path, help="folder of one directory per site "
+                                                "(default data/dictionaries/<model>)")
+    train.add_argument("--cache", type=Path, help="activation cache (default $ANALYSES_ACTIVATIONS or "
+                                                  "~/.cache/analyses-activations)")
+    actions.add_parser("list", help="the dictionaries under data/dictionaries, as JSON")
+    ev = actions.add_parser("eval", help="measure a dictionary directory on held-out text and "
+                                         "write its metrics.json")
+    ev.add_argument("dir", type=Path)
+    ev.add_argument("--model", help="default: the model named in its cfg.json")
+    ev.add_argument("--eval-tokens", type=int, default=100_000)
+    ev.add_argument("--ce-tokens", type=int, default=25_000)
+    ev.add_argument("--cache", type=Path)
+
+
+def run(args) -> dict:
+    from analyses.core.errors import UserError
+
+    if args.action == "list":
+        from analyses.dictionaries import registry
+
+        return {"dictionaries": registry.listing()}
+    if args.action == "train":
+        from analyses.dictionaries.pipeline import Plan, train
+
+        if args.latents <= 0 or not 0 < args.k <= args.latents:
+            raise UserError(f"--k must be in 1..--latents, got k={args.k}, latents={args.latents}")
+        if args.tokens <= 0 or args.eval_tokens <= 0:
+            raise UserError("--tokens and --eval-tokens must be positive")
+        plan = Plan(model=args.model, sites=tuple(args.site), num_latents=args.latents, k=args.k,
+                    tokens=args.tokens, eval_tokens=args.eval_tokens, ce_tokens=args.ce_tokens,
+                    seed=args.seed, n_ctx=args.ctx, out=args.out, cache=args.cache)
+        return {"dictionaries": [str(p) for p in train(plan, progress=log.info)]}
+    from analyses.dictionaries.pipeline import evaluate_folder
+
+    return {"path": str(args.dir), "metrics": evaluate_folder(args.dir, args.model, args.eval_tokens,
+                                                                args.ce_tokens, args.cache)}

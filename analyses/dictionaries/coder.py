@@ -1,0 +1,80 @@
+"""SparseCoder: a TopK sparse autoencoder or transcoder with two verbs, encode and decode.
+
+    pre     = ReLU(W_enc (x - b_dec) + b_enc)        # the b_dec subtraction only when autoencoding
+                                                      # (cfg.centers_input)
+    encode  = top k of pre -> (top_acts, top_indices) # [..., k] each
+    decode  = sum_i top_acts_i * W_dec[top_indices_i] + b_dec
+    output  = decode(encode(x)) + x @ W_skip.T        # the skip only where configured
+
+Parameters carry sparsify's names and shapes (`encoder.weight` [latents, d_in], `encoder.bias`
+[latents], `W_dec` [latents, d_in], `b_dec` [d_in], `W_skip` [d_in, d_in]), so its
+`sae.safetensors` loads into this module key for key.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from analyses.dictionaries.config import CoderConfig
+
+
+class SparseCoder(nn.Module):
+    def __init__(self, cfg: CoderConfig, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = nn.Linear(cfg.d_in, cfg.num_latents, dtype=dtype)
+        self.W_dec = nn.Parameter(torch.zeros(cfg.num_latents, cfg.d_in, dtype=dtype))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
+        self.W_skip = nn.Parameter(torch.zeros(cfg.d_in, cfg.d_in, dtype=dtype)) if cfg.skip_connection else None
+
+    @property
+    def num_latents(self) -> int:
+        return self.cfg.num_latents
+
+    def pre_acts(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... latent"]:
+        """Every latent's ReLU pre-activation (dense): the encoder before the TopK choice."""
+        if self.cfg.centers_input:
+            x = x - self.b_dec  # centre on the decoder bias, as sparsify and SAELens do
+        return F.relu(F.linear(x, self.encoder.weight, self.encoder.bias))
+
+    def encode(self, x: Float[Tensor, "... d_in"]) -> tuple[Float[Tensor, "... k"], Int[Tensor, "... k"]]:
+        """The k largest pre-activations and their latent indices (in descending order)."""
+        return self.pre_acts(x).topk(self.cfg.k, dim=-1, sorted=True)
+
+    def decode(self, top_acts: Float[Tensor, "... k"], top_indices: Int[Tensor, "... k"]) -> Float[Tensor, "... d_in"]:
+        """The sum of the chosen latents' decoder rows, weighted by their activations, plus b_dec."""
+        shape = top_acts.shape[:-1]
+        flat_acts, flat_idx = top_acts.reshape(-1, top_acts.shape[-1]), top_indices.reshape(-1, top_acts.shape[-1])
+        # embedding_bag sums weighted rows without materialising [..., k, d_in]
+        out = F.embedding_bag(flat_idx, self.W_dec, per_sample_weights=flat_acts.to(self.W_dec.dtype), mode="sum")
+        return (out + self.b_dec).reshape(*shape, self.cfg.d_in)
+
+    def dense(self, top_acts: Float[Tensor, "... k"], top_indices: Int[Tensor, "... k"]) -> Float[Tensor, "... latent"]:
+        """The sparse code as a dense [..., latent] tensor (zeros where a latent is not chosen)."""
+        out = top_acts.new_zeros(*top_acts.shape[:-1], self.cfg.num_latents)
+        return out.scatter_(-1, top_indices, top_acts)
+
+    def skip(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_in"] | float:
+        return F.linear(x, self.W_skip) if self.W_skip is not None else 0.0
+
+    def forward(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_in"]:
+        """The reconstruction (autoencoder) or prediction of the site's output (transcoder)."""
+        return self.decode(*self.encode(x)) + self.skip(x)
+
+    reconstruct = forward
+
+    @torch.no_grad()
+    def normalize_decoder_(self) -> None:
+        """Decoder rows to unit norm, so an activation's size is its contribution's size."""
+        self.W_dec.data /= self.W_dec.data.norm(dim=1, keepdim=True).clamp_min(torch.finfo(self.W_dec.dtype).eps)
+
+    @torch.no_grad()
+    def remove_parallel_decoder_grad_(self) -> None:
+        """Drop each decoder row's gradient along the row itself: a step then turns the row
+        instead of growing it, so renormalising after it loses nothing (Gao et al. 2024)."""
+        if self.W_dec.grad is None:
+            return
+        along = (self.W_dec.grad * self.W_dec.data).sum(dim=1, keepdim=True)  # [latent, 1]
+        self.W_dec.grad -= along * self.W_dec.data

@@ -1,0 +1,56 @@
+"""CoderConfig: what a dictionary is, saved as `cfg.json` beside its weights.
+
+The first fields are EleutherAI sparsify's own (`SparseCoderConfig` plus `d_in`), so a
+directory we write loads in sparsify unchanged (it drops fields it does not know); the rest
+say where the dictionary belongs and how it was made.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+SPARSIFY_FIELDS = ("activation", "expansion_factor", "normalize_decoder", "num_latents", "k",
+                   "multi_topk", "skip_connection", "transcode", "d_in")
+
+
+@dataclass
+class CoderConfig:
+    d_in: int  # width of the site read (d_model; n_heads * d_head for attention outputs)
+    num_latents: int = 1024  # 8x the embedded model's d_model: every lexicon category fits
+    k: int = 16  # latents active per token (L0): the issue's bound for explained variance
+    transcode: bool = False  # True: predict the site's output (MLP out) from its input
+    skip_connection: bool = False  # a linear skip x @ W_skip.T added to the output (transcoders)
+    normalize_decoder: bool = True  # decoder rows kept at unit norm (autoencoders only)
+    activation: str = "topk"  # the only activation we encode with (sparsify also has groupmax)
+    expansion_factor: int = 0  # sparsify's alternative to num_latents; 0: num_latents is given
+    multi_topk: bool = False  # sparsify's Multi-TopK loss: not used here, kept for its format
+    # subtract b_dec from the input before encoding; None: sparsify's rule (autoencoders do,
+    # transcoders do not). SAELens says it per SAE (apply_b_dec_to_input).
+    center_input: bool | None = None
+    # where it belongs and how it was made (ignored by sparsify)
+    site: str = ""  # a site name, see sites.py: blocks.1.hook_resid_post, blocks.1.attn.hook_z, blocks.1.mlp
+    model: str = ""  # the model reference it was trained on ("default", a hub id, a path)
+    model_fingerprint: str = ""  # models.fingerprint(model): the weights it belongs to
+    seed: int = 0  # initialisation and token-stream seed: one seed, one dictionary
+    tokens_seen: int = 0  # training tokens so far (a resumed run counts on)
+
+    def __post_init__(self):
+        if self.d_in <= 0 or self.num_latents <= 0:
+            raise ValueError(f"d_in and num_latents must be positive, got {self.d_in}, {self.num_latents}")
+        if not 0 < self.k <= self.num_latents:
+            raise ValueError(f"k must be in 1..num_latents ({self.num_latents}), got {self.k}")
+        if self.activation != "topk":
+            raise ValueError(f"only TopK dictionaries are supported, got activation={self.activation!r}")
+
+    @property
+    def centers_input(self) -> bool:
+        return (not self.transcode) if self.center_input is None else self.center_input
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CoderConfig":
+        """From a cfg.json: unknown fields are dropped (as sparsify does), so newer files load."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

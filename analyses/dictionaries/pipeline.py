@@ -1,0 +1,168 @@
+"""Train and evaluate dictionaries for a model: cached activations -> trainer -> metrics.json.
+
+`train(...)` is what `python -m analyses dictionaries train` and `make train-dictionaries`
+run. Every step resumes: activation chunks already on disk are reused, a dictionary with a
+`train_state.pt` continues from its last checkpoint, one whose tokens are all seen is only
+(re-)evaluated when it has no metrics.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from analyses.core.errors import UserError
+from analyses.dictionaries import formats, registry
+from analyses.dictionaries import sites as st
+from analyses.dictionaries import train as tr
+from analyses.dictionaries.activations import ActivationChunks
+from analyses.dictionaries.coder import SparseCoder
+from analyses.dictionaries.config import CoderConfig
+from analyses.dictionaries.tokens import TokenStream
+
+log = logging.getLogger("analyses.dictionaries")
+STATE = "train_state.pt"
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: str = "default"
+    sites: tuple[str, ...] = ("blocks.1.hook_resid_post",)  # or ("all",): every layer's three
+    num_latents: int = 1024
+    k: int = 16
+    tokens: int = 2_000_000  # training tokens per dictionary
+    eval_tokens: int = 100_000  # held-out tokens for the metrics
+    ce_tokens: int = 25_000  # of those, the ones spliced back into the model for CE and KL
+    seed: int = 0
+    n_ctx: int = 256  # document length (capped at the model's context)
+    out: Path | None = None  # the folder holding one directory per site; default data/dictionaries/<model>
+    cache: Path | None = None  # activation cache root; default $ANALYSES_ACTIVATIONS or ~/.cache
+    threads: int = 1  # torch threads: one is fastest on a shared 2-core machine, and reproducible
+    settings: tr.TrainSettings = field(default_factory=tr.TrainSettings)
+
+
+def resolve_sites(names, n_layers: int) -> list[st.Site]:
+    if list(names) == ["all"]:
+        return st.every_site(n_layers)
+    return [st.parse(n, n_layers) for n in names]
+
+
+def train(plan: Plan, progress=None) -> list[Path]:
+    """Train (or resume) every site of the plan, then evaluate each; returns their folders."""
+    from analyses.runtime import models
+
+    torch.set_num_threads(plan.threads)
+    loaded = models.load(plan.model, device="cpu")
+    cfg = loaded.bridge.cfg
+    sites = resolve_sites(plan.sites, cfg.n_layers)
+    stream = TokenStream(n_ctx=min(plan.n_ctx, cfg.n_ctx), seed=plan.seed)
+    out_root = Path(plan.out) if plan.out else registry.ROOT / registry.model_slug(plan.model)
+    chunks = ActivationChunks(loaded, sites, stream, "train", plan.cache)
+    n_chunks = math.ceil(plan.tokens / stream.tokens_per_chunk())
+    say = progress or (lambda message: log.info(message))
+    t0 = time.perf_counter()
+    chunks.ensure(n_chunks, lambda done, total: say(f"activations: chunk {done}/{total} "
+                                                    f"({time.perf_counter() - t0:.0f} s)"))
+    coders = {site: train_site(loaded, site, chunks, n_chunks, out_root / site.directory, plan, say)
+              for site in sites}
+    from analyses.dictionaries import metrics
+
+    folders = []
+    for site, coder in coders.items():
+        folder = out_root / site.directory
+        if formats.read_metrics(folder) is None or (folder / STATE).exists():
+            say(f"{site.name}: evaluating on {plan.eval_tokens:,} held-out tokens")
+            result = metrics.evaluate(loaded, site, coder, plan.eval_tokens, plan.ce_tokens,
+                                      seed=plan.seed, n_ctx=stream.n_ctx, cache=plan.cache)
+            result["train_seconds"] = _train_seconds(folder)
+            formats.write_metrics(folder, result)
+            (folder / STATE).unlink(missing_ok=True)  # done: nothing to resume
+        folders.append(folder)
+    return folders
+
+
+def _train_seconds(folder: Path) -> float | None:
+    path = folder / "train_seconds.txt"
+    return float(path.read_text()) if path.is_file() else None
+
+
+def train_site(loaded, site: st.Site, chunks: ActivationChunks, n_chunks: int, folder: Path,
+               plan: Plan, say) -> SparseCoder:
+    settings = plan.settings
+    total_steps = plan.tokens // settings.batch_size
+    d_in = st.site_width(site, loaded.bridge.cfg)
+    wanted = CoderConfig(d_in=d_in, num_latents=plan.num_latents, k=plan.k, transcode=site.transcode,
+                         site=site.name, model=plan.model, model_fingerprint=loaded.fingerprint, seed=plan.seed)
+    coder, trainer = None, None
+    if (folder / formats.SPARSIFY_WEIGHTS).is_file():
+        coder = formats.load(folder)
+        if not _same_dictionary(coder.cfg, wanted):
+            raise UserError(f"{folder} holds another dictionary ({coder.cfg.num_latents} latents, k "
+                            f"{coder.cfg.k}, site {coder.cfg.site}): pass another --out or remove it")
+        if not (folder / STATE).is_file():
+            return coder  # finished earlier
+        trainer = tr.Trainer(coder, settings, total_steps)
+        trainer.load_state_dict(torch.load(folder / STATE, weights_only=False))
+        say(f"{site.name}: resuming at step {trainer.step_index}/{total_steps}")
+    else:
+        coder = SparseCoder(wanted)
+        x, y = chunks.load(0, site)
+        tr.initialise(coder, x, y, plan.seed)
+        trainer = tr.Trainer(coder, settings, total_steps)
+
+    earlier = _train_seconds(folder) or 0.0  # a resumed run's seconds before this one
+    started = time.perf_counter()
+
+    def checkpoint():
+        formats.save(coder, folder)
+        torch.save(trainer.state_dict(), folder / STATE)
+        # with every checkpoint, so a run cut off and resumed still counts all its time
+        (folder / "train_seconds.txt").write_text(f"{earlier + time.perf_counter() - started:.1f}\n")
+
+    def report(step, total, stats):
+        say(f"{site.name}: step {step}/{total} fvu {stats['fvu']:.4f} auxk {stats['auxk']:.4f} "
+            f"dead {stats['dead']:.1%}")
+
+    stream = tr.batches(lambda i: chunks.load(i, site), n_chunks, chunks.stream.tokens_per_chunk(),
+                        settings, plan.seed, trainer.step_index, total_steps)
+    tr.run(trainer, stream, report, checkpoint)
+    seconds = _train_seconds(folder) or 0.0
+    say(f"{site.name}: trained {coder.cfg.tokens_seen:,} tokens in {seconds:.0f} s "
+        f"({coder.cfg.tokens_seen / max(seconds, 1e-9):,.0f} tokens/s)")
+    return coder
+
+
+def _same_dictionary(have: CoderConfig, want: CoderConfig) -> bool:
+    keys = ("d_in", "num_latents", "k", "transcode", "site", "model_fingerprint", "seed")
+    return all(getattr(have, key) == getattr(want, key) for key in keys)
+
+
+def evaluate_folder(folder: Path, model: str | None = None, eval_tokens: int = 100_000,
+                    ce_tokens: int = 25_000, cache: Path | None = None) -> dict:
+    """Measure the dictionary in `folder` (ours, sparsify's or SAELens's) on the model it names
+    (or `model`) and write its metrics.json; returns the metrics."""
+    from analyses.dictionaries import metrics
+    from analyses.runtime import models
+
+    coder = formats.load(folder)
+    ref = model or coder.cfg.model
+    if not ref:
+        raise UserError(f"{folder}: its cfg.json names no model: pass --model")
+    loaded = models.load(ref, device="cpu")
+    if not coder.cfg.site:
+        raise UserError(f"{folder}: its cfg.json names no site")
+    site = st.parse(coder.cfg.site, loaded.bridge.cfg.n_layers)
+    if st.site_width(site, loaded.bridge.cfg) != coder.cfg.d_in:
+        raise UserError(f"{folder}: d_in {coder.cfg.d_in} does not fit {site.name} of {ref}")
+    if coder.cfg.model_fingerprint and coder.cfg.model_fingerprint != loaded.fingerprint:
+        log.warning("%s was trained on other weights (fingerprint %s, this model %s)", folder,
+                    coder.cfg.model_fingerprint[:12], loaded.fingerprint[:12])
+    result = metrics.evaluate(loaded, site, coder, eval_tokens, ce_tokens, seed=coder.cfg.seed,
+                              n_ctx=min(256, loaded.bridge.cfg.n_ctx), cache=cache)
+    result["train_seconds"] = _train_seconds(folder)
+    formats.write_metrics(folder, result)
+    return result

@@ -1,0 +1,177 @@
+"""A TopK sparse-coder trainer on cached activations (Gao et al. 2024, "Scaling and evaluating
+sparse autoencoders", as EleutherAI sparsify implements it):
+
+- loss = FVU + auxk_alpha * AuxK. FVU = |y - y_hat|^2 / |y - mean(y)|^2 over the batch. AuxK:
+  the top `d_in / 2` *dead* latents (not fired for `dead_after_tokens`) must predict the live
+  latents' residual y - y_hat, scaled by min(dead / k_aux, 1): a dead latent gets gradient
+  again as soon as it could help, which is what keeps latents alive.
+- Adam; decoder rows at unit norm, the gradient's component along each row removed before
+  a step and the rows renormalised after it.
+- init: decoder = encoder's rows (normalised), b_dec = the targets' mean; a transcoder's
+  encoder bias centres its pre-activations on the inputs' mean.
+
+The loss terms are sparsify's `SparseCoder.forward` term for term (tests hold them equal); we
+train from our cached activations, which sparsify's Trainer (it hooks a live HF model) cannot.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from analyses.dictionaries.coder import SparseCoder
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    batch_size: int = 2048  # tokens a step: small steps, many updates for a few million tokens
+    lr: float = 2e-3  # Adam; ~2.5x sparsify's default for 1,024 latents: our runs are short
+    warmup_steps: int = 50
+    decay_share: float = 0.2  # the lr decays linearly to 0 over the last 20% of steps
+    auxk_alpha: float = 1 / 32  # Gao et al.'s weight of the dead-latent loss
+    dead_after_tokens: int = 100_000  # a latent silent this long is "dead" for AuxK
+    group_chunks: int = 8  # tokens are shuffled within groups of this many chunks
+    save_every_steps: int = 200  # a checkpoint (resume point) this often
+
+
+@dataclass
+class LossTerms:
+    fvu: Tensor  # []
+    auxk: Tensor  # []
+    top_indices: Tensor  # [batch, k]
+
+
+def loss_terms(coder: SparseCoder, x: Float[Tensor, "batch d_in"], y: Float[Tensor, "batch d_in"],
+               dead: Bool[Tensor, " latent"] | None) -> LossTerms:
+    pre = coder.pre_acts(x)  # [batch, latent]
+    top_acts, top_indices = pre.topk(coder.cfg.k, dim=-1, sorted=False)
+    y_hat = coder.decode(top_acts, top_indices) + coder.skip(x)
+    error = y - y_hat
+    total_variance = (y - y.mean(0)).pow(2).sum()
+    fvu = error.pow(2).sum() / total_variance
+    auxk = fvu.new_zeros(())
+    n_dead = int(dead.sum()) if dead is not None else 0
+    if n_dead:
+        k_aux = y.shape[-1] // 2  # Gao et al. appendix B.1
+        scale = min(n_dead / k_aux, 1.0)
+        aux_acts, aux_idx = torch.where(dead[None], pre, -torch.inf).topk(min(k_aux, n_dead), sorted=False)
+        # the residual already includes b_dec: decode without it
+        e_hat = torch.nn.functional.embedding_bag(aux_idx, coder.W_dec, per_sample_weights=aux_acts, mode="sum")
+        auxk = scale * (e_hat - error.detach()).pow(2).sum() / total_variance
+    return LossTerms(fvu, auxk, top_indices)
+
+
+@torch.no_grad()
+def initialise(coder: SparseCoder, x: Float[Tensor, "n d_in"], y: Float[Tensor, "n d_in"], seed: int) -> None:
+    """Encoder from torch's default init under `seed`, decoder its transpose, biases centred."""
+    gen = torch.Generator().manual_seed(seed)
+    bound = 1 / math.sqrt(coder.cfg.d_in)  # nn.Linear's default (kaiming-uniform) range
+    coder.encoder.weight.uniform_(-bound, bound, generator=gen)
+    coder.encoder.bias.zero_()
+    coder.W_dec.copy_(coder.encoder.weight)
+    coder.normalize_decoder_()
+    coder.b_dec.copy_(y.mean(0))
+    if not coder.cfg.centers_input:  # transcoder: centre the pre-activations on the inputs' mean
+        coder.encoder.bias.copy_(-x.mean(0) @ coder.encoder.weight.T)
+    if coder.W_skip is not None:
+        coder.W_skip.zero_()
+
+
+class Trainer:
+    """One dictionary's optimisation state; `step(x, y)` is one update."""
+
+    def __init__(self, coder: SparseCoder, settings: TrainSettings, total_steps: int):
+        self.coder, self.settings, self.total_steps = coder, settings, total_steps
+        self.optimizer = torch.optim.Adam(coder.parameters(), lr=settings.lr)
+        self.since_fired = torch.zeros(coder.num_latents, dtype=torch.long)  # tokens since each latent fired
+        self.step_index = 0
+
+    def lr_at(self, step: int) -> float:
+        s = self.settings
+        warm = min(1.0, (step + 1) / s.warmup_steps)
+        decay_from = int(self.total_steps * (1 - s.decay_share))
+        left = (self.total_steps - step) / max(1, self.total_steps - decay_from)
+        decay = 1.0 if step < decay_from else max(0.0, left)
+        return s.lr * warm * decay
+
+    def step(self, x: Float[Tensor, "batch d_in"], y: Float[Tensor, "batch d_in"]) -> dict:
+        coder, s = self.coder, self.settings
+        dead = self.since_fired > s.dead_after_tokens
+        terms = loss_terms(coder, x, y, dead)
+        loss = terms.fvu + s.auxk_alpha * terms.auxk
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if coder.cfg.normalize_decoder:
+            coder.remove_parallel_decoder_grad_()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(self.step_index)
+        self.optimizer.step()
+        if coder.cfg.normalize_decoder:
+            coder.normalize_decoder_()
+        fired = torch.zeros_like(dead)
+        fired[terms.top_indices.flatten()] = True
+        self.since_fired += x.shape[0]
+        self.since_fired[fired] = 0
+        self.step_index += 1
+        coder.cfg.tokens_seen += x.shape[0]
+        return {"fvu": terms.fvu.item(), "auxk": terms.auxk.item(), "dead": dead.float().mean().item()}
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "since_fired": self.since_fired,
+                "step": self.step_index, "total_steps": self.total_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.since_fired = state["since_fired"]
+        self.step_index = state["step"]
+
+
+def batch_plan(n_chunks: int, tokens_per_chunk: int, settings: TrainSettings) -> tuple[int, int]:
+    """(groups, batches per group): the stream cycles over groups of chunks."""
+    groups = max(1, n_chunks // settings.group_chunks)
+    per_group = (min(settings.group_chunks, n_chunks) * tokens_per_chunk) // settings.batch_size
+    if per_group == 0:
+        raise ValueError(f"a batch of {settings.batch_size} tokens is more than a group of chunks holds")
+    return groups, per_group
+
+
+def batches(load_chunk, n_chunks: int, tokens_per_chunk: int, settings: TrainSettings, seed: int,
+            start_step: int, total_steps: int):
+    """Yield (x, y) [batch, d] for steps start_step..total_steps-1; step s's batch is a pure
+    function of (seed, s), so a resumed run sees the batches an unbroken one would have."""
+    groups, per_group = batch_plan(n_chunks, tokens_per_chunk, settings)
+    group_size = min(settings.group_chunks, n_chunks)
+    step = start_step
+    while step < total_steps:
+        group, offset = divmod(step, per_group)
+        epoch, g = divmod(group, groups)
+        parts = [load_chunk(g * group_size + i) for i in range(group_size)]
+        x = torch.cat([p[0] for p in parts])
+        y = torch.cat([p[1] for p in parts])
+        order = torch.from_numpy(np.random.default_rng([seed, epoch, g]).permutation(len(x)))
+        for b in range(offset, per_group):
+            if step >= total_steps:
+                return
+            take = order[b * settings.batch_size:(b + 1) * settings.batch_size]
+            yield x[take], y[take]
+            step += 1
+
+
+def run(trainer: Trainer, stream, log=None, checkpoint=None) -> float:
+    """Train over `stream` ((x, y) batches); returns seconds spent. `log(step, total, stats)`
+    every 50 steps; `checkpoint()` every settings.save_every_steps and at the end."""
+    start = time.perf_counter()
+    for x, y in stream:
+        stats = trainer.step(x, y)
+        if log and (trainer.step_index % 50 == 0 or trainer.step_index == trainer.total_steps):
+            log(trainer.step_index, trainer.total_steps, stats)
+        if checkpoint and trainer.step_index % trainer.settings.save_every_steps == 0:
+            checkpoint()
+    if checkpoint:
+        checkpoint()
+    return time.perf_counter() - start

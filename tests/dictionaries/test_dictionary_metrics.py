@@ -1,0 +1,70 @@
+"""Metrics against independent numpy re-derivations on random data."""
+import numpy as np
+import torch
+from tiny_dictionaries import random_coder, random_inputs
+
+from analyses.dictionaries import metrics as mt
+
+
+def test_sparsity_stats_match_numpy_over_batches():
+    coder = random_coder(num_latents=64, k=4)
+    x = random_inputs(n=300) * 3
+    stats = mt.SparsityStats(64, 8)
+    with torch.no_grad():
+        for part in x.split(70):  # uneven batches: the sums must not care
+            acts, idx = coder.encode(part)
+            stats.add(part, coder.decode(acts, idx), acts, idx)
+        acts, idx = coder.encode(x)
+        dense = coder.dense(acts, idx).double().numpy()
+        x_hat = coder(x).double().numpy()
+    y = x.double().numpy()
+    got = stats.result()
+    fvu = ((y - x_hat) ** 2).sum() / ((y - y.mean(0)) ** 2).sum()
+    density = (dense > 0).mean(0)
+    assert np.isclose(got["explained_variance"], 1 - fvu, rtol=1e-9)
+    assert np.isclose(got["l0"], (dense > 0).sum(1).mean())
+    assert got["dead_share"] == (density == 0).mean()
+    assert got["dense_share"] == (density > 0.1).mean()
+    hist = got["density_histogram"]
+    assert hist["dead"] + sum(hist["counts"]) + hist["below_first_edge"] == 64
+
+
+def brute_force_best_f1(values, labels):
+    best = 0.0
+    for t in np.unique(values):
+        pred = values >= t
+        tp = (pred & labels).sum()
+        best = max(best, 2 * tp / (pred.sum() + labels.sum()))
+    return best
+
+
+def test_best_f1_is_the_best_threshold():
+    rng = np.random.default_rng(0)
+    acts = rng.normal(size=(200, 5))
+    acts[:, 0] = np.where(rng.random(200) < 0.7, 0.0, acts[:, 0])  # many ties at zero, like a latent
+    acts[:, 1] = rng.integers(0, 3, 200)  # heavy ties
+    labels = rng.random((200, 3)) < [0.1, 0.3, 0.5]
+    labels[:, 2] = acts[:, 3] > 0.5  # a unit that separates one category exactly
+    got = mt.best_f1(torch.tensor(acts), torch.tensor(labels)).numpy()
+    for u in range(5):
+        for c in range(3):
+            assert np.isclose(got[u, c], brute_force_best_f1(acts[:, u], labels[:, c])), (u, c)
+    assert np.isclose(got[3, 2], 1.0)
+
+
+def test_ce_and_kl_match_numpy():
+    rng = np.random.default_rng(1)
+    clean, other = rng.normal(size=(2, 3, 6, 11))
+    tokens = rng.integers(0, 11, size=(3, 6))
+
+    def log_softmax(z):
+        z = z - z.max(-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(-1, keepdims=True))
+    lp = log_softmax(clean)
+    expected_ce = -np.take_along_axis(lp[:, :-1], tokens[:, 1:, None], -1)[..., 0]
+    got_ce = mt.next_token_ce(torch.tensor(clean), torch.tensor(tokens)).numpy()
+    np.testing.assert_allclose(got_ce, expected_ce, rtol=1e-5)
+    expected_kl = (np.exp(lp) * (lp - log_softmax(other))).sum(-1)
+    np.testing.assert_allclose(mt.kl_per_token(torch.tensor(clean), torch.tensor(other)).numpy(), expected_kl,
+                               rtol=1e-5, atol=1e-7)
+    assert mt.ce_recovered(ce_clean=2.0, ce_zero=6.0, ce_spliced=2.5) == 0.875

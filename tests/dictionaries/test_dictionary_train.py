@@ -1,0 +1,101 @@
+"""Our TopK trainer against EleutherAI sparsify's loss and update on the same weights and
+activations, and the trainer's own promises (resumable batch stream, dead latents revived)."""
+import pytest
+import torch
+from tiny_dictionaries import random_coder, random_inputs
+
+from analyses.dictionaries import train as tr
+
+
+def sparsify_twin(ours):
+    sparse_coder = pytest.importorskip("sparsify.sparse_coder", reason="eai-sparsify is not installed")
+    config = pytest.importorskip("sparsify.config")
+    cfg = ours.cfg
+    theirs = sparse_coder.SparseCoder(cfg.d_in, config.SparseCoderConfig(num_latents=cfg.num_latents, k=cfg.k,
+                                                                           transcode=cfg.transcode))
+    theirs.load_state_dict({k: v.clone() for k, v in ours.state_dict().items()})
+    return theirs
+
+
+@pytest.mark.parametrize("transcode", [False, True])
+def test_loss_terms_equal_sparsify_forward(transcode):
+    ours = random_coder(transcode=transcode)
+    theirs = sparsify_twin(ours)
+    x, y = random_inputs(), random_inputs(seed=2)
+    target = y if transcode else x
+    dead = torch.zeros(32, dtype=torch.bool)
+    dead[::3] = True
+    terms = tr.loss_terms(ours, x, target, dead)
+    out = theirs(x, target if transcode else None, dead_mask=dead)
+    torch.testing.assert_close(terms.fvu, out.fvu, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(terms.auxk, out.auxk_loss, rtol=1e-5, atol=1e-6)
+
+
+def test_three_adam_steps_equal_sparsify_update():
+    """Without AuxK (see the next test for why) our update is sparsify's to float tolerance."""
+    ours = random_coder()
+    theirs = sparsify_twin(ours)
+    settings = tr.TrainSettings(lr=1e-2, warmup_steps=1, decay_share=0.0, auxk_alpha=0.0)
+    trainer = tr.Trainer(ours, settings, total_steps=3)
+    adam = torch.optim.Adam(theirs.parameters(), lr=1e-2)
+    since_fired = torch.zeros(32, dtype=torch.long)
+    for step in range(3):
+        x = random_inputs(seed=10 + step)
+        trainer.step(x, x)
+        dead = since_fired > settings.dead_after_tokens
+        out = theirs(x, dead_mask=dead)
+        (out.fvu + settings.auxk_alpha * out.auxk_loss).backward()
+        theirs.remove_gradient_parallel_to_decoder_directions()  # sparsify's Trainer's order
+        adam.step()
+        adam.zero_grad()
+        theirs.set_decoder_norm_to_unit_norm()
+        since_fired += len(x)
+        since_fired[out.latent_indices.flatten()] = 0
+    for name, value in theirs.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_auxk_trains_dead_latents_encoder_rows_too():
+    """Gao et al.'s AuxK reaches a dead latent's encoder row (its pre-activation must rise for
+    it to fire again). sparsify's fused encoder drops the gradient of its pre-activations, so
+    there AuxK moves only decoder rows; ours keeps the encoder's share: the same loss value,
+    the same decoder gradient, and encoder gradient on the dead rows."""
+    ours = random_coder()
+    theirs = sparsify_twin(ours)
+    x = random_inputs()
+    dead = torch.zeros(32, dtype=torch.bool)
+    dead[::3] = True
+    tr.loss_terms(ours, x, x, dead).auxk.backward()
+    theirs(x, dead_mask=dead).auxk_loss.backward()
+    torch.testing.assert_close(ours.W_dec.grad, theirs.W_dec.grad, rtol=1e-5, atol=1e-6)
+    assert ours.encoder.weight.grad[dead].abs().sum() > 0
+    assert theirs.encoder.weight.grad is None or theirs.encoder.weight.grad.abs().sum() == 0
+
+
+def test_batch_stream_resumes_where_an_unbroken_one_is():
+    chunks = {i: (torch.arange(100.0)[:, None] + 1000 * i, torch.zeros(100, 1)) for i in range(4)}
+    settings = tr.TrainSettings(batch_size=30, group_chunks=2)
+    whole = [x for x, _ in tr.batches(chunks.__getitem__, 4, 100, settings, seed=0, start_step=0, total_steps=20)]
+    resumed = [x for x, _ in tr.batches(chunks.__getitem__, 4, 100, settings, seed=0, start_step=7, total_steps=20)]
+    assert len(whole) == 20
+    for a, b in zip(whole[7:], resumed):
+        assert torch.equal(a, b)
+    seen = torch.cat(whole[:12]).flatten()  # one epoch: 2 groups x 6 batches, no repeats
+    assert len(seen.unique()) == len(seen)
+
+
+def test_training_lowers_fvu_on_sparse_data():
+    directions = torch.nn.functional.normalize(torch.randn(24, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+
+    def sample(n, seed):  # sparse non-negative sums of 24 true directions
+        g = torch.Generator().manual_seed(seed)
+        return (torch.rand(n, 24, generator=g) * (torch.rand(n, 24, generator=g) < 0.1)) @ directions
+    coder = random_coder(num_latents=32, k=4)
+    x0 = sample(512, 0)
+    tr.initialise(coder, x0, x0, seed=0)
+    trainer = tr.Trainer(coder, tr.TrainSettings(lr=1e-2, warmup_steps=5, dead_after_tokens=512), total_steps=100)
+    first = trainer.step(x0, x0)["fvu"]
+    for step in range(99):
+        x = sample(256, step + 1)
+        last = trainer.step(x, x)
+    assert last["fvu"] < 0.5 * first
