@@ -35,7 +35,7 @@ from analyses.core.spec import AnalysisSpec
 from analyses.kinds.circuits import activations, runs, scores
 from analyses.kinds.circuits.graph import Graph, edge_hooks, graph_of
 from analyses.kinds.patching.engine import PromptPair, logit_diff, prompt_pair
-from analyses.kinds.patching.paths import supported
+from analyses.kinds.patching.paths import require_additive_heads, supported
 from analyses.kinds.sets import SKIPPED_COLUMNS, skipped_row
 
 TABLES = CATALOGUE["circuit"].tables
@@ -219,11 +219,13 @@ def examples_of(bridge, spec: AnalysisSpec, prompt_set: PromptSet | None) -> tup
 
 
 def check_architecture(bridge) -> None:
-    """The edge graph needs per-head q/k/v inputs, one per query head."""
+    """The edge graph needs per-head q/k/v inputs, one per query head, and heads that add
+    `z @ W_O` to the residual stream as is (`non_additive_heads`)."""
     arch = getattr(bridge.cfg, "architecture", None) or "this model"
     if not supported(bridge):
         raise SpecError("model", f"circuits are not available on {arch}: TransformerLens has no split "
                                  "q/k/v input hooks for it")
+    require_additive_heads(bridge, "model", "circuits")
     kv_heads = getattr(bridge.cfg, "n_key_value_heads", None)
     if kv_heads and int(kv_heads) != int(bridge.cfg.n_heads):
         raise SpecError("model", f"{arch} shares keys and values across heads ({kv_heads} key/value heads "

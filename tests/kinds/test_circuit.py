@@ -23,6 +23,7 @@ from analyses.kinds.circuits.graph import Graph, edge_hooks, graph_of
 from analyses.kinds.patching.engine import logit_diff, prompt_pair
 from analyses.runtime import models
 from conftest import REPO_ROOT, TINY_ARCHS, save_tiny_model
+from helpers import save_non_additive_model
 
 pytestmark = pytest.mark.usefixtures("private_cache")
 
@@ -254,3 +255,28 @@ def test_no_flag_or_hook_outlives_a_circuit_run(embedded):
     circuit_kind.run(embedded, AnalysisSpec(kind="circuit", **IOI, method="eap_ig", steps=2))
     assert (bridge.cfg.use_attn_result, bridge.cfg.use_split_qkv_input, bridge.cfg.use_hook_mlp_in) == before
     assert not any(hook_point.has_hooks() for hook_point in bridge.hook_dict.values())
+
+
+@pytest.mark.parametrize("arch, why", [("gemma2", "after the head sum"), ("granite", "scales its attention output")])
+def test_models_whose_heads_do_not_write_additively_are_refused(model_roots, tmp_path, arch, why):
+    """The edge graph takes each head's `z @ W_O` as its write into the residual stream; a
+    post-attention norm (Gemma-2) or a scaled residual (Granite) breaks that, as
+    TransformerLens's own edge attribution says."""
+    folder = save_non_additive_model(arch, tmp_path / arch)
+    with pytest.raises(SpecError, match=why) as err:
+        circuit_kind.run(models.load(str(folder)), AnalysisSpec(kind="circuit", **TINY_PAIR, method="eap"))
+    assert err.value.field == "model" and "residual" in str(err.value)
+
+
+def test_a_parallel_attention_and_mlp_block_is_supported_and_exact_at_its_ends(tiny_neox_dir):
+    """NeoX (`use_parallel_residual`): heads still add `z @ W_O` to the residual; only the MLP
+    reads the layer's input instead, so a layer's heads have no edge into its own MLP."""
+    model = models.load(str(tiny_neox_dir))
+    assert model.bridge.cfg.parallel_attn_mlp
+    result = circuit_kind.run(model, AnalysisSpec(kind="circuit", **TINY_PAIR, method="eap"))
+    faith = result.tables["faithfulness"].set_index("k")
+    n_edges = result.meta["n_edges"]
+    assert abs(result.meta["total_effect"]) > 1e-2  # shares of a real gap, exact to float32 over it
+    assert abs(faith.loc[0, "metric"]) < 1e-4 and abs(faith.loc[n_edges, "metric"] - 1) < 1e-4
+    edges = result.tables["edges"]
+    assert edges[(edges.sender == "L0H0") & (edges.receiver == "L0.mlp")].empty
