@@ -98,3 +98,24 @@ def copy_boxes(at) -> list[str]:
     """The texts of the page's copy boxes (share link, snippet), in order."""
     return [data["text"] for data in (_component_data(e, "workbench_copy") for e in _elements(at.main))
             if data is not None]
+
+
+def save_non_additive_model(arch: str, out: Path) -> Path:
+    """A tiny random model whose heads do not write `z @ W_O` straight into the residual
+    stream: "gemma2" normalises the attention output before the residual add (a
+    post-attention norm), "granite" scales it (`residual_multiplier`)."""
+    import transformers as tf
+
+    from conftest import randomize_, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    shape = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
+                 bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    config = {"gemma2": lambda: tf.Gemma2Config(head_dim=8, **shape),
+              "granite": lambda: tf.GraniteConfig(residual_multiplier=0.5, **shape)}[arch]()
+    model = tf.AutoModelForCausalLM.from_config(config)
+    randomize_(model)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

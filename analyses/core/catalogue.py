@@ -37,6 +37,9 @@ ATTRIBUTION_METHODS = ("atp", "relp")  # relp: AtP beside relevance patching
 # a prompt set's `<table>_summary` columns after its keys (`analyses/core/summary.py`);
 # `interval` names each row's interval: t, wilson, paired delta or single (one measurement)
 SUMMARY_COLUMNS = ("mean", "sem", "ci_low", "ci_high", "n", "interval")
+# The run a gradient-based estimate takes its gradient on (unset: corrupted): corrupted
+# estimates restoring clean into the corrupted run, clean estimates corrupting the clean run.
+GRADIENTS = ("corrupted", "clean")
 
 
 @dataclass(frozen=True)
@@ -233,13 +236,13 @@ KINDS: tuple[Kind, ...] = (
         runner="analyses.kinds.attribution_patching:run",
         figures="analyses.figures.attribution_patching:figures",
         required=("clean", "corrupted", "answer", "wrong"),
-        optional=("layer", "exact", "qk_fix", "graddrop", "method", "dataset"),
+        optional=("layer", "exact", "qk_fix", "graddrop", "method", "gradient", "dataset"),
         row_fields=("clean", "corrupted", "answer", "wrong"),
         tables={"attributions": ("node", "layer", "position", "head", "atp", "relp", "exact"),
                 "agreement": ("node", "pearson", "spearman", "top10_overlap", "n_nodes", "n_signal"),
                 "relp_agreement": ("node", "pearson", "spearman", "top10_overlap", "n_nodes", "n_signal")},
         defaults={"qk_fix": False, "graddrop": False, "method": "atp"},
-        choices={"method": ATTRIBUTION_METHODS},
+        choices={"method": ATTRIBUTION_METHODS, "gradient": GRADIENTS},
     ),
     Kind(
         name="attention",
@@ -279,19 +282,21 @@ KINDS: tuple[Kind, ...] = (
         name="circuit",
         summary="which edges between components carry the behaviour: edge attribution (EAP, "
                 "EAP-IG), checked by running the circuit alone",
-        version=1,
+        # 2: exact runs on a seeded random sample of the set (was: its first 16 rows) and the
+        # correlations read the scores over that sample (`sample_score`)
+        version=2,
         runner="analyses.kinds.circuit:run",
         set_runner="analyses.kinds.circuit:run_set",
         figures="analyses.figures.circuit:figures",
         required=("clean", "corrupted", "answer", "wrong"),
-        optional=("method", "steps", "seed", "exact", "dataset"),
+        optional=("method", "gradient", "steps", "seed", "exact", "dataset"),
         row_fields=("clean", "corrupted", "answer", "wrong"),
-        tables={"edges": ("rank", "sender", "receiver", "receiver_input", "score", "exact"),
+        tables={"edges": ("rank", "sender", "receiver", "receiver_input", "score", "exact", "sample_score"),
                 "faithfulness": ("k", "share_of_edges", "metric", "random_mean", "random_min",
                                  "random_max"),
                 "nodes": ("node", "layer", "head", "score")},
         defaults={"method": "eap_ig", "steps": 5, "seed": 0, "exact": False},
-        choices={"method": CIRCUIT_METHODS},
+        choices={"method": CIRCUIT_METHODS, "gradient": GRADIENTS},
     ),
 )
 

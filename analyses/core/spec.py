@@ -84,6 +84,10 @@ FIELDS: dict[str, FieldInfo] = {
     "ablation": FieldInfo(TEXT, "what an ablated component's output is replaced with (zero, or "
                                 "mean: its mean over a neutral text)"),
     "steps": FieldInfo(INT, "circuit: integrated-gradient steps of eap_ig", 1, 64),
+    "gradient": FieldInfo(TEXT, "circuit (eap), attribution patching: the run whose gradient is taken. "
+                                "corrupted (default; TransformerLens's attribution_patch): estimates "
+                                "restoring the clean value into the corrupted run; clean (Syed et al. "
+                                "2023's EAP code): estimates corrupting it in the clean run"),
 }
 ABLATE_LIST = FieldInfo(TEXT, "components to knock out, comma-separated: heads L1H7, a layer's MLP "
                               "L0.mlp, its attention output L0.attn", check=listtext.components)
@@ -137,6 +141,7 @@ class AnalysisSpec:
     temperature: str | None = None
     ablation: str | None = None
     steps: int | None = None
+    gradient: str | None = None  # unset: corrupted (kept out of the defaults: cache keys stay)
 
     def __post_init__(self):
         for name in FIELDS:

@@ -117,21 +117,26 @@ def faithfulness_curve(faith: pd.DataFrame, k: int, meta: dict) -> go.Figure:
 
 def agreement_scatter(edges: pd.DataFrame, meta: dict) -> go.Figure:
     rows = edges[edges["exact"].notna()]
+    score = rows["sample_score"] if "sample_score" in rows else rows["score"]  # over exact's examples
     labels = [plot_text(f"{s} → {r}" + (f" ({i})" if i else "")) for s, r, i in
               rows[["sender", "receiver", "receiver_input"]].itertuples(index=False)]
-    limit = float(np.nanmax(np.abs(np.r_[rows["score"], rows["exact"]]))) or 1.0
+    limit = float(np.nanmax(np.abs(np.r_[score, rows["exact"]]))) or 1.0
     fig = go.Figure([
         go.Scatter(x=[-limit, limit], y=[-limit, limit], mode="lines", line={"color": "#BBB", "dash": "dot"},
                    name="score = exact"),
-        go.Scatter(x=rows["exact"], y=rows["score"], mode="markers", marker={"size": 6, "color": POSITIVE},
+        go.Scatter(x=rows["exact"], y=score, mode="markers", marker={"size": 6, "color": POSITIVE},
                    customdata=labels, name="an edge",
                    hovertemplate="%{customdata}<br>exact %{x:.4g}, score %{y:.4g}<extra></extra>")])
-    n = meta.get("exact_examples", 1)
+    sample = meta.get("exact_examples", [0])
+    n = len(sample) if isinstance(sample, list) else int(sample)
+    of_set = f" (rows drawn at random from {meta['n_examples']})" if n < meta.get("n_examples", 1) else ""
     note = (f"Spearman {meta.get('exact_spearman', float('nan')):.3f}, Pearson "
-            f"{meta.get('exact_pearson', float('nan')):.3f}; exact over {n} example{'s' if n != 1 else ''}")
+            f"{meta.get('exact_pearson', float('nan')):.3f}; both sides over the same {n} "
+            f"example{'s' if n != 1 else ''}{of_set}")
     fig.update_layout(
         title=title(f"Each edge's {meta['method']} score against exact single-edge patching", note),
-        xaxis={"title": {"text": "exact effect: corrupted run, that edge alone clean (logits)"}},
+        xaxis={"title": {"text": "exact effect: " + meta.get(
+            "exact_direction", "the corrupted prompt with that edge alone clean − corrupted metric") + " (logits)"}},
         yaxis={"title": {"text": f"{meta['method']} score (logits)"}}, height=460,
         legend={"orientation": "h", "y": -0.2})
     return fig

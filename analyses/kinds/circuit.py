@@ -3,7 +3,10 @@ circuit and ask how much of the behaviour it keeps.
 
 On one prompt pair or a prompt set (`dataset=`; each row a pair): the metric is the logit
 difference answer − wrong at the last position. Edges (`circuits.graph`) are scored by EAP
-or EAP-IG (`circuits.scores`), averaged over the examples, and ranked by |score|.
+or EAP-IG (`circuits.scores`), averaged over the examples, and ranked by |score|. EAP takes
+its gradient on the corrupted run (`gradient` unset or "corrupted": the effect of restoring
+an edge's clean write into the corrupted run) or on the clean run ("clean": the effect of
+corrupting it in the clean run); `meta["gradient"]` says which ran.
 
 Faithfulness at k: the clean prompt runs with every edge outside the top k carrying its
 corrupted-run value (`circuits.runs`), and the circuit's share of the clean − corrupted
@@ -12,9 +15,13 @@ over the examples: 1 with every edge kept, 0 with none, exactly. The same for `R
 seeded random sets of k edges is the baseline. k runs over 0, every half power of two
 (1, 2, 3, 4, 6, 8, 11, 16, …) and every edge.
 
-`exact=1` also patches each edge alone (the corrupted prompt, that one edge carrying the
-clean write) on up to `EXACT_EXAMPLES` examples: the `exact` column, in the scores' units,
-and the rank correlation of the scores with it in `meta`.
+`exact=1` also patches each edge alone, in the direction its score estimates (gradient on
+the corrupted run: the corrupted prompt with that one edge carrying the clean write, minus
+the corrupted metric; on the clean run: the clean metric minus the clean prompt with that
+edge carrying the corrupted write), on a seeded random sample of at most `EXACT_EXAMPLES`
+examples (`meta["exact_examples"]`, the set's rows): the `exact` column, in the scores'
+units; `sample_score`, the scores averaged over those same examples; and the correlations
+of the two in `meta`.
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from analyses.core.catalogue import CATALOGUE
+from analyses.core.catalogue import CATALOGUE, GRADIENTS
 from analyses.core.datasets import PromptSet
 from analyses.core.errors import SpecError, UserError
 from analyses.core.progress import Progress, silent
@@ -35,13 +42,21 @@ from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
 from analyses.kinds.circuits import activations, runs, scores
 from analyses.kinds.circuits.graph import Graph, edge_hooks, graph_of
+from analyses.kinds.correlation import pearson, spearman
 from analyses.kinds.patching.engine import PromptPair, logit_diff, prompt_pair
-from analyses.kinds.patching.paths import supported
+from analyses.kinds.patching.paths import require_additive_heads, supported
 from analyses.kinds.sets import SKIPPED_COLUMNS, skipped_row
 
 TABLES = CATALOGUE["circuit"].tables
 RANDOM_SETS = 3  # random edge sets per k, the faithfulness baseline
-EXACT_EXAMPLES = 16  # examples exact single-edge patching averages over
+EXACT_EXAMPLES = 16  # at most this many examples, drawn at random, for exact single-edge patching
+GRADIENT_RUNS = {  # what each gradient convention estimates, and where it comes from
+    "corrupted": "corrupted run (TransformerLens attribution_patch): the effect of restoring each "
+                 "edge's clean write into the corrupted run",
+    "clean": "clean run (Syed et al. 2023's EAP code): the effect of corrupting each edge's write "
+             "in the clean run",
+}
+assert set(GRADIENT_RUNS) == set(GRADIENTS)
 BUDGET_BYTES = 256 * 2**20  # per batch: the writes and shifts of a circuit run, or the gradients
 
 
@@ -103,11 +118,13 @@ def edge_sets(graph: Graph, ranking: np.ndarray, ks: list[int], seed: int) -> tu
     return torch.as_tensor(np.stack(masks)), labels
 
 
-def score_edges(bridge, graph: Graph, examples: Examples, method: str, steps: int,
-                progress: Progress) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean edge scores [writer, reader] over the examples, and each example's clean and
-    corrupted metric."""
+def score_edges(bridge, graph: Graph, examples: Examples, method: str, steps: int, gradient: str,
+                sample: list[int], progress: Progress) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean edge scores [writer, reader] over the examples and over `sample` (positions into
+    `examples.pairs`), and each example's clean and corrupted metric."""
     total = torch.zeros(graph.valid.shape, dtype=torch.float64)
+    sample_total = torch.zeros(graph.valid.shape, dtype=torch.float64)
+    in_sample = set(sample)
     clean_metric = np.zeros(len(examples.pairs))
     corrupted_metric = np.zeros(len(examples.pairs))
     d_model = int(bridge.cfg.d_model)
@@ -119,21 +136,24 @@ def score_edges(bridge, graph: Graph, examples: Examples, method: str, steps: in
         device = next(bridge.parameters()).device
         clean, corrupted = clean.to(device), corrupted.to(device)
         if method == "eap":
-            found = scores.eap(bridge, graph, clean, corrupted, row_metric(answer, wrong))
+            found = scores.eap(bridge, graph, clean, corrupted, row_metric(answer, wrong), gradient)
         else:
             found = scores.eap_ig(bridge, graph, clean, corrupted, row_metric(answer, wrong, steps), steps)
-        total += found.double().sum(0).cpu()
+        found = found.double().cpu()  # [example, writer, reader]
+        total += found.sum(0)
+        sample_total += found[[j for j, m in enumerate(members) if m in in_sample]].sum(0)
         with torch.no_grad():
             clean_metric[members] = row_metric(answer, wrong)(bridge(clean)).cpu().numpy()
             corrupted_metric[members] = row_metric(answer, wrong)(bridge(corrupted)).cpu().numpy()
-    return (total / len(examples.pairs)).numpy(), clean_metric, corrupted_metric
+    sample_mean = (sample_total / max(1, len(sample))).numpy()
+    return (total / len(examples.pairs)).numpy(), sample_mean, clean_metric, corrupted_metric
 
 
 def swapped_runs(bridge, graph: Graph, examples: Examples, members_of: list[int], masks: Tensor,
-                 denoise: bool, progress: Progress, label: str) -> np.ndarray:
-    """[example, set] metrics of mixed runs: faithfulness (`denoise` False: the clean prompt,
-    the edges outside each mask swapped to corrupted) or exact patching (`denoise` True: the
-    corrupted prompt, each mask's edges swapped to clean)."""
+                 on: str, outside: bool, progress: Progress, label: str) -> np.ndarray:
+    """[example, set] metrics of mixed runs of the prompt `on` ("clean" or "corrupted") with
+    edges swapped to the other run's writes: those outside each mask (`outside`: faithfulness,
+    on the clean prompt) or those inside it (exact patching of the edges in each mask)."""
     n_sets = len(masks)
     d_model = int(bridge.cfg.d_model)
     out = np.zeros((len(examples.pairs), n_sets))
@@ -147,13 +167,13 @@ def swapped_runs(bridge, graph: Graph, examples: Examples, members_of: list[int]
         clean, corrupted, answer, wrong = stacked([examples.pairs[i] for i in members])
         device = next(bridge.parameters()).device
         clean, corrupted = clean.to(device), corrupted.to(device)
-        own, other = (corrupted, clean) if denoise else (clean, corrupted)
+        own, other = (clean, corrupted) if on == "clean" else (corrupted, clean)
         target = activations.writer_outputs(bridge, graph, other)  # [e, pos, writer, d]
         chunk = max(1, BUDGET_BYTES // (per_row * int(clean.shape[1])))
         for e, member in enumerate(members):
             for start in range(0, n_sets, chunk):
                 part = masks[start:start + chunk].to(device)
-                swapped = part if denoise else ~part
+                swapped = ~part if outside else part
                 n = len(part)
                 metric = row_metric(answer[e:e + 1], wrong[e:e + 1], n)
                 out[member, start:start + n] = runs.mixed_run(
@@ -179,7 +199,8 @@ def faithfulness_table(ks: list[int], labels: list[tuple[int, str]], shares: np.
     return pd.DataFrame(rows, columns=list(TABLES["faithfulness"]))
 
 
-def edge_table(graph: Graph, mean_scores: np.ndarray, ranking: np.ndarray, exact: np.ndarray | None) -> pd.DataFrame:
+def edge_table(graph: Graph, mean_scores: np.ndarray, ranking: np.ndarray, exact: np.ndarray | None,
+               sample_scores: np.ndarray) -> pd.DataFrame:
     w, r = graph.edges[ranking, 0], graph.edges[ranking, 1]
     readers = [graph.readers[i] for i in r]
     return pd.DataFrame({
@@ -189,7 +210,8 @@ def edge_table(graph: Graph, mean_scores: np.ndarray, ranking: np.ndarray, exact
         "receiver_input": [which for _, which in readers],
         "score": mean_scores[w, r],
         "exact": exact[ranking] if exact is not None else np.nan,
-    })
+        "sample_score": sample_scores[w, r] if exact is not None else np.nan,
+    }, columns=list(TABLES["edges"]))
 
 
 def node_table(graph: Graph, mean_scores: np.ndarray) -> pd.DataFrame:
@@ -220,22 +242,39 @@ def examples_of(bridge, spec: AnalysisSpec, prompt_set: PromptSet | None) -> tup
 
 
 def check_architecture(bridge) -> None:
-    """The edge graph needs per-head q/k/v inputs, one per query head."""
+    """The edge graph needs per-head q/k/v inputs, one per query head, and heads that add
+    `z @ W_O` to the residual stream as is (`non_additive_heads`)."""
     arch = getattr(bridge.cfg, "architecture", None) or "this model"
     if not supported(bridge):
         raise SpecError("model", f"circuits are not available on {arch}: TransformerLens has no split "
                                  "q/k/v input hooks for it")
+    require_additive_heads(bridge, "model", "circuits")
     kv_heads = getattr(bridge.cfg, "n_key_value_heads", None)
     if kv_heads and int(kv_heads) != int(bridge.cfg.n_heads):
         raise SpecError("model", f"{arch} shares keys and values across heads ({kv_heads} key/value heads "
                                  f"for {bridge.cfg.n_heads} query heads); the edge graph takes one per head")
 
 
+def exact_sample(n_examples: int, seed: int) -> list[int]:
+    """Positions of at most `EXACT_EXAMPLES` examples, drawn at random (seeded; a stream of
+    its own, apart from the random edge sets), in order."""
+    if n_examples <= EXACT_EXAMPLES:
+        return list(range(n_examples))
+    rng = np.random.default_rng([seed, EXACT_EXAMPLES])
+    return sorted(int(i) for i in rng.choice(n_examples, size=EXACT_EXAMPLES, replace=False))
+
+
 def correlations(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """(Pearson, Spearman) of two score vectors (Spearman: Pearson of average ranks)."""
-    pearson = float(np.corrcoef(a, b)[0, 1])
-    ranks = pd.Series(a).rank().to_numpy(), pd.Series(b).rank().to_numpy()
-    return pearson, float(np.corrcoef(*ranks)[0, 1])
+    """(Pearson, Spearman) of two score vectors."""
+    return pearson(a, b), spearman(a, b)
+
+
+def gradient_of(spec: AnalysisSpec) -> str:
+    """The run EAP takes its gradient on; EAP-IG takes none (its path runs between the runs)."""
+    if spec.method != "eap" and spec.gradient is not None:
+        raise SpecError("gradient", f"applies to method=eap only: {spec.method} averages gradients along "
+                                    "the path from the corrupted to the clean run")
+    return spec.gradient or "corrupted"
 
 
 def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
@@ -245,11 +284,14 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
 def run_set(model, spec: AnalysisSpec, prompt_set: PromptSet | None, progress: Progress = silent) -> Result:
     bridge = model.bridge
     spec = spec.with_defaults()
+    gradient = gradient_of(spec)
     check_architecture(bridge)
     examples, skipped = examples_of(bridge, spec, prompt_set)
     graph = graph_of(bridge)
+    sample = exact_sample(len(examples.pairs), spec.seed) if spec.exact else []
     with edge_hooks(bridge):
-        mean_scores, clean, corrupted = score_edges(bridge, graph, examples, spec.method, spec.steps, progress)
+        mean_scores, sample_scores, clean, corrupted = score_edges(
+            bridge, graph, examples, spec.method, spec.steps, gradient, sample, progress)
         if not has_gap(float(clean.mean()), float(corrupted.mean())):
             raise SpecError("corrupted", "the clean and corrupted prompts give the same mean logit "
                                          "difference: there is no gap for a circuit to recover")
@@ -258,25 +300,33 @@ def run_set(model, spec: AnalysisSpec, prompt_set: PromptSet | None, progress: P
         ks = k_grid(graph.n_edges)
         masks, labels = edge_sets(graph, ranking, ks, spec.seed)
         everyone = list(range(len(examples.pairs)))
-        circuit = swapped_runs(bridge, graph, examples, everyone, masks, False, progress, "running circuits")
+        circuit = swapped_runs(bridge, graph, examples, everyone, masks, "clean", True, progress,
+                               "running circuits")
         exact = None
-        if spec.exact:
-            chosen = everyone[:EXACT_EXAMPLES]
+        if spec.exact:  # each edge alone, patched the way its score estimates, in the denoising sign
             singles = torch.zeros((graph.n_edges, *graph.valid.shape), dtype=torch.bool)
             singles[torch.arange(graph.n_edges), graph.edges[:, 0], graph.edges[:, 1]] = True
-            patched = swapped_runs(bridge, graph, examples, chosen, singles, True, progress, "patching each edge")
-            exact = (patched[chosen] - corrupted[chosen, None]).mean(0)
+            on = "clean" if gradient == "clean" else "corrupted"
+            patched = swapped_runs(bridge, graph, examples, sample, singles, on, False, progress,
+                                   "patching each edge")[sample]
+            exact = ((clean[sample, None] - patched) if on == "clean" else (patched - corrupted[sample, None])).mean(0)
     shares = recovered(circuit, clean, corrupted)
-    tables = {"edges": edge_table(graph, mean_scores, ranking, exact),
+    tables = {"edges": edge_table(graph, mean_scores, ranking, exact, sample_scores),
               "faithfulness": faithfulness_table(ks, labels, shares, graph.n_edges),
               "nodes": node_table(graph, mean_scores)}
     meta = {"n_edges": graph.n_edges, "n_examples": len(examples.pairs), "method": spec.method,
+            "gradient": GRADIENT_RUNS[gradient] if spec.method == "eap" else
+            "averaged along the path from the corrupted to the clean embeddings (integrated gradients)",
             "clean_metric": float(clean.mean()), "corrupted_metric": float(corrupted.mean()),
             "total_effect": float(clean.mean() - corrupted.mean()),
             "embed_total": float(mean_scores[0].sum()), "n_layers": graph.n_layers, "n_heads": graph.n_heads}
-    if exact is not None:
-        meta["exact_pearson"], meta["exact_spearman"] = correlations(edge_values, exact)
-        meta["exact_examples"] = min(EXACT_EXAMPLES, len(examples.pairs))
+    if exact is not None:  # the scores over the examples exact patching ran on
+        sampled = sample_scores[graph.edges[:, 0], graph.edges[:, 1]]
+        meta["exact_pearson"], meta["exact_spearman"] = correlations(sampled, exact)
+        meta["exact_examples"] = [examples.indices[i] for i in sample]
+        meta["exact_direction"] = ("clean metric − the clean prompt with that edge alone corrupted"
+                                   if gradient == "clean" else
+                                   "the corrupted prompt with that edge alone clean − corrupted metric")
     if prompt_set is not None:
         tables["examples"] = pd.DataFrame({"example": examples.indices, "clean_baseline": clean,
                                            "corrupted_baseline": corrupted})

@@ -28,6 +28,8 @@ def draw(result):
         clean_box.metric("Clean logit difference", f"{meta['clean_baseline']:.3f}", border=True)
         corrupted_box.metric("Corrupted logit difference", f"{meta['corrupted_baseline']:.3f}",
                              border=True)
+        if "gradient" in meta:
+            st.caption(md_escape(f"Gradient on the {meta['gradient']}; atp and exact: {meta['units']}."))
         if magnitude:
             st.caption("With GradDrop each AtP value is a size (≥ 0): it is compared with |exact|.")
 
@@ -86,6 +88,9 @@ analysis_page(
                    "run per node (batched), the ground truth AtP is checked against."),
         Field("qk_fix", "AtP* QK fix (recompute the attention softmax for queries and keys)"),
         Field("graddrop", "AtP* GradDrop (average |AtP| over layer-dropped gradients)"),
+        Field("gradient", "Gradient on", help="corrupted (default; TransformerLens's attribution_patch): "
+              "estimates restoring each node's clean value into the corrupted run. clean (Syed et al. "
+              "2023): estimates corrupting it in the clean run; exact patching then measures that."),
         Field("method", "Estimates", help="atp: the gradient (AtP). relp: AtP beside relevance patching "
                                           "(RelP, Jafari et al. 2025), one more backward pass, compared "
                                           "with exact patching per node kind when exact runs."),

@@ -33,6 +33,8 @@ def numbers(result, k):
     total.metric("Clean − corrupted logit difference", f"{meta['total_effect']:.3g}", border=True,
                  help=f"over {meta['n_examples']} examples; the embedding's edges sum to "
                       f"{meta['embed_total']:.3g} (EAP-IG: close to it, by completeness)")
+    if "gradient" in meta:
+        st.caption(md_escape(f"{meta['method']} gradient: {meta['gradient']}."))
 
 
 def path_links(result, k):
@@ -71,8 +73,11 @@ analysis_page(
         Field("answer", "Answer", placeholder="e.g. ␣Mary (one token)"),
         Field("wrong", "Wrong answer", placeholder="e.g. ␣John (one token)"),
         Field("method", "Edge scores"),
+        Field("gradient", "Gradient on (eap)", help="corrupted (default; TransformerLens): estimates "
+              "restoring each edge's clean write into the corrupted run. clean (Syed et al. 2023's "
+              "code): estimates corrupting it in the clean run. The answer can differ."),
         Field("steps", "Integrated-gradient steps (eap_ig)"),
-        Field("exact", "Also patch each edge exactly (slower; up to 16 examples)"),
+        Field("exact", "Also patch each edge exactly (slower; up to 16 examples, drawn at random)"),
         Field("seed", "Seed (random edge sets)"),
     ],
     draw=draw,

@@ -232,7 +232,7 @@ def test_stories260k_attributes_end_to_end(stories260k_dir):
 
 def test_a_separate_clean_forward_gives_the_same_scores(tiny_gpt2_dir, monkeypatch):
     """Long prompts run the clean prompt apart (memory); short ones in the gradient batch."""
-    import analyses.kinds.attribution_patching as atp
+    import analyses.kinds.attribution_patching.atp as atp  # the module that runs the gradient pass
 
     model = models.load(str(tiny_gpt2_dir))
     batched = run(model, spec(tiny_gpt2_dir, exact=False))
@@ -324,3 +324,55 @@ def test_relp_runs_beside_atp_and_reports_its_agreement(tiny_gpt2_dir):
     with pytest.raises(SpecError) as err:
         run(model, AnalysisSpec(**{**dict(spec.items()), "qk_fix": True}))
     assert err.value.field == "method"
+
+
+# --------------------------------------------------------------------------- the gradient convention
+
+@pytest.mark.parametrize("arch", ("gpt2", "neox"))
+def test_clean_gradient_scores_equal_transformer_lens_with_the_runs_swapped(tiny_model_dir, arch):
+    """gradient=clean: (clean − corrupted) · ∂metric/∂node on the clean run, TransformerLens's
+    attribution_patch (gradient on its second argument) with the runs swapped, sign flipped."""
+    folder = tiny_model_dir(arch)
+    model = models.load(str(folder))
+    pair = prompt_pair(model.bridge, spec(folder))
+    ours = run(model, spec(folder, exact=False, gradient="clean")).tables["attributions"]
+    reference = attribution_patch(model.bridge, pair.corrupted, pair.clean, tl_metric(pair))
+    compared = 0
+    for node, score in reference.node_scores.items():
+        if node.kind in ("attn_head_out", "mlp_out"):
+            got = lookup(ours, "head" if node.kind == "attn_head_out" else "mlp", node.layer, node.position,
+                         node.head if node.kind == "attn_head_out" else -1)
+            assert got == pytest.approx(-score, abs=1e-5), node
+            compared += 1
+    assert compared == len(ours[ours.node.isin(["head", "mlp"])])
+    default = run(model, spec(folder, exact=False)).tables["attributions"]
+    assert not np.allclose(default.atp, ours.atp, atol=1e-4)
+
+
+def test_clean_gradient_exact_is_the_effect_of_corrupting_the_clean_run(tiny_gpt2_dir):
+    """With gradient=clean, `exact` is what the estimate estimates: the clean metric minus the
+    clean run with that one node corrupted (by hand here, one hooked forward)."""
+    model = models.load(str(tiny_gpt2_dir))
+    bridge = model.bridge
+    result = run(model, spec(tiny_gpt2_dir, exact=True, gradient="clean"))
+    assert "clean run" in result.meta["gradient"]
+    default = run(model, spec(tiny_gpt2_dir, exact=False))
+    assert "corrupted run" in default.meta["gradient"]
+    for key in ("clean_baseline", "corrupted_baseline"):
+        assert result.meta[key] == pytest.approx(default.meta[key], abs=1e-6)
+    pair = prompt_pair(bridge, spec(tiny_gpt2_dir))
+    nodes = result.tables["attributions"]
+    with torch.no_grad():
+        _, corrupted = bridge.run_with_cache(pair.corrupted)
+    for row in nodes[nodes.node == "head"].sample(5, random_state=0).itertuples():
+        name = f"blocks.{row.layer}.attn.hook_z"
+
+        def corrupt(z, hook, row=row, name=name):
+            z = z.clone()
+            z[0, row.position, row.head] = corrupted[name][0, row.position, row.head]
+            return z
+
+        with torch.no_grad():
+            logits = bridge.run_with_hooks(pair.clean, fwd_hooks=[(name, corrupt)])
+        noised = float(logits[0, -1, pair.answer] - logits[0, -1, pair.wrong])
+        assert row.exact == pytest.approx(result.meta["clean_baseline"] - noised, abs=1e-5)

@@ -8,6 +8,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 import torch
+from scipy.stats import spearmanr
 from transformer_lens.tools.analysis.attribution_patching import (
     EdgeAttributionConfig,
     Node,
@@ -16,6 +17,7 @@ from transformer_lens.tools.analysis.attribution_patching import (
 )
 
 from analyses import AnalysisSpec, compute
+from analyses.core.datasets import PromptSet
 from analyses.core.errors import SpecError
 from analyses.kinds import circuit as circuit_kind
 from analyses.kinds.circuits import activations, runs, scores
@@ -23,6 +25,7 @@ from analyses.kinds.circuits.graph import Graph, edge_hooks, graph_of
 from analyses.kinds.patching.engine import logit_diff, prompt_pair
 from analyses.runtime import models
 from conftest import REPO_ROOT, TINY_ARCHS, save_tiny_model
+from helpers import save_non_additive_model
 
 pytestmark = pytest.mark.usefixtures("private_cache")
 
@@ -254,3 +257,109 @@ def test_no_flag_or_hook_outlives_a_circuit_run(embedded):
     circuit_kind.run(embedded, AnalysisSpec(kind="circuit", **IOI, method="eap_ig", steps=2))
     assert (bridge.cfg.use_attn_result, bridge.cfg.use_split_qkv_input, bridge.cfg.use_hook_mlp_in) == before
     assert not any(hook_point.has_hooks() for hook_point in bridge.hook_dict.values())
+
+
+@pytest.mark.parametrize("arch, why", [("gemma2", "after the head sum"), ("granite", "scales its attention output")])
+def test_models_whose_heads_do_not_write_additively_are_refused(model_roots, tmp_path, arch, why):
+    """The edge graph takes each head's `z @ W_O` as its write into the residual stream; a
+    post-attention norm (Gemma-2) or a scaled residual (Granite) breaks that, as
+    TransformerLens's own edge attribution says."""
+    folder = save_non_additive_model(arch, tmp_path / arch)
+    with pytest.raises(SpecError, match=why) as err:
+        circuit_kind.run(models.load(str(folder)), AnalysisSpec(kind="circuit", **TINY_PAIR, method="eap"))
+    assert err.value.field == "model" and "residual" in str(err.value)
+
+
+def test_a_parallel_attention_and_mlp_block_is_supported_and_exact_at_its_ends(tiny_neox_dir):
+    """NeoX (`use_parallel_residual`): heads still add `z @ W_O` to the residual; only the MLP
+    reads the layer's input instead, so a layer's heads have no edge into its own MLP."""
+    model = models.load(str(tiny_neox_dir))
+    assert model.bridge.cfg.parallel_attn_mlp
+    result = circuit_kind.run(model, AnalysisSpec(kind="circuit", **TINY_PAIR, method="eap"))
+    faith = result.tables["faithfulness"].set_index("k")
+    n_edges = result.meta["n_edges"]
+    assert abs(result.meta["total_effect"]) > 1e-2  # shares of a real gap, exact to float32 over it
+    assert abs(faith.loc[0, "metric"]) < 1e-4 and abs(faith.loc[n_edges, "metric"] - 1) < 1e-4
+    edges = result.tables["edges"]
+    assert edges[(edges.sender == "L0H0") & (edges.receiver == "L0.mlp")].empty
+
+
+# --------------------------------------------------------------------------- the gradient convention
+
+@pytest.mark.parametrize("arch", ["embedded", "gpt2"])
+def test_clean_gradient_eap_equals_transformer_lens_with_the_runs_swapped(embedded, tiny_model_dir, arch):
+    """gradient=clean is Syed et al.'s convention, (clean − corrupted) · ∂metric/∂input on the
+    clean run: TransformerLens's attribution_patch (gradient on its second argument) given the
+    runs the other way round, its sign flipped back to the denoising sign."""
+    bridge = embedded.bridge if arch == "embedded" else models.load(str(tiny_model_dir(arch))).bridge
+    pair = pair_of(bridge, IOI if arch == "embedded" else TINY_PAIR)
+    reference = attribution_patch(bridge, pair.corrupted, pair.clean, tl_metric(pair),
+                                  EdgeAttributionConfig(granularity="edge"))
+    graph = graph_of(bridge)
+    with edge_hooks(bridge):
+        ours = scores.eap(bridge, graph, pair.clean, pair.corrupted, metric_of(pair), gradient="clean")[0].double()
+    summed = defaultdict(float)
+    for (writer, reader), value in reference.edge_scores.items():
+        summed[tl_key(graph, writer, reader)] -= value
+    worst = max(abs(summed[key] - float(ours[key])) for key in summed)
+    assert worst < 1e-5, worst
+
+
+def test_the_gradient_convention_changes_the_ioi_answer_and_the_result_says_which_ran(embedded):
+    runs_by = {g: circuit_kind.run(embedded, AnalysisSpec(kind="circuit", **IOI, method="eap", gradient=g))
+               for g in ("corrupted", "clean")}
+    default = circuit_kind.run(embedded, AnalysisSpec(kind="circuit", **IOI, method="eap"))
+    assert default.tables["edges"].equals(runs_by["corrupted"].tables["edges"])  # the default is unchanged
+    assert "corrupted run" in default.meta["gradient"] and "clean run" in runs_by["clean"].meta["gradient"]
+    edges = {g: r.tables["edges"] for g, r in runs_by.items()}
+    assert not np.allclose(edges["clean"].sort_values(["sender", "receiver", "receiver_input"])["score"],
+                           edges["corrupted"].sort_values(["sender", "receiver", "receiver_input"])["score"],
+                           atol=1e-3)
+    top = {g: tuple(e.iloc[0][["sender", "receiver", "receiver_input"]]) for g, e in edges.items()}
+    assert top["clean"] != top["corrupted"]
+    faith = {g: r.tables["faithfulness"].set_index("k")["metric"] for g, r in runs_by.items()}
+    assert (faith["clean"] - faith["corrupted"]).abs().max() > 0.1  # measured: 0.98 against 0.81 at k = 64
+
+
+def test_eap_ig_takes_no_gradient_field(embedded):
+    with pytest.raises(SpecError) as err:
+        circuit_kind.run(embedded, AnalysisSpec(kind="circuit", **IOI, method="eap_ig", gradient="clean"))
+    assert err.value.field == "gradient" and "eap" in str(err.value)
+
+
+# --------------------------------------------------------------------------- exact on a set
+
+def small_set(n: int) -> PromptSet:
+    """`n` IOI-shaped pairs the tiny tokenizer reads (names it knows, places that vary)."""
+    places = ["store", "park", "shop", "beach", "lake", "house", "farm", "zoo", "school", "city", "hill", "road"]
+    rows = []
+    for i in range(n):
+        first, second = ("Mary", "John") if i % 2 else ("John", "Mary")
+        place = places[i % len(places)] + ("s" if i >= len(places) else "")
+        rows.append({"clean": f"When {first} and {second} went to the {place}, {second} gave a drink to",
+                     "corrupted": f"When {first} and {second} went to the {place}, {first} gave a drink to",
+                     "answer": f" {first}", "wrong": f" {second}"})
+    return PromptSet(name="small", rows=tuple(rows))
+
+
+def test_exact_runs_on_a_seeded_sample_and_the_correlation_on_the_same_examples(tiny_gpt2_dir):
+    """The exact column averages a seeded random sample of at most 16 examples; `sample_score`
+    and the correlations in meta read the scores over those same examples: the set of just
+    those rows, run alone, gives the same exact column and the same scores."""
+    model = models.load(str(tiny_gpt2_dir))
+    prompts = small_set(24)
+    spec = AnalysisSpec(kind="circuit", model=str(tiny_gpt2_dir), dataset=prompts.reference,
+                        method="eap", exact=True, seed=3)
+    result = circuit_kind.run_set(model, spec, prompts)
+    sample = result.meta["exact_examples"]
+    assert len(sample) == circuit_kind.EXACT_EXAMPLES and sample != list(range(16)) and sample == sorted(sample)
+    assert circuit_kind.run_set(model, spec, prompts).meta["exact_examples"] == sample  # seeded
+    alone = circuit_kind.run_set(model, spec, PromptSet("sample", tuple(prompts.rows[i] for i in sample)))
+    key = ["sender", "receiver", "receiver_input"]
+    ours, theirs = (r.tables["edges"].sort_values(key).reset_index(drop=True) for r in (result, alone))
+    np.testing.assert_allclose(ours["exact"], theirs["exact"], atol=1e-5)
+    np.testing.assert_allclose(ours["sample_score"], theirs["score"], atol=1e-6)
+    assert not np.allclose(ours["sample_score"], ours["score"], atol=1e-6)  # the sample is not the set
+    assert result.meta["exact_spearman"] == pytest.approx(alone.meta["exact_spearman"], abs=1e-6)
+    assert result.meta["exact_spearman"] == pytest.approx(
+        spearmanr(ours["sample_score"], ours["exact"]).statistic, abs=1e-9)

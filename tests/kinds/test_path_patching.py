@@ -10,6 +10,7 @@ from analyses.kinds.activation_patching import EFFECT_COLUMNS, run
 from analyses.kinds.patching.engine import prompt_pair
 from analyses.kinds.patching.paths import INPUTS, split_qkv_inputs, supported
 from analyses.runtime import models
+from helpers import save_non_additive_model
 
 PAIR = dict(clean="Mary and John: John gave it to", corrupted="Mary and John: Mary gave it to",
             answer=" Mary", wrong=" John")
@@ -109,3 +110,14 @@ def test_other_granularities_fill_the_path_columns_with_blanks(tiny_gpt2_dir):
                                       granularity="head_out", **PAIR)).tables["effects"]
     assert (effects["sender_layer"] == -1).all() and (effects["receiver_input"] == "").all()
     assert not model.bridge.cfg.use_split_qkv_input  # the flag is put back after a path run
+
+
+@pytest.mark.parametrize("arch, why", [("gemma2", "after the head sum"), ("granite", "scales its attention output")])
+def test_models_whose_heads_do_not_write_additively_are_refused(model_roots, tmp_path, arch, why):
+    """A post-attention norm (Gemma-2) or a scaled residual (Granite) sits between a head's
+    `z @ W_O` and the residual stream: the direct path this patches does not exist there."""
+    folder = save_non_additive_model(arch, tmp_path / arch)
+    model = models.load(str(folder))
+    with pytest.raises(SpecError, match=why) as err:
+        run(model, AnalysisSpec(kind="activation_patching", model=str(folder), granularity="direct_path", **PAIR))
+    assert err.value.field == "granularity" and "residual" in str(err.value)

@@ -10,6 +10,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from analyses.kinds.circuits.graph import QKV, Graph
+from analyses.kinds.patching.taps import GradientTaps
 
 EMBED = "hook_embed"
 
@@ -59,14 +60,13 @@ def reader_gradients(bridge, graph: Graph, tokens: Int[Tensor, "batch pos"], met
                      ) -> tuple[Float[Tensor, "batch pos reader d_model"], Tensor]:
     """The gradient of each row's metric at every receiver's input (rows are independent:
     their metrics are summed), and the metrics. `embed` replaces the token embedding (the
-    integrated-gradients path); the gradient of an input is read as that of a zero tensor
-    added to it, exactly what the model consumes downstream. `writes`, when given, receives
-    the senders' writes of this same pass (hook name -> activation): no forward of their own."""
-    zeros: dict[str, Tensor] = {}
+    integrated-gradients path); the gradient of an input is read by a tap
+    (`patching.taps`). `writes`, when given, receives the senders' writes of this same pass
+    (hook name -> activation): no forward of their own."""
+    taps = GradientTaps()
 
     def read(activation: Tensor, hook, name: str) -> Tensor:
-        zeros[name] = torch.zeros_like(activation, requires_grad=True)
-        return activation + zeros[name]
+        return taps.tap(activation, name)
 
     def keep(activation: Tensor, hook, name: str) -> None:
         writes[name] = activation.detach().float()
@@ -80,8 +80,8 @@ def reader_gradients(bridge, graph: Graph, tokens: Int[Tensor, "batch pos"], met
         logits = bridge.run_with_hooks(tokens, fwd_hooks=hooks)
         values = metric(logits)
         names = reader_hooks(graph)
-        missing = [name for name in names if name not in zeros]
+        missing = sorted(set(names) - set(taps.fired(names)))
         if missing:
             raise ValueError(f"the hooks {missing[:2]} did not fire on this model")
-        grads = torch.autograd.grad(values.sum(), [zeros[name] for name in names])
+        grads = taps.gradients(values.sum(), names)
     return stack_readers(graph, {n: g.float() for n, g in zip(names, grads)}), values.detach().float()

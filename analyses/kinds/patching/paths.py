@@ -49,12 +49,36 @@ def supported(bridge) -> bool:
     return hasattr(bridge, "set_use_split_qkv_input")
 
 
+def non_additive_heads(bridge) -> str | None:
+    """Why a head's `z @ W_O` is not what it adds to the residual stream on this model, or
+    None where it is. Direct paths and circuit edges carry exactly that write, so they mean
+    nothing where a norm (Gemma-2's post-attention norm), a scale (Granite's
+    `residual_multiplier`) or a parallel mixer (Falcon-H1's Mamba) sits between the head
+    sum and the residual add. TransformerLens refuses the same blocks for its own edge
+    attribution and faithfulness; this asks its check. Parallel attention and MLP (GPT-J,
+    NeoX) pass: the heads still add their writes, only the MLP reads the layer's input."""
+    from transformer_lens.tools.analysis.attribution_patching import _attention_write_obstruction
+
+    return _attention_write_obstruction(bridge)
+
+
+def require_additive_heads(bridge, field: str, what: str) -> None:
+    """Refuse, saying why, where a head's write does not reach the residual stream as is."""
+    detail = non_additive_heads(bridge)
+    if detail is not None:
+        arch = getattr(bridge.cfg, "architecture", None) or "this model"
+        raise SpecError(field, f"{what} is not available on {arch}: {detail}, so a head's z @ W_O is "
+                               "not what it adds to the residual stream and there is no such path to patch")
+
+
 def require_support(bridge) -> None:
-    """Refuse, naming the architecture, where TransformerLens has no split q/k/v inputs."""
+    """Refuse, naming the architecture, where TransformerLens has no split q/k/v inputs or
+    a head's write is not additive."""
     if not supported(bridge):
         arch = getattr(bridge.cfg, "architecture", None) or "this model"
         raise SpecError("granularity", f"'direct_path' is not available on {arch}: "
                                        "TransformerLens has no split q/k/v input hooks for it")
+    require_additive_heads(bridge, "granularity", "'direct_path'")
 
 
 @contextmanager

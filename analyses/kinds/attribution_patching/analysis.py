@@ -1,0 +1,100 @@
+"""The attribution patching analysis: AtP (or AtP*, or RelP beside it) for every node of a
+prompt pair, exact patching of the same nodes when asked or when there are few, and their
+agreement. The gradient is taken on the corrupted run (`gradient` unset or "corrupted":
+TransformerLens's `attribution_patch`, estimating the effect of restoring a node's clean
+value into the corrupted run) or on the clean run ("clean": Syed et al. 2023's convention,
+estimating the effect of corrupting it in the clean run; `exact` then measures that:
+clean metric − the clean run with that node corrupted). Both in the denoising sign."""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from analyses.core.catalogue import CATALOGUE, GRADIENTS
+from analyses.core.errors import SpecError
+from analyses.core.progress import Progress, silent
+from analyses.core.result import Result
+from analyses.core.spec import AnalysisSpec
+from analyses.kinds.attribution_patching.agreement import SIGNAL_TOLERANCE, agreement
+from analyses.kinds.attribution_patching.atp import attribute
+from analyses.kinds.attribution_patching.exact import SITES, exact_effects
+from analyses.kinds.patching.engine import Patcher, check_layer, normaliser, prompt_pair
+from analyses.kinds.tokens import token_strings
+
+ATTRIBUTION_COLUMNS = CATALOGUE["attribution_patching"].tables["attributions"]
+AUTO_EXACT_NODES = 2_000  # exact patching runs by default up to this many nodes
+GRADIENT_RUNS = {  # what each gradient convention estimates, and where it comes from
+    "corrupted": "corrupted run (TransformerLens attribution_patch): the effect of restoring each "
+                 "node's clean value into the corrupted run",
+    "clean": "clean run (Syed et al. 2023's convention): the effect of corrupting each node in the "
+             "clean run",
+}
+assert set(GRADIENT_RUNS) == set(GRADIENTS)
+
+
+def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
+    started = time.perf_counter()
+    bridge = model.bridge
+    spec = spec.with_defaults()
+    pair = prompt_pair(bridge, spec)
+    layers = check_layer(bridge, spec.layer)
+    gradient = spec.gradient or "corrupted"
+    # The gradient on the clean run is the gradient on the corrupted run of the swapped pair:
+    # every estimate and exact effect below is then that of corrupting the clean run,
+    # (corrupted - clean) . grad, and `sign` turns it back to the denoising sign.
+    run_pair = replace(pair, clean=pair.corrupted, corrupted=pair.clean) if gradient == "clean" else pair
+    sign = -1.0 if gradient == "clean" else 1.0
+    with_relp = spec.method == "relp"
+    if with_relp and (spec.qk_fix or spec.graddrop):
+        raise SpecError("method", "relp replaces the gradient itself; the AtP* fixes (qk_fix, graddrop) "
+                                  "apply to plain AtP only")
+    progress(0.0, "attribution: one forward and one backward pass" + (" (and one more for RelP)" if with_relp else ""))
+    estimates = attribute(bridge, run_pair, layers, qk_fix=bool(spec.qk_fix), graddrop=bool(spec.graddrop),
+                          relp=with_relp)
+    nodes = estimates.nodes
+    if not spec.graddrop:  # GradDrop's sizes have no sign
+        nodes["atp"] *= sign
+    nodes["relp"] *= sign
+    want_exact = spec.exact if spec.exact is not None else len(nodes) <= AUTO_EXACT_NODES
+    baselines = (estimates.clean_baseline, estimates.corrupted_baseline)
+    patcher = None
+    if want_exact:  # its baselines, from the engine that patches, are the ones reported
+        patcher = Patcher(bridge, run_pair, sites=SITES)
+        baselines = (patcher.clean_baseline, patcher.corrupted_baseline)
+    if gradient == "clean":  # the swapped pair's: give each prompt its own back
+        baselines = baselines[::-1]
+    normaliser(*baselines)  # refuses a pair with no gap
+    progress(0.1, "attribution done")
+    nodes["exact"] = sign * exact_effects(patcher, nodes, progress, (0.1, 1.0)) if want_exact else np.nan
+    tables = {"attributions": nodes[list(ATTRIBUTION_COLUMNS)]}
+    if want_exact:
+        tables["agreement"] = agreement(nodes, magnitude=bool(spec.graddrop))
+        if with_relp:  # the same measures for RelP, over the nodes it scores
+            scored = nodes[nodes["relp"].notna()]
+            tables["relp_agreement"] = agreement(scored.assign(atp=scored["relp"]), magnitude=False)
+    progress(1.0, "done")
+    method = "AtP*" if spec.qk_fix or spec.graddrop else ("AtP and RelP" if with_relp else "AtP")
+    fixes = [name for name, on in (("qk_fix", spec.qk_fix), ("graddrop", spec.graddrop)) if on]
+    meta = {
+        "method": method + (f" ({', '.join(fixes)})" if fixes else ""),
+        "gradient": GRADIENT_RUNS[gradient],
+        "clean_baseline": baselines[0],
+        "corrupted_baseline": baselines[1],
+        "metric": "logit difference answer - wrong at the last position",
+        "units": ("change of the raw logit difference from the corrupted run (atp and exact)"
+                  if gradient == "corrupted" else
+                  "the clean run's logit difference minus that with the node corrupted (atp and exact)"),
+        "atp_is_magnitude": bool(spec.graddrop),
+        "signal_tolerance": SIGNAL_TOLERANCE,
+        "n_nodes": len(nodes),
+        "exact": bool(want_exact),
+        "exact_rule": f"exact=1, or exact unset and at most {AUTO_EXACT_NODES} nodes",
+        "n_tokens": int(pair.corrupted.shape[1]),
+        "clean_tokens": token_strings(bridge, pair.clean[0]),
+        "corrupted_tokens": token_strings(bridge, pair.corrupted[0]),
+        "n_forwards_exact": patcher.n_forwards if patcher else 0,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    return Result(spec=spec, tables=tables, meta=meta)
