@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from analyses.core.catalogue import CATALOGUE, GRADIENTS
+from analyses.core.catalogue import CATALOGUE
 from analyses.core.datasets import PromptSet
 from analyses.core.errors import SpecError, UserError
 from analyses.core.progress import Progress, silent
@@ -43,6 +43,7 @@ from analyses.core.spec import AnalysisSpec
 from analyses.kinds.circuits import activations, runs, scores
 from analyses.kinds.circuits.graph import Graph, edge_hooks, graph_of
 from analyses.kinds.correlation import pearson, spearman
+from analyses.kinds.gradient_runs import gradient_run
 from analyses.kinds.patching.engine import PromptPair, logit_diff, prompt_pair
 from analyses.kinds.patching.paths import require_additive_heads, supported
 from analyses.kinds.sets import SKIPPED_COLUMNS, skipped_row
@@ -50,13 +51,6 @@ from analyses.kinds.sets import SKIPPED_COLUMNS, skipped_row
 TABLES = CATALOGUE["circuit"].tables
 RANDOM_SETS = 3  # random edge sets per k, the faithfulness baseline
 EXACT_EXAMPLES = 16  # at most this many examples, drawn at random, for exact single-edge patching
-GRADIENT_RUNS = {  # what each gradient convention estimates, and where it comes from
-    "corrupted": "corrupted run (TransformerLens attribution_patch): the effect of restoring each "
-                 "edge's clean write into the corrupted run",
-    "clean": "clean run (Syed et al. 2023's EAP code): the effect of corrupting each edge's write "
-             "in the clean run",
-}
-assert set(GRADIENT_RUNS) == set(GRADIENTS)
 BUDGET_BYTES = 256 * 2**20  # per batch: the writes and shifts of a circuit run, or the gradients
 
 
@@ -315,7 +309,7 @@ def run_set(model, spec: AnalysisSpec, prompt_set: PromptSet | None, progress: P
               "faithfulness": faithfulness_table(ks, labels, shares, graph.n_edges),
               "nodes": node_table(graph, mean_scores)}
     meta = {"n_edges": graph.n_edges, "n_examples": len(examples.pairs), "method": spec.method,
-            "gradient": GRADIENT_RUNS[gradient] if spec.method == "eap" else
+            "gradient": gradient_run(gradient, "edge", "write") if spec.method == "eap" else
             "averaged along the path from the corrupted to the clean embeddings (integrated gradients)",
             "clean_metric": float(clean.mean()), "corrupted_metric": float(corrupted.mean()),
             "total_effect": float(clean.mean() - corrupted.mean()),

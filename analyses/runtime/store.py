@@ -431,19 +431,9 @@ class Store:
     def put_dataset(self, prompt_set: PromptSet) -> bool:
         """Keep `prompt_set` under its reference (again: nothing to do). False when nothing
         can be stored here (read-only, unusable, busy). Prompt sets are never evicted."""
-        if self.read_only or not self.available:
-            return False
-        ref = prompt_set.reference
-
-        def write(cur) -> bool:
-            if not cur.execute("SELECT 1 FROM datasets WHERE reference = ?", [ref]).fetchone():
-                cur.execute("INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?)",
-                            [ref, prompt_set.name, len(prompt_set.rows), ",".join(prompt_set.fields),
-                             canonical_json(prompt_set.rows), _now()])
-            return True
-
-        with self._file.write_lock:
-            return self._read_or(False, write)
+        return self._keep("datasets", prompt_set.reference, lambda ref: [
+            ref, prompt_set.name, len(prompt_set.rows), ",".join(prompt_set.fields),
+            canonical_json(prompt_set.rows), _now()])
 
     def get_dataset(self, reference: str) -> PromptSet | None:
         row = self._read_or(None, lambda cur: cur.execute(
@@ -461,14 +451,19 @@ class Store:
     def put_notebook(self, notebook: Notebook) -> bool:
         """Keep `notebook` under its reference (again: nothing to do). False when nothing
         can be stored here (read-only, unusable, busy). Notebooks are never evicted."""
+        return self._keep("notebooks", notebook.reference, lambda ref: [
+            ref, notebook.title, len(notebook.steps), notebook.to_json(), _now()])
+
+    def _keep(self, table: str, reference: str, row) -> bool:
+        """Insert `row(reference)` into `table` (datasets, notebooks: keyed by content) unless
+        that reference is there already; False when nothing can be stored here."""
         if self.read_only or not self.available:
             return False
-        ref = notebook.reference
 
         def write(cur) -> bool:
-            if not cur.execute("SELECT 1 FROM notebooks WHERE reference = ?", [ref]).fetchone():
-                cur.execute("INSERT INTO notebooks VALUES (?, ?, ?, ?, ?)",
-                            [ref, notebook.title, len(notebook.steps), notebook.to_json(), _now()])
+            if not cur.execute(f"SELECT 1 FROM {table} WHERE reference = ?", [reference]).fetchone():
+                values = row(reference)
+                cur.execute(f"INSERT INTO {table} VALUES ({', '.join('?' * len(values))})", values)
             return True
 
         with self._file.write_lock:

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from analyses.core.catalogue import CATALOGUE, GRADIENTS
+from analyses.core.catalogue import CATALOGUE
 from analyses.core.errors import SpecError
 from analyses.core.progress import Progress, silent
 from analyses.core.result import Result
@@ -20,18 +20,12 @@ from analyses.core.spec import AnalysisSpec
 from analyses.kinds.attribution_patching.agreement import SIGNAL_TOLERANCE, agreement
 from analyses.kinds.attribution_patching.atp import attribute
 from analyses.kinds.attribution_patching.exact import SITES, exact_effects
+from analyses.kinds.gradient_runs import gradient_run
 from analyses.kinds.patching.engine import Patcher, check_layer, normaliser, prompt_pair
 from analyses.kinds.tokens import token_strings
 
 ATTRIBUTION_COLUMNS = CATALOGUE["attribution_patching"].tables["attributions"]
 AUTO_EXACT_NODES = 2_000  # exact patching runs by default up to this many nodes
-GRADIENT_RUNS = {  # what each gradient convention estimates, and where it comes from
-    "corrupted": "corrupted run (TransformerLens attribution_patch): the effect of restoring each "
-                 "node's clean value into the corrupted run",
-    "clean": "clean run (Syed et al. 2023's convention): the effect of corrupting each node in the "
-             "clean run",
-}
-assert set(GRADIENT_RUNS) == set(GRADIENTS)
 
 
 def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
@@ -79,7 +73,7 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     fixes = [name for name, on in (("qk_fix", spec.qk_fix), ("graddrop", spec.graddrop)) if on]
     meta = {
         "method": method + (f" ({', '.join(fixes)})" if fixes else ""),
-        "gradient": GRADIENT_RUNS[gradient],
+        "gradient": gradient_run(gradient, "node", "value"),
         "clean_baseline": baselines[0],
         "corrupted_baseline": baselines[1],
         "metric": "logit difference answer - wrong at the last position",
