@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analyses.figures.layout import axis, head_label, heatmap, title
+from analyses.figures.layout import axis, head_label, head_tick, heatmap, title
 from analyses.figures.text import plot_text
 
 THUMBNAIL_CELLS = 48  # a small pattern shows at most this many query and key bins
@@ -56,7 +56,7 @@ def pattern_grid(patterns: pd.DataFrame) -> go.Figure:
     fig = make_subplots(rows=len(layers), cols=len(heads), horizontal_spacing=0.01,
                         vertical_spacing=0.02 if len(layers) > 1 else 0.0,
                         row_titles=[f"L{layer}" for layer in layers],
-                        column_titles=[f"H{head}" for head in heads])
+                        column_titles=[head_tick(head) for head in heads])
     binned = False
     for r, layer in enumerate(layers, start=1):
         for c, head in enumerate(heads, start=1):

@@ -22,6 +22,8 @@ from analyses.figures.layout import (
     cells,
     differing_positions,
     grid_height,
+    head_label,
+    head_tick,
     heatmap,
     in_window,
     layer_head_axes,
@@ -177,11 +179,11 @@ def head_mean_heatmap(summary: pd.DataFrame | None) -> go.Figure | None:
     low = rows.pivot_table(index="layer", columns="head", values="ci_low").reindex_like(grid)
     high = rows.pivot_table(index="layer", columns="head", values="ci_high").reindex_like(grid)
     z = grid.to_numpy(dtype=float)
-    y_ticks, x_ticks = [str(int(v)) for v in grid.index], [str(int(v)) for v in grid.columns]
+    y_ticks, x_ticks = [str(int(v)) for v in grid.index], [head_tick(v) for v in grid.columns]
     n = int(rows["n"].max())
 
     def hover(i, j, v):
-        return (f"layer {y_ticks[i]}, head {x_ticks[j]}<br>{RATIO} {v:.3f}<br>paired 95% interval "
+        return (f"{head_label(grid.index[i], grid.columns[j])}<br>{RATIO} {v:.3f}<br>paired 95% interval "
                 f"{low.iat[i, j]:.3f} to {high.iat[i, j]:.3f}<br>n = {n}")
 
     fig = go.Figure(heatmap(z, cells(z, hover), signed=True, colorbar="mean restored",

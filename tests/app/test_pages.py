@@ -356,7 +356,7 @@ def test_heads_restores_a_link_and_views_one_head(tiny_gpt2_dir):
     layer.set_value(1).run()
     head.set_value(2).run()
     assert_clean(at)
-    assert "L1 H2" in figures(at)[2]["layout"]["title"]["text"]
+    assert "L1H2" in figures(at)[2]["layout"]["title"]["text"]
 
 
 def test_heads_preset_runs_the_previous_token_detector_on_its_prompt(tiny_gpt2_dir):
@@ -390,7 +390,7 @@ def test_activation_patching_restores_a_link_and_labels_positions_by_token(tiny_
     assert at.selectbox(key="activation_patching:granularity").value == "head_out_by_pos"
     assert at.number_input(key="activation_patching:layer").value == 1
     [heatmap] = figures(at)
-    assert heatmap["layout"]["yaxis"]["ticktext"] == ["L1 H0", "L1 H1", "L1 H2", "L1 H3"]
+    assert heatmap["layout"]["yaxis"]["ticktext"] == ["L1H0", "L1H1", "L1H2", "L1H3"]
     assert "\u2423John→\u2423Mary" in heatmap["layout"]["xaxis"]["ticktext"]
     clean, corrupted = (m.value for m in at.metric)  # the baselines, also under the title
     assert f"clean {clean}, corrupted {corrupted}" in heatmap["layout"]["title"]["text"]
@@ -403,7 +403,7 @@ def test_activation_patching_direct_path_shows_one_heatmap_per_receiver_input(ti
     maps = figures(at)
     assert [m["layout"]["xaxis"]["title"]["text"] for m in maps] == [
         f"receiver head ({name} input)" for name in ("q", "k", "v")]
-    assert maps[0]["layout"]["yaxis"]["ticktext"][0] == "L0 H0"
+    assert maps[0]["layout"]["yaxis"]["ticktext"][0] == "L0H0"
 
 
 def test_activation_patching_preset_runs_the_ioi_pair(tiny_gpt2_dir):
