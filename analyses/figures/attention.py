@@ -71,7 +71,7 @@ def pattern_grid(patterns: pd.DataFrame) -> go.Figure:
     note = "each panel: query position down, key position across" + (
         f"; long prompt shown in {THUMBNAIL_CELLS} bins, the largest weight in each" if binned else "")
     fig.update_layout(
-        title=title("Attention pattern of every head (pick one below to see it with its tokens)", note),
+        title=title(grid_title(layers, heads), note),
         coloraxis={"colorscale": "Blues", "cmin": 0.0, "cmax": 1.0,
                    "colorbar": {"title": {"text": "attention weight"}}},
         height=110 + len(layers) * min(PANEL_PX, max(70, 1100 // len(heads))),  # panels near square
@@ -80,10 +80,23 @@ def pattern_grid(patterns: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def grid_title(layers: list[int], heads: list[int]) -> str:
+    """What the grid shows: one head by its name, several as every head read."""
+    if len(layers) == 1 and len(heads) == 1:
+        return f"Attention pattern of {head_label(layers[0], heads[0])} (below, large, with its tokens)"
+    return "Attention pattern of every head read (pick one below to see it with its tokens)"
+
+
 def tick_labels(tokens: list[str] | None, n: int) -> tuple[list[int], list[str]]:
-    """Tick positions and texts for n positions: every token, or every k-th on long prompts."""
+    """Tick positions and texts for n positions: every token, or every k-th on long prompts
+    and then the last position too."""
     step = max(1, int(np.ceil(n / MAX_TICK_LABELS)))
     where = list(range(0, n, step))
+    if where and where[-1] != n - 1:  # the last position (the query that predicts) always labelled:
+        if n - 1 - where[-1] < step / 2:  # near the last label, it takes that label's place
+            where[-1] = n - 1
+        else:
+            where.append(n - 1)
     names = [plot_text(tokens[p], visible_spaces=True) if tokens and p < len(tokens) else str(p)
              for p in where]
     return where, [f"{name} ({p})" if step > 1 else name for p, name in zip(where, names)]
