@@ -92,21 +92,20 @@ def test_the_strip_writes_no_word_wider_than_its_cell():
 
 
 def dla_set(outlier: float = 40.0):
-    """Three examples, components whose means are ~1 and per-example dots with one far outlier."""
+    """Twelve examples, components whose means are ~1, and one far example of the MLP."""
     rows = []
-    for e in range(3):
+    for e in range(12):
         for component, layer, head, value in (("embed", -1, -1, 0.1), ("attn", 0, -1, 1.0 + 0.1 * e),
                                               ("mlp", 0, -1, 0.5), ("head", 0, 1, 0.8 + 0.1 * e),
                                               ("bias", -1, -1, 0.0)):
             rows.append((e, component, layer, head, value))
     frame = pd.DataFrame(rows, columns=["example", "component", "layer", "head", "value"])
     frame.loc[(frame.example == 2) & (frame.component == "mlp"), "value"] = outlier
-    frame.loc[(frame.example == 1) & (frame.component == "mlp"), "value"] = -outlier + 1.5
     from analyses.kinds.sets import SUMMARIES, summary_table
 
-    examples = pd.DataFrame({"example": range(3), "n_tokens": 7})
+    examples = pd.DataFrame({"example": range(12), "n_tokens": 7})
     summary = summary_table(frame, SUMMARIES["dla"]["contributions"], examples)
-    return SimpleNamespace(kind="dla", meta={"n_examples": 3},
+    return SimpleNamespace(kind="dla", meta={"n_examples": 12},
                            tables={"contributions": frame, "contributions_summary": summary, "examples": examples})
 
 
@@ -119,7 +118,7 @@ def test_a_set_charts_axis_is_set_by_its_bars_and_intervals_and_clipped_dots_are
     low, high = chart.layout.xaxis.range
     finite = summary.dropna(subset=["ci_low"])
     assert low <= min(0, finite.ci_low.min()) and high >= finite.ci_high.max()
-    assert high < 40 and low > -38  # the outlying dots do not stretch it
+    assert high < 40  # the outlying dot do not stretch it
     dots = [trace for trace in chart.data if trace.type == "scatter"]
     xs = np.concatenate([np.array(d.x, dtype=float) for d in dots])
     assert xs.max() <= high and xs.min() >= low  # every dot drawn inside: the outliers at the edge
