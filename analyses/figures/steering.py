@@ -24,9 +24,9 @@ MAX_WRITTEN_TOKENS = 20  # up to this many columns each token is written in its 
 # The strip's plot area in the app's wide layout at a 1400 px window with the sidebar open
 # (the figure ~950 px, less the row labels); a word is shortened to fit its cell there.
 STRIP_PLOT_PX = 760
-STRIP_FONT = 11  # px
-CHAR_EM = 0.62  # a character's width in font sizes, on the wide side of Arial/Open Sans's average
-CELL_PAD_PX = 4  # room left between a word and its cell's edges
+STRIP_FONT = 10  # px
+CHAR_EM = 0.58  # a character's width in font sizes (measured: "␣Germany" at 11 px draws ~52 px)
+CELL_PAD_PX = 3  # room left between a word and its cell's edges
 
 
 def figures(result, layer: int | None = None) -> dict[str, go.Figure]:
