@@ -39,6 +39,7 @@ from analyses.figures.text import plot_text
 TOP = 20  # components shown per summary, by |mean|
 BAR_COLOUR, TOTAL_COLOUR = "#4C78A8", "#54585A"
 TOTAL_LABEL = "total"  # direct logit attribution's sum of the components, drawn on top
+EDGE = 0.03  # share of a set chart's axis beyond where its clipped dots are drawn
 RATIO = "ratio of the means"  # the patching summary's estimate (`analyses/core/restored.py`)
 RATIO_NOTE = (f"bars: the {RATIO}, (mean patched − mean corrupted) / (mean clean − mean corrupted), with its "
               "paired 95% interval; dots: each example's own ratio (their plain mean is another estimate)")
@@ -194,15 +195,20 @@ def top_components_chart(summary: pd.DataFrame, per_example: pd.DataFrame, value
         per_example = pd.concat([per_example, total[1]], ignore_index=True)
     labels = component_labels(top[keys], position_names(examples))
     estimate = RATIO if ratio else "mean"
-    colours = [TOTAL_COLOUR if total is not None and i == 0 else BAR_COLOUR for i in range(len(top))]
-    fig = go.Figure(go.Bar(
-        y=labels, x=top["mean"], orientation="h", name=f"{estimate} over the examples",
-        marker={"color": colours},
-        error_x={"type": "data", "symmetric": False, "array": top["ci_high"] - top["mean"],
-                 "arrayminus": top["mean"] - top["ci_low"], "color": "#333"},
-        customdata=np.stack([top["ci_low"], top["ci_high"], top["n"]], axis=-1),
-        hovertemplate="%{y}<br>" + estimate + " %{x:.4g}<br>95% interval %{customdata[0]:.4g} to "
-                      "%{customdata[1]:.4g}<br>n = %{customdata[2]}<extra></extra>"))
+    fig = go.Figure()
+    first = 1 if total is not None else 0  # the total: its own trace, so the legend names its colour
+    for part, name, colour in ((slice(0, first), f"{TOTAL_LABEL}: the sum of the components", TOTAL_COLOUR),
+                               (slice(first, None), f"{estimate} over the examples", BAR_COLOUR)):
+        rows = top.iloc[part]
+        if len(rows):
+            fig.add_trace(go.Bar(
+                y=labels[part], x=rows["mean"],
+                orientation="h", name=name, marker={"color": colour},
+                error_x={"type": "data", "symmetric": False, "array": rows["ci_high"] - rows["mean"],
+                         "arrayminus": rows["mean"] - rows["ci_low"], "color": "#333"},
+                customdata=np.stack([rows["ci_low"], rows["ci_high"], rows["n"]], axis=-1),
+                hovertemplate="%{y}<br>" + estimate + " %{x:.4g}<br>95% interval %{customdata[0]:.4g} to "
+                              "%{customdata[1]:.4g}<br>n = %{customdata[2]}<extra></extra>"))
     shared = [k for k in keys if k in per_example.columns]
     if "position" in per_example.columns and "position" not in keys:  # summarised at the last position
         per_example = per_example[per_example["position"] == per_example["n_tokens"] - 1]
@@ -243,8 +249,10 @@ def top_components_chart(summary: pd.DataFrame, per_example: pd.DataFrame, value
     height, top_margin, bottom_margin = max(340, 24 * len(top) + 190), 90, 110
     fig.update_layout(
         title=title("Largest effects over the prompt set", note),
+        # a little past the clipped dots, so their markers are drawn whole
         xaxis={"title": {"text": plot_text(unit)}, "zeroline": True, "zerolinecolor": "#888",
-               "range": [low, high]},
+               "range": [low - EDGE * (high - low), high + EDGE * (high - low)]},
+        barmode="overlay",  # the total's trace and the others' share the category axis
         yaxis={"title": {"text": "component"}, "autorange": "reversed", "type": "category",
                "categoryorder": "array", "categoryarray": labels},
         height=height, margin={"l": 260, "r": 20, "t": top_margin, "b": bottom_margin},
