@@ -486,7 +486,7 @@ def test_dla_restores_a_link_and_its_bars_sum_to_the_logit_difference(tiny_gpt2_
     assert total == pytest.approx(own, abs=1e-3)
     assert heads["data"][0]["type"] == "heatmap"  # layer × head
     assert heads["layout"]["yaxis"]["ticktext"] == ["0", "1"]
-    assert heads["layout"]["xaxis"]["ticktext"] == ["0", "1", "2", "3"]
+    assert heads["layout"]["xaxis"]["ticktext"] == ["H0", "H1", "H2", "H3"]  # a head axis reads H0
 
 
 def test_dla_preset_fills_prompt_answer_and_wrong(tiny_gpt2_dir):
