@@ -218,7 +218,8 @@ KINDS: tuple[Kind, ...] = (
         name="dla",
         summary="direct logit attribution: each layer's and head's direct share of the logit "
                 "difference answer − wrong at the prompt's last position",
-        version=2,  # 2: set summaries: exact t, the `interval` column
+        version=3,  # 2: set summaries: exact t, the `interval` column. 3: meta n_tokens (a set's
+                    # examples table showed None)
         runner="analyses.kinds.dla:run",
         figures="analyses.figures.dla:figures",
         required=("prompt", "answer"),

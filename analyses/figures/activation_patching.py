@@ -14,6 +14,7 @@ from analyses.figures.layout import (
     grid,
     grid_height,
     head_label,
+    head_tick,
     heatmap,
     in_window,
     position_labels,
@@ -80,8 +81,8 @@ def patching_heatmap(effects: pd.DataFrame, granularity: str, clean_tokens: list
         x_ticks = [names[int(p)] for p in value.columns]
         x_desc = [f"position {int(p)} ({names[int(p)]})" for p in value.columns]
     else:
-        x_ticks = [f"H{int(h)}" for h in value.columns]
-        x_desc = [f"head {int(h)}" for h in value.columns]
+        x_ticks = [head_tick(h) for h in value.columns]
+        x_desc = [f"head {head_tick(h)}" for h in value.columns]
     row_desc = [head_label(*key) if per_head and by_position else f"layer {int(key)}"
                 for key in value.index]
     hover = cells(z, lambda i, j, v: f"{row_desc[i]} · {x_desc[j]}<br>restored {v:.3f} of the gap"

@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analyses.figures.layout import axis, head_label, heatmap, title
+from analyses.figures.layout import axis, head_label, head_tick, heatmap, title
 from analyses.figures.text import plot_text
 
 THUMBNAIL_CELLS = 48  # a small pattern shows at most this many query and key bins
@@ -56,7 +56,7 @@ def pattern_grid(patterns: pd.DataFrame) -> go.Figure:
     fig = make_subplots(rows=len(layers), cols=len(heads), horizontal_spacing=0.01,
                         vertical_spacing=0.02 if len(layers) > 1 else 0.0,
                         row_titles=[f"L{layer}" for layer in layers],
-                        column_titles=[f"H{head}" for head in heads])
+                        column_titles=[head_tick(head) for head in heads])
     binned = False
     for r, layer in enumerate(layers, start=1):
         for c, head in enumerate(heads, start=1):
@@ -71,7 +71,7 @@ def pattern_grid(patterns: pd.DataFrame) -> go.Figure:
     note = "each panel: query position down, key position across" + (
         f"; long prompt shown in {THUMBNAIL_CELLS} bins, the largest weight in each" if binned else "")
     fig.update_layout(
-        title=title("Attention pattern of every head (pick one below to see it with its tokens)", note),
+        title=title(grid_title(layers, heads), note),
         coloraxis={"colorscale": "Blues", "cmin": 0.0, "cmax": 1.0,
                    "colorbar": {"title": {"text": "attention weight"}}},
         height=110 + len(layers) * min(PANEL_PX, max(70, 1100 // len(heads))),  # panels near square
@@ -80,10 +80,23 @@ def pattern_grid(patterns: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def grid_title(layers: list[int], heads: list[int]) -> str:
+    """What the grid shows: one head by its name, several as every head read."""
+    if len(layers) == 1 and len(heads) == 1:
+        return f"Attention pattern of {head_label(layers[0], heads[0])} (below, large, with its tokens)"
+    return "Attention pattern of every head read (pick one below to see it with its tokens)"
+
+
 def tick_labels(tokens: list[str] | None, n: int) -> tuple[list[int], list[str]]:
-    """Tick positions and texts for n positions: every token, or every k-th on long prompts."""
+    """Tick positions and texts for n positions: every token, or every k-th on long prompts
+    and then the last position too."""
     step = max(1, int(np.ceil(n / MAX_TICK_LABELS)))
     where = list(range(0, n, step))
+    if where and where[-1] != n - 1:  # the last position (the query that predicts) always labelled:
+        if n - 1 - where[-1] < step / 2:  # near the last label, it takes that label's place
+            where[-1] = n - 1
+        else:
+            where.append(n - 1)
     names = [plot_text(tokens[p], visible_spaces=True) if tokens and p < len(tokens) else str(p)
              for p in where]
     return where, [f"{name} ({p})" if step > 1 else name for p, name in zip(where, names)]

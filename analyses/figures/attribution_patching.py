@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analyses.figures import layout
-from analyses.figures.layout import cells, grid, heatmap, title
+from analyses.figures.layout import cells, grid, head_label, heatmap, title
 from analyses.figures.text import plot_text
 
 
@@ -177,7 +177,7 @@ def atp_agreement_scatter(attributions: pd.DataFrame, agreement: pd.DataFrame | 
 
 
 def _node_where(layer, head, position, tokens: list[str] | None) -> str:
-    parts = [f"L{int(layer)}"] + ([f"H{int(head)}"] if head >= 0 else [])
+    parts = [head_label(layer, head) if head >= 0 else f"L{int(layer)}"]
     if position >= 0:
         token = tokens[int(position)] if tokens is not None and position < len(tokens) else None
         parts.append(f"pos {int(position)}" + (f" ({plot_text(token, visible_spaces=True)})"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from analyses.figures.layout import MAX_VALUE_TEXT, cells, grid, heatmap, layer_head_axes, title
+from analyses.figures.layout import MAX_VALUE_TEXT, cells, grid, head_label, head_tick, heatmap, layer_head_axes, title
 from analyses.figures.text import plot_text
 
 
@@ -68,8 +68,8 @@ def dla_head_heatmap(contributions: pd.DataFrame, metric: str = "the logit diffe
     table = grid(rows, ["layer"], "head", "value")
     z = table.to_numpy(dtype=float)
     y_ticks = [str(int(layer)) for layer in table.index]
-    x_ticks = [str(int(h)) for h in table.columns]
-    hover = cells(z, lambda i, j, v: f"layer {y_ticks[i]}, head {x_ticks[j]}<br>{v:.4g}")
+    x_ticks = [head_tick(h) for h in table.columns]
+    hover = cells(z, lambda i, j, v: f"{head_label(table.index[i], table.columns[j])}<br>{v:.4g}")
     fig = go.Figure(heatmap(z, hover, signed=True, colorbar="contribution",
                             values_in_cells=len(x_ticks) <= MAX_VALUE_TEXT))
     fig.update_layout(

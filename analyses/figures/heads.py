@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analyses.figures.layout import MAX_VALUE_TEXT, cells, grid, head_label, heatmap, layer_head_axes, title
+from analyses.figures.layout import MAX_VALUE_TEXT, cells, grid, head_label, head_tick, heatmap, layer_head_axes, title
 from analyses.figures.text import plot_text
 
 
@@ -29,13 +29,13 @@ def head_score_heatmap(scores: pd.DataFrame, detector: str, not_scored: str | No
     table = grid(rows, ["layer"], "head", "score")
     z = table.to_numpy(dtype=float)
     y_ticks = [str(int(layer)) for layer in table.index]
-    x_ticks = [str(int(h)) for h in table.columns]
+    x_ticks = [head_tick(h) for h in table.columns]
     tl = (grid(rows, ["layer"], "head", "tl_score").reindex_like(table).to_numpy(dtype=float)
           if "tl_score" in rows else np.full_like(z, np.nan))
     shown_tl = bool(np.isfinite(tl).any() and not np.allclose(tl, z, equal_nan=True))
 
     def hover_text(i, j, v):
-        text = f"layer {y_ticks[i]}, head {x_ticks[j]}<br>score {v:.3f}"
+        text = f"{head_label(table.index[i], table.columns[j])}<br>score {v:.3f}"
         text += f"<br>TransformerLens detect_head {tl[i, j]:.3f}" if shown_tl else ""
         return text + (f"<br>over {events:,} events" if events is not None else "")
 

@@ -139,8 +139,14 @@ def position_labels(n: int, clean: list[str] | None = None,
     return labels
 
 
+# One label format for heads everywhere (figures, hover text, the pages' links): "L0H0"
+# names a head; "H0" is a tick on an axis of heads (the layer is the other axis).
 def head_label(layer: int, head: int) -> str:
-    return f"L{int(layer)} H{int(head)}"
+    return f"L{int(layer)}H{int(head)}"
+
+
+def head_tick(head: int) -> str:
+    return f"H{int(head)}"
 
 
 def neuron_label(layer: int, neuron: int) -> str:

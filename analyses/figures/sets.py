@@ -17,11 +17,14 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from analyses.core.catalogue import SUMMARY_COLUMNS
+from analyses.core.summary import mean_interval
 from analyses.figures.layout import (
     axis,
     cells,
     differing_positions,
     grid_height,
+    head_label,
+    head_tick,
     heatmap,
     in_window,
     layer_head_axes,
@@ -34,6 +37,9 @@ from analyses.figures.layout import (
 from analyses.figures.text import plot_text
 
 TOP = 20  # components shown per summary, by |mean|
+BAR_COLOUR, TOTAL_COLOUR = "#4C78A8", "#54585A"
+TOTAL_LABEL = "total"  # direct logit attribution's sum of the components, drawn on top
+EDGE = 0.03  # share of a set chart's axis beyond where its clipped dots are drawn
 RATIO = "ratio of the means"  # the patching summary's estimate (`analyses/core/restored.py`)
 RATIO_NOTE = (f"bars: the {RATIO}, (mean patched − mean corrupted) / (mean clean − mean corrupted), with its "
               "paired 95% interval; dots: each example's own ratio (their plain mean is another estimate)")
@@ -64,10 +70,40 @@ def figures(result) -> dict[str, go.Figure]:
                 blocks, result.tables.get("examples"), granularity)
     for summary_name, (table, value, unit) in SHOWN.get(result.kind, {}).items():
         if summary_name in result.tables and len(result.tables[summary_name]):
-            shown[summary_name] = top_components_chart(result.tables[summary_name], result.tables[table],
+            per_example = result.tables[table]
+            total = dla_total(per_example) if result.kind == "dla" else None
+            shown[summary_name] = top_components_chart(result.tables[summary_name], per_example,
                                                        value, unit, result.meta.get("n_examples"),
-                                                       ratio=result.kind == "activation_patching")
+                                                       ratio=result.kind == "activation_patching",
+                                                       examples=result.tables.get("examples"), total=total)
     return shown
+
+
+def dla_total(contributions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Direct logit attribution's total over a set: each example's sum of the components
+    that add up to its logit difference, and their mean with its Student-t 95% interval.
+    Returns (one summary row, per-example rows), keyed as the contributions are."""
+    from analyses.figures.dla import DLA_TOTAL  # the rows that sum to the logit difference
+
+    parts = contributions[contributions["component"].isin(DLA_TOTAL)]
+    sums = parts.groupby("example", sort=True)["value"].sum()  # [example]
+    keys = {"component": TOTAL_LABEL, "layer": -1, "head": -1}
+    summary = pd.DataFrame([{**keys, **mean_interval(sums.to_numpy())}])
+    return summary, pd.DataFrame({"example": sums.index, **keys, "value": sums.to_numpy()})
+
+
+def position_names(examples: pd.DataFrame | None) -> dict[int, list[str]]:
+    """Per prompt length, its positions' labels from its first example's tokens
+    (`clean→corrupted` where that pair differs); none when the examples carry no tokens."""
+    if examples is None or "clean_tokens" not in examples.columns or "n_tokens" not in examples.columns:
+        return {}
+    names = {}
+    for length, group in examples.dropna(subset=["clean_tokens"]).groupby("n_tokens", sort=True):
+        first = group.iloc[0]
+        clean = json.loads(first["clean_tokens"])
+        corrupted = json.loads(first["corrupted_tokens"]) if isinstance(first.get("corrupted_tokens"), str) else None
+        names[int(length)] = position_labels(int(length), clean, corrupted)
+    return names
 
 
 # what each value of a summary's `interval` column means, for a page's caption
@@ -97,41 +133,82 @@ def interval_note(result) -> str:
     return "95% intervals: " + "; ".join(parts) + "." if parts else ""
 
 
-def component_labels(frame: pd.DataFrame) -> list[str]:
-    """A short label per row from whichever key columns it has (NaN keys left out)."""
+def component_labels(frame: pd.DataFrame, positions: dict[int, list[str]] | None = None) -> list[str]:
+    """A short label per row from whichever key columns it has (NaN and -1 keys left out):
+    a head as L0H0, a layer as L0, a position by its token where `positions` (per prompt
+    length, each position's label) has its length: `␣Mary→␣John (position 3 of 15)`."""
     keys = [k for k in LABEL_KEYS if k in frame.columns]
+    positions = positions or {}
+
+    def known(value) -> bool:
+        missing = value is None or value == "" or (isinstance(value, float) and np.isnan(value))
+        return not missing and value != -1
+
+    def whole(value):
+        return int(value) if isinstance(value, (float, np.floating)) and float(value).is_integer() else value
 
     def label(row) -> str:
-        parts = []
-        for key in keys:
-            value = row[key]
-            if value is None or value == "" or (isinstance(value, float) and np.isnan(value)) or value == -1:
-                continue
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            parts.append(f"{key} {value}" if key not in ("granularity", "component", "node") else str(value))
-        return plot_text(" · ".join(parts))
+        parts, values = [], {k: whole(row[k]) for k in keys if known(row[k])}
+        for key in ("granularity", "component", "node"):
+            if key in values:
+                parts.append(plot_text(str(values[key])))
+        layer, head = values.get("layer"), values.get("head")
+        if isinstance(layer, (int, np.integer)):
+            parts.append(head_label(layer, head) if head is not None else f"L{layer}")
+        elif layer is not None:  # a named layer (the logit lens's `final_post`)
+            parts.append(f"layer {plot_text(str(layer))}")
+        if "sender_layer" in values and "sender_head" in values:
+            parts.append(f"from {head_label(values['sender_layer'], values['sender_head'])}")
+        if "receiver_input" in values:
+            parts.append(plot_text(str(values["receiver_input"])))
+        if "position" in values:
+            p, n = int(values["position"]), values.get("n_tokens")
+            names = positions.get(int(n)) if n is not None else None
+            if names is not None and p < len(names):
+                parts.append(f"{names[p]} (position {p} of {int(n)})")
+            else:
+                parts.append(f"position {p}" + (f" of {int(n)}" if n is not None else ""))
+        if "target" in values:
+            parts.append(f"target {values['target']}")
+        return " · ".join(parts)
 
     return [label(row) for _, row in frame.iterrows()]
 
 
 def top_components_chart(summary: pd.DataFrame, per_example: pd.DataFrame, value: str, unit: str,
-                         n_examples: int | None = None, ratio: bool = False) -> go.Figure:
+                         n_examples: int | None = None, ratio: bool = False,
+                         examples: pd.DataFrame | None = None,
+                         total: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> go.Figure:
     """The TOP rows of `summary` by |mean|: bar = mean, error bar = 95% interval, dots = the
     examples' own `value` for that row (matched on the summary's key columns). With `ratio`
-    the bar is a ratio of means (patching's), which the dots do not average to: labelled so."""
+    the bar is a ratio of means (patching's), which the dots do not average to: labelled so.
+    `examples` (the set's table, with its tokens) labels positions by token; `total` (a
+    summary row and its per-example rows, `dla_total`) is drawn on top in its own colour.
+
+    The axis spans the bars and their intervals (and 0), not the dots: a few far examples
+    would make the bars slivers. Dots beyond it are drawn at its edge as ◂ ▸, their value on
+    hover, and the note counts them."""
     keys = [c for c in summary.columns if c not in SUMMARY_COLUMNS]
     top = summary.reindex(summary["mean"].abs().sort_values(ascending=False).index).head(TOP)
-    labels = component_labels(top[keys])
+    if total is not None:
+        top = pd.concat([total[0], top], ignore_index=True)
+        per_example = pd.concat([per_example, total[1]], ignore_index=True)
+    labels = component_labels(top[keys], position_names(examples))
     estimate = RATIO if ratio else "mean"
-    fig = go.Figure(go.Bar(
-        y=labels, x=top["mean"], orientation="h", name=f"{estimate} over the examples",
-        marker={"color": "#4C78A8"},
-        error_x={"type": "data", "symmetric": False, "array": top["ci_high"] - top["mean"],
-                 "arrayminus": top["mean"] - top["ci_low"], "color": "#333"},
-        customdata=np.stack([top["ci_low"], top["ci_high"], top["n"]], axis=-1),
-        hovertemplate="%{y}<br>" + estimate + " %{x:.4g}<br>95% interval %{customdata[0]:.4g} to "
-                      "%{customdata[1]:.4g}<br>n = %{customdata[2]}<extra></extra>"))
+    fig = go.Figure()
+    first = 1 if total is not None else 0  # the total: its own trace, so the legend names its colour
+    for part, name, colour in ((slice(0, first), f"{TOTAL_LABEL}: the sum of the components", TOTAL_COLOUR),
+                               (slice(first, None), f"{estimate} over the examples", BAR_COLOUR)):
+        rows = top.iloc[part]
+        if len(rows):
+            fig.add_trace(go.Bar(
+                y=labels[part], x=rows["mean"],
+                orientation="h", name=name, marker={"color": colour},
+                error_x={"type": "data", "symmetric": False, "array": rows["ci_high"] - rows["mean"],
+                         "arrayminus": rows["mean"] - rows["ci_low"], "color": "#333"},
+                customdata=np.stack([rows["ci_low"], rows["ci_high"], rows["n"]], axis=-1),
+                hovertemplate="%{y}<br>" + estimate + " %{x:.4g}<br>95% interval %{customdata[0]:.4g} to "
+                              "%{customdata[1]:.4g}<br>n = %{customdata[2]}<extra></extra>"))
     shared = [k for k in keys if k in per_example.columns]
     if "position" in per_example.columns and "position" not in keys:  # summarised at the last position
         per_example = per_example[per_example["position"] == per_example["n_tokens"] - 1]
@@ -139,27 +216,60 @@ def top_components_chart(summary: pd.DataFrame, per_example: pd.DataFrame, value
         per_example = per_example.assign(  # position-free rows (position -1) pool every length
             n_tokens=per_example["n_tokens"].where(per_example["position"] >= 0, -1))
     dots = per_example.merge(top[shared].assign(_label=labels), on=shared, how="inner")
-    if len(dots):
+    low, high = bar_range(top)
+    inside = dots[value].between(low, high) | dots[value].isna()
+    if inside.any():
         fig.add_trace(go.Scatter(
-            y=dots["_label"], x=dots[value], mode="markers",
+            y=dots.loc[inside, "_label"], x=dots.loc[inside, value], mode="markers",
             name="each example's own ratio" if ratio else "each example",
-            marker={"color": "rgba(60,60,60,0.35)", "size": 6}, customdata=dots["example"],
+            marker={"color": "rgba(60,60,60,0.35)", "size": 6}, customdata=dots.loc[inside, "example"],
             hovertemplate="example %{customdata}: %{x:.4g}<extra></extra>"))
+    beyond = dots[~inside]
+    if len(beyond):  # at the axis's edge, pointing the way they lie; their values on hover
+        right = beyond[value] > high
+        fig.add_trace(go.Scatter(
+            y=beyond["_label"], x=np.where(right, high, low), mode="markers",
+            name=f"examples beyond the axis ({len(beyond)}), at its edge",
+            marker={"color": "rgba(60,60,60,0.6)", "size": 9,
+                    "symbol": np.where(right, "triangle-right", "triangle-left").tolist()},
+            customdata=np.stack([beyond["example"], beyond[value]], axis=-1),
+            hovertemplate="example %{customdata[0]}: %{customdata[1]:.4g} (beyond the axis)<extra></extra>"))
     bars = RATIO_NOTE if ratio else "bars: the mean with its 95% interval; dots: each example"
     note = (f"{TOP if len(summary) > TOP else len(summary)} of {len(summary)} by |mean|; {bars}"
             + (f" (n = {n_examples})" if n_examples else ""))
+    if total is not None:
+        note += f"; {TOTAL_LABEL}: each example's sum of the components (its logit difference)"
+    if len(beyond):
+        note += (f"<br>axis: the bars and their intervals; {len(beyond)} of {len(dots)} dots lie beyond "
+                 "the axis, drawn at its edge as ◂ ▸ (hover for their values)")
     if "target" in keys:
         note += "; target 0: each row's answer (its first token), 1: wrong (the second)"
-    height, top_margin, bottom_margin = max(340, 24 * len(top) + 190), 80, 110
+    if any("position" in label for label in labels) and position_names(examples):
+        note += "; positions named by the tokens of each length's first example"
+    height, top_margin, bottom_margin = max(340, 24 * len(top) + 190), 90, 110
     fig.update_layout(
         title=title("Largest effects over the prompt set", note),
-        xaxis={"title": {"text": plot_text(unit)}, "zeroline": True, "zerolinecolor": "#888"},
-        yaxis={"title": {"text": "component"}, "autorange": "reversed", "type": "category"},
-        height=height, margin={"l": 220, "r": 20, "t": top_margin, "b": bottom_margin},
+        # a little past the clipped dots, so their markers are drawn whole
+        xaxis={"title": {"text": plot_text(unit)}, "zeroline": True, "zerolinecolor": "#888",
+               "range": [low - EDGE * (high - low), high + EDGE * (high - low)]},
+        barmode="overlay",  # the total's trace and the others' share the category axis
+        yaxis={"title": {"text": "component"}, "autorange": "reversed", "type": "category",
+               "categoryorder": "array", "categoryarray": labels},
+        height=height, margin={"l": 260, "r": 20, "t": top_margin, "b": bottom_margin},
         # below the axis title whatever the height: 75 px under the plot area
         legend={"orientation": "h", "yanchor": "top", "y": -75 / (height - top_margin - bottom_margin)},
     )
     return fig
+
+
+def bar_range(top: pd.DataFrame, pad: float = 0.08) -> tuple[float, float]:
+    """The value axis of a set chart: 0, the bars and their intervals, padded by `pad` of
+    the span on each side (a bar with no interval, n = 1, counts by its mean)."""
+    ends = np.concatenate([[0.0], top["mean"], top["ci_low"], top["ci_high"]]).astype(float)
+    ends = ends[np.isfinite(ends)]
+    low, high = float(ends.min()), float(ends.max())
+    span = high - low or 1.0
+    return low - pad * span, high + pad * span
 
 
 def head_mean_heatmap(summary: pd.DataFrame | None) -> go.Figure | None:
@@ -177,11 +287,11 @@ def head_mean_heatmap(summary: pd.DataFrame | None) -> go.Figure | None:
     low = rows.pivot_table(index="layer", columns="head", values="ci_low").reindex_like(grid)
     high = rows.pivot_table(index="layer", columns="head", values="ci_high").reindex_like(grid)
     z = grid.to_numpy(dtype=float)
-    y_ticks, x_ticks = [str(int(v)) for v in grid.index], [str(int(v)) for v in grid.columns]
+    y_ticks, x_ticks = [str(int(v)) for v in grid.index], [head_tick(v) for v in grid.columns]
     n = int(rows["n"].max())
 
     def hover(i, j, v):
-        return (f"layer {y_ticks[i]}, head {x_ticks[j]}<br>{RATIO} {v:.3f}<br>paired 95% interval "
+        return (f"{head_label(grid.index[i], grid.columns[j])}<br>{RATIO} {v:.3f}<br>paired 95% interval "
                 f"{low.iat[i, j]:.3f} to {high.iat[i, j]:.3f}<br>n = {n}")
 
     fig = go.Figure(heatmap(z, cells(z, hover), signed=True, colorbar="mean restored",

@@ -16,11 +16,17 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analyses.figures.layout import MAX_VALUE_TEXT, axis, cells, grid_height, heatmap, title
-from analyses.figures.text import display_token, plot_text
+from analyses.figures.text import VISIBLE_SPACE, display_token, plot_text
 
 DIFFERS, SAME = "#F58518", "#E8EDF3"  # a token the intact model did not write / one it did
 MAX_STRIP_TOKENS = 64  # generated tokens the strip shows (the table has them all)
 MAX_WRITTEN_TOKENS = 20  # up to this many columns each token is written in its cell (more: hover)
+# The strip's plot area in the app's wide layout at a 1400 px window with the sidebar open
+# (the figure ~950 px, less the row labels); a word is shortened to fit its cell there.
+STRIP_PLOT_PX = 760
+STRIP_FONT = 10  # px
+CHAR_EM = 0.58  # a character's width in font sizes (measured: "␣Germany" at 11 px draws ~52 px)
+CELL_PAD_PX = 3  # room left between a word and its cell's edges
 
 
 def figures(result, layer: int | None = None) -> dict[str, go.Figure]:
@@ -74,12 +80,13 @@ def generation_strip(generations: pd.DataFrame, samples: int = 1) -> go.Figure:
     reference = _tokens(intact.iloc[0]) if len(intact) else []
     labels, texts, differs, hover = [], [], [], []
     width = min(MAX_STRIP_TOKENS, max((len(_tokens(r)) for _, r in rows.iterrows()), default=0))
+    cell_px = STRIP_PLOT_PX / max(width, 1) - CELL_PAD_PX
     for _, row in rows.iterrows():
         tokens, logprobs = _tokens(row)[:width], json.loads(row["logprobs"])[:width]
         label = cell_label(row["layer"], row["coeff"], row["ablated"])
         labels.append(label)
         pad = width - len(tokens)
-        texts.append([plot_text(t, visible_spaces=True) for t in tokens] + [""] * pad)
+        texts.append([fit_to_cell(t, cell_px) for t in tokens] + [""] * pad)
         differs.append([float(i >= len(reference) or t != reference[i]) for i, t in enumerate(tokens)]
                        + [np.nan] * pad)
         hover.append([f"{plot_text(label)}, token {i + 1}: {plot_text(t, visible_spaces=True)}"
@@ -87,15 +94,17 @@ def generation_strip(generations: pd.DataFrame, samples: int = 1) -> go.Figure:
                      + [""] * pad)
     z = np.array(differs, dtype=float).reshape(len(labels), width)
     written = width <= MAX_WRITTEN_TOKENS
+    # no colour bar: two colours, named in the note, and the cells get its width
     trace = go.Heatmap(z=z, x=list(range(width)), y=list(range(len(labels))), text=texts,
-                       texttemplate="%{text}" if written else "", textfont={"size": 11}, customdata=hover,
-                       hovertemplate="%{customdata}<extra></extra>", xgap=1, ygap=1, zmin=0, zmax=1,
-                       colorscale=[[0, SAME], [0.5, SAME], [0.5, DIFFERS], [1, DIFFERS]],
-                       colorbar={"title": {"text": "token"}, "tickvals": [0.25, 0.75],
-                                 "ticktext": ["as intact", "differs"]})
-    note = "orange: a token the intact model did not write at that place"
+                       texttemplate="%{text}" if written else "", textfont={"size": STRIP_FONT},
+                       customdata=hover, hovertemplate="%{customdata}<extra></extra>", xgap=1, ygap=1,
+                       zmin=0, zmax=1, colorscale=[[0, SAME], [0.5, SAME], [0.5, DIFFERS], [1, DIFFERS]],
+                       showscale=False)
+    note = "orange: a token the intact model did not write at that place; grey: the same token"
     if not written:
         note += "; hover a cell for its token"
+    elif any(cell.endswith("…") for row in texts for cell in row):
+        note += "; long words shortened to fit (…): hover a cell for the whole"
     if samples > 1:
         note += f"; sample 1 of {samples} per cell (all in the generations table)"
     fig = go.Figure(trace)
@@ -105,6 +114,21 @@ def generation_strip(generations: pd.DataFrame, samples: int = 1) -> go.Figure:
         yaxis=axis("intervention", [plot_text(label) for label in labels], autorange="reversed"),
         height=grid_height(len(labels), extra=170), margin={"l": 150, "r": 20, "t": 80, "b": 50})
     return fig
+
+
+def text_px(text: str, size: float = STRIP_FONT) -> float:
+    """About how wide `text` (as plotly gets it, HTML-escaped) draws at `size` px."""
+    return len(html.unescape(text)) * CHAR_EM * size
+
+
+def fit_to_cell(token: str, cell_px: float, size: float = STRIP_FONT) -> str:
+    """`token` as the strip writes it (escaped, spaces as ␣), cut with … to fit `cell_px`.
+    Cut before escaping, so an entity like `&lt;` is never split."""
+    shown = display_token(token).replace(" ", VISIBLE_SPACE)
+    fits = max(1, int(cell_px // (CHAR_EM * size)))
+    if len(shown) > fits:
+        shown = shown[:max(1, fits - 1)] + "…"
+    return html.escape(shown, quote=False)
 
 
 def cell_grid(effects: pd.DataFrame, value: str, name: str, signed: bool, unit: str) -> go.Figure:

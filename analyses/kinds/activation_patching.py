@@ -21,7 +21,7 @@ import pandas as pd
 
 from analyses.core.catalogue import CATALOGUE
 from analyses.core.errors import SpecError, UserError
-from analyses.core.progress import Progress, silent
+from analyses.core.progress import Progress, silent, span_of
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
 from analyses.kinds.patching import paths
@@ -89,7 +89,7 @@ def run_examples(model, specs: list[AnalysisSpec], progress: Progress = silent) 
         indices, group_specs, pairs = zip(*chunk)
         first = group_specs[0]
         layers = check_layer(bridge, first.layer)
-        part = _within(progress, span, f"examples {done + 1}-{done + len(chunk)} of {total} "
+        part = _within(progress, span, f"{span_of(done, len(chunk), total)} "
                                        f"({int(pairs[0].clean.shape[1])} tokens)")
         if first.granularity == DIRECT_PATH:  # one pair at a time, each its share of the span
             results = [_run_or_error(_run_direct_path, bridge, s, p, layers,

@@ -36,7 +36,7 @@ from torch import Tensor
 from analyses.core.catalogue import CATALOGUE
 from analyses.core.datasets import PromptSet
 from analyses.core.errors import SpecError, UserError
-from analyses.core.progress import Progress, silent
+from analyses.core.progress import Progress, silent, span_of
 from analyses.core.restored import has_gap, share_restored
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
@@ -124,8 +124,11 @@ def score_edges(bridge, graph: Graph, examples: Examples, method: str, steps: in
     d_model = int(bridge.cfg.d_model)
     rows = steps if method == "eap_ig" else 1
     groups = examples.groups(rows, 4 * d_model * (graph.n_readers + 2 * graph.n_writers) * 2)
+    done = 0  # examples scored so far: progress counts up through the set
     for g, members in enumerate(groups):
-        progress(0.05 + 0.35 * g / len(groups), f"scoring edges ({method}): {len(members)} examples")
+        progress(0.05 + 0.35 * g / len(groups),
+                 f"scoring edges ({method}): {span_of(done, len(members), len(examples.pairs))}")
+        done += len(members)
         clean, corrupted, answer, wrong = stacked([examples.pairs[i] for i in members])
         device = next(bridge.parameters()).device
         clean, corrupted = clean.to(device), corrupted.to(device)
@@ -153,11 +156,13 @@ def swapped_runs(bridge, graph: Graph, examples: Examples, members_of: list[int]
     out = np.zeros((len(examples.pairs), n_sets))
     per_row = 4 * d_model * graph.n_writers * 3
     groups = examples.groups(1, per_row)
+    done = 0  # of the examples in `members_of`: progress counts up through them
     for g, members in enumerate(groups):
         members = [m for m in members if m in members_of]
         if not members:
             continue
-        progress(0.4 + 0.55 * g / len(groups), f"{label}: {len(members)} examples")
+        progress(0.4 + 0.55 * g / len(groups), f"{label}: {span_of(done, len(members), len(members_of))}")
+        done += len(members)
         clean, corrupted, answer, wrong = stacked([examples.pairs[i] for i in members])
         device = next(bridge.parameters()).device
         clean, corrupted = clean.to(device), corrupted.to(device)

@@ -134,5 +134,5 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     return Result(spec=spec, tables={"contributions": table}, meta={
         "logit_diff": found.logit_diff, "sum_of_components": float(total),
         "residual_error": found.residual_error, "total_components": list(TOTAL_COMPONENTS),
-        "position": int(tokens.shape[1] - 1),
+        "position": int(tokens.shape[1] - 1), "n_tokens": int(tokens.shape[1]),
     })

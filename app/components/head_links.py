@@ -5,6 +5,7 @@ import streamlit as st
 
 from analyses import AnalysisSpec
 from analyses.core.errors import UserError
+from analyses.figures.layout import head_label
 from app import links
 from app.components.display import md_escape
 
@@ -22,7 +23,7 @@ def head_links(model: str, prompt: str | None, heads: list[tuple[int, int, str]]
                 spec = AnalysisSpec(kind="attention", model=model, prompt=prompt, layer=layer, head=head)
             except UserError:
                 return  # a prompt the attention kind refuses: no links rather than broken ones
-            st.page_link(links.page_file("attention"), label=md_escape(f"L{layer} H{head} ({why})"),
+            st.page_link(links.page_file("attention"), label=md_escape(f"{head_label(layer, head)} ({why})"),
                          query_params=links.params(spec), icon=":material/visibility:")
 
 

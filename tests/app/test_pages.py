@@ -356,7 +356,7 @@ def test_heads_restores_a_link_and_views_one_head(tiny_gpt2_dir):
     layer.set_value(1).run()
     head.set_value(2).run()
     assert_clean(at)
-    assert "L1 H2" in figures(at)[2]["layout"]["title"]["text"]
+    assert "L1H2" in figures(at)[2]["layout"]["title"]["text"]
 
 
 def test_heads_preset_runs_the_previous_token_detector_on_its_prompt(tiny_gpt2_dir):
@@ -390,7 +390,7 @@ def test_activation_patching_restores_a_link_and_labels_positions_by_token(tiny_
     assert at.selectbox(key="activation_patching:granularity").value == "head_out_by_pos"
     assert at.number_input(key="activation_patching:layer").value == 1
     [heatmap] = figures(at)
-    assert heatmap["layout"]["yaxis"]["ticktext"] == ["L1 H0", "L1 H1", "L1 H2", "L1 H3"]
+    assert heatmap["layout"]["yaxis"]["ticktext"] == ["L1H0", "L1H1", "L1H2", "L1H3"]
     assert "\u2423John→\u2423Mary" in heatmap["layout"]["xaxis"]["ticktext"]
     clean, corrupted = (m.value for m in at.metric)  # the baselines, also under the title
     assert f"clean {clean}, corrupted {corrupted}" in heatmap["layout"]["title"]["text"]
@@ -403,7 +403,7 @@ def test_activation_patching_direct_path_shows_one_heatmap_per_receiver_input(ti
     maps = figures(at)
     assert [m["layout"]["xaxis"]["title"]["text"] for m in maps] == [
         f"receiver head ({name} input)" for name in ("q", "k", "v")]
-    assert maps[0]["layout"]["yaxis"]["ticktext"][0] == "L0 H0"
+    assert maps[0]["layout"]["yaxis"]["ticktext"][0] == "L0H0"
 
 
 def test_activation_patching_preset_runs_the_ioi_pair(tiny_gpt2_dir):
@@ -486,7 +486,7 @@ def test_dla_restores_a_link_and_its_bars_sum_to_the_logit_difference(tiny_gpt2_
     assert total == pytest.approx(own, abs=1e-3)
     assert heads["data"][0]["type"] == "heatmap"  # layer × head
     assert heads["layout"]["yaxis"]["ticktext"] == ["0", "1"]
-    assert heads["layout"]["xaxis"]["ticktext"] == ["0", "1", "2", "3"]
+    assert heads["layout"]["xaxis"]["ticktext"] == ["H0", "H1", "H2", "H3"]  # a head axis reads H0
 
 
 def test_dla_preset_fills_prompt_answer_and_wrong(tiny_gpt2_dir):
@@ -756,10 +756,11 @@ def test_a_prompt_set_link_shows_means_with_intervals_and_opens_one_example(tmp_
 
     grid, chart = figures(at)
     assert grid["data"][0]["type"] == "heatmap"  # the mean of every head, layer x head
-    bars, dots = pio.from_json(json.dumps(chart)).data  # (arrays come binary-encoded)
-    assert bars.type == "bar" and bars.error_x.array is not None and dots.mode == "markers"
-    assert len(dots.y) == 5 * len(bars.y)  # every example beside every component
-    assert bars.y[0] == "head_out · layer 0 · head 0"  # the card's IOI head restores the most
+    bars, *dots = pio.from_json(json.dumps(chart)).data  # (arrays come binary-encoded)
+    assert bars.type == "bar" and bars.error_x.array is not None and all(d.mode == "markers" for d in dots)
+    # every example beside every component (those beyond the axis at its edge)
+    assert sum(len(d.y) for d in dots) == 5 * len(bars.y)
+    assert bars.y[0] == "head_out · L0H0"  # the card's IOI head restores the most
     example = at.selectbox(key="activation_patching:set:example")
     assert example.options[0].startswith("0: ")
     [button] = at.get("link_button")

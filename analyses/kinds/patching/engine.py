@@ -47,7 +47,7 @@ from torch import Tensor
 from transformers import DynamicCache
 
 from analyses.core.errors import SpecError
-from analyses.core.progress import Progress, silent
+from analyses.core.progress import Progress, counted, silent
 from analyses.core.restored import has_gap, share_restored
 from analyses.core.spec import AnalysisSpec
 from analyses.kinds import ranges
@@ -304,8 +304,8 @@ class Patcher:
         for batch in self.batches(rows, np.flatnonzero(~no_op)):
             out[batch] = self._run_batch(site, rows[batch], examples[batch])
             finished += len(batch)
-            what = "cells" if k == 1 else f"cells of {k} examples"
-            progress(lo + (hi - lo) * finished / len(rows), f"patched {finished} of {len(rows)} {what}")
+            what = counted(len(rows), "cell") + ("" if k == 1 else f" of {k} examples")
+            progress(lo + (hi - lo) * finished / len(rows), f"patched {finished} of {what}")
         return out.reshape(k, n)
 
     def batches(self, cells: np.ndarray, which: np.ndarray | None = None) -> list[np.ndarray]:

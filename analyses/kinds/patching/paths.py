@@ -33,7 +33,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from analyses.core.errors import SpecError
-from analyses.core.progress import Progress, silent
+from analyses.core.progress import Progress, counted, silent
 from analyses.kinds.patching.engine import GRANULARITIES
 
 INPUTS = ("q", "k", "v")
@@ -161,7 +161,7 @@ def patch_paths(patcher, cells: np.ndarray, progress: Progress = silent,
             out[batch] = patcher.measure(cells[batch], int(cells[batch, 2].min()), hooks_for)
             finished += len(batch)
             progress(lo + (hi - lo) * finished / len(cells),
-                     f"patched {finished} of {len(cells)} paths")
+                     f"patched {finished} of {counted(len(cells), 'path')}")
     return out
 
 
