@@ -273,6 +273,22 @@ KINDS: tuple[Kind, ...] = (
         choices={"method": STEERING_METHODS, "positions": STEERING_POSITIONS, "ablation": ABLATIONS},
     ),
     Kind(
+        name="ablation_sweep",
+        summary="knock out every head and every MLP in turn: the effect of each on the logit "
+                "difference and on top-1, as one grid",
+        version=1,
+        runner="analyses.kinds.ablation_sweep:run",
+        examples_runner="analyses.kinds.ablation_sweep:run_examples",
+        figures="analyses.figures.ablation_sweep:figures",
+        required=("prompt", "answer"),
+        optional=("wrong", "ablation", "dataset"),
+        row_fields=("prompt", "answer", "wrong"),
+        tables={"effects": ("component", "site", "layer", "head", "metric", "delta", "top1",
+                            "top_token")},
+        defaults={"ablation": "mean"},
+        choices={"ablation": ABLATIONS},
+    ),
+    Kind(
         name="circuit",
         summary="which edges between components carry the behaviour: edge attribution (EAP, "
                 "EAP-IG), checked by running the circuit alone",

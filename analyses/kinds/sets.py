@@ -63,6 +63,9 @@ SUMMARIES: dict[str, dict[str, Summary]] = {
     "attribution_patching": {"attributions": Summary(("node", "layer", "position", "head"), "atp")},
     "dla": {"contributions": Summary(("component", "layer", "head"), "value")},
     "logit_lens": {"targets": Summary(("layer", "layer_index", "target"), "prob", last_position=True)},
+    # each example's delta is paired with its own intact run: the t interval of the deltas
+    "ablation_sweep": {"effects": Summary(("component", "site", "layer", "head"), ("metric", "delta", "top1"),
+                                          accuracies=("top1",))},
     # the KL is measured once per cell on the neutral text, not per example
     "steering": {"effects": Summary(("layer", "coeff", "ablated"), ("metric", "top1", "kl"),
                                     accuracies=("top1",), once_per_run=("kl",))},
