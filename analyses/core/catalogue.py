@@ -243,12 +243,16 @@ KINDS: tuple[Kind, ...] = (
         name="attention",
         summary="attention patterns: how much each head's query at each position attends to each "
                 "earlier key",
-        version=1,
+        version=2,  # 2: `last` and `answers` (the patterns' numbers are unchanged); prompt sets
         runner="analyses.kinds.attention:run",
+        examples_runner="analyses.kinds.attention:run_examples",
         figures="analyses.figures.attention:figures",
         required=("prompt",),
-        optional=("layer", "head"),
-        tables={"patterns": ("layer", "head", "query_pos", "key_pos", "weight")},
+        optional=("layer", "head", "answer", "wrong", "dataset"),
+        row_fields=("prompt", "answer", "wrong"),
+        tables={"patterns": ("layer", "head", "query_pos", "key_pos", "weight"),
+                "last": ("layer", "head", "position", "weight"),
+                "answers": ("layer", "head", "target", "weight", "n_positions")},
     ),
     Kind(
         name="steering",

@@ -52,6 +52,9 @@ def figures(result) -> dict[str, go.Figure]:
     if result.kind == "steering":  # cells of interventions, not components
         from analyses.figures.steering import set_figures
         return set_figures(result)
+    if result.kind == "attention":  # the last position's attention, not components' effects
+        from analyses.figures.attention import set_figures as attention_figures
+        return attention_figures(result)
     if result.kind == "ablation_sweep":  # its grids read the summary: one figure set for both
         from analyses.figures.ablation_sweep import figures as sweep_figures
         return sweep_figures(result)
