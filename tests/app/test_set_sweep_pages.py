@@ -1,5 +1,6 @@
-"""The ablation sweep's page under AppTest: a prompt's link and the ioi set's link each show the
-layer × (heads + MLP) grids and a table whose rows link to each component's knock-out."""
+"""The ablation sweep page under AppTest: a prompt link and the ioi set link each show the
+layer × (heads + MLP) grids and a table whose rows link to each component's knock-out; the
+attention page's ioi set link shows the last position's means."""
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -60,3 +61,15 @@ def test_the_ioi_sets_link_shows_means_with_intervals_and_set_knockout_links():
     links = knockout_links(at)
     query = dict(parse_qsl(urlsplit(links[0]).query))
     assert query["dataset"] == "ioi" and query["ablate"] == "L0H0" and "prompt" not in query
+
+
+def test_the_attention_pages_ioi_set_link_shows_the_last_positions_means():
+    at = AppTest.from_file(str(MAIN), default_timeout=TIMEOUT_S).run()
+    at.switch_page(PAGES["attention"])
+    at.query_params = dict(parse_qsl(AnalysisSpec(kind="attention", dataset="ioi").to_query()))
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
+    assert {m.label: m.value for m in at.metric}["Examples run"] == "200"
+    last, answers = page_figures(at)[:2]
+    assert "last position" in last["layout"]["title"]["text"] and last["layout"]["yaxis"]["ticktext"][0] == "L0H0"
+    assert "wrong answer" in answers["layout"]["title"]["text"]
