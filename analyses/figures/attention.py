@@ -173,10 +173,15 @@ def last_position_means(summary: pd.DataFrame, examples: pd.DataFrame | None) ->
             + (f"; other lengths in the tables: {', '.join(others)}" if others else ""))
     fig.update_layout(
         title=title("Where each head's last position looks, averaged over the set", note),
-        xaxis=axis("key token (position)", names, tickangle=tick_angle(length)),
+        xaxis=axis("key token (position)", names, tickangle=-45 if long_labels(names) else tick_angle(length)),
         yaxis=axis("head", labels, autorange="reversed"),
-        height=grid_height(len(heads), extra=200), margin={"l": 80, "r": 20, "t": 90, "b": 110})
+        height=grid_height(len(heads), extra=200), margin={"l": 110, "r": 20, "t": 90, "b": 110})
     return fig
+
+
+def long_labels(names: list[str], width_px: int = 1000) -> bool:
+    """Whether level tick labels would run together (~7 px a character across ~1000 px)."""
+    return max(map(len, names), default=0) * 7 > width_px / max(1, len(names))
 
 
 def answer_means(summary: pd.DataFrame) -> go.Figure:
