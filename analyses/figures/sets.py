@@ -226,12 +226,15 @@ def path_mean_heatmap(paths: pd.DataFrame, receiver_input: str, limit: float | N
         return (f"{y_ticks[i]} → {x_ticks[j]} {receiver_input}<br>{RATIO} {v:.3f}<br>paired 95% interval "
                 f"{low.iat[i, j]:.3f} to {high.iat[i, j]:.3f}<br>n = {n}")
 
-    fig = go.Figure(heatmap(z, cells(z, hover), signed=True, colorbar="mean restored", limit=limit,
-                            values_in_cells=len(x_ticks) <= MAX_VALUE_TEXT))
+    # a path restores a few hundredths of the gap: three decimals, or every cell reads 0.00
+    small = len(x_ticks) <= MAX_VALUE_TEXT
+    text = ([[f"{v:.3f}".replace("-0.000", "0.000") if np.isfinite(v) else "" for v in row] for row in z]
+            if small else None)
+    fig = go.Figure(heatmap(z, cells(z, hover), signed=True, colorbar="mean restored", limit=limit, text=text))
     fig.update_layout(
         title=title(f"Direct paths into the receivers' {plot_text(receiver_input)} input, over the set",
-                    f"share of the clean logit difference restored by each sender → receiver path: the {RATIO} "
-                    f"(Wang et al.); n = {n}; blank: no such path; hover for each interval"),
+                    f"share of the logit difference restored by each path: the {RATIO}; n = {n}; "
+                    "blank: no such path; hover for each interval"),
         xaxis=axis(f"receiver head ({plot_text(receiver_input)} input)", x_ticks, tickangle=-45),
         yaxis=axis("sender head", y_ticks),
         height=grid_height(len(y_ticks), extra=190), margin={"l": 80, "r": 20, "t": 80, "b": 100})

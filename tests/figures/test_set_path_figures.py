@@ -38,6 +38,7 @@ def test_the_path_grid_prints_values_and_puts_the_interval_on_hover():
     assert list(fig.layout.xaxis.ticktext) == ["L1 H0", "L1 H1", "L2 H0", "L2 H1"]
     assert z[3, 2] == pytest.approx(1.1)  # L1 H1 -> L2 H0
     assert np.isnan(z[2, 0])  # no L1 -> L1 path: blank
-    assert fig.data[0].texttemplate == "%{z:.2f}"
-    assert "paired 95% interval -0.500 to 0.500" in fig.data[0].customdata[3][2] and "n = 7" in fig.data[0].customdata[3][2]
+    assert fig.data[0].text[3][2] == "1.100" and fig.data[0].text[2][0] == ""  # values printed, 3 decimals
+    hover = fig.data[0].customdata[3][2]
+    assert "paired 95% interval -0.500 to 0.500" in hover and "n = 7" in hover
     assert fig.data[0].zmax == pytest.approx(1.11)  # scaled to the data
