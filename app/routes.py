@@ -19,6 +19,7 @@ PAGES: dict[str, str] = {
     "attribution_patching": "views/attribution_patching.py",
     "attention": "views/attention.py",
     "steering": "views/steering.py",
+    "ablation_sweep": "views/ablation_sweep.py",
     "circuit": "views/circuit.py",
 }
 TITLES = {  # page titles where "Kind name" (from the kind) reads badly

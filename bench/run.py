@@ -93,6 +93,7 @@ def rows():
         ("cache, GPT-2-small shape",
          lambda: speed.cache_row("GPT-2-small shape", gpt2_small_shape()[0], gpt2_16())),
         ("prompt set, embedded", speed.prompt_set_row),
+        ("ablation sweep, embedded", speed.ablation_sweep_row),
         ("attention, embedded", lambda: emb(speed.attention_row, ioi_pair()["clean"])),
         ("attention, GPT-2-small shape", lambda: gpt2(speed.attention_row, gpt2_16()["clean"])),
         ("steering, embedded", lambda: emb(speed.steering_row, "The capital of France is")),

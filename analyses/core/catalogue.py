@@ -249,12 +249,16 @@ KINDS: tuple[Kind, ...] = (
         name="attention",
         summary="attention patterns: how much each head's query at each position attends to each "
                 "earlier key",
-        version=1,
+        version=2,  # 2: `last` and `answers` (the patterns' numbers are unchanged); prompt sets
         runner="analyses.kinds.attention:run",
+        examples_runner="analyses.kinds.attention:run_examples",
         figures="analyses.figures.attention:figures",
         required=("prompt",),
-        optional=("layer", "head"),
-        tables={"patterns": ("layer", "head", "query_pos", "key_pos", "weight")},
+        optional=("layer", "head", "answer", "wrong", "dataset"),
+        row_fields=("prompt", "answer", "wrong"),
+        tables={"patterns": ("layer", "head", "query_pos", "key_pos", "weight"),
+                "last": ("layer", "head", "position", "weight"),
+                "answers": ("layer", "head", "target", "weight", "n_positions")},
     ),
     Kind(
         name="steering",
@@ -278,6 +282,22 @@ KINDS: tuple[Kind, ...] = (
                   "ablation": "mean", "max_new_tokens": 20, "temperature": "0", "seed": 0,
                   "top_k": 10},
         choices={"method": STEERING_METHODS, "positions": STEERING_POSITIONS, "ablation": ABLATIONS},
+    ),
+    Kind(
+        name="ablation_sweep",
+        summary="knock out every head and every MLP in turn: the effect of each on the logit "
+                "difference and on top-1, as one grid",
+        version=1,
+        runner="analyses.kinds.ablation_sweep:run",
+        examples_runner="analyses.kinds.ablation_sweep:run_examples",
+        figures="analyses.figures.ablation_sweep:figures",
+        required=("prompt", "answer"),
+        optional=("wrong", "ablation", "dataset"),
+        row_fields=("prompt", "answer", "wrong"),
+        tables={"effects": ("component", "site", "layer", "head", "metric", "delta", "top1",
+                            "top_token")},
+        defaults={"ablation": "mean"},
+        choices={"ablation": ABLATIONS},
     ),
     Kind(
         name="circuit",

@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 from analyses.core.catalogue import SUMMARY_COLUMNS
 from analyses.core.summary import mean_interval
 from analyses.figures.layout import (
+    MAX_VALUE_TEXT,
     axis,
     cells,
     differing_positions,
@@ -30,6 +31,7 @@ from analyses.figures.layout import (
     layer_head_axes,
     position_labels,
     position_window,
+    symmetric_limit,
     tick_angle,
     title,
     window_note,
@@ -58,11 +60,22 @@ def figures(result) -> dict[str, go.Figure]:
     if result.kind == "steering":  # cells of interventions, not components
         from analyses.figures.steering import set_figures
         return set_figures(result)
+    if result.kind == "attention":  # the last position's attention, not components' effects
+        from analyses.figures.attention import set_figures as attention_figures
+        return attention_figures(result)
+    if result.kind == "ablation_sweep":  # its grids read the summary: one figure set for both
+        from analyses.figures.ablation_sweep import figures as sweep_figures
+        return sweep_figures(result)
     shown = {}
     summary = result.tables.get("effects_summary")
     grid = head_mean_heatmap(summary)
     if grid is not None:
         shown["mean_by_head"] = grid
+    if summary is not None and "receiver_input" in summary.columns:
+        paths = summary[summary["granularity"] == "direct_path"]
+        limit = symmetric_limit(paths["mean"])  # q, k and v on one scale, so they compare
+        for name in dict.fromkeys(paths["receiver_input"]):
+            shown[f"mean_direct_path_{name}"] = path_mean_heatmap(paths, name, limit)
     if summary is not None and "position" in summary.columns:
         blocks = summary[(summary["position"] >= 0) & (summary["head"] < 0)]
         for granularity in dict.fromkeys(blocks["granularity"]):
@@ -301,6 +314,39 @@ def head_mean_heatmap(summary: pd.DataFrame | None) -> go.Figure | None:
                                   f"share of the clean logit difference restored: the {RATIO} (Wang et al.); "
                                   f"n = {n}; hover for each interval"),
                       **layer_head_axes(x_ticks, y_ticks))
+    return fig
+
+
+def path_mean_heatmap(paths: pd.DataFrame, receiver_input: str, limit: float | None = None) -> go.Figure:
+    """Sender head × receiver head grid of the direct paths into one receiver input (q, k or
+    v) over the set: the ratio of the means (Wang et al.) printed in each cell, its paired
+    interval and n on hover, on a scale centred at 0 and set by the data."""
+    rows = paths[paths["receiver_input"] == receiver_input]
+    index, columns = ["sender_layer", "sender_head"], ["layer", "head"]
+    mean = rows.pivot_table(index=index, columns=columns, values="mean", aggfunc="first")
+    low = rows.pivot_table(index=index, columns=columns, values="ci_low", aggfunc="first").reindex_like(mean)
+    high = rows.pivot_table(index=index, columns=columns, values="ci_high", aggfunc="first").reindex_like(mean)
+    z = mean.to_numpy(dtype=float)
+    y_ticks = [head_label(layer, head) for layer, head in mean.index]
+    x_ticks = [head_label(layer, head) for layer, head in mean.columns]
+    n = int(rows["n"].max())
+
+    def hover(i, j, v):
+        return (f"{y_ticks[i]} → {x_ticks[j]} {receiver_input}<br>{RATIO} {v:.3f}<br>paired 95% interval "
+                f"{low.iat[i, j]:.3f} to {high.iat[i, j]:.3f}<br>n = {n}")
+
+    # a path restores a few hundredths of the gap: three decimals, or every cell reads 0.00
+    small = len(x_ticks) <= MAX_VALUE_TEXT
+    text = ([[f"{v:.3f}".replace("-0.000", "0.000") if np.isfinite(v) else "" for v in row] for row in z]
+            if small else None)
+    fig = go.Figure(heatmap(z, cells(z, hover), signed=True, colorbar="mean restored", limit=limit, text=text))
+    fig.update_layout(
+        title=title(f"Direct paths into the receivers' {plot_text(receiver_input)} input, over the set",
+                    f"share of the logit difference restored by each path: the {RATIO}; n = {n}; "
+                    "blank: no such path; hover for each interval"),
+        xaxis=axis(f"receiver head ({plot_text(receiver_input)} input)", x_ticks, tickangle=-45),
+        yaxis=axis("sender head", y_ticks),
+        height=grid_height(len(y_ticks), extra=190), margin={"l": 80, "r": 20, "t": 80, "b": 100})
     return fig
 
 

@@ -24,7 +24,7 @@ Tables of a set run:
   keeps each example's patched value with its own two baselines; each example's own
   normalised value stays in `effects.value` (their plain mean is another, noisier estimator);
 - `examples`: each example's inputs (and, for patching, its two baselines and its prompts'
-  tokens as JSON lists, `clean_tokens` and `corrupted_tokens`);
+  tokens as JSON lists, `clean_tokens` and `corrupted_tokens`; for attention, `tokens`);
 - `skipped`: rows that could not run (a multi-token answer, pair lengths that differ for this
   model, no logit gap between clean and corrupted), with the reason; the rest still run.
 """
@@ -62,7 +62,12 @@ SUMMARIES: dict[str, dict[str, Summary]] = {
         "raw", wang=True)},
     "attribution_patching": {"attributions": Summary(("node", "layer", "position", "head"), "atp")},
     "dla": {"contributions": Summary(("component", "layer", "head"), "value")},
+    "attention": {"last": Summary(("layer", "head", "position"), "weight"),
+                  "answers": Summary(("layer", "head", "target"), "weight")},
     "logit_lens": {"targets": Summary(("layer", "layer_index", "target"), "prob", last_position=True)},
+    # each example's delta is paired with its own intact run: the t interval of the deltas
+    "ablation_sweep": {"effects": Summary(("component", "site", "layer", "head"), ("metric", "delta", "top1"),
+                                          accuracies=("top1",))},
     # the KL is measured once per cell on the neutral text, not per example
     "steering": {"effects": Summary(("layer", "coeff", "ablated"), ("metric", "top1", "kl"),
                                     accuracies=("top1",), once_per_run=("kl",))},
@@ -151,7 +156,7 @@ def _baselines(result: Result) -> dict:
     meta = result.meta
     found = {k: meta[k] for k in ("clean_baseline", "corrupted_baseline") if k in meta}
     found.update({k: json.dumps(meta[k], ensure_ascii=False)
-                  for k in ("clean_tokens", "corrupted_tokens") if k in meta})
+                  for k in ("clean_tokens", "corrupted_tokens", "tokens") if k in meta})
     return found
 
 

@@ -43,7 +43,9 @@ PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"scale": 2}}
 MAX_SHOWN_ROWS = 10_000
 
 
-def analysis_page(kind: str, *, intro: str, fields: list[Field], draw: Draw) -> None:
+def analysis_page(kind: str, *, intro: str, fields: list[Field], draw: Draw,
+                  set_draw: Draw | None = None) -> None:
+    """`set_draw`: sections a run over a prompt set shows after the shared set view."""
     raw = links.read_query_params(st.query_params)
     parsed = links.parse(raw, kind)
     form = SpecForm(kind, fields)
@@ -81,7 +83,8 @@ def analysis_page(kind: str, *, intro: str, fields: list[Field], draw: Draw) -> 
     if result is None:
         return
     per_example = spec.dataset is not None and CATALOGUE[kind].set_runner is None
-    show_result(spec, result, set_sections(result) if per_example else draw(result))
+    shown = draw(result) if not per_example else {**set_sections(result), **(set_draw(result) if set_draw else {})}
+    show_result(spec, result, shown)
 
 
 def preset_buttons(kind: str) -> None:

@@ -110,6 +110,7 @@ ADAPTERS: dict[str, Callable[[str, dict], dict]] = {
     "dla": _dla,
     "attention": _attention,
     "steering": _steering,
+    "ablation_sweep": _dla,  # a prompt and its answer and wrong tokens, as attribution reads them
     "circuit": _patching,
 }
 ONLY_FOR = {"steering": ("steering",)}  # suites written for these kinds alone

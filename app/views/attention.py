@@ -33,12 +33,18 @@ analysis_page(
           "al. 2021). Each row of a pattern sums to 1. Stripes below the diagonal are "
           "previous-token heads; a diagonal offset by a repeated sequence's length is an induction "
           "head; a column at position 0 is a head resting on BOS. Hover a cell for query token → "
-          "key token and the weight.",
+          "key token and the weight. Over a prompt set (`ioi`): each head's mean attention from the "
+          "last position to every position (prompts of one length) and to the answer's and the "
+          "wrong answer's tokens, with 95% intervals.",
     fields=[
         Field("prompt", "Prompt", multiline=True),
         Field("layer", "Only this layer", help="Leave empty for every layer (long prompts on big "
                                                "models need one)."),
         Field("head", "Only this head", help="Leave empty for every head of the layers read."),
+        Field("answer", "Answer (optional)", placeholder="e.g. ␣Mary (one token)",
+              help="How much each head's last position attends to the prompt's tokens of the answer."),
+        Field("wrong", "Wrong answer (optional)", placeholder="e.g. ␣John (one token)",
+              help="… and to those of the wrong answer."),
     ],
     draw=draw,
 )
