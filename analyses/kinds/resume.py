@@ -4,8 +4,8 @@ earlier pass, goes in, and only blocks k onwards run.
 An intervention at layer k leaves everything below it as it was, so recomputing blocks
 0..k-1 is waste. TransformerLens's `start_at_layer` swaps the residual in at block k but
 still runs the blocks below (their output discarded); `skipping_blocks_below` makes them
-pass their input through instead. The patching engine (`patching/engine.py`,
-`Patcher._skip_blocks_below`) does the same for its resumed passes.
+pass their input through instead. The patching engine (`patching/engine.py`) and the
+ablation sweep resume their passes through it.
 
 Callers check once that a resumed pass reproduces the full one on their model (to 1e-4)
 and fall back to full passes where it does not (`reproduces`).

@@ -36,7 +36,6 @@ apply: `position` -1 where a cell spans every position (the `head_*` sites witho
 from __future__ import annotations
 
 import copy
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -51,6 +50,7 @@ from analyses.core.progress import Progress, counted, silent
 from analyses.core.restored import has_gap, share_restored
 from analyses.core.spec import AnalysisSpec
 from analyses.kinds import ranges
+from analyses.kinds.resume import skipping_blocks_below
 from analyses.kinds.tokens import prompt_tokens, single_token
 
 POSITION, HEAD = "position", "head"
@@ -436,7 +436,7 @@ class Patcher:
                 past["past_key_values"].batch_repeat_interleave(len(examples))
             else:
                 past["past_key_values"].batch_select_indices(torch.from_numpy(examples))
-        with self._skip_blocks_below(start):
+        with skipping_blocks_below(self.bridge, start, self._block_returns_tuple):
             return self.bridge.run_with_hooks(residual, fwd_hooks=hooks, start_at_layer=start,
                                               logits_to_keep=1, **past)
 
@@ -449,28 +449,6 @@ class Patcher:
                 _, self._prefix = self.bridge(prefix, return_type="logits_and_cache")
             self.n_forwards += 1
         return self._prefix
-
-    @contextmanager
-    def _skip_blocks_below(self, start: int):
-        """Blocks below `start` pass their input through: their output would be discarded.
-
-        Set with object.__setattr__ because the bridge forwards ordinary attribute writes
-        to the wrapped Hugging Face module."""
-        tuple_out = self._block_returns_tuple
-
-        def passthrough(*args, **kwargs):
-            hidden = args[0] if args else kwargs["hidden_states"]
-            return (hidden,) if tuple_out else hidden
-
-        skipped = list(self.bridge.blocks)[:start]
-        try:
-            for block in skipped:
-                object.__setattr__(block, "forward", passthrough)
-            yield
-        finally:
-            for block in skipped:
-                if "forward" in block.__dict__:
-                    object.__delattr__(block, "forward")
 
 
 def _from_position(activation: Tensor, site: Site, offset: int) -> Tensor:
