@@ -390,3 +390,71 @@ def test_a_three_step_notebook_reopens_in_a_fresh_context_and_downloads_as_html(
     assert "<strong>kept bold</strong>" in document and "<img" not in document.split("<script", 1)[0]
     assert "127.0.0.1:1" not in document
     assert not remote, remote
+
+
+FOLD_PX = 900  # the window's height: a link must show its first figure without scrolling
+IOI_PAIR = {"clean": "When Mary and John went to the store, John gave a drink to",
+            "corrupted": "When Mary and John went to the store, Mary gave a drink to",
+            "answer": " Mary", "wrong": " John"}
+# A cheap complete spec per page on the tiny model (its names are single tokens)
+LANDING_SPECS = {
+    "logit_lens": {"prompt": "Once upon a time", "top_k": 2},
+    "heads": {"detector": "induction", "seed": 3},
+    "activation_patching": {**IOI_PAIR, "granularity": "attn_out"},
+    "neurons": {"prompt": "When Mary and John went", "top_k": 3},
+    "dla": {"prompt": IOI_PAIR["clean"], "answer": " Mary", "wrong": " John"},
+    "attribution_patching": IOI_PAIR,
+    "attention": {"prompt": "When Mary and John went to the store"},
+    "steering": {"prompt": "When Mary", "positive": "Mary", "negative": "John", "layer": "1",
+                 "coeff": "0,2", "max_new_tokens": 3},
+    "circuit": {**IOI_PAIR, "steps": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def window():
+    """One browser page the size of a laptop screen (1400 × 900), shared by the landing tests."""
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": 1400, "height": FOLD_PX})
+        finally:
+            browser.close()
+
+
+def test_every_page_has_a_landing_spec():
+    from app.routes import PAGES
+
+    assert set(LANDING_SPECS) == set(PAGES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(LANDING_SPECS))
+def test_a_complete_link_lands_on_its_result(server, window, tiny_model, kind):
+    """A link whose spec is complete opens with its first figure on screen, without
+    scrolling, and its inputs folded away (one click opens them)."""
+    spec = AnalysisSpec(kind=kind, model=str(tiny_model), **LANDING_SPECS[kind])
+    window.goto(links.share_url(spec, server))
+    window.wait_for_selector(f"{CHART} .main-svg", timeout=RESULT_TIMEOUT_MS)
+    window.locator(".workbench-copy pre").first.wait_for(timeout=60_000)  # the page is drawn to its end
+    assert window.get_by_text("This link cannot be opened").count() == 0
+    top = window.locator(CHART).first.bounding_box()["y"]
+    print(f"{kind}: first figure's top at {top:.0f} px")
+    assert top < FOLD_PX - 300, f"{kind}: the first figure starts {top:.0f} px down"
+    assert not window.get_by_role("button", name="Run").is_visible()  # the inputs are folded
+    window.get_by_text("Inputs", exact=True).first.click()
+    window.get_by_role("button", name="Run").wait_for(timeout=30_000)
+
+
+@pytest.mark.slow
+def test_a_set_link_shows_no_single_prompt_inputs(server, window, tiny_model):
+    spec = AnalysisSpec(kind="activation_patching", model=str(tiny_model), dataset="ioi",
+                        granularity="attn_out")
+    window.goto(links.share_url(spec, server))
+    window.locator(".workbench-copy pre, [data-testid='stAlert']").first.wait_for(timeout=RESULT_TIMEOUT_MS)
+    window.get_by_text("Inputs", exact=True).first.click()
+    window.get_by_role("button", name="Run").wait_for(timeout=30_000)
+    for label in ("Clean prompt", "Corrupted prompt", "Answer", "Wrong answer"):
+        assert window.get_by_role("textbox", name=label, exact=True).count() == 0, label
+    assert window.get_by_role("textbox", name="Prompt set (runs every row instead of the inputs above)",
+                              exact=False).input_value() == "ioi"
