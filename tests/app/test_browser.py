@@ -441,9 +441,10 @@ def test_a_complete_link_lands_on_its_result(server, window, tiny_model, kind):
     top = window.locator(CHART).first.bounding_box()["y"]
     print(f"{kind}: first figure's top at {top:.0f} px")
     assert top < FOLD_PX - 300, f"{kind}: the first figure starts {top:.0f} px down"
-    assert not window.get_by_role("button", name="Run").is_visible()  # the inputs are folded
-    window.get_by_text("Inputs", exact=True).first.click()
-    window.get_by_role("button", name="Run").wait_for(timeout=30_000)
+    run = window.get_by_test_id("stBaseButton-primary").filter(has_text="Run").first
+    assert not run.is_visible()  # the inputs are folded away
+    window.get_by_text("Inputs", exact=True).first.click()  # one click opens them
+    run.wait_for(timeout=30_000)
 
 
 @pytest.mark.slow
@@ -453,7 +454,7 @@ def test_a_set_link_shows_no_single_prompt_inputs(server, window, tiny_model):
     window.goto(links.share_url(spec, server))
     window.locator(".workbench-copy pre, [data-testid='stAlert']").first.wait_for(timeout=RESULT_TIMEOUT_MS)
     window.get_by_text("Inputs", exact=True).first.click()
-    window.get_by_role("button", name="Run").wait_for(timeout=30_000)
+    window.get_by_test_id("stBaseButton-primary").filter(has_text="Run").first.wait_for(timeout=30_000)
     for label in ("Clean prompt", "Corrupted prompt", "Answer", "Wrong answer"):
         assert window.get_by_role("textbox", name=label, exact=True).count() == 0, label
     assert window.get_by_role("textbox", name="Prompt set (runs every row instead of the inputs above)",
