@@ -44,6 +44,10 @@ class Field:
     help: str | None = None  # default: the field's own help
     multiline: bool = False  # text fields: a text area instead of a one-line box
     placeholder: str | None = None
+    # drawn only when this other field has a value: steering's coefficients and layers mean
+    # nothing on a knock-out-only run (no texts to build a vector from). Left out, it is
+    # left out of the spec too (the kind's default, which does nothing without the other).
+    needs: str | None = None
 
 
 DATASET_FIELD = Field(
@@ -150,6 +154,7 @@ class SpecForm:
                 values[f.name] = value
         if values.get("dataset"):  # the set's rows give the inputs: the single-prompt ones step aside
             values = {k: v for k, v in values.items() if k not in self.analysis.row_fields}
+        values = {k: v for k, v in values.items() if k not in self.waiting()}
         return AnalysisSpec(kind=self.kind, model=chosen_model(), **values)
 
     def _on_run(self) -> None:
@@ -187,8 +192,9 @@ class SpecForm:
         if aside:
             st.caption(md_escape(f"The prompt set's rows give {', '.join(aside)}: clear the set "
                                  "below to type one input instead."))
+        hidden = {*aside, *self.waiting()}
         for f in self.fields:
-            if f.name not in aside:
+            if f.name not in hidden:
                 self._widget(f)
         if shown is not None and self.differs_from(shown):
             st.caption("The inputs above were edited: press **Run** to show their result.")
@@ -203,9 +209,17 @@ class SpecForm:
     def stepping_aside(self) -> tuple[str, ...]:
         """The single-prompt fields not drawn now: with a prompt set chosen, its rows give them
         (Run drops them from the spec too), so their boxes would only stand empty."""
-        if not str(st.session_state.get(self.key("dataset")) or "").strip():
+        if not self._given("dataset"):
             return ()
         return tuple(f.name for f in self.fields if f.name in self.analysis.row_fields)
+
+    def waiting(self) -> tuple[str, ...]:
+        """The fields not drawn because the field each `needs` is empty."""
+        return tuple(f.name for f in self.fields if f.needs and not self._given(f.needs))
+
+    def _given(self, name: str) -> bool:
+        value = st.session_state.get(self.key(name))
+        return bool(value.strip()) if isinstance(value, str) else value not in (None, [], False)
 
     def _widget(self, f: Field) -> None:
         info = self._info(f.name)

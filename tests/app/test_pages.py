@@ -834,6 +834,12 @@ def test_a_knockout_link_shows_intact_and_ablated(model_roots):
     strip, bars = figures(at)
     assert strip["layout"]["yaxis"]["ticktext"] == ["intact", "ablated"]
     assert bars["data"][0]["x"] == ["intact", "ablated"]
+    # no vector: its coefficients, layers and positions are neither drawn nor explained
+    drawn = {w.key for w in (*at.text_input, *at.selectbox)}
+    assert not drawn & {"steering:coeff", "steering:layer", "steering:method", "steering:positions"}, drawn
+    assert not [c.value for c in at.caption if "Added at" in c.value or "coefficient" in c.value.lower()]
+    at.text_area(key="steering:positive").set_value("Mary").run()  # texts to steer toward: they come
+    assert at.text_input(key="steering:coeff").value == "0,0.5,1,2"
 
 
 def test_a_steering_error_found_at_run_time_names_the_field(model_roots):
