@@ -434,9 +434,13 @@ def test_a_complete_link_lands_on_its_result(server, window, tiny_model, kind):
     """A link whose spec is complete opens with its first figure on screen, without
     scrolling, and its inputs folded away (one click opens them)."""
     spec = AnalysisSpec(kind=kind, model=str(tiny_model), **LANDING_SPECS[kind])
-    window.goto(links.share_url(spec, server))
+    view = {"layer": "1", "head": "1"} if kind == "attention" else None  # its one head, in the link
+    window.goto(links.share_url(spec, server, view))
     window.wait_for_selector(f"{CHART} .main-svg", timeout=RESULT_TIMEOUT_MS)
-    window.locator(".workbench-copy pre").first.wait_for(timeout=60_000)  # the page is drawn to its end
+    share = window.locator(".workbench-copy pre").first
+    share.wait_for(timeout=60_000)  # the page is drawn to its end
+    if view:
+        assert share.inner_text().replace("\n", "").endswith("&view.layer=1&view.head=1")
     assert window.get_by_text("This link cannot be opened").count() == 0
     top = window.locator(CHART).first.bounding_box()["y"]
     print(f"{kind}: first figure's top at {top:.0f} px")
