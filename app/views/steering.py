@@ -12,7 +12,8 @@ from app.components.page import analysis_page, view_key
 
 def draw(result):
     figures = result.figures(layer=chosen_layer(result))
-    return {"side_by_side": lambda: side_by_side(result), "numbers": lambda: numbers(result), **figures}
+    # the continuations side by side, then the figures, then their numbers: a link lands on them
+    return {"side_by_side": lambda: side_by_side(result), **figures, "numbers": lambda: numbers(result)}
 
 
 def chosen_layer(result) -> int | None:
