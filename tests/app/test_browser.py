@@ -158,6 +158,7 @@ def test_share_link_then_preset_in_a_real_browser(server, page, tiny_model, tmp_
     assert page.locator(CHART).count() == 1  # no targets: the heatmap alone
     assert page.get_by_text("This link cannot be opened").count() == 0
 
+    page.get_by_text("Inputs", exact=True).first.click()  # a complete link folds its inputs away
     page.get_by_role("button", name="ioi: When Mary and John").click()
     page.wait_for_function(
         """() => [...document.querySelectorAll('.js-plotly-plot .xtick text')]
@@ -295,6 +296,7 @@ def test_the_token_preview_follows_typing_before_run(server, page, tiny_model):
     url = links.share_url(spec, server)
     page.goto(url)
     page.wait_for_selector(CHART, timeout=RESULT_TIMEOUT_MS)
+    page.get_by_text("Inputs", exact=True).first.click()  # a complete link folds its inputs away
     captions = page.locator("[data-testid='stCaptionContainer']")
     prompt_caption = captions.filter(has_text="tokens with BOS")
     prompt_caption.first.wait_for(timeout=30_000)
