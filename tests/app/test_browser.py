@@ -355,7 +355,12 @@ def test_a_three_step_notebook_reopens_in_a_fresh_context_and_downloads_as_html(
             note = page.get_by_label("Note (Markdown", exact=False)
             note.first.fill(NOTE_ATTACK)
             note.first.press("Control+Enter")
-            page.get_by_text("kept bold").wait_for(timeout=60_000)
+            # the note drawn (not its text box), and the share box on the notebook the URL names
+            page.locator(".workbench-note").get_by_text("kept bold").wait_for(timeout=60_000)
+            page.wait_for_function("""() => {
+                const box = document.querySelector('.workbench-copy pre');
+                const ref = new URLSearchParams(location.search).get('notebook');
+                return box && ref && box.innerText.replace(/\\n/g, '').endsWith(ref); }""", timeout=60_000)
             page.wait_for_function(f"() => document.querySelectorAll('{CHART}').length === 3",
                                    timeout=RESULT_TIMEOUT_MS)
             shared = page.locator(".workbench-copy pre").first.inner_text().replace("\n", "")
