@@ -3,6 +3,11 @@
 A link is `<base>/<url path of the kind's page>?<spec.to_query()>`: the query string is
 the analysis spec itself, so the URL is the whole state of a view. Parsing goes the other
 way: `st.query_params` → `AnalysisSpec`, or a readable error naming the bad field.
+
+View state rides along under `view.<name>` keys (`&view.layer=1&view.head=0`: the head the
+attention page shows large): what a page shows *of* a result, never what is computed. The
+spec ignores them, so they change neither the result's key nor the form; a new spec (Run,
+a preset) drops them, as its result starts from its own defaults.
 """
 from __future__ import annotations
 
@@ -11,11 +16,11 @@ from urllib.parse import parse_qsl, quote
 
 from analyses.core.catalogue import CATALOGUE
 from analyses.core.errors import UserError
-from analyses.core.spec import BOOL, INT, AnalysisSpec, field_info
+from analyses.core.spec import BOOL, INT, VIEW_PREFIX, AnalysisSpec, field_info
 from app.components.display import md_escape
 from app.routes import NOTEBOOK_PATH, PAGES, page_file, page_title, url_path
 
-__all__ = ["page_file", "page_title", "url_path"]  # the route helpers pages reach through links
+__all__ = ["VIEW_PREFIX", "page_file", "page_title", "url_path"]  # the route helpers pages reach through links
 DEFAULT_BASE_URL = "http://localhost:8501"
 
 
@@ -24,9 +29,30 @@ def params(spec: AnalysisSpec) -> dict[str, str]:
     return dict(parse_qsl(spec.to_query(), keep_blank_values=True))
 
 
+
+
 def query_key(raw: dict[str, list[str]]) -> str:
-    """A canonical text of raw query parameters: equal parameters, equal key."""
-    return "&".join(f"{name}={value}" for name in sorted(raw) for value in raw[name])
+    """A canonical text of raw query parameters, view state left out: equal specs' parameters,
+    equal key (picking another head to show is not a new link for the form)."""
+    spec_only = without_view(raw)
+    return "&".join(f"{name}={value}" for name in sorted(spec_only) for value in spec_only[name])
+
+
+def without_view(raw: dict[str, list[str]]) -> dict[str, list[str]]:
+    return {name: values for name, values in raw.items() if not name.startswith(VIEW_PREFIX)}
+
+
+def view_state(raw: dict[str, list[str]]) -> dict[str, str]:
+    """The link's view keys, prefix dropped (`view.head=0` → {"head": "0"}); the last value wins."""
+    return {name[len(VIEW_PREFIX):]: values[-1] for name, values in raw.items()
+            if name.startswith(VIEW_PREFIX) and values}
+
+
+def view_int(raw: dict[str, list[str]], name: str, allowed: list[int]) -> int | None:
+    """A view key read as one of `allowed` integers; None when absent or not one of them
+    (a stale or hand-edited view falls back to the page's default, never an error)."""
+    value = view_state(raw).get(name, "")
+    return int(value) if value.lstrip("-").isdigit() and int(value) in allowed else None
 
 
 def app_base(context_url: str | None) -> str:
@@ -39,9 +65,11 @@ def app_base(context_url: str | None) -> str:
     return url
 
 
-def share_url(spec: AnalysisSpec, base: str) -> str:
-    """The full link that reopens `spec` on its page."""
-    return f"{base.rstrip('/')}/{url_path(spec.kind)}?{spec.to_query()}"
+def share_url(spec: AnalysisSpec, base: str, view: dict[str, str] | None = None) -> str:
+    """The full link that reopens `spec` on its page (and `view`, what it shows of the result)."""
+    shown = "".join(f"&{VIEW_PREFIX}{quote(name)}={quote(str(value), safe='')}"
+                    for name, value in (view or {}).items())
+    return f"{base.rstrip('/')}/{url_path(spec.kind)}?{spec.to_query()}{shown}"
 
 
 def notebook_url(reference: str, base: str) -> str:
@@ -83,6 +111,7 @@ def parse(raw: dict[str, list[str]], kind: str) -> Parsed:
     error, and the link's valid fields still fill the form (a draft: nothing runs), so a
     typo in one field loses none of the others; nothing here raises.
     """
+    raw = without_view(raw)  # view state: the page reads it (`view_state`), the spec never does
     if not raw:
         return Parsed()
     doubled = sorted(name for name, values in raw.items() if len(values) > 1)

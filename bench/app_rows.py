@@ -14,6 +14,7 @@ from analyses import AnalysisSpec, compute
 from bench.common import REPO_ROOT, ioi_pair, row
 
 STREAMLIT = [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true"]
+FOLD_PX = 900  # a laptop window's height: a shared link's first figure must start above it
 
 
 def _free_port() -> int:
@@ -179,14 +180,15 @@ def cached_link_browser_row(repeats: int = 5, limit_s: float = 120.0) -> dict:
     try:
         started = time.perf_counter()
         _wait_until_served(port, started, limit_s)
-        times = []
+        times, tops = [], []
         for attempt in range(repeats + 1):
-            context = opened[1].new_context()
+            context = opened[1].new_context(viewport={"width": 1400, "height": FOLD_PX})
             page = context.new_page()
             start = time.perf_counter()
             page.goto(url, timeout=limit_s * 1000)
             page.locator(figure).first.wait_for(timeout=limit_s * 1000)
             times.append(time.perf_counter() - start)
+            tops.append(page.locator(figure).first.bounding_box()["y"])  # above the fold: no scrolling
             context.close()
             if attempt == 0:
                 time.sleep(15)  # the server imports torch in the background after a first paint
@@ -197,7 +199,10 @@ def cached_link_browser_row(repeats: int = 5, limit_s: float = 120.0) -> dict:
         opened[1].close()
         opened[0].stop()
     seconds = sorted(times[1:])[len(times[1:]) // 2]
-    return row("app: a cached link's figure in a fresh browser", seconds, None, None, None, "<= 2.5 s",
-               seconds <= 2.5, f"activation_patching on the embedded model, stored beforehand; a new "
-               f"headless Chromium context per visit (no HTTP cache) until the first figure is on "
-               f"screen; median of {repeats} (each: {', '.join(f'{t:.2f}' for t in times[1:])} s)")
+    top = max(tops)
+    return row("app: a cached link's figure in a fresh browser", seconds, None, None, None,
+               f"<= 2.5 s, top < {FOLD_PX} px", seconds <= 2.5 and top < FOLD_PX,
+               f"activation_patching on the embedded model, stored beforehand; a new headless Chromium "
+               f"context (1400 × {FOLD_PX}) per visit (no HTTP cache) until the first figure is drawn, "
+               f"its top {top:.0f} px down; median of {repeats} (each: "
+               f"{', '.join(f'{t:.2f}' for t in times[1:])} s)")

@@ -106,6 +106,10 @@ def field_info(kind, name: str) -> FieldInfo:
     own = KIND_FIELDS.get(kind, {}) if isinstance(kind, str) else {}
     return own.get(name) or FIELDS[name]
 MAX_TEXT_CHARS = 20_000  # a spec is a link: longer text is surely a mistake
+# Query keys of a share link that hold what a page shows of a result (`view.head=0`: the
+# attention page's one head), not what is computed: `from_query` skips them, so a link copied
+# from the browser still gives its spec; app/links.py reads and writes them.
+VIEW_PREFIX = "view."
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
@@ -212,6 +216,8 @@ class AnalysisSpec:
                 raise SpecError(name[:40] or "query", "expected key=value pairs joined by '&'")
             if _BAD_PERCENT.search(raw):
                 raise SpecError(name, "invalid percent-encoding (a '%' must be followed by two hex digits)")
+            if name.startswith(VIEW_PREFIX):  # view state of a share link, not an input
+                continue
             if name in values:
                 raise SpecError(name, "given more than once")
             values[name] = unquote_plus(raw, errors="strict")

@@ -2,6 +2,7 @@
 
 The URL is the state. When a page opens with a link (or a preset or Run changes the
 URL), `sync_from_url` writes the link's spec into the widgets before they are drawn.
+With a prompt set chosen, the single-prompt fields its rows give are not drawn at all.
 Pressing Run reads the widgets back into a spec and writes it to the URL, which makes
 the page rerun, compute and show that spec. Nothing else changes the URL: editing an
 input reruns only the inputs' fragment, so its token preview follows the typing (one-line
@@ -43,6 +44,10 @@ class Field:
     help: str | None = None  # default: the field's own help
     multiline: bool = False  # text fields: a text area instead of a one-line box
     placeholder: str | None = None
+    # drawn only when this other field has a value: steering's coefficients and layers mean
+    # nothing on a knock-out-only run (no texts to build a vector from). Left out, it is
+    # left out of the spec too (the kind's default, which does nothing without the other).
+    needs: str | None = None
 
 
 DATASET_FIELD = Field(
@@ -149,6 +154,7 @@ class SpecForm:
                 values[f.name] = value
         if values.get("dataset"):  # the set's rows give the inputs: the single-prompt ones step aside
             values = {k: v for k, v in values.items() if k not in self.analysis.row_fields}
+        values = {k: v for k, v in values.items() if k not in self.waiting()}
         return AnalysisSpec(kind=self.kind, model=chosen_model(), **values)
 
     def _on_run(self) -> None:
@@ -182,8 +188,14 @@ class SpecForm:
     # their previews, never the result below); Run writes the URL and reruns the page.
     @st.fragment
     def _inputs(self, shown: AnalysisSpec | None) -> None:
+        aside = self.stepping_aside()
+        if aside:
+            st.caption(md_escape(f"The prompt set's rows give {', '.join(aside)}: clear the set "
+                                 "below to type one input instead."))
+        hidden = {*aside, *self.waiting()}
         for f in self.fields:
-            self._widget(f)
+            if f.name not in hidden:
+                self._widget(f)
         if shown is not None and self.differs_from(shown):
             st.caption("The inputs above were edited: press **Run** to show their result.")
         # Ctrl/Cmd+Enter runs from any box (in a form, Enter in a one-line box did; a live
@@ -193,6 +205,21 @@ class SpecForm:
             st.rerun()  # the URL holds the new spec: the whole page shows it
         if self._error_key in st.session_state:
             st.error(st.session_state[self._error_key], icon=":material/error:")
+
+    def stepping_aside(self) -> tuple[str, ...]:
+        """The single-prompt fields not drawn now: with a prompt set chosen, its rows give them
+        (Run drops them from the spec too), so their boxes would only stand empty."""
+        if not self._given("dataset"):
+            return ()
+        return tuple(f.name for f in self.fields if f.name in self.analysis.row_fields)
+
+    def waiting(self) -> tuple[str, ...]:
+        """The fields not drawn because the field each `needs` is empty."""
+        return tuple(f.name for f in self.fields if f.needs and not self._given(f.needs))
+
+    def _given(self, name: str) -> bool:
+        value = st.session_state.get(self.key(name))
+        return bool(value.strip()) if isinstance(value, str) else value not in (None, [], False)
 
     def _widget(self, f: Field) -> None:
         info = self._info(f.name)

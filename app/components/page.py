@@ -4,9 +4,11 @@
                   draw=lambda result: {"heatmap": figures.logit_lens_heatmap(…)})
 
 draws, in order: the model picker (sidebar), the title, the link's error if any, the
-preset buttons, the input form with Run, and for a link with a spec: the computed (or
-kept) result's figures, its tables (on demand: the table viewer's scripts would slow a
-link's first paint), the downloads, the share link and the headless snippet.
+preset buttons and the input form with Run (folded into an "Inputs" expander when the
+link's spec is complete, so the link lands on its result: one click opens them), and for
+a link with a spec: the computed (or kept) result's figures, its tables (on demand: the
+table viewer's scripts would slow a link's first paint), the downloads, the share link
+and the headless snippet.
 
 `draw` returns figures by name, in the order they are shown; an entry may instead be a
 section, a function that draws its own Streamlit elements in that place (a note, the
@@ -62,10 +64,11 @@ def analysis_page(kind: str, *, intro: str, fields: list[Field], draw: Draw,
             st.page_link(links.page_file(parsed.other_kind), label=f"Open it on the "
                          f"{links.page_title(parsed.other_kind)} page",
                          query_params={name: values[0] for name, values in raw.items()})
-    preset_buttons(kind)
-    form.draw(parsed.spec)
-
     spec = parsed.spec
+    with inputs_area(complete=spec is not None):
+        preset_buttons(kind)
+        form.draw(spec)
+
     if spec is None:
         problem = model_problem()
         if problem:  # no run to report it: the form says it once
@@ -85,6 +88,13 @@ def analysis_page(kind: str, *, intro: str, fields: list[Field], draw: Draw,
     per_example = spec.dataset is not None and CATALOGUE[kind].set_runner is None
     shown = draw(result) if not per_example else {**set_sections(result), **(set_draw(result) if set_draw else {})}
     show_result(spec, result, shown)
+
+
+def inputs_area(complete: bool):
+    """Where the presets and the form go: folded away on a link whose spec is complete (its
+    result is what the link is for), open on a blank page, a draft or a bad link (the inputs
+    are what is left to do)."""
+    return st.expander("Inputs", expanded=not complete, icon=":material/tune:")
 
 
 def preset_buttons(kind: str) -> None:

@@ -19,7 +19,8 @@ def current_base() -> str:
 
 def share_box(spec: AnalysisSpec) -> str:
     """The full URL of this view, in a box with a Copy button; returns it."""
-    url = links.share_url(spec, current_base())
+    view = links.view_state(links.read_query_params(st.query_params))  # e.g. the head shown large
+    url = links.share_url(spec, current_base(), view)
     st.markdown("**Share link** — opens this exact view")
     copy_box(url, "Copy the share link", key="share:link")
     return url

@@ -2,6 +2,7 @@
 import streamlit as st
 
 from analyses.figures.attention import head_pattern
+from app import links
 from app.components.form import Field
 from app.components.page import analysis_page, chart, view_key
 
@@ -12,18 +13,28 @@ def draw(result):
 
 
 def one_head(result):
-    """The link's head when it names one, else any head the result read, picked here (a view
-    of the result, not part of the link)."""
+    """One head large, picked here: a view of the result, kept in the link's `view.layer` and
+    `view.head` keys (the share link reopens it); else the spec's own layer and head, else the
+    first the result read."""
     st.subheader("One head")
     patterns, spec = result.tables["patterns"], result.spec
-    layers = sorted(int(v) for v in patterns["layer"].unique())
-    heads = sorted(int(v) for v in patterns["head"].unique())
+    raw = links.read_query_params(st.query_params)
     left, right = st.columns(2)
-    layer = left.selectbox("Layer", layers, index=layers.index(spec.layer) if spec.layer in layers else 0,
-                           key=view_key(result, "layer"))
-    head = right.selectbox("Head", heads, index=heads.index(spec.head) if spec.head in heads else 0,
-                           key=view_key(result, "head"))
+    picked = {}
+    for column, name, asked in ((left, "layer", spec.layer), (right, "head", spec.head)):
+        values = sorted(int(v) for v in patterns[name].unique())
+        start = links.view_int(raw, name, values)
+        start = start if start is not None else asked if asked in values else values[0]
+        key = view_key(result, name)
+        picked[name] = column.selectbox(name.capitalize(), values, index=values.index(start), key=key,
+                                        on_change=_to_link, args=(name, key))
+    layer, head = picked["layer"], picked["head"]
     chart(head_pattern(patterns, layer, head, result.meta.get("tokens")), view_key(result, "pattern"))
+
+
+def _to_link(name: str, key: str) -> None:
+    """Write a picker's choice into the link's view state."""
+    st.query_params[links.VIEW_PREFIX + name] = str(st.session_state[key])
 
 
 analysis_page(

@@ -22,7 +22,6 @@ def draw(result):
     magnitude = bool(meta.get("atp_is_magnitude"))
 
     def summary():
-        st.info(md_escape(TRUST), icon=":material/rule:")
         method, clean_box, corrupted_box = st.columns(3)
         method.metric("Method", str(meta.get("method", "AtP")), border=True)
         clean_box.metric("Clean logit difference", f"{meta['clean_baseline']:.3f}", border=True)
@@ -46,6 +45,7 @@ def draw(result):
         chosen = st.segmented_control("Node kind", kinds, default=default, format_func=labels.get,
                                       key=view_key(result, "node")) or default
         chart(figures[chosen], view_key(result, "node_figure"))
+        st.info(md_escape(TRUST), icon=":material/rule:")  # under the figure: a link lands on the figure
 
     shown = {"summary": summary, "node_kind": one_node_kind,
              **{name: fig for name, fig in figures.items() if name not in kinds}}

@@ -12,7 +12,8 @@ from app.components.page import analysis_page, view_key
 
 def draw(result):
     figures = result.figures(layer=chosen_layer(result))
-    return {"side_by_side": lambda: side_by_side(result), "numbers": lambda: numbers(result), **figures}
+    # the continuations side by side, then the figures, then their numbers: a link lands on them
+    return {"side_by_side": lambda: side_by_side(result), **figures, "numbers": lambda: numbers(result)}
 
 
 def chosen_layer(result) -> int | None:
@@ -69,8 +70,11 @@ def numbers(result):
     st.dataframe(shown[columns].rename(columns={"metric": metric or "metric", "top_token": "top next token",
                                                 "kl": "KL on a neutral text (nats)"}),
                  hide_index=True, key=view_key(result, "effects"))
-    st.caption("BOS (position 0, the attention sink) is never intervened on: the vector and the ablation "
-               "start after it, and *Added at: all* means every position after BOS.")
+    if result.spec.positive:
+        st.caption("BOS (position 0, the attention sink) is never intervened on: the vector and the "
+                   "ablation start after it, and *Added at: all* means every position after BOS.")
+    else:  # a knock-out-only run: no vector, so no coefficients or positions to explain
+        st.caption("BOS (position 0, the attention sink) is never knocked out: the ablation starts after it.")
     if result.meta.get("ablated"):
         st.caption(md_escape(f"Ablated: {result.meta['ablated']} ({result.spec.with_defaults().ablation} "
                              "ablation, every position after BOS)."))
@@ -91,10 +95,10 @@ analysis_page(
               placeholder="e.g. The capital of Germany is"),
         Field("negative", "Steer away from (one per line, paired with the lines above)", multiline=True,
               placeholder="e.g. The capital of France is"),
-        Field("method", "Vector"),
-        Field("layer", "Layers", placeholder="e.g. 2, or 1,2 to sweep"),
-        Field("coeff", "Coefficients", placeholder="e.g. 0,0.5,1,2 (0 always runs)"),
-        Field("positions", "Added at"),
+        Field("method", "Vector", needs="positive"),
+        Field("layer", "Layers", placeholder="e.g. 2, or 1,2 to sweep", needs="positive"),
+        Field("coeff", "Coefficients", placeholder="e.g. 0,0.5,1,2 (0 always runs)", needs="positive"),
+        Field("positions", "Added at", needs="positive"),
         Field("ablate", "Knock out", placeholder="e.g. L1H7,L1H6,L0.mlp"),
         Field("ablation", "Ablation"),
         Field("answer", "Answer", placeholder="e.g. ␣Berlin (one token)"),

@@ -158,6 +158,7 @@ def test_share_link_then_preset_in_a_real_browser(server, page, tiny_model, tmp_
     assert page.locator(CHART).count() == 1  # no targets: the heatmap alone
     assert page.get_by_text("This link cannot be opened").count() == 0
 
+    page.get_by_text("Inputs", exact=True).first.click()  # a complete link folds its inputs away
     page.get_by_role("button", name="ioi: When Mary and John").click()
     page.wait_for_function(
         """() => [...document.querySelectorAll('.js-plotly-plot .xtick text')]
@@ -295,6 +296,7 @@ def test_the_token_preview_follows_typing_before_run(server, page, tiny_model):
     url = links.share_url(spec, server)
     page.goto(url)
     page.wait_for_selector(CHART, timeout=RESULT_TIMEOUT_MS)
+    page.get_by_text("Inputs", exact=True).first.click()  # a complete link folds its inputs away
     captions = page.locator("[data-testid='stCaptionContainer']")
     prompt_caption = captions.filter(has_text="tokens with BOS")
     prompt_caption.first.wait_for(timeout=30_000)
@@ -353,7 +355,12 @@ def test_a_three_step_notebook_reopens_in_a_fresh_context_and_downloads_as_html(
             note = page.get_by_label("Note (Markdown", exact=False)
             note.first.fill(NOTE_ATTACK)
             note.first.press("Control+Enter")
-            page.get_by_text("kept bold").wait_for(timeout=60_000)
+            # the note drawn (not its text box), and the share box on the notebook the URL names
+            page.locator(".workbench-note").get_by_text("kept bold").wait_for(timeout=60_000)
+            page.wait_for_function("""() => {
+                const box = document.querySelector('.workbench-copy pre');
+                const ref = new URLSearchParams(location.search).get('notebook');
+                return box && ref && box.innerText.replace(/\\n/g, '').endsWith(ref); }""", timeout=60_000)
             page.wait_for_function(f"() => document.querySelectorAll('{CHART}').length === 3",
                                    timeout=RESULT_TIMEOUT_MS)
             shared = page.locator(".workbench-copy pre").first.inner_text().replace("\n", "")
@@ -390,3 +397,76 @@ def test_a_three_step_notebook_reopens_in_a_fresh_context_and_downloads_as_html(
     assert "<strong>kept bold</strong>" in document and "<img" not in document.split("<script", 1)[0]
     assert "127.0.0.1:1" not in document
     assert not remote, remote
+
+
+FOLD_PX = 900  # the window's height: a link must show its first figure without scrolling
+IOI_PAIR = {"clean": "When Mary and John went to the store, John gave a drink to",
+            "corrupted": "When Mary and John went to the store, Mary gave a drink to",
+            "answer": " Mary", "wrong": " John"}
+# A cheap complete spec per page on the tiny model (its names are single tokens)
+LANDING_SPECS = {
+    "logit_lens": {"prompt": "Once upon a time", "top_k": 2},
+    "heads": {"detector": "induction", "seed": 3},
+    "activation_patching": {**IOI_PAIR, "granularity": "attn_out"},
+    "neurons": {"prompt": "When Mary and John went", "top_k": 3},
+    "dla": {"prompt": IOI_PAIR["clean"], "answer": " Mary", "wrong": " John"},
+    "attribution_patching": IOI_PAIR,
+    "attention": {"prompt": "When Mary and John went to the store"},
+    "steering": {"prompt": "When Mary", "positive": "Mary", "negative": "John", "layer": "1",
+                 "coeff": "0,2", "max_new_tokens": 3},
+    "circuit": {**IOI_PAIR, "steps": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def window():
+    """One browser page the size of a laptop screen (1400 × 900), shared by the landing tests."""
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": 1400, "height": FOLD_PX})
+        finally:
+            browser.close()
+
+
+def test_every_page_has_a_landing_spec():
+    from app.routes import PAGES
+
+    assert set(LANDING_SPECS) == set(PAGES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(LANDING_SPECS))
+def test_a_complete_link_lands_on_its_result(server, window, tiny_model, kind):
+    """A link whose spec is complete opens with its first figure on screen, without
+    scrolling, and its inputs folded away (one click opens them)."""
+    spec = AnalysisSpec(kind=kind, model=str(tiny_model), **LANDING_SPECS[kind])
+    view = {"layer": "1", "head": "1"} if kind == "attention" else None  # its one head, in the link
+    window.goto(links.share_url(spec, server, view))
+    window.wait_for_selector(f"{CHART} .main-svg", timeout=RESULT_TIMEOUT_MS)
+    share = window.locator(".workbench-copy pre").first
+    share.wait_for(timeout=60_000)  # the page is drawn to its end
+    if view:
+        assert share.inner_text().replace("\n", "").endswith("&view.layer=1&view.head=1")
+    assert window.get_by_text("This link cannot be opened").count() == 0
+    top = window.locator(CHART).first.bounding_box()["y"]
+    print(f"{kind}: first figure's top at {top:.0f} px")
+    assert top < FOLD_PX - 300, f"{kind}: the first figure starts {top:.0f} px down"
+    run = window.get_by_test_id("stBaseButton-primary").filter(has_text="Run").first
+    assert not run.is_visible()  # the inputs are folded away
+    window.get_by_text("Inputs", exact=True).first.click()  # one click opens them
+    run.wait_for(timeout=30_000)
+
+
+@pytest.mark.slow
+def test_a_set_link_shows_no_single_prompt_inputs(server, window, tiny_model):
+    spec = AnalysisSpec(kind="activation_patching", model=str(tiny_model), dataset="ioi",
+                        granularity="attn_out")
+    window.goto(links.share_url(spec, server))
+    window.locator(".workbench-copy pre, [data-testid='stAlert']").first.wait_for(timeout=RESULT_TIMEOUT_MS)
+    window.get_by_text("Inputs", exact=True).first.click()
+    window.get_by_test_id("stBaseButton-primary").filter(has_text="Run").first.wait_for(timeout=30_000)
+    for label in ("Clean prompt", "Corrupted prompt", "Answer", "Wrong answer"):
+        assert window.get_by_role("textbox", name=label, exact=True).count() == 0, label
+    assert window.get_by_role("textbox", name="Prompt set (runs every row instead of the inputs above)",
+                              exact=False).input_value() == "ioi"

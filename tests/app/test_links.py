@@ -1,4 +1,6 @@
 """Links: building share URLs and parsing query parameters back into specs."""
+from urllib.parse import parse_qsl
+
 import pytest
 
 from analyses import AnalysisSpec
@@ -100,3 +102,19 @@ def test_a_malformed_link_keeps_its_valid_fields_and_runs_nothing(raw, kept):
     parsed = links.parse(raw, "logit_lens")
     assert parsed.spec is None and parsed.error.startswith("This link cannot be opened")
     assert parsed.draft == {"kind": "logit_lens", "model": "default", **kept}
+
+
+def test_view_keys_ride_along_a_link_without_touching_its_spec():
+    """`view.*` keys hold what a page shows of a result (the attention page's one head): the
+    spec, and so the result's key and the form's sync, ignore them."""
+    s = AnalysisSpec(kind="attention", prompt="When Mary and John went")
+    url = links.share_url(s, "http://host:9", view={"layer": "1", "head": "0"})
+    assert url.endswith("&view.layer=1&view.head=0")
+    raw = {}
+    for name, value in parse_qsl(url.split("?", 1)[1]):
+        raw.setdefault(name, []).append(value)
+    assert links.parse(raw, "attention").spec == s
+    assert links.view_state(raw) == {"layer": "1", "head": "0"}
+    plain = {name: values for name, values in raw.items() if not name.startswith("view.")}
+    assert links.query_key(raw) == links.query_key(plain)
+    assert links.share_url(s, "http://host:9") == f"http://host:9/attention?{s.to_query()}"

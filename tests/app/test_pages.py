@@ -835,6 +835,12 @@ def test_a_knockout_link_shows_intact_and_ablated(model_roots):
     strip, bars = figures(at)
     assert strip["layout"]["yaxis"]["ticktext"] == ["intact", "ablated"]
     assert bars["data"][0]["x"] == ["intact", "ablated"]
+    # no vector: its coefficients, layers and positions are neither drawn nor explained
+    drawn = {w.key for w in (*at.text_input, *at.selectbox)}
+    assert not drawn & {"steering:coeff", "steering:layer", "steering:method", "steering:positions"}, drawn
+    assert not [c.value for c in at.caption if "Added at" in c.value or "coefficient" in c.value.lower()]
+    at.text_area(key="steering:positive").set_value("Mary").run()  # texts to steer toward: they come
+    assert at.text_input(key="steering:coeff").value == "0,0.5,1,2"
 
 
 def test_a_steering_error_found_at_run_time_names_the_field(model_roots):
@@ -874,3 +880,21 @@ def test_circuit_shows_the_graph_the_curve_and_a_path_patching_link(model_roots)
     slider.set_value(45).run()  # enough edges to hold some between heads
     queries = [link.proto.query_string for link in at.get("page_link") if link.proto.query_string]
     assert any("granularity=direct_path" in q for q in queries), queries
+
+
+# --------------------------------------------------------------------------- attention
+
+def test_attention_one_head_view_is_in_the_link(tiny_gpt2_dir):
+    """The one-head picker reads its layer and head from the link's `view.*` keys and writes
+    them back: the share link reopens the head shown, and the spec (the result) is unchanged."""
+    query = spec_query("attention", tiny_gpt2_dir, prompt="When Mary and John went")
+    at = open_page(PAGES["attention"], {**query, "view.layer": "1", "view.head": "1"})
+    assert_clean(at)
+    assert not at.error, errors(at)
+    layer, head = (s for s in at.selectbox if s.label in ("Layer", "Head"))
+    assert (layer.value, head.value) == (1, 1)
+    assert "L1H1" in figures(at)[-1]["layout"]["title"]["text"].replace(" ", "").replace("head", "H")
+    head.set_value(0).run()
+    assert_clean(at)
+    assert at.query_params["view.head"] == "0" and at.query_params["view.layer"] == "1"
+    assert {k: at.query_params[k] for k in query} == query  # the spec's keys stay

@@ -141,3 +141,12 @@ def test_a_tricky_single_answer_round_trips(answer):
     spec = AnalysisSpec(kind="dla", prompt="x", answer=answer, wrong=" Paris")
     for back in (AnalysisSpec.from_query(spec.to_query()), AnalysisSpec.from_json(spec.to_json())):
         assert (back.answer, back.wrong) == (answer, " Paris")
+
+
+def test_a_share_links_view_keys_are_not_part_of_its_spec():
+    """`view.*` keys (what a page shows of a result, e.g. the attention page's one head) ride
+    along a share link: a query string copied from the browser still gives the spec."""
+    spec = AnalysisSpec(kind="attention", prompt="When Mary")
+    assert AnalysisSpec.from_query(spec.to_query() + "&view.layer=1&view.head=0") == spec
+    with pytest.raises(SpecError, match="view"):  # a mapping is the spec's own fields only
+        AnalysisSpec.from_mapping({"kind": "attention", "prompt": "x", "view.head": "0"})
