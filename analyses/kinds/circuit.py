@@ -319,7 +319,8 @@ def run_set(model, spec: AnalysisSpec, prompt_set: PromptSet | None, progress: P
             "averaged along the path from the corrupted to the clean embeddings (integrated gradients)",
             "clean_metric": float(clean.mean()), "corrupted_metric": float(corrupted.mean()),
             "total_effect": float(clean.mean() - corrupted.mean()),
-            "embed_total": float(mean_scores[0].sum()), "n_layers": graph.n_layers, "n_heads": graph.n_heads}
+            "embed_total": float(mean_scores[0].sum()), "n_layers": graph.n_layers, "n_heads": graph.n_heads,
+            "random_sets": RANDOM_SETS}
     if exact is not None:  # the scores over the examples exact patching ran on
         sampled = sample_scores[graph.edges[:, 0], graph.edges[:, 1]]
         meta["exact_pearson"], meta["exact_spearman"] = correlations(sampled, exact)
