@@ -148,7 +148,12 @@ def test_path_heatmap_prints_its_values_in_the_cells():
     from analyses.figures.activation_patching import path_heatmap
 
     heat = path_heatmap(path_rows(), "q").data[0]
-    assert heat.texttemplate and "z" in heat.texttemplate
+    text = np.array(heat.text)
+    assert heat.texttemplate == "%{text}" and text[0, 0] == "0.90"  # L0H0 → L1H0
+    assert text[1, 0] == "0.01" and text[0, 1] == "-0.01"
+    small = path_heatmap(path_rows(real=0.036), "q").data[0]
+    assert np.array(small.text)[0, 0] == "0.036" and np.array(small.text)[1, 0] == "0.010"  # digits the scale needs
+    assert np.array(path_heatmap(path_rows(real=0.036), "k").data[0].text)[0, 0] == ""  # 0 stays blank
 
 
 def test_path_heatmaps_scale_each_to_its_own_data_centred_at_zero():
