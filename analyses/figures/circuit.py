@@ -95,7 +95,7 @@ def circuit_graph(edges: pd.DataFrame, k: int, meta: dict, faith: pd.DataFrame) 
         colour = POSITIVE if edge.score >= 0 else NEGATIVE
         width = 0.8 + 6 * abs(edge.score) / top
         fig.add_trace(go.Scatter(
-            x=route.xs, y=route.ys, mode="lines", showlegend=False, opacity=0.8,
+            x=route.xs.round(4).tolist(), y=route.ys.round(4).tolist(), mode="lines", showlegend=False, opacity=0.8,
             line={"width": width, "color": colour, "dash": "dash" if flagged else "solid"},
             hovertemplate=edge_hover(edge, bool(flagged), float(score)), name=f"#{edge.rank}"))
         arrows.append(arrow(route, colour, width))
@@ -128,7 +128,8 @@ def circuit_graph(edges: pd.DataFrame, k: int, meta: dict, faith: pd.DataFrame) 
 def arrow(route: layout.Route, colour: str, width: float) -> dict:
     """An arrowhead at the curve's end, along its last stretch (an annotation: shapes have none)."""
     back = max(2, layout.SAMPLES // 8)
-    return dict(x=float(route.xs[-1]), y=float(route.ys[-1]), ax=float(route.xs[-back]), ay=float(route.ys[-back]),
+    end = [round(float(v), 4) for v in (route.xs[-1], route.ys[-1], route.xs[-back], route.ys[-back])]
+    return dict(x=end[0], y=end[1], ax=end[2], ay=end[3],
                 xref="x", yref="y", axref="x", ayref="y", text="", showarrow=True, arrowhead=2,
                 arrowsize=1.0, arrowwidth=min(2.5, max(1.2, width / 2)), arrowcolor=colour, standoff=0)
 
