@@ -89,16 +89,16 @@ def circuit_graph(edges: pd.DataFrame, k: int, meta: dict, faith: pd.DataFrame) 
     ends = [(e.sender, e.receiver, layout.outlet(boxes[e.sender]), layout.port(boxes[e.receiver], e.receiver_input))
             for e in kept.itertuples()]
     routes = layout.route_edges(ends, boxes, used)
-    fig = go.Figure()
-    arrows = []
+    lines, arrows = [], []
     for edge, route, flagged, score in zip(kept.itertuples(), routes, flags, compared):
         colour = POSITIVE if edge.score >= 0 else NEGATIVE
         width = 0.8 + 6 * abs(edge.score) / top
-        fig.add_trace(go.Scatter(
+        lines.append(go.Scatter(
             x=route.xs.round(4).tolist(), y=route.ys.round(4).tolist(), mode="lines", showlegend=False, opacity=0.8,
             line={"width": width, "color": colour, "dash": "dash" if flagged else "solid"},
             hovertemplate=edge_hover(edge, bool(flagged), float(score)), name=f"#{edge.rank}"))
         arrows.append(arrow(route, colour, width))
+    fig = go.Figure(lines)  # one call: adding 200 traces one by one takes seconds
     draw_nodes(fig, boxes, used, kept)
     for colour, name in ((POSITIVE, "raises the logit difference"), (NEGATIVE, "lowers it")):
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line={"color": colour, "width": 4}, name=name))

@@ -106,26 +106,31 @@ def route_edges(ends: list[tuple[str, str, tuple[float, float], tuple[float, flo
                 boxes: dict[str, Box], in_circuit: set[str]) -> list[Route]:
     """One curve per (sender, receiver, start, end), placed in order (the strongest edges first
     get the straightest routes), each avoiding the other nodes' boxes where a bend can."""
-    placed_x, placed_y = np.empty(0), np.empty(0)
+    names = list(boxes)
+    drawn = [boxes[n] if n in in_circuit else dot(boxes[n]) for n in names]
+    centre = np.array([(b.x, b.y) for b in drawn])  # [node, 2]
+    half = np.array([(b.half_w + MARGIN, b.half_h + MARGIN) for b in drawn])
+    weight = np.array([COST_CIRCUIT_NODE if n in in_circuit else COST_OTHER_NODE for n in names])
+    occupied: set[tuple[int, int]] = set()  # grid cells (CROWDED wide) that placed curves run through
+    inner = slice(SAMPLES // 5, SAMPLES - SAMPLES // 5)  # the middle of a curve, away from its shared ends
     routes = []
     for sender, receiver, start, end in ends:
-        others = [(name in in_circuit, box if name in in_circuit else dot(box))
-                  for name, box in boxes.items() if name not in (sender, receiver)]
-        best = None
-        for bend, control in controls(start, end):
-            xs, ys = bezier(start, control, end)
-            cost = COST_BEND * bend + COST_BACKTRACK * (max(0.0, start[1] - ys.min()) + max(0.0, ys.max() - end[1]))
-            for circuit_node, box in others:
-                hits = int(box.contains(xs, ys).sum())
-                cost += hits * (COST_CIRCUIT_NODE if circuit_node else COST_OTHER_NODE)
-            if placed_x.size:  # the middle of the curve, away from the shared ends
-                inner = slice(SAMPLES // 5, SAMPLES - SAMPLES // 5)
-                near = np.hypot(xs[inner, None] - placed_x[None], ys[inner, None] - placed_y[None]).min(1) < CROWDED
-                cost += COST_CROWDING * float(near.mean())
-            if best is None or cost < best[0]:
-                best = (cost, Route(xs, ys, control))
-        routes.append(best[1])
-        placed_x, placed_y = np.r_[placed_x, best[1].xs], np.r_[placed_y, best[1].ys]
+        candidates = controls(start, end)
+        curves = np.stack([np.stack(bezier(start, control, end)) for _, control in candidates])  # [cand, 2, sample]
+        xs, ys = curves[:, 0], curves[:, 1]
+        inside = ((np.abs(xs[:, :, None] - centre[:, 0]) < half[:, 0])
+                  & (np.abs(ys[:, :, None] - centre[:, 1]) < half[:, 1]))  # [cand, sample, node]
+        own = np.array([n in (sender, receiver) for n in names])
+        cost = (inside[:, :, ~own].sum(1) * weight[~own]).sum(1)
+        cost = cost + COST_BEND * np.array([bend for bend, _ in candidates])
+        cost = cost + COST_BACKTRACK * (np.maximum(0.0, start[1] - ys.min(1)) + np.maximum(0.0, ys.max(1) - end[1]))
+        if occupied:
+            cells = np.floor(curves[:, :, inner] / CROWDED).astype(int)
+            near = [np.mean([(a, b) in occupied for a, b in zip(*cells[c])]) for c in range(len(candidates))]
+            cost = cost + COST_CROWDING * np.array(near)
+        best = int(np.argmin(cost))  # the first of equal costs: the least bent
+        routes.append(Route(xs[best], ys[best], candidates[best][1]))
+        occupied.update(zip(*np.floor(curves[best] / CROWDED).astype(int)))
     return routes
 
 
