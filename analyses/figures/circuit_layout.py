@@ -122,6 +122,11 @@ def route_edges(ends: list[tuple[str, str, tuple[float, float], tuple[float, flo
                   & (np.abs(ys[:, :, None] - centre[:, 1]) < half[:, 1]))  # [cand, sample, node]
         own = np.array([n in (sender, receiver) for n in names])
         cost = (inside[:, :, ~own].sum(1) * weight[~own]).sum(1)
+        # its own ends' boxes too, away from the outlet and the port: no curve runs through
+        # its receiver to reach a port from above, or along the ports it does not enter
+        ends_inside = ((np.abs(xs[:, 3:-3, None] - centre[own, 0]) < half[own, 0] - MARGIN / 2)
+                       & (np.abs(ys[:, 3:-3, None] - centre[own, 1]) < half[own, 1] - MARGIN / 2))
+        cost = cost + COST_CIRCUIT_NODE * ends_inside.sum((1, 2))
         cost = cost + COST_BEND * np.array([bend for bend, _ in candidates])
         cost = cost + COST_BACKTRACK * (np.maximum(0.0, start[1] - ys.min(1)) + np.maximum(0.0, ys.max(1) - end[1]))
         if occupied:

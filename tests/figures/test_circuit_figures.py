@@ -29,7 +29,7 @@ TANGLE = edge_rows([  # the default ioi circuit's kinds of edges, the ones that 
     ("L0H0", "L2H5", "k", -0.4, -0.35), ("L1H3", "logits", "", 0.3, np.nan),
     ("embed", "L2H4", "q", 0.25, np.nan), ("L0H7", "L2H4", "v", -0.2, np.nan),
     ("L2H4", "logits", "", 0.2, np.nan), ("embed", "L1.mlp", "in", 0.15, np.nan),
-    ("L0H3", "L2H4", "k", 0.12, np.nan)])
+    ("L0H3", "L2H4", "k", 0.12, np.nan), ("L0.mlp", "L1H3", "q", 0.1, np.nan)])
 
 
 def graph_of(edges: pd.DataFrame, meta: dict = META):
@@ -88,6 +88,12 @@ def test_no_edge_passes_through_another_node_of_the_circuit():
                 continue
             inside = (xs > box.x0) & (xs < box.x1) & (ys > box.y0) & (ys < box.y1)
             assert not inside.any(), f"{edge.sender} → {edge.receiver} crosses the box at {centre}"
+        receiver = next(b for b in boxes if ((b.x0 + b.x1) / 2, (b.y0 + b.y1) / 2) == places[edge.receiver])
+        near = 0.02  # nor runs along its receiver's edge before it reaches its port
+        before = slice(0, -3)
+        along = ((xs[before] > receiver.x0 - near) & (xs[before] < receiver.x1 + near)
+                 & (ys[before] > receiver.y0 - near) & (ys[before] < receiver.y1 + near))
+        assert not along.any(), f"{edge.sender} → {edge.receiver} runs through or along its receiver"
 
 
 def test_the_mlp_chain_edges_are_separable():
