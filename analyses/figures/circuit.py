@@ -110,17 +110,22 @@ def circuit_graph(edges: pd.DataFrame, k: int, meta: dict, faith: pd.DataFrame) 
             "each edge ends at its receiver's input (q, k, v under a head)"
             + (f"; run alone they keep {float(share.iloc[0]):.0%} of the logit difference" if len(share) else ""))
     x_mlp = layout.mlp_column(n_heads)
+    top_y = boxes["logits"].y + 0.4
+    lowest = min([-1.0, *(float(r.ys.min()) for r in routes)])  # no curve leaves the plot
+    highest = max([top_y, *(float(r.ys.max()) for r in routes)])
     fig.update_layout(
         title=title("The circuit: its edges between components", note), annotations=arrows,
         shapes=node_shapes(boxes, used),
         xaxis={"title": {"text": "head (MLP at the right)"}, "tickmode": "array",
                "tickvals": list(range(n_heads)) + [x_mlp], "ticktext": [str(h) for h in range(n_heads)] + ["MLP"],
-               "showgrid": False, "zeroline": False, "range": [-0.8, x_mlp + 0.8]},
+               "showgrid": False, "zeroline": False,
+               "range": [min([-0.8, *(float(r.xs.min()) - 0.1 for r in routes)]),
+                         max([x_mlp + 0.8, *(float(r.xs.max()) + 0.1 for r in routes)])]},
         yaxis={"title": {"text": "layer"}, "tickmode": "array",
-               "tickvals": [-1.0, *range(n_layers), boxes["logits"].y],
+               "tickvals": [-1.0, *[layout.layer_y(layer) for layer in range(n_layers)], boxes["logits"].y],
                "ticktext": ["embed", *[str(layer) for layer in range(n_layers)], "logits"],
-               "showgrid": False, "zeroline": False, "range": [-1.45, n_layers + 0.5]},
-        height=max(460, 130 * (n_layers + 2)), legend={"orientation": "h", "y": -0.12},
+               "showgrid": False, "zeroline": False, "range": [min(-1.45, lowest - 0.1), max(top_y, highest) + 0.1]},
+        height=max(560, int(120 * (top_y + 1.6))), legend={"orientation": "h", "y": -0.1},
         hovermode="closest", margin={"l": 70, "r": 30, "t": 80, "b": 90})
     return fig
 
@@ -158,8 +163,8 @@ def draw_nodes(fig: go.Figure, boxes: dict[str, layout.Box], used: set[str], kep
         inputs = ("q", "k", "v") if "H" in name else ("in",)
         for which in inputs:
             x, y = layout.port(boxes[name], which)
-            xs.append(x)
-            ys.append(y)
+            xs.append(round(x, 4))  # as the curves' ends are rounded
+            ys.append(round(y, 4))
             labels.append(which if which != "in" else "")
             colours.append("#222" if (name, which) in entered or (name == "logits" and (name, "") in entered)
                            else "#BBB")

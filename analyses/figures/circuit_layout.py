@@ -3,7 +3,7 @@ no plotly): a pure geometry the figure draws and the tests measure.
 
 Layers run bottom to top: the embedding below layer 0, the logits above the last layer,
 both centred on the drawing. Heads sit along their layer's row; a layer's MLP sits to their
-right, half a row up (it reads after the layer's heads have written, so a head → its own MLP
+right, half a layer up (it reads after the layer's heads have written, so a head → its own MLP
 edge runs upward like every other). An edge leaves the top of its sender and ends at a port
 on the bottom of its receiver: a head has three, q, k and v (left to right); an MLP and the
 logits have one.
@@ -25,12 +25,13 @@ DOT_HALF = 0.06  # a node outside the circuit: a dot
 WIDE_HALF_W = 0.7  # the embedding's and the logits' boxes
 PORT_DX = 0.2  # q, k and v sit this far apart along a head's bottom edge
 MLP_GAP = 0.6  # the MLP column's distance from the last head column
-MLP_RISE = 0.45  # an MLP sits this far above its layer's heads
+LAYER_PITCH = 1.6  # from one layer's heads to the next's: the MLP row between gives curves room
+MLP_RISE = 0.8  # an MLP sits this far above its layer's heads
 SAMPLES = 33  # points along each curve (the drawn line and the crossing test)
 BENDS = (0.0, 0.35, 0.7, 1.0, 1.4, 1.9, 2.5, 3.2)  # control point offsets tried, each side
 MARGIN = 0.08  # clearance kept around a box
 COST_CIRCUIT_NODE, COST_OTHER_NODE, COST_CROWDING, COST_BEND = 100.0, 8.0, 2.0, 0.3
-COST_BACKTRACK = 4.0  # per row a curve dips below its sender or rises above its port
+COST_BACKTRACK = 20.0  # per row a curve dips below its sender or rises above its port
 CROWDED = 0.07  # two curves' points closer than this run along each other
 
 
@@ -50,6 +51,11 @@ def dot(box: Box) -> Box:
     return Box(box.x, box.y, DOT_HALF, DOT_HALF)
 
 
+def layer_y(layer: int) -> float:
+    """The height of a layer's heads (the logits: one layer past the last)."""
+    return LAYER_PITCH * layer
+
+
 def mlp_column(n_heads: int) -> float:
     return n_heads - 1 + MLP_GAP
 
@@ -57,10 +63,10 @@ def mlp_column(n_heads: int) -> float:
 def node_boxes(n_layers: int, n_heads: int) -> dict[str, Box]:
     """Every node's box: heads `L{l}H{h}`, MLPs `L{l}.mlp`, `embed` and `logits`."""
     centre = mlp_column(n_heads) / 2  # the middle of the drawing, heads and MLPs together
-    boxes = {"embed": Box(centre, -1.0, WIDE_HALF_W), "logits": Box(centre, n_layers + 0.1, WIDE_HALF_W)}
+    boxes = {"embed": Box(centre, -1.0, WIDE_HALF_W), "logits": Box(centre, layer_y(n_layers), WIDE_HALF_W)}
     for layer in range(n_layers):
-        boxes.update({f"L{layer}H{h}": Box(float(h), float(layer)) for h in range(n_heads)})
-        boxes[f"L{layer}.mlp"] = Box(mlp_column(n_heads), layer + MLP_RISE)
+        boxes.update({f"L{layer}H{h}": Box(float(h), layer_y(layer)) for h in range(n_heads)})
+        boxes[f"L{layer}.mlp"] = Box(mlp_column(n_heads), layer_y(layer) + MLP_RISE)
     return boxes
 
 
