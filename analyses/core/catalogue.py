@@ -305,7 +305,8 @@ KINDS: tuple[Kind, ...] = (
                 "EAP-IG), checked by running the circuit alone",
         # 2: exact runs on a seeded random sample of the set (was: its first 16 rows) and the
         # correlations read the scores over that sample (`sample_score`)
-        version=2,
+        # 3: ten random edge sets per k for the faithfulness baseline (was three)
+        version=3,
         runner="analyses.kinds.circuit:run",
         set_runner="analyses.kinds.circuit:run_set",
         figures="analyses.figures.circuit:figures",

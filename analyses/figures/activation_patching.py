@@ -3,6 +3,7 @@ for direct paths. Values are the share of the clean − corrupted logit differen
 (1 = the clean run, 0 = the corrupted run), on a scale centred at 0."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -30,7 +31,8 @@ from analyses.figures.text import plot_text
 
 def figures(result, positions: list[int] | None = None) -> dict[str, go.Figure]:
     """Every granularity in the result, in table order; direct paths one figure per
-    receiver input (q, k, v), all three on one colour scale so they compare. `positions`:
+    receiver input (q, k, v), each on a scale of its own values (printed in its cells: a
+    scale shared with the strongest input left the others blank). `positions`:
     the positions layer × position figures show (default: the last `WINDOW` and every
     position the prompts differ at)."""
     meta, effects = result.meta, result.tables["effects"]
@@ -43,9 +45,8 @@ def figures(result, positions: list[int] | None = None) -> dict[str, go.Figure]:
     for granularity in dict.fromkeys(effects["granularity"]):
         if granularity == "direct_path":
             paths = effects[effects["granularity"] == granularity]
-            limit = symmetric_limit(paths["value"])
             for name in dict.fromkeys(paths["receiver_input"]):
-                shown[f"direct_path_{name}"] = path_heatmap(effects, name, baselines, limit)
+                shown[f"direct_path_{name}"] = path_heatmap(effects, name, baselines)
             continue
         shown[granularity] = patching_heatmap(effects, granularity, clean, corrupted, baselines, positions)
     return shown
@@ -112,7 +113,8 @@ def path_heatmap(effects: pd.DataFrame, receiver_input: str,
                  limit: float | None = None) -> go.Figure:
     """The `direct_path` rows of `effects` for one receiver input (q, k or v) as a sender head
     × receiver head heatmap of `value` (share of the logit difference restored by that path).
-    `limit`: the colour scale's end, shared by the q, k and v figures (default: this one's)."""
+    `limit`: the colour scale's end (default: this input's largest |value|). Values are
+    written in the cells while the grid is narrow enough to read them."""
     rows = effects[(effects["granularity"] == "direct_path")
                    & (effects["receiver_input"] == receiver_input)]
     value = rows.pivot_table(index=["sender_layer", "sender_head"], columns=["layer", "head"],
@@ -123,17 +125,30 @@ def path_heatmap(effects: pd.DataFrame, receiver_input: str,
     y_ticks = [head_label(lay, h) for lay, h in value.index]
     x_ticks = [head_label(lay, h) for lay, h in value.columns]
     hover = cells(z, lambda i, j, v: f"{y_ticks[i]} → {x_ticks[j]} {receiver_input}<br>"
-                                     f"restored {v:.3f} of the gap<br>logit difference {r[i, j]:.3f}")
-    note = None
+                                     f"restored {v:.4g} of the gap<br>logit difference {r[i, j]:.3f}")
+    limit = symmetric_limit(z) if limit is None else limit
+    notes = [f"colour scale ±{limit:.3g} (this input's largest |value|), centred at 0"]
     if baselines is not None:
-        note = (f"logit difference: clean {baselines[0]:.3f}, corrupted {baselines[1]:.3f} "
-                "· blank: no such path (the receiver must lie in a later layer)")
-    fig = go.Figure(heatmap(z, hover, signed=True, colorbar="restored", limit=limit))
+        notes.insert(0, f"logit difference: clean {baselines[0]:.3f}, corrupted {baselines[1]:.3f}")
+    notes.append("blank: no such path (the receiver must lie in a later layer)")
+    text = value_text(z, limit) if len(x_ticks) <= MAX_VALUE_TEXT else None
+    fig = go.Figure(heatmap(z, hover, signed=True, colorbar="restored", limit=limit, text=text))
     fig.update_layout(
         title=title(f"Direct paths into the receivers' {receiver_input} input: share of the "
-                    "logit difference restored by each sender → receiver path", note),
+                    "logit difference restored by each sender → receiver path", " · ".join(notes)),
         xaxis=axis(f"receiver head ({receiver_input} input)", x_ticks, tickangle=-45),
         yaxis=axis("sender head", y_ticks),
         height=grid_height(len(y_ticks), extra=190), margin={"l": 80, "r": 20, "t": 80, "b": 100},
     )
     return fig
+
+
+def value_text(z: np.ndarray, limit: float) -> list[list[str]]:
+    """Each cell's value to the digits the scale needs (two significant at `limit`); blank
+    where it rounds to 0 or there is no value, so the cells that matter stand out."""
+    decimals = max(2, 1 - int(np.floor(np.log10(limit)))) if limit > 0 else 2
+    def one(v: float) -> str:
+        if not np.isfinite(v) or round(v, decimals) == 0:
+            return ""
+        return f"{v:.{decimals}f}"
+    return [[one(float(v)) for v in row] for row in np.asarray(z, dtype=float)]

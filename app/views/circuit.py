@@ -3,7 +3,7 @@ when run alone."""
 import streamlit as st
 
 from analyses import AnalysisSpec
-from analyses.figures.circuit import default_k
+from analyses.figures.circuit import compared_score, default_k, disagreeing, flag_rule
 from app import links
 from app.components.display import md_escape
 from app.components.form import Field
@@ -19,7 +19,26 @@ def draw(result):
                               "slider redraws the graph with the top k edges.")
     figures = result.figures(k=k)
     return {"numbers": lambda: numbers(result, k), "graph": figures.pop("graph"),
-            "path_links": lambda: path_links(result, k), **figures}
+            "flags": lambda: flagged_edges(result, k), "path_links": lambda: path_links(result, k), **figures}
+
+
+def flagged_edges(result, k):
+    """Under the graph: the rule, and the drawn edges whose exact effect disagrees with their score."""
+    edges = result.tables["edges"].sort_values("rank").head(k)
+    if not edges["exact"].notna().any():
+        st.caption("Run with exact patching to check each edge's score against its exact effect: an "
+                   "edge that disagrees is then drawn dashed and listed here.")
+        return
+    st.caption(md_escape(flag_rule() + "."))
+    flags = disagreeing(edges, float(result.meta.get("total_effect", 0.0)))
+    if not flags.any():
+        st.caption(md_escape(f"No edge of the top {k} disagrees."))
+        return
+    shown = edges[flags].assign(score_on_sample=compared_score(edges)[flags])
+    st.markdown(md_escape(f"⚠ {int(flags.sum())} of the top {k} edges disagree with their exact effect:"))
+    st.dataframe(shown[["rank", "sender", "receiver", "receiver_input", "score", "score_on_sample", "exact"]],
+                 hide_index=True, column_config={"score_on_sample": "score (exact's examples)",
+                                                 "receiver_input": "input"})
 
 
 def numbers(result, k):

@@ -203,6 +203,29 @@ def test_on_a_linear_model_eap_is_exact_edge_patching(tmp_path, model_roots):
     assert not np.allclose(nonlinear["score"], nonlinear["exact"], atol=1e-4 * top)  # the test can fail
 
 
+def test_each_k_has_at_least_ten_random_edge_sets_of_k_distinct_edges():
+    """The faithfulness baseline's band is the range of these draws: three made it wobble."""
+    graph = Graph(n_layers=2, n_heads=2)
+    ranking = np.arange(graph.n_edges)
+    ks = circuit_kind.k_grid(graph.n_edges)
+    masks, labels = circuit_kind.edge_sets(graph, ranking, ks, seed=0)
+    for k in ks:
+        random = [i for i, (kk, label) in enumerate(labels) if kk == k and label == "random"]
+        if 0 < k < graph.n_edges:
+            assert len(random) >= 10, k
+            assert all(int(masks[i].sum()) == k for i in random)
+        else:
+            assert not random  # none kept and all kept need no baseline
+
+
+def test_the_baseline_band_is_the_range_of_the_draws_around_their_mean():
+    labels = [(0, "circuit"), (2, "circuit"), (2, "random"), (2, "random"), (2, "random"), (4, "circuit")]
+    shares = np.array([0.0, 0.9, 0.1, 0.4, 0.25, 1.0])
+    row = circuit_kind.faithfulness_table([0, 2, 4], labels, shares, 4).set_index("k").loc[2]
+    assert (row["random_min"], row["random_max"]) == (0.1, 0.4)
+    assert row["random_mean"] == pytest.approx(0.25)
+
+
 # --------------------------------------------------------------------------- on the ioi set
 
 @pytest.fixture(scope="module")
