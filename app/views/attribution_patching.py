@@ -27,8 +27,6 @@ def draw(result):
         clean_box.metric("Clean logit difference", f"{meta['clean_baseline']:.3f}", border=True)
         corrupted_box.metric("Corrupted logit difference", f"{meta['corrupted_baseline']:.3f}",
                              border=True)
-        if "gradient" in meta:
-            st.caption(md_escape(f"Gradient on the {meta['gradient']}; atp and exact: {meta['units']}."))
         if magnitude:
             st.caption("With GradDrop each AtP value is a size (≥ 0): it is compared with |exact|.")
 
@@ -45,6 +43,8 @@ def draw(result):
         chosen = st.segmented_control("Node kind", kinds, default=default, format_func=labels.get,
                                       key=view_key(result, "node")) or default
         chart(figures[chosen], view_key(result, "node_figure"))
+        if "gradient" in meta:  # under the figure, as the note below: a link lands on the figure
+            st.caption(md_escape(f"Gradient on the {meta['gradient']}; atp and exact: {meta['units']}."))
         st.info(md_escape(TRUST), icon=":material/rule:")  # under the figure: a link lands on the figure
 
     shown = {"summary": summary, "node_kind": one_node_kind,

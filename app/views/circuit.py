@@ -19,7 +19,8 @@ def draw(result):
                               "slider redraws the graph with the top k edges.")
     figures = result.figures(k=k)
     return {"numbers": lambda: numbers(result, k), "graph": figures.pop("graph"),
-            "flags": lambda: flagged_edges(result, k), "path_links": lambda: path_links(result, k), **figures}
+            "convention": lambda: convention(result.meta), "flags": lambda: flagged_edges(result, k),
+            "path_links": lambda: path_links(result, k), **figures}
 
 
 def flagged_edges(result, k):
@@ -52,6 +53,10 @@ def numbers(result, k):
     total.metric("Clean − corrupted logit difference", f"{meta['total_effect']:.3g}", border=True,
                  help=f"over {meta['n_examples']} examples; the embedding's edges sum to "
                       f"{meta['embed_total']:.3g} (EAP-IG: close to it, by completeness)")
+
+
+def convention(meta):
+    """Under the graph (a link lands on the graph): which run the edge scores' gradient is on."""
     if "gradient" in meta:
         st.caption(md_escape(f"{meta['method']} gradient: {meta['gradient']}."))
 

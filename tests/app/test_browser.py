@@ -276,7 +276,7 @@ def test_model_and_user_text_show_as_text_never_as_markdown_or_html(server, page
     fetched = []
     page.on("request", lambda request: fetched.append(request.url))
     page.goto(links.share_url(injected_steering_spec(tiny_model), server))
-    page.get_by_text("intact model").wait_for(timeout=RESULT_TIMEOUT_MS)
+    page.get_by_text("intact model", exact=True).wait_for(timeout=RESULT_TIMEOUT_MS)
     markdown = page.locator("[data-testid='stMarkdownContainer']")  # the text, not the figures
     markdown.get_by_text("127.0.0.1:1/x.png", exact=False).first.wait_for(timeout=30_000)
     shown = "\n".join(markdown.all_inner_texts())
@@ -415,6 +415,7 @@ LANDING_SPECS = {
     "steering": {"prompt": "When Mary", "positive": "Mary", "negative": "John", "layer": "1",
                  "coeff": "0,2", "max_new_tokens": 3},
     "circuit": {**IOI_PAIR, "steps": 2},
+    "ablation_sweep": {"prompt": IOI_PAIR["clean"], "answer": " Mary", "wrong": " John"},
 }
 
 
