@@ -35,8 +35,8 @@ def test_the_path_grid_prints_values_and_puts_the_interval_on_hover():
     fig = path_mean_heatmap(path_summary(), "q")
     z = np.array(fig.data[0].z, dtype=float)
     assert list(fig.layout.yaxis.ticktext) == ["L0H0", "L0H1", "L1H0", "L1H1"]
-    assert list(fig.layout.xaxis.ticktext) == ["L1 H0", "L1 H1", "L2 H0", "L2 H1"]
-    assert z[3, 2] == pytest.approx(1.1)  # L1 H1 -> L2 H0
+    assert list(fig.layout.xaxis.ticktext) == ["L1H0", "L1H1", "L2H0", "L2H1"]
+    assert z[3, 2] == pytest.approx(1.1)  # L1H1 -> L2H0
     assert np.isnan(z[2, 0])  # no L1 -> L1 path: blank
     assert fig.data[0].text[3][2] == "1.100" and fig.data[0].text[2][0] == ""  # values printed, 3 decimals
     hover = fig.data[0].customdata[3][2]
