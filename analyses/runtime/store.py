@@ -28,6 +28,12 @@ The results' tables are capped at `max_bytes` (`ANALYSES_CACHE_MAX_MB`, default 
 counted as pandas holds them): over it, the least recently read results are evicted whole
 (`last_used`, refreshed by a read at most once a minute). Prompt sets and notebooks (`notebooks`,
 by content like prompt sets) are never evicted.
+
+In front of the file, `memory` keeps the results this Store has decoded (`decoded_results`,
+capped by `ANALYSES_MEMORY_CACHE_MB`, default 256): a result read again in this process comes
+from there (`meta["cache_hit"]` "memory", else "store"), still refreshing `last_used` at most
+once a minute, which also checks that the file still holds it. A result the store evicts
+leaves memory with it; a Store on another path starts with nothing in memory.
 """
 from __future__ import annotations
 
@@ -51,6 +57,7 @@ from analyses.core.jsonable import jsonable
 from analyses.core.notebooks import Notebook
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
+from analyses.runtime.decoded_results import Decoded, DecodedResults
 from analyses.runtime.store_file import ALIAS, StoreBusy, StoreUnusable, store_file
 
 log = logging.getLogger(__name__)
@@ -184,13 +191,14 @@ def tables_bytes(tables: dict[str, pd.DataFrame]) -> int:
 
 class Store:
     def __init__(self, path: Path | str | None = None, max_bytes: int | None = None,
-                 busy_s: float | None = None, read_only: bool = False):
+                 busy_s: float | None = None, read_only: bool = False, memory_bytes: int | None = None):
         self.path = Path(path) if path else cache_path()
         self.max_bytes = max_bytes if max_bytes is not None else max_bytes_from_env()
         self.busy_s = busy_s if busy_s is not None else float(
             os.environ.get("ANALYSES_CACHE_BUSY_S") or DEFAULT_BUSY_S)
         self.read_only = read_only  # never writes: a shared cache this process only reads
         self.problem: str | None = None  # the last reason an operation could not use the file
+        self.memory = DecodedResults(memory_bytes)  # results read here before, decoded
         self._file = store_file(self.path, _prepare)
         try:
             with self._session():
@@ -238,9 +246,16 @@ class Store:
 
     def get(self, key: str) -> Result | None:
         """The result stored under `key`, or None (also when the file is busy or unusable:
-        `problem` says so). Its meta says it is a cache hit and what it was made with."""
+        `problem` says so). Its meta says it is a cache hit — "memory" when this Store had
+        decoded it before, else "store" — and what it was made with. Each call's Result has
+        its own frames and meta: what one caller changes, no other sees."""
         if not self.available:
             return None
+        kept = self.memory.get(key)
+        if kept is not None:
+            if self._still_stored(key, kept):
+                return kept.result(_delivery("memory", kept.made_with))
+            self.memory.discard(key)  # evicted or replaced by another process: read the file
         try:
             with self._session() as cur:
                 row = cur.execute("SELECT kind, spec_json, analysis_version, tables_json, meta_json, "
@@ -251,14 +266,38 @@ class Store:
                 kind, spec_json, analysis_version, tables_json, meta_json, made_with, last_used, size = row
                 spec = AnalysisSpec.from_json(spec_json)
                 tables = self._read_tables(cur, key, kind, spec, analysis_version, tables_json)
-                self._touch(cur, key, last_used, size, tables)
+                touched = self._touch(cur, key, last_used, size, tables)
         except (StoreBusy, StoreUnusable) as err:
             self._note(err)
             return None
-        made_with = json.loads(made_with)
-        meta = dict(json.loads(meta_json), cache_hit=True, library_versions=made_with,
-                    made_with_other_versions=version_differences(made_with, library_versions()))
-        return Result(spec=spec, tables=tables, meta=meta)
+        decoded = Decoded(spec=spec, tables=tables, meta=json.loads(meta_json), made_with=json.loads(made_with),
+                          n_bytes=size if size is not None else tables_bytes(tables), checked=touched)
+        self.memory.put(key, decoded)
+        return decoded.result(_delivery("store", decoded.made_with))
+
+    def _still_stored(self, key: str, kept: Decoded) -> bool:
+        """Whether the file still holds `key`, asked at most once a `TOUCH_EVERY_S` per key,
+        refreshing its `last_used` (a read from memory is a use); between asks, and while
+        the file is busy, what memory holds is taken as stored (keys are content: it is
+        the right result either way)."""
+        now = _now()
+        if (now - kept.checked).total_seconds() < self.TOUCH_EVERY_S:
+            return True
+        try:
+            with self._session() as cur:
+                if self.read_only:
+                    found = cur.execute("SELECT 1 FROM results WHERE key = ?", [key]).fetchone()
+                else:
+                    found = cur.execute("UPDATE results SET last_used = ? WHERE key = ? RETURNING key",
+                                        [now, key]).fetchone()
+        except (StoreBusy, StoreUnusable) as err:
+            self._note(err)
+            return True
+        except duckdb.Error as err:  # another thread touched it at this instant: it is there
+            log.debug("last_used of %s not updated (%s)", key, err)
+            return True
+        kept.checked = now
+        return found is not None
 
     @staticmethod
     def _read_tables(cur, key: str, kind: str, spec: AnalysisSpec, analysis_version: int,
@@ -280,12 +319,13 @@ class Store:
         return tables
 
     def _touch(self, cur, key: str, last_used: datetime | None, size: int | None,
-               tables: dict[str, pd.DataFrame]) -> None:
-        """Mark `key` read now (its size too, for a result stored before sizes were kept)."""
+               tables: dict[str, pd.DataFrame]) -> datetime:
+        """Mark `key` read now (its size too, for a result stored before sizes were kept);
+        the time its `last_used` was last refreshed (now, or under a minute ago)."""
         now = _now()
         if self.read_only or (size is not None and last_used is not None
                               and (now - last_used).total_seconds() < self.TOUCH_EVERY_S):
-            return
+            return now if self.read_only or last_used is None else last_used
         try:
             if size is None:
                 cur.execute("UPDATE results SET last_used = ?, n_bytes = ? WHERE key = ?",
@@ -294,6 +334,7 @@ class Store:
                 cur.execute("UPDATE results SET last_used = ? WHERE key = ?", [now, key])
         except duckdb.Error as err:  # another thread touched it at this instant: recent enough
             log.debug("last_used of %s not updated (%s)", key, err)
+        return now
 
     def __contains__(self, key: str) -> bool:
         return self._read_or(False, lambda cur: cur.execute(
@@ -423,6 +464,7 @@ class Store:
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
+            self.memory.discard(key)
             total -= size
             log.info("evicted result %s (%d bytes) from %s: the cache is capped at %d MB",
                      key, size, self.path, self.max_bytes // 2**20)
@@ -480,8 +522,16 @@ class Store:
         return [{"title": t, "reference": r, "steps": n, "created_at": str(c)} for t, r, n, c in found]
 
     def close(self) -> None:
-        """Let go of this process's hold on the file (it holds none between operations)."""
+        """Let go of this process's hold on the file (it holds none between operations)
+        and of the results kept in memory."""
         self._file = None
+        self.memory.clear()
+
+
+def _delivery(where: str, made_with: dict[str, str]) -> dict:
+    """The meta of a cache hit: where it came from ("memory" or "store") and what it was made with."""
+    return dict(cache_hit=where, library_versions=dict(made_with),
+                made_with_other_versions=version_differences(made_with, library_versions()))
 
 
 def _noted(result: Result | None, stored: bool, problem: str | None = None) -> bool:
