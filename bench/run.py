@@ -7,7 +7,7 @@ feels (the CLI, the app's cold start) are absolute. The tests assert no speed ta
 Each row is independent: one that fails prints an error row and the run goes on.
 `BENCH_ONLY=<substring>` runs only the rows whose name contains it (and leaves
 `bench/results.json` alone). Rows: `bench/speed.py` (against TransformerLens, a forward
-pass, torch.mm, the cache), `bench/scaling.py` (64-1024 tokens), `bench/app_rows.py`.
+pass, torch.mm), `bench/store_reads.py` (the cache), `bench/scaling.py` (64-1024 tokens), `bench/app_rows.py`.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 def rows():
     """(name, thunk) per row or group of rows; a thunk builds what it needs, so one failing
     leaves the rest."""
-    from bench import app_rows, model_size, scaling, speed
+    from bench import app_rows, model_size, scaling, speed, store_reads
 
     def emb_patch(granularity):
         ref, model = embedded()
@@ -89,9 +89,9 @@ def rows():
         ("neuron atlas, embedded", lambda: emb(speed.neurons_row)),
         ("neuron atlas, GPT-2-small shape", lambda: gpt2(speed.neurons_row, 0)),  # one layer:
         # all 12 are 2.8 TFLOP, about 30 s a run here, and the rate is what the row is about
-        ("cache, embedded", lambda: speed.cache_row("embedded", "default", ioi_pair(), "all")),
+        ("cache, embedded", lambda: store_reads.stored_result_rows("embedded", "default", ioi_pair(), "all")),
         ("cache, GPT-2-small shape",
-         lambda: speed.cache_row("GPT-2-small shape", gpt2_small_shape()[0], gpt2_16())),
+         lambda: store_reads.stored_result_rows("GPT-2-small shape", gpt2_small_shape()[0], gpt2_16())),
         ("prompt set, embedded", speed.prompt_set_row),
         ("ablation sweep, embedded", speed.ablation_sweep_row),
         ("attention, embedded", lambda: emb(speed.attention_row, ioi_pair()["clean"])),

@@ -195,21 +195,6 @@ def neurons_row(label, model, ref, layer=None):
                f"peak memory +{peak_mib:.0f} MiB")
 
 
-def cache_row(label, ref, pair, granularity="resid_pre"):
-    """A stored result's `compute` against computing it (fresh store under TMP)."""
-    spec = AnalysisSpec(kind="activation_patching", model=ref, granularity=granularity, **pair)
-    compute(spec)  # computes and stores it
-    t_hit, hit = timed(lambda: compute(spec))
-    t_miss, fresh = timed(lambda: compute(spec, cache=False))
-    diff = float(np.abs(hit.tables["effects"].raw.to_numpy()
-                        - fresh.tables["effects"].raw.to_numpy()).max())
-    ratio = t_miss / t_hit
-    return row(f"cache: stored result vs computing it, activation_patching {granularity}, {label}",
-               t_hit, t_miss, ratio, diff, ">= 50x", ratio >= 50,
-               f"{len(hit.tables['effects'])} rows; reference = compute(cache=False) with the "
-               "model loaded")
-
-
 def prompt_set_row(name: str = "ioi", granularity: str = "head_out"):
     """A run over a whole shipped set against looping `compute()` over its rows (each a
     single-prompt spec, uncached), both with the embedded model loaded. The set run patches
