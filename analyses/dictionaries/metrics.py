@@ -29,7 +29,9 @@ from analyses.dictionaries.tokens import TokenStream
 
 DENSE_ABOVE = 0.1  # a latent firing on more than 10% of tokens is "dense"
 HISTOGRAM_EDGES = tuple(float(e) for e in np.arange(-6.0, 0.5, 0.5))  # log10 firing rate
-LEXICON_TOKENS = 40_000  # eval tokens the lexicon probe reads (it sorts [tokens, units])
+# eval tokens the lexicon probe reads: the first 25k, the same documents the CE splice runs
+# (with the default --ce-tokens), so their clean pass gives the neurons at no extra forward
+LEXICON_TOKENS = 25_000
 
 
 class SparsityStats:
@@ -93,23 +95,21 @@ def ce_recovered(ce_clean: float, ce_zero: float, ce_spliced: float) -> float:
 @torch.no_grad()
 def best_f1(acts: Float[Tensor, "n unit"], labels: Bool[Tensor, "n category"]) -> Float[Tensor, "unit category"]:
     """Each unit's best F1 over thresholds at predicting each category (predict "in" when
-    act >= threshold; only thresholds between distinct values count). Exact: sort each unit's
-    activations once, count true positives cumulatively down the sorted order."""
+    act >= threshold). Exact, and cheap: the best threshold is always some positive token's own
+    value a (a lower one between two positives only adds false positives), where
+    F1 = 2 * #{positives >= a} / (#{tokens >= a} + #positives); both counts come from binary
+    searches in sorted copies, so the work is one sort per unit plus a search per positive."""
     n = acts.shape[0]
-    values, order = acts.sort(dim=0, descending=True)  # [n, unit]
-    # a cut after row i is a real threshold only where the next value is strictly lower
-    valid = torch.ones_like(values, dtype=torch.bool)
-    valid[:-1] = values[:-1] > values[1:]
-    predicted = torch.arange(1, n + 1, dtype=torch.float64)[:, None]  # [n, 1] rows above the cut
-    out = torch.zeros(acts.shape[1], labels.shape[1], dtype=torch.float64)
+    ranked = acts.T.contiguous().sort(dim=1).values  # [unit, n] ascending; sorting rows is ~10x a column sort
+    out = torch.full((acts.shape[1], labels.shape[1]), float("nan"), dtype=torch.float64)
     for c in range(labels.shape[1]):
-        positives = labels[:, c].sum().item()
+        values = acts[labels[:, c]].T.contiguous()  # [unit, positives]
+        positives = values.shape[1]
         if positives == 0:
-            out[:, c] = float("nan")
             continue
-        tp = labels[:, c][order].double().cumsum(0)  # [n, unit]
-        f1 = 2 * tp / (predicted + positives)
-        out[:, c] = torch.where(valid, f1, torch.zeros_like(f1)).max(0).values
+        predicted = n - torch.searchsorted(ranked, values, side="left")  # [unit, positives]: tokens >= a
+        hits = positives - torch.searchsorted(values.sort(dim=1).values, values, side="left")  # positives >= a
+        out[:, c] = (2 * hits.double() / (predicted.double() + positives)).max(dim=1).values
     return out
 
 
@@ -157,7 +157,7 @@ def evaluate(loaded, site: st.Site, coder: SparseCoder, eval_tokens: int, ce_tok
     ce = {"clean": [], "zero": [], "spliced": [], "kl": []}
     neuron_acts = []
     ce_docs = max(1, math.ceil(ce_tokens / (n_ctx - 1)))
-    lexicon_docs = math.ceil(sum(len(t) for t in lexicon_tokens) / (n_ctx - 1))
+    lexicon_docs = math.ceil(min(LEXICON_TOKENS, sum(len(t) for t in lexicon_tokens)) / (n_ctx - 1))
     docs = torch.cat([torch.from_numpy(chunks.tokens(i)).long() for i in range(n_chunks)])
     for start in range(0, max(ce_docs, lexicon_docs), batch_docs):
         tokens = docs[start:start + batch_docs]
@@ -179,8 +179,10 @@ def evaluate(loaded, site: st.Site, coder: SparseCoder, eval_tokens: int, ce_tok
     result.update(ce_tokens=int(sum(len(v) for v in ce["clean"])), ce_clean=means["clean"],
                   ce_zero=means["zero"], ce_spliced=means["spliced"], kl=means["kl"],
                   ce_recovered=ce_recovered(means["clean"], means["zero"], means["spliced"]))
-    result["lexicon"] = lexicon_probe(bridge.tokenizer, torch.cat(lexicon_tokens), torch.cat(latent_acts),
-                                      torch.cat(neuron_acts), bridge.cfg.d_mlp)
+    lexicon_tokens = torch.cat(lexicon_tokens)[:LEXICON_TOKENS]
+    result["lexicon"] = lexicon_probe(bridge.tokenizer, lexicon_tokens, torch.cat(latent_acts)[:LEXICON_TOKENS],
+                                      torch.cat(neuron_acts)[:LEXICON_TOKENS], bridge.cfg.d_mlp)
+    result["lexicon_tokens"] = len(lexicon_tokens)
     return result
 
 

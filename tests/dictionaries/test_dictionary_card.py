@@ -1,0 +1,44 @@
+"""The card: every number from metrics.json, each dictionary checked against issue 27's targets."""
+import json
+
+from analyses.dictionaries import card
+
+
+def _metrics(**overrides):
+    lexicon = {"names": {"tokens": 40, "words": 12, "latent": 3, "latent_f1": 0.8, "neuron": "L0.N1",
+                         "neuron_f1": 0.5}}
+    base = {"tokens": 106_080, "l0": 16.0, "explained_variance": 0.97, "fvu": 0.03, "dead_share": 0.0,
+            "dense_share": 0.01, "ce_tokens": 26_520, "ce_clean": 2.0, "ce_zero": 6.0, "ce_spliced": 2.02,
+            "kl": 0.01, "ce_recovered": 0.995, "lexicon": lexicon, "lexicon_tokens": 25_000,
+            "train_seconds": 100.0}
+    return {**base, **overrides}
+
+
+def _write(root, site, transcode, metrics):
+    folder = root / site
+    folder.mkdir()
+    cfg = {"site": site, "num_latents": 1024, "k": 16, "tokens_seen": 999_424, "transcode": transcode}
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_card_lists_each_target_missed_and_the_lexicon_token_count(tmp_path):
+    _write(tmp_path, "blocks.0.hook_resid_post", False, _metrics())
+    _write(tmp_path, "blocks.0.mlp", True, _metrics(ce_recovered=0.985, dead_share=0.05))
+    _write(tmp_path, "blocks.0.attn.hook_z", False, _metrics(ce_recovered=0.985, explained_variance=0.9))
+    text = card.render(tmp_path)
+    rows = {}
+    for line in text.splitlines():  # the metrics table's row of each site (the lexicon table's come later)
+        if line.startswith("| blocks."):
+            rows.setdefault(line.split(" | ")[0].strip("| "), line)
+    resid, mlp, attn = (rows[s] for s in ("blocks.0.hook_resid_post", "blocks.0.mlp", "blocks.0.attn.hook_z"))
+    assert resid.rstrip(" |").endswith("all met")
+    assert "dead" in mlp.split(" | ")[-1] and "CE" not in mlp.split(" | ")[-1]  # 0.985 meets a transcoder's 0.98
+    assert "CE recovered" in attn.split(" | ")[-1] and "expl. var." in attn.split(" | ")[-1]
+    assert "25,000" in text  # the lexicon probe's token count is stated
+
+
+def test_misses_name_each_target():
+    assert card.misses(_metrics(), transcode=False) == []
+    assert card.misses(_metrics(l0=17.0, tokens=50_000), transcode=False) == [
+        "L0 17.00 > 16", "eval tokens 50,000 < 100,000"]
