@@ -108,7 +108,7 @@ def circuit_graph(edges: pd.DataFrame, k: int, meta: dict, faith: pd.DataFrame) 
     share = faith.loc[faith["k"] == k, "metric"]
     note = (f"the top {k} of {meta['n_edges']} edges by |score| ({meta['method']}); width ∝ |score|; "
             "each edge ends at its receiver's input (q, k, v under a head)"
-            + (f"; run alone they keep {float(share.iloc[0]):.0%} of the logit difference" if len(share) else ""))
+            + (f";<br>run alone they keep {float(share.iloc[0]):.0%} of the logit difference" if len(share) else ""))
     x_mlp = layout.mlp_column(n_heads)
     top_y = boxes["logits"].y + 0.4
     lowest = min([-1.0, *(float(r.ys.min()) for r in routes)])  # no curve leaves the plot
