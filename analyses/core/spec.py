@@ -88,6 +88,14 @@ FIELDS: dict[str, FieldInfo] = {
                                 "corrupted (default; TransformerLens's attribution_patch): estimates "
                                 "restoring the clean value into the corrupted run; clean (Syed et al. "
                                 "2023's EAP code): estimates corrupting it in the clean run"),
+    "subject": FieldInfo(TEXT, "knockout: the subject's text as it appears in the prompt ('France'); "
+                               "its tokens are the `subject` source set"),
+    "source": FieldInfo(TEXT, "knockout: the key positions whose attention from the last position is "
+                              "cut, comma-separated (subject, other, last, all); unset: subject (when "
+                              "given), other and last"),
+    "window": FieldInfo(INT, "knockout: how many consecutive layers each knockout spans (unset: "
+                             "Geva et al.'s 9 of GPT-2 XL's 48 layers scaled to the model, at least 1)",
+                        1, 10_000),
 }
 ABLATE_LIST = FieldInfo(TEXT, "components to knock out, comma-separated: heads L1H7, a layer's MLP "
                               "L0.mlp, its attention output L0.attn", check=listtext.components)
@@ -146,6 +154,9 @@ class AnalysisSpec:
     ablation: str | None = None
     steps: int | None = None
     gradient: str | None = None  # unset: corrupted (kept out of the defaults: cache keys stay)
+    subject: str | None = None
+    source: str | None = None  # knockout: a comma list of source sets
+    window: int | None = None  # knockout: unset: scaled to the model's depth
 
     def __post_init__(self):
         for name in FIELDS:
