@@ -48,7 +48,8 @@ FIELDS: dict[str, FieldInfo] = {
     "wrong": FieldInfo(TEXT, "the contrasting wrong token, leading space included"),
     "token": FieldInfo(TEXT, "target tokens, separated by commas (' Paris, London'); "
                              "\\, is a comma inside a token, \\\\ a backslash, \\ + space a token of spaces"),
-    "top_k": FieldInfo(INT, "how many top tokens to list (heads: how many top heads to ablate)", 1, 100),
+    "top_k": FieldInfo(INT, "how many top tokens to list (heads: how many top heads to ablate; "
+                              "dla: how many neurons of each MLP to list each way)", 1, 100),
     "granularity": FieldInfo(TEXT, "what to patch (activation patching)"),
     "detector": FieldInfo(TEXT, "head detectors, separated by commas"),
     "layer": FieldInfo(INT, "a layer index (0-based)", 0, 10_000),
