@@ -28,7 +28,8 @@ def atlas_spec(dla_spec: AnalysisSpec, layer: int, neuron: int) -> AnalysisSpec:
 
 def neuron_table(result):
     """Every layer's listed neurons, its rest and bias, each neuron linked to its atlas entry."""
-    frame = result.tables["neurons"].copy()
+    # the last layer first, as the chart above shows it
+    frame = result.tables["neurons"].sort_values("layer", ascending=False, kind="stable")
     base = current_base()
     frame["name"] = [neuron_label(layer, n) if part == "neuron" else part
                      for layer, n, part in frame[["layer", "neuron", "part"]].itertuples(index=False)]

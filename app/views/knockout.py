@@ -6,6 +6,8 @@ from app.components.display import md_escape
 from app.components.form import Field
 from app.components.page import analysis_page, view_key
 
+MAX_LISTED = 12  # tokens named per source set; a long prompt's `other` set is most of it
+
 
 def draw(result):
     return {**result.figures(), "sources": lambda: sources(result)}
@@ -14,11 +16,18 @@ def draw(result):
 def sources(result):
     """Which tokens each source set cut, and the sweep's numbers."""
     meta, tokens = result.meta, result.meta.get("tokens") or []
-    named = {s: ", ".join(repr(tokens[p]) for p in meta["positions"][s]) or "none (nothing is cut)"
-             for s in meta.get("sources", [])}
+    named = {s: listed(tokens, meta["positions"][s]) for s in meta.get("sources", [])}
     st.markdown("**The keys each source set cuts** (BOS is never cut: it is the attention sink)")
     st.markdown("\n".join(f"- `{md_escape(s)}`: {md_escape(text)}" for s, text in named.items()))
     table(result)
+
+
+def listed(tokens: list[str], positions: list[int], most: int = MAX_LISTED) -> str:
+    """The tokens at `positions`, the first `most` of them and how many in all."""
+    if not positions:
+        return "none (nothing is cut)"
+    text = ", ".join(repr(tokens[p]) for p in positions[:most])
+    return text + (f", … ({len(positions)} tokens in all)" if len(positions) > most else "")
 
 
 def table(result):
