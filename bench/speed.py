@@ -360,7 +360,7 @@ def knockout_row(label, model, ref, prompt, subject):
     default window) against one plain forward on the same prompt. The sweep runs its
     knockouts as one batch (up to 32 a forward), so it should cost a few forwards, not one
     per knockout; the note says how many knockouts ran."""
-    from analyses.kinds import attention_knockout
+    from analyses.kinds import knockout as attention_knockout
 
     bridge = model.bridge
     spec = AnalysisSpec(kind="knockout", model=ref, prompt=prompt, subject=subject)

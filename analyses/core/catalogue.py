@@ -40,7 +40,7 @@ SUMMARY_COLUMNS = ("mean", "sem", "ci_low", "ci_high", "n", "interval")
 # The run a gradient-based estimate takes its gradient on (unset: corrupted): corrupted
 # estimates restoring clean into the corrupted run, clean estimates corrupting the clean run.
 GRADIENTS = ("corrupted", "clean")
-# Attention knockout's source sets (`analyses/kinds/attention_knockout/`): the key positions
+# Attention knockout's source sets (`analyses/kinds/knockout/`): the key positions
 # whose edges into the query are cut. subject: the subject's tokens; other: the non-subject
 # tokens before the query; last: the query position itself; all: every key but BOS.
 KNOCKOUT_SOURCES = ("subject", "other", "last", "all")
@@ -332,8 +332,8 @@ KINDS: tuple[Kind, ...] = (
                 "subject, the other tokens or itself in a window of layers, and read the change in "
                 "the answer's probability",
         version=1,
-        runner="analyses.kinds.attention_knockout:run",
-        figures="analyses.figures.attention_knockout:figures",
+        runner="analyses.kinds.knockout:run",
+        figures="analyses.figures.knockout:figures",
         required=("prompt",),
         optional=("answer", "subject", "source", "window", "dataset"),
         row_fields=("prompt", "answer", "subject"),

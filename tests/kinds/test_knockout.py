@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from analyses import AnalysisSpec, compute
+from analyses.core.catalogue import KNOCKOUT_SOURCES
 from analyses.core.datasets import PromptSet
 from analyses.core.errors import SpecError
-from analyses.kinds import attention_knockout as ak
+from analyses.kinds import knockout as ak
 from analyses.kinds import sets
-from analyses.kinds.attention_knockout.engine import Knockout, answer_probs
+from analyses.kinds.knockout.engine import Knockout, answer_probs
 from analyses.kinds.tokens import prompt_tokens, single_token
 from analyses.runtime import models
 
@@ -132,6 +133,7 @@ def test_source_sets_partition_the_keys_before_the_query(embedded):
     result = compute(AnalysisSpec(kind="knockout", prompt=PROMPT, subject=SUBJECT, answer=ANSWER,
                                   source="subject,other,last,all"))
     positions, tokens = result.meta["positions"], result.meta["tokens"]
+    assert tuple(positions) == KNOCKOUT_SOURCES  # every source the catalogue offers, in its order
     assert [tokens[p] for p in positions["subject"]] == [" France"]
     assert sorted(positions["subject"] + positions["other"] + positions["last"]) == positions["all"]
     assert 0 not in positions["all"] and positions["last"] == [len(tokens) - 1]

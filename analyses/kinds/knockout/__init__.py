@@ -29,8 +29,8 @@ from analyses.core.errors import SpecError
 from analyses.core.progress import Progress, silent
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
-from analyses.kinds.attention_knockout.engine import Knockout, answer_probs
-from analyses.kinds.attention_knockout.sources import chosen_sources, source_positions
+from analyses.kinds.knockout.engine import Knockout, answer_probs
+from analyses.kinds.knockout.sources import chosen_sources, source_positions
 from analyses.kinds.tokens import prompt_tokens, single_token, token_strings
 
 COLUMNS = CATALOGUE["knockout"].tables["knockout"]
