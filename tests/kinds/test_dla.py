@@ -120,6 +120,10 @@ def test_stories260k_end_to_end(stories260k_dir):
     total = table[table.component.isin(dla.TOTAL_COMPONENTS)].value.sum()
     assert total == pytest.approx((logits[lily] - logits[tim]).item(), abs=1e-4)
     assert result.meta["residual_error"] < 1e-4
+    # its gated MLPs split by neuron add up to each layer's row too
+    parts = result.tables["neurons"].groupby("layer").value.sum()
+    mlp = table[table.component == "mlp"].set_index("layer").value
+    np.testing.assert_allclose(parts.to_numpy(), mlp.loc[parts.index].to_numpy(), atol=1e-4)
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS)

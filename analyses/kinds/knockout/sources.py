@@ -47,7 +47,8 @@ def subject_positions(bridge, ids: list[int], subject: str, start: int) -> list[
         if found:
             return sorted(found)
     pieces = token_strings(bridge, ids)
-    raise SpecError("subject", f"{subject[:60]!r} is not among the prompt's tokens {pieces[:40]}")
+    raise SpecError("subject", f"{subject[:60]!r} is not among the prompt's tokens before its last "
+                                f"position {pieces[:40]}")
 
 
 def source_positions(bridge, ids: list[int], query: int, subject: str | None) -> dict[str, list[int]]:
