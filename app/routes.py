@@ -21,9 +21,11 @@ PAGES: dict[str, str] = {
     "steering": "views/steering.py",
     "ablation_sweep": "views/ablation_sweep.py",
     "circuit": "views/circuit.py",
+    "knockout": "views/knockout.py",  # attention edges cut (the ablation sweep knocks out components)
 }
 TITLES = {  # page titles where "Kind name" (from the kind) reads badly
     "dla": "Direct logit attribution",
+    "knockout": "Attention knockout",
 }
 
 

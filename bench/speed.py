@@ -353,3 +353,27 @@ def attention_row(label, model, ref, prompt):
     return row(f"attention patterns (every head) / forward, {label}", t_ours, t_fwd, t_ours / t_fwd,
                None, "report", None, f"{int(tokens.shape[1])} tokens, "
                f"{len(result.tables['patterns'])} rows; reference = one run_with_cache")
+
+
+def knockout_row(label, model, ref, prompt, subject):
+    """An attention-knockout sweep (every window start × subject, other and last, at the
+    default window) against one plain forward on the same prompt. The sweep runs its
+    knockouts as one batch (up to 32 a forward), so it should cost a few forwards, not one
+    per knockout; the note says how many knockouts ran."""
+    from analyses.kinds import knockout as attention_knockout
+
+    bridge = model.bridge
+    spec = AnalysisSpec(kind="knockout", model=ref, prompt=prompt, subject=subject)
+    tokens = bridge.to_tokens(prompt)
+
+    def forward():
+        with torch.no_grad():
+            return bridge(tokens)
+
+    t_ours, t_fwd, result, _ = timed_alternating(lambda: attention_knockout.run(model, spec), forward, rounds=5)
+    n = len(result.tables["knockout"])
+    ratio = t_ours / t_fwd
+    return row(f"attention knockout sweep / forward, {label}", t_ours, t_fwd, ratio, None,
+               f"< {n} (one forward a knockout)", ratio < n,
+               f"{int(tokens.shape[1])} tokens, {n} knockouts (window {result.meta['window']}, "
+               f"{', '.join(result.meta['sources'])}) in one batched run; reference = one forward")

@@ -40,6 +40,10 @@ SUMMARY_COLUMNS = ("mean", "sem", "ci_low", "ci_high", "n", "interval")
 # The run a gradient-based estimate takes its gradient on (unset: corrupted): corrupted
 # estimates restoring clean into the corrupted run, clean estimates corrupting the clean run.
 GRADIENTS = ("corrupted", "clean")
+# Attention knockout's source sets (`analyses/kinds/knockout/`): the key positions
+# whose edges into the query are cut. subject: the subject's tokens; other: the non-subject
+# tokens before the query; last: the query position itself; all: every key but BOS.
+KNOCKOUT_SOURCES = ("subject", "other", "last", "all")
 
 
 @dataclass(frozen=True)
@@ -218,14 +222,16 @@ KINDS: tuple[Kind, ...] = (
         name="dla",
         summary="direct logit attribution: each layer's and head's direct share of the logit "
                 "difference answer − wrong at the prompt's last position",
-        version=3,  # 2: set summaries: exact t, the `interval` column. 3: meta n_tokens (a set's
-                    # examples table showed None)
+        version=4,  # 2: set summaries: exact t, the `interval` column. 3: meta n_tokens (a set's
+                    # examples table showed None). 4: the `neurons` table (each MLP split by neuron)
         runner="analyses.kinds.dla:run",
         figures="analyses.figures.dla:figures",
         required=("prompt", "answer"),
-        optional=("wrong", "dataset"),
+        optional=("wrong", "top_k", "dataset"),
         row_fields=("prompt", "answer", "wrong"),
-        tables={"contributions": ("component", "layer", "head", "value")},
+        tables={"contributions": ("component", "layer", "head", "value"),
+                "neurons": ("layer", "part", "neuron", "rank", "activation", "value")},
+        defaults={"top_k": 10},
     ),
     Kind(
         name="attribution_patching",
@@ -319,6 +325,22 @@ KINDS: tuple[Kind, ...] = (
                 "nodes": ("node", "layer", "head", "score")},
         defaults={"method": "eap_ig", "steps": 5, "seed": 0, "exact": False},
         choices={"method": CIRCUIT_METHODS, "gradient": GRADIENTS},
+    ),
+    Kind(
+        name="knockout",
+        summary="attention knockout (Geva et al. 2023): cut the last position's attention to the "
+                "subject, the other tokens or itself in a window of layers, and read the change in "
+                "the answer's probability",
+        version=1,
+        runner="analyses.kinds.knockout:run",
+        figures="analyses.figures.knockout:figures",
+        required=("prompt",),
+        optional=("answer", "subject", "source", "window", "dataset"),
+        row_fields=("prompt", "answer", "subject"),
+        tables={"knockout": ("window_start", "window_end", "source", "answer_prob", "change",
+                             "relative", "n_keys")},
+        choices={"source": KNOCKOUT_SOURCES},
+        list_fields=("source",),
     ),
 )
 

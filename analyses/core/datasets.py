@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .errors import SpecError, UserError
 
-ROW_FIELDS = ("prompt", "clean", "corrupted", "answer", "wrong", "token")
+ROW_FIELDS = ("prompt", "clean", "corrupted", "answer", "wrong", "token", "subject")
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "data" / "datasets"
 SHIPPED = ("ioi", "facts", "induction", "needle")  # the sets in SHIPPED_DIR, by name
 REFERENCE = re.compile(r"sha256:[0-9a-f]{64}")

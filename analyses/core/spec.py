@@ -48,7 +48,8 @@ FIELDS: dict[str, FieldInfo] = {
     "wrong": FieldInfo(TEXT, "the contrasting wrong token, leading space included"),
     "token": FieldInfo(TEXT, "target tokens, separated by commas (' Paris, London'); "
                              "\\, is a comma inside a token, \\\\ a backslash, \\ + space a token of spaces"),
-    "top_k": FieldInfo(INT, "how many top tokens to list (heads: how many top heads to ablate)", 1, 100),
+    "top_k": FieldInfo(INT, "how many top tokens to list (heads: how many top heads to ablate; "
+                              "dla: how many neurons of each MLP to list each way)", 1, 100),
     "granularity": FieldInfo(TEXT, "what to patch (activation patching)"),
     "detector": FieldInfo(TEXT, "head detectors, separated by commas"),
     "layer": FieldInfo(INT, "a layer index (0-based)", 0, 10_000),
@@ -88,6 +89,14 @@ FIELDS: dict[str, FieldInfo] = {
                                 "corrupted (default; TransformerLens's attribution_patch): estimates "
                                 "restoring the clean value into the corrupted run; clean (Syed et al. "
                                 "2023's EAP code): estimates corrupting it in the clean run"),
+    "subject": FieldInfo(TEXT, "knockout: the subject's text as it appears in the prompt ('France'); "
+                               "its tokens are the `subject` source set"),
+    "source": FieldInfo(TEXT, "knockout: the key positions whose attention from the last position is "
+                              "cut, comma-separated (subject, other, last, all); unset: subject (when "
+                              "given), other and last"),
+    "window": FieldInfo(INT, "knockout: how many consecutive layers each knockout spans (unset: "
+                             "Geva et al.'s 9 of GPT-2 XL's 48 layers scaled to the model, at least 1)",
+                        1, 10_000),
 }
 ABLATE_LIST = FieldInfo(TEXT, "components to knock out, comma-separated: heads L1H7, a layer's MLP "
                               "L0.mlp, its attention output L0.attn", check=listtext.components)
@@ -146,6 +155,9 @@ class AnalysisSpec:
     ablation: str | None = None
     steps: int | None = None
     gradient: str | None = None  # unset: corrupted (kept out of the defaults: cache keys stay)
+    subject: str | None = None
+    source: str | None = None  # knockout: a comma list of source sets
+    window: int | None = None  # knockout: unset: scaled to the model's depth
 
     def __post_init__(self):
         for name in FIELDS:

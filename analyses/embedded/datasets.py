@@ -5,7 +5,8 @@ from the embedded model's corpus code with held-out names and templates, seeded:
 - `ioi` (200 pairs): clean/corrupted IOI prompts differing in one name, answer = the
   indirect object, wrong = the subject (`presets.ioi_pairs`, held-out pairs and templates);
 - `facts` (every planted capital, 102): "The capital of France is" against another country,
-  answer and wrong the two capitals;
+  answer and wrong the two capitals, subject the clean prompt's country (attention knockout's
+  subject tokens);
 - `induction` (100): random single-token words repeated, the last word left out: answer =
   that word, wrong = a word the sequence does not contain;
 - `needle` (100): a code planted before ~22 story sentences and asked for: answer = the
@@ -27,8 +28,8 @@ def ioi(rng: np.random.Generator, n: int = 200) -> list[dict]:
 
 
 def facts(rng: np.random.Generator) -> list[dict]:
-    return [dict(clean=r["prompt"], corrupted=r["corrupted"], answer=r["answer"], wrong=r["wrong"])
-            for r in presets.facts(rng)]
+    return [dict(clean=r["prompt"], corrupted=r["corrupted"], answer=r["answer"], wrong=r["wrong"],
+                 subject=r["subject"]) for r in presets.facts(rng)]
 
 
 def induction(rng: np.random.Generator, n: int = 100, length: int = 12) -> list[dict]:

@@ -35,7 +35,8 @@ def facts(rng: np.random.Generator) -> list[dict]:
     for i, (country, capital) in enumerate(lx.CAPITALS):
         other, other_capital = lx.CAPITALS[(i + 1 + int(rng.integers(len(lx.CAPITALS) - 1))) % len(lx.CAPITALS)]
         rows.append(dict(prompt=corpus.FACT_TEMPLATE.format(country=country), answer=" " + capital,
-                         corrupted=corpus.FACT_TEMPLATE.format(country=other), wrong=" " + other_capital))
+                         corrupted=corpus.FACT_TEMPLATE.format(country=other), wrong=" " + other_capital,
+                         subject=country))
     return rows
 
 

@@ -1,11 +1,22 @@
 """Direct logit attribution figures: the components that sum to the logit difference, in
-residual-stream order, and each head's direct contribution."""
+residual-stream order, each head's direct contribution, and the final MLP split by neuron
+(where Geva et al. 2023's late suppression of the answer would show as negative bars)."""
 from __future__ import annotations
 
 import pandas as pd
 import plotly.graph_objects as go
 
-from analyses.figures.layout import MAX_VALUE_TEXT, cells, grid, head_label, head_tick, heatmap, layer_head_axes, title
+from analyses.figures.layout import (
+    MAX_VALUE_TEXT,
+    cells,
+    grid,
+    head_label,
+    head_tick,
+    heatmap,
+    layer_head_axes,
+    neuron_label,
+    title,
+)
 from analyses.figures.text import plot_text
 
 
@@ -13,10 +24,14 @@ def figures(result) -> dict[str, go.Figure]:
     spec, table = result.spec, result.tables["contributions"]
     metric = f"logit({spec.answer!r})" + (f" − logit({spec.wrong!r})" if spec.wrong else "")
     components = tuple(result.meta.get("total_components") or DLA_TOTAL)
-    return {
+    shown = {
         "components": dla_components_chart(table, metric, result.meta.get("logit_diff"), components),
         "heads": dla_head_heatmap(table, metric),
     }
+    neurons = result.tables.get("neurons")
+    if neurons is not None and len(neurons):  # results cached before version 4 have none
+        shown["neurons"] = dla_neuron_chart(neurons, table, int(neurons["layer"].max()), metric)
+    return shown
 
 
 DLA_TOTAL = ("embed", "pos_embed", "attn", "mlp", "bias")  # the rows that sum to the logit difference
@@ -75,5 +90,42 @@ def dla_head_heatmap(contributions: pd.DataFrame, metric: str = "the logit diffe
     fig.update_layout(
         title={"text": f"Each head's direct contribution to {plot_text(metric)}"},
         **layer_head_axes(x_ticks, y_ticks),
+    )
+    return fig
+
+
+SIGN_COLOURS = {True: "#4C78A8", False: "#E45756"}  # raises, lowers the difference
+PART_NAMES = {"rest": "every other neuron", "bias": "the MLP's output bias b_out"}
+
+
+def dla_neuron_chart(neurons: pd.DataFrame, contributions: pd.DataFrame, layer: int,
+                     metric: str = "the logit difference") -> go.Figure:
+    """One MLP's direct contribution split into its listed neurons (largest |value| first),
+    the rest summed and its output bias: the bars add up to the layer's `mlp` row."""
+    rows = neurons[neurons["layer"] == layer]
+    listed = rows[rows["part"] == "neuron"].sort_values("rank")
+    others = rows[rows["part"] != "neuron"]
+    labels = [neuron_label(layer, n) for n in listed["neuron"]] + [PART_NAMES.get(p, p) for p in others["part"]]
+    values = [*listed["value"], *others["value"]]
+    colours = [SIGN_COLOURS[v >= 0] for v in listed["value"]] + ["#9D9D9D"] * len(others)
+    hover = [f"{neuron_label(layer, n)}: activation {a:.3g} × its output direction → {v:+.4g} logits"
+             for n, a, v in zip(listed["neuron"], listed["activation"], listed["value"])]
+    hover += [f"{PART_NAMES.get(p, p)}: {v:+.4g} logits" for p, v in zip(others["part"], others["value"])]
+    mlp = contributions[(contributions["component"] == "mlp") & (contributions["layer"] == layer)]["value"]
+    total = float(mlp.iloc[0]) if len(mlp) else float(sum(values))
+    lowered = listed[listed["value"] < 0]["value"].sum()
+    fig = go.Figure(go.Bar(x=labels, y=values, marker={"color": colours}, customdata=hover,
+                           hovertemplate="%{customdata}<extra></extra>", showlegend=False))
+    for raises, name in ((True, "raises it"), (False, "lowers it")):  # legend entries for the colours
+        fig.add_trace(go.Bar(x=[None], y=[None], name=f"neuron {name}", marker={"color": SIGN_COLOURS[raises]}))
+    fig.add_hline(y=0, line={"color": "#54585A", "width": 1})
+    fig.update_layout(
+        title=title(f"Layer {layer}'s MLP split by neuron: direct contribution to {plot_text(metric)}",
+                    f"the bars add up to the MLP's {total:.4g}; its listed neurons that lower it sum to "
+                    f"{lowered:.4g}"),
+        xaxis={"title": {"text": "neuron (largest |contribution| first), then the rest"}, "type": "category",
+               "tickangle": -45, "categoryorder": "array", "categoryarray": labels},
+        yaxis={"title": {"text": "direct contribution (logits)"}}, height=420, barmode="overlay",
+        legend={"title": {"text": "sign"}}, margin={"l": 70, "r": 20, "t": 80, "b": 110},
     )
     return fig

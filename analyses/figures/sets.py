@@ -63,6 +63,9 @@ def figures(result) -> dict[str, go.Figure]:
     if result.kind == "attention":  # the last position's attention, not components' effects
         from analyses.figures.attention import set_figures as attention_figures
         return attention_figures(result)
+    if result.kind == "knockout":  # a line per source set over window starts, not components
+        from analyses.figures.knockout import set_figures as knockout_figures
+        return knockout_figures(result)
     if result.kind == "ablation_sweep":  # its grids read the summary: one figure set for both
         from analyses.figures.ablation_sweep import figures as sweep_figures
         return sweep_figures(result)

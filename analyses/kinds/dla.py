@@ -23,6 +23,16 @@ are -1 where they do not apply:
 - `head` per (layer, head) and `attn_bias` per layer (the output bias b_O):
   a layer's heads plus its `attn_bias` sum to its `attn` row.
 Without `wrong`, the same decomposition of the answer's logit itself.
+
+Table `neurons` (`layer`, `part`, `neuron`, `rank`, `activation`, `value`): each MLP's row
+split into its neurons at the last position. The MLP writes post @ W_out + b_out, so neuron
+i's direct share is its activation post[i] times its output row W_out[i] read through the
+same frozen final norm into answer − wrong (the neuron atlas's reading, Geva et al. 2022,
+with this prompt's activation and scale). Per layer: the `top_k` neurons that raise the
+difference most and the `top_k` that lower it most (`part` "neuron", `rank` 1 = the largest
+|value| of the layer's listed ones), `rest` (every other neuron, summed) and `bias` (b_out,
+where the MLP has one): these add up to the layer's `mlp` row. Negative neurons in the last
+layer are where Geva et al. 2023's late "anti-overconfidence" suppression would show.
 """
 from __future__ import annotations
 
@@ -41,6 +51,7 @@ from analyses.kinds.final_norm import FinalNorm
 from analyses.kinds.tokens import prompt_tokens, single_token
 
 COLUMNS = CATALOGUE["dla"].tables["contributions"]
+NEURON_COLUMNS = CATALOGUE["dla"].tables["neurons"]
 TOTAL_COMPONENTS = ("embed", "pos_embed", "attn", "mlp", "bias")  # rows that sum to the logit difference
 
 
@@ -48,7 +59,7 @@ def _needed(n_layers: int) -> set[str]:
     names = {"hook_embed", "hook_pos_embed", "ln_final.hook_scale", f"blocks.{n_layers - 1}.hook_resid_post"}
     for layer in range(n_layers):
         names |= {f"blocks.{layer}.hook_attn_out", f"blocks.{layer}.hook_mlp_out",
-                  f"blocks.{layer}.attn.hook_z"}
+                  f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.mlp.hook_post"}
     return names
 
 
@@ -64,6 +75,8 @@ class DirectAttribution:
     rows: list[tuple[str, int, int, float]]  # (component, layer, head, value), as COLUMNS
     logit_diff: float  # the model's own logit(answer) - logit(wrong) there
     residual_error: float  # max |sum of the parts - the final residual|: float noise only
+    neurons: list[tuple[Tensor, Tensor, Tensor]]  # per layer: (activation [d_mlp],
+    #   each neuron's value [d_mlp], b_out's value [] (0 without b_out))
 
 
 @torch.no_grad()
@@ -88,6 +101,7 @@ def attribute(bridge, tokens, answer: int, wrong: int | None, progress: Progress
         return (norm.linear(x, scale) if scale is not None else x) @ direction
 
     rows = [("embed", -1, -1, value(last("hook_embed")))]
+    neurons = []
     if "hook_pos_embed" in cache:
         rows.append(("pos_embed", -1, -1, value(last("hook_pos_embed"))))
     residual = sum(last(n) for n in ("hook_embed", "hook_pos_embed") if n in cache)
@@ -100,6 +114,7 @@ def attribute(bridge, tokens, answer: int, wrong: int | None, progress: Progress
         if attn.b_O is not None:
             rows.append(("attn_bias", layer, -1, value(attn.b_O.float())))
         rows += [("attn", layer, -1, value(attn_out)), ("mlp", layer, -1, value(mlp_out))]
+        neurons.append(neuron_values(bridge.blocks[layer].mlp, last(f"blocks.{layer}.mlp.hook_post"), value))
         residual = residual + attn_out + mlp_out
     constant = torch.zeros(())
     if norm.bias is not None and scale is not None:
@@ -117,7 +132,37 @@ def attribute(bridge, tokens, answer: int, wrong: int | None, progress: Progress
                            f"embeddings, attention and MLP outputs (off by {resid_error:.3g}); this "
                            "architecture is not supported")
     return DirectAttribution([(c, layer, h, float(v)) for c, layer, h, v in rows], float(actual),
-                             float(resid_error))
+                             float(resid_error), neurons)
+
+
+def neuron_values(mlp, post: Float[Tensor, "d_mlp"], value) -> tuple[Tensor, Tensor, Tensor]:  # noqa: F821
+    """(activation, each neuron's direct value, b_out's value) of one MLP at the last
+    position: post[i] * value(W_out[i]), `value` the frozen final norm and the direction."""
+    w_out = mlp.W_out.float()  # [d_mlp, d_model]
+    per_neuron = post * value(w_out)  # [d_mlp]: value is linear, so value(post[i] W_out[i])
+    b_out = getattr(mlp, "b_out", None)
+    bias = value(b_out.float()) if b_out is not None else torch.zeros(())
+    return post, per_neuron, bias
+
+
+def neuron_table(neurons: list[tuple[Tensor, Tensor, Tensor]], top_k: int) -> pd.DataFrame:
+    """Per layer the `top_k` neurons that raise the difference most and the `top_k` that
+    lower it most, then `rest` and `bias`, which with them add up to the layer's MLP."""
+    rows = []
+    for layer, (post, values, bias) in enumerate(neurons):
+        k = min(top_k, values.shape[0])
+        up, down = values.topk(k), values.topk(k, largest=False)
+        listed = [int(i) for i, v in zip(up.indices, up.values) if v > 0]
+        listed += [int(i) for i, v in zip(down.indices, down.values) if v < 0]
+        listed.sort(key=lambda i: -abs(float(values[i])))
+        rows += [(layer, "neuron", i, rank, float(post[i]), float(values[i]))
+                 for rank, i in enumerate(listed, start=1)]
+        unlisted = torch.ones_like(values, dtype=torch.bool)
+        unlisted[listed] = False
+        rest = values[unlisted].sum()
+        rows += [(layer, "rest", -1, -1, float("nan"), float(rest)),
+                 (layer, "bias", -1, -1, float("nan"), float(bias))]
+    return pd.DataFrame(rows, columns=NEURON_COLUMNS)
 
 
 def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
@@ -131,8 +176,10 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     table = pd.DataFrame(found.rows, columns=COLUMNS)
     total = table[table.component.isin(TOTAL_COMPONENTS)].value.sum()
     progress(1.0, "done")
-    return Result(spec=spec, tables={"contributions": table}, meta={
+    return Result(spec=spec, tables={"contributions": table, "neurons": neuron_table(found.neurons, spec.top_k)},
+                  meta={
         "logit_diff": found.logit_diff, "sum_of_components": float(total),
         "residual_error": found.residual_error, "total_components": list(TOTAL_COMPONENTS),
         "position": int(tokens.shape[1] - 1), "n_tokens": int(tokens.shape[1]),
+        "d_mlp": int(bridge.cfg.d_mlp),
     })

@@ -61,13 +61,17 @@ SUMMARIES: dict[str, dict[str, Summary]] = {
         ("granularity", "layer", "position", "head", "sender_layer", "sender_head", "receiver_input"),
         "raw", wang=True)},
     "attribution_patching": {"attributions": Summary(("node", "layer", "position", "head"), "atp")},
-    "dla": {"contributions": Summary(("component", "layer", "head"), "value")},
+    # a neuron's row is there only where it ranked among its layer's top: n says in how many
+    "dla": {"contributions": Summary(("component", "layer", "head"), "value"),
+            "neurons": Summary(("layer", "part", "neuron"), "value")},
     "attention": {"last": Summary(("layer", "head", "position"), "weight"),
                   "answers": Summary(("layer", "head", "target"), "weight")},
     "logit_lens": {"targets": Summary(("layer", "layer_index", "target"), "prob", last_position=True)},
     # each example's delta is paired with its own intact run: the t interval of the deltas
     "ablation_sweep": {"effects": Summary(("component", "site", "layer", "head"), ("metric", "delta", "top1"),
                                           accuracies=("top1",))},
+    "knockout": {"knockout": Summary(("window_start", "window_end", "source"),
+                                     ("answer_prob", "change", "relative"))},
     # the KL is measured once per cell on the neutral text, not per example
     "steering": {"effects": Summary(("layer", "coeff", "ablated"), ("metric", "top1", "kl"),
                                     accuracies=("top1",), once_per_run=("kl",))},

@@ -28,6 +28,7 @@ MAIN = {
     "neurons": (("atlas", "score"),),
     "steering": (("effects", "metric"),),
     "circuit": (("edges", "score"),),
+    "knockout": (("knockout", "change"),),
 }
 # kind -> a column whose largest value the rows shown are restricted to: attention from the
 # last position (where the next token is predicted), not from BOS's row of ones
@@ -35,7 +36,8 @@ LAST = {"attention": "query_pos"}
 # columns that say which row it is (the rest are values or bookkeeping)
 LABEL_COLUMNS = ("quantity", "detector", "granularity", "node", "component", "sender", "receiver",
                  "receiver_input", "layer", "head", "sender_layer", "sender_head", "neuron",
-                 "query_pos", "key_pos", "position", "n_tokens", "target", "token_str", "coeff", "ablated")
+                 "query_pos", "key_pos", "position", "n_tokens", "target", "token_str", "coeff", "ablated",
+                 "source", "window_start")
 META_NUMBERS = ("clean_baseline", "corrupted_baseline", "logit_diff", "exact_pearson", "exact_spearman")
 
 

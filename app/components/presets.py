@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,17 @@ def _attention(suite: str, entry: dict) -> dict:
     return {"prompt": _prompt(entry)}
 
 
+FACT_SUBJECT = re.compile(r"^The capital of (?P<subject>.+) is$")  # the facts suite's one template
+
+
+def _knockout(suite: str, entry: dict) -> dict:
+    """A prompt and its answer; a fact also names its subject (the country), whose tokens
+    are attention knockout's `subject` source set."""
+    found = FACT_SUBJECT.match(_prompt(entry) or "") if suite == "facts" else None
+    subject = {"subject": found["subject"]} if found else {}
+    return {"prompt": _prompt(entry), "answer": entry.get("answer"), **subject}
+
+
 # The embedded model card's top heads for the two behaviours the knockout presets test.
 RETRIEVAL_HEADS = "L1H7,L1H6,L1H5,L1H3"  # the top 4 by retrieval score: recall falls to 17%
 IOI_HEAD = "L0H0"  # patching its last-position output restores the whole logit difference
@@ -112,6 +124,7 @@ ADAPTERS: dict[str, Callable[[str, dict], dict]] = {
     "steering": _steering,
     "ablation_sweep": _dla,  # a prompt and its answer and wrong tokens, as attribution reads them
     "circuit": _patching,
+    "knockout": _knockout,
 }
 ONLY_FOR = {"steering": ("steering",)}  # suites written for these kinds alone
 

@@ -1,11 +1,13 @@
 """Every page under Streamlit's AppTest: default run, preset run, restore from a link,
 bad links. Pages run in this process, so the tiny models of conftest (and the
 ANALYSES_MODEL_ROOTS the `model_roots` fixture sets) apply to them."""
+import base64
 import json
 import os
 from pathlib import Path
 from urllib.parse import parse_qsl
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -476,7 +478,7 @@ def test_dla_restores_a_link_and_its_bars_sum_to_the_logit_difference(tiny_gpt2_
     assert_clean(at)
     assert not at.error, errors(at)
     assert at.text_input(key="dla:wrong").value == " John"
-    components, heads = figures(at)
+    components, heads, neurons = figures(at)
     order = components["layout"]["xaxis"]["categoryarray"]  # one bar trace per colour, in this order
     assert order[:2] == ["embed", "pos_embed"] and order[-1] == "bias"
     assert order[2:6] == ["L0 attn", "L0 mlp", "L1 attn", "L1 mlp"]
@@ -487,13 +489,20 @@ def test_dla_restores_a_link_and_its_bars_sum_to_the_logit_difference(tiny_gpt2_
     assert heads["data"][0]["type"] == "heatmap"  # layer × head
     assert heads["layout"]["yaxis"]["ticktext"] == ["0", "1"]
     assert heads["layout"]["xaxis"]["ticktext"] == ["H0", "H1", "H2", "H3"]  # a head axis reads H0
+    # the last MLP split by neuron: the bars add up to that MLP's bar
+    bars = neurons["data"][0]["y"]  # plotly's JSON: a typed array
+    parts = np.frombuffer(base64.b64decode(bars["bdata"]), dtype=bars["dtype"]) if isinstance(bars, dict) else bars
+    mlp = float(neurons["layout"]["title"]["text"].split("add up to the MLP's ")[1].split(";")[0])
+    assert float(np.sum(parts)) == pytest.approx(mlp, abs=1e-3)
+    atlas = [link for table in at.dataframe for link in table.value.get("atlas", []) if isinstance(link, str)]
+    assert atlas and all("kind=neurons" in link and "neuron=" in link for link in atlas)
 
 
 def test_dla_preset_fills_prompt_answer_and_wrong(tiny_gpt2_dir):
     at = click_preset(open_page(DLA), "ioi: When Mary", tiny_gpt2_dir)
     assert at.query_params["prompt"] == IOI
     assert (at.query_params["answer"], at.query_params["wrong"]) == (" Mary", " John")
-    assert len(figures(at)) == 2
+    assert len(figures(at)) == 3  # components, heads, the last MLP by neuron
 
 
 # --------------------------------------------------------------------------- attribution patching
@@ -898,3 +907,31 @@ def test_attention_one_head_view_is_in_the_link(tiny_gpt2_dir):
     assert_clean(at)
     assert at.query_params["view.head"] == "0" and at.query_params["view.layer"] == "1"
     assert {k: at.query_params[k] for k in query} == query  # the spec's keys stay
+
+
+# --------------------------------------------------------------------------- attention knockout
+
+KNOCKOUT = PAGES["knockout"]
+
+
+@needs_default_model
+def test_knockout_preset_names_the_facts_subject_and_draws_a_line_per_source(model_roots):
+    at = click_preset(open_page(KNOCKOUT), "facts: The capital", "default")  # ' Paris': one token
+    assert (at.query_params["prompt"], at.query_params["subject"]) == ("The capital of France is", "France")
+    (change,) = figures(at)
+    assert [trace["name"] for trace in change["data"]] == ["subject → last", "other tokens → last", "last → last"]
+    assert all(list(trace["x"]) == ["L0", "L1", "L2"] for trace in change["data"])  # 3 layers, window 1
+    assert change["layout"]["yaxis"]["title"]["text"].startswith("relative change")
+
+
+def test_knockout_restores_a_link_and_shows_a_bad_subject_as_an_error(tiny_gpt2_dir):
+    at = open_page(KNOCKOUT, spec_query("knockout", tiny_gpt2_dir, prompt="The capital of France is",
+                                        subject="France", source="subject,all", window=2))
+    assert_clean(at)
+    assert not at.error, errors(at)
+    (change,) = figures(at)
+    assert [trace["x"] for trace in change["data"]] == [["L0–L1"], ["L0–L1"]]
+    at = open_page(KNOCKOUT, spec_query("knockout", tiny_gpt2_dir, prompt="The capital of France is",
+                                        subject="Spain"))
+    assert_clean(at)
+    assert any("subject" in e and "Spain" in e for e in errors(at)), errors(at)

@@ -15,7 +15,7 @@ def test_every_kind_names_a_runner_and_a_figure_function_that_exist():
 
 
 def test_the_catalogue_agrees_with_the_engines_it_names():
-    from analyses.kinds import activation_patching, attribution_patching, dla, heads, logit_lens
+    from analyses.kinds import activation_patching, attribution_patching, dla, heads, knockout, logit_lens
     from analyses.kinds.patching.engine import CHOICES
 
     assert CHOICES == GRANULARITIES
@@ -24,7 +24,8 @@ def test_the_catalogue_agrees_with_the_engines_it_names():
     assert CATALOGUE["attribution_patching"].tables == {
         "attributions": attribution_patching.ATTRIBUTION_COLUMNS, "agreement": attribution_patching.AGREEMENT_COLUMNS,
         "relp_agreement": attribution_patching.AGREEMENT_COLUMNS}  # RelP's, measured as AtP's
-    assert CATALOGUE["dla"].tables == {"contributions": dla.COLUMNS}
+    assert CATALOGUE["dla"].tables == {"contributions": dla.COLUMNS, "neurons": dla.NEURON_COLUMNS}
+    assert CATALOGUE["knockout"].tables == {"knockout": knockout.COLUMNS}
     assert CATALOGUE["logit_lens"].tables == {"top": logit_lens.TOP_COLUMNS, "targets": logit_lens.TARGET_COLUMNS}
     assert CATALOGUE["heads"].tables == {"scores": heads.SCORE_COLUMNS, "ablation": heads.ABLATION_COLUMNS}
     assert set(CATALOGUE["neurons"].tables) == {"atlas", "promoters", "activations"}

@@ -120,3 +120,56 @@ def test_stories260k_end_to_end(stories260k_dir):
     total = table[table.component.isin(dla.TOTAL_COMPONENTS)].value.sum()
     assert total == pytest.approx((logits[lily] - logits[tim]).item(), abs=1e-4)
     assert result.meta["residual_error"] < 1e-4
+    # its gated MLPs split by neuron add up to each layer's row too
+    parts = result.tables["neurons"].groupby("layer").value.sum()
+    mlp = table[table.component == "mlp"].set_index("layer").value
+    np.testing.assert_allclose(parts.to_numpy(), mlp.loc[parts.index].to_numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_each_mlps_neurons_rest_and_bias_add_up_to_its_row(tiny_model_dir, arch):
+    result = contributions(tiny_model_dir(arch), wrong=WRONG, top_k=3)
+    table, neurons = result.tables["contributions"], result.tables["neurons"]
+    mlp = table[table.component == "mlp"].set_index("layer").value
+    parts = neurons.groupby("layer").value.sum()
+    np.testing.assert_allclose(parts.to_numpy(), mlp.loc[parts.index].to_numpy(), atol=1e-5)
+    for _, rows in neurons.groupby("layer"):
+        listed = rows[rows.part == "neuron"]
+        assert (listed.value > 0).sum() <= 3 and (listed.value < 0).sum() <= 3
+        assert list(listed["rank"]) == list(range(1, len(listed) + 1))
+        assert (listed.value.abs().diff().dropna() <= 1e-12).all()  # by |value|, largest first
+        assert set(rows.part) >= {"rest", "bias"}
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_a_neurons_value_is_what_its_mlp_loses_without_it(tiny_model_dir, arch):
+    """Each listed neuron's value, re-derived through the model's own MLP: zero the neuron's
+    activation (hook_post) and read the change in the MLP's output at the last position
+    through the final norm with the run's scale frozen, along answer − wrong."""
+    result = contributions(tiny_model_dir(arch), wrong=WRONG, top_k=2)
+    bridge = models.load(str(tiny_model_dir(arch))).bridge
+    tokens = bridge.to_tokens(PROMPT, prepend_bos=True)
+    answer, wrong = (single_token(bridge, t, "answer") for t in (ANSWER, WRONG))
+    direction = dla.logit_direction(bridge, answer, wrong).float()
+    norm = dla.FinalNorm(bridge)
+    with torch.no_grad():
+        _, clean = bridge.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_mlp_out")
+                                         or n == "ln_final.hook_scale")
+    scale = clean["ln_final.hook_scale"][0, -1].float()
+    listed = result.tables["neurons"].query("part == 'neuron'")
+    for row in listed.itertuples():
+        site = f"blocks.{row.layer}.hook_mlp_out"
+        seen = {}
+
+        def zero(post, hook, neuron=row.neuron):
+            post = post.clone()
+            post[:, -1, neuron] = 0
+            return post
+
+        def keep(out, hook, seen=seen):
+            seen["out"] = out[0, -1].float()
+
+        with torch.no_grad():
+            bridge.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{row.layer}.mlp.hook_post", zero), (site, keep)])
+        lost = clean[site][0, -1].float() - seen["out"]
+        assert (norm.linear(lost, scale) @ direction).item() == pytest.approx(row.value, abs=1e-5)
