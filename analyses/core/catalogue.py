@@ -152,6 +152,7 @@ KINDS: tuple[Kind, ...] = (
                     # also: targets read with the comma list's escapes (`\,` a comma in a token)
         runner="analyses.kinds.logit_lens:run",
         figures="analyses.figures.logit_lens:figures",
+        examples_runner="analyses.kinds.logit_lens:run_examples",
         required=("prompt",),
         optional=("top_k", "token", "final_norm", "ablate", "ablation", "dataset"),
         row_fields=("prompt", "token"),
@@ -221,6 +222,7 @@ KINDS: tuple[Kind, ...] = (
         version=3,  # 2: set summaries: exact t, the `interval` column. 3: meta n_tokens (a set's
                     # examples table showed None)
         runner="analyses.kinds.dla:run",
+        examples_runner="analyses.kinds.dla:run_examples",
         figures="analyses.figures.dla:figures",
         required=("prompt", "answer"),
         optional=("wrong", "dataset"),
@@ -235,6 +237,7 @@ KINDS: tuple[Kind, ...] = (
         # 4: set summaries: exact t, the `interval` column
         version=4,
         runner="analyses.kinds.attribution_patching:run",
+        examples_runner="analyses.kinds.attribution_patching:run_examples",
         figures="analyses.figures.attribution_patching:figures",
         required=("clean", "corrupted", "answer", "wrong"),
         optional=("layer", "exact", "qk_fix", "graddrop", "method", "gradient", "dataset"),

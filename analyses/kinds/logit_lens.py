@@ -24,7 +24,7 @@ from transformer_lens.utilities import Slice
 
 from analyses.core import listtext
 from analyses.core.catalogue import CATALOGUE
-from analyses.core.errors import SpecError
+from analyses.core.errors import SpecError, UserError
 from analyses.core.progress import Progress, silent
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
@@ -49,6 +49,56 @@ def residual_stream_hooks(n_layers: int) -> list[str]:
 @torch.no_grad()
 def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     bridge = model.bridge
+    spec, tokens, targets = _read_inputs(bridge, spec)
+    progress(0.1, "running the model")
+    cache = _residual_cache(bridge, spec, tokens)
+    progress(0.5, "reading every layer through the unembedding")
+    result = _lens_result(bridge, spec, tokens, targets, cache)
+    progress(1.0, "done")
+    return result
+
+
+MAX_SET_TOKENS = 4096  # batch rows x positions one forward of a set's rows may take
+
+
+@torch.no_grad()
+def run_examples(model, specs: list[AnalysisSpec], progress: Progress = silent) -> list[Result | UserError]:
+    """A prompt set's rows (`kinds/sets.py`): each row's `run` result, or the UserError it
+    raises, in its place. Rows of one token length (and one ablation) share a forward pass;
+    each row's readout is its own (the unembedding is per row either way), so its numbers
+    equal its `run` to float rounding."""
+    bridge = model.bridge
+    outcomes: list[Result | UserError | None] = [None] * len(specs)
+    read: dict[int, tuple] = {}
+    for i, spec in enumerate(specs):
+        try:
+            read[i] = _read_inputs(bridge, spec)
+        except UserError as err:
+            outcomes[i] = err
+    groups: dict[tuple, list[int]] = {}
+    for i, (spec, tokens, _) in read.items():
+        key = (int(tokens.shape[1]), spec.ablate, spec.ablation, spec.final_norm, spec.top_k)
+        groups.setdefault(key, []).append(i)
+    batches = []
+    for (n_tokens, *_), members in groups.items():
+        size = max(1, MAX_SET_TOKENS // n_tokens)
+        batches += [members[j:j + size] for j in range(0, len(members), size)]
+    for n, batch in enumerate(batches):
+        progress(n / len(batches), f"reading every layer: batch {n + 1} of {len(batches)}")
+        first = read[batch[0]][0]
+        tokens = torch.cat([read[i][1] for i in batch])  # [batch, pos]
+        cache = _residual_cache(bridge, first, tokens)
+        for row, i in enumerate(batch):
+            spec, own_tokens, targets = read[i]
+            mine = cache.apply_slice_to_batch_dim(slice(row, row + 1))  # [1, pos, ...] per hook
+            outcomes[i] = _lens_result(bridge, spec, own_tokens, targets, mine)
+    progress(1.0, "done")
+    return outcomes
+
+
+def _read_inputs(bridge, spec: AnalysisSpec) -> tuple[AnalysisSpec, Tensor, list[tuple[str, int]]]:
+    """The spec with its defaults, its prompt's tokens [1, pos] and its (target, id) pairs;
+    a UserError names what is wrong."""
     spec = spec.with_defaults()
     tokens = prompt_tokens(bridge, spec.prompt)  # [1, pos]
     if len(spec.targets()) > MAX_TARGETS:
@@ -57,11 +107,20 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     targets = [(t, single_token(bridge, t, "token")) for t in spec.targets()]
     if spec.ablation not in (None, "mean") and spec.ablate is None:
         raise SpecError("ablation", "says how to ablate; name what to ablate in ablate= as well")
-    progress(0.1, "running the model")
+    return spec, tokens, targets
+
+
+def _residual_cache(bridge, spec: AnalysisSpec, tokens: Tensor):
+    """The residual stream the lens reads, for every row of `tokens` [batch, pos], with the
+    spec's components knocked out."""
     with bridge.hooks(fwd_hooks=knockout_hooks(bridge, spec)):
         _, cache = bridge.run_with_cache(
             tokens, names_filter=residual_stream_hooks(int(bridge.cfg.n_layers)))
-    progress(0.5, "reading every layer through the unembedding")
+    return cache
+
+
+def _lens_result(bridge, spec: AnalysisSpec, tokens: Tensor, targets: list[tuple[str, int]], cache) -> Result:
+    """One prompt's tables from its residual stream `cache` (batch of one)."""
     ids = [i for _, i in targets]
     readout = read_all_layers(bridge, cache, int(tokens.shape[1]), spec.top_k, ids,
                               spec.final_norm)
@@ -71,10 +130,8 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     if targets:
         tables["targets"] = target_table(readout.labels, ids, readout.target_ranks,
                                          readout.target_probs, bridge)
-    labels = readout.labels
-    progress(1.0, "done")
     return Result(spec=spec, tables=tables, meta={"n_tokens": int(tokens.shape[1]),
-                                                  "layers": labels, "final_norm": spec.final_norm,
+                                                  "layers": readout.labels, "final_norm": spec.final_norm,
                                                   "ablated": spec.ablate})
 
 
