@@ -154,7 +154,7 @@ KINDS: tuple[Kind, ...] = (
         figures="analyses.figures.logit_lens:figures",
         examples_runner="analyses.kinds.logit_lens:run_examples",
         required=("prompt",),
-        optional=("top_k", "token", "final_norm", "ablate", "ablation", "dataset"),
+        optional=("top_k", "token", "final_norm", "ablate", "ablation", "dataset", "positions"),
         row_fields=("prompt", "token"),
         tables={"top": ("layer", "layer_index", "position", "token", "rank", "token_id",
                         "token_str", "prob", "logit"),

@@ -102,3 +102,19 @@ def test_attribution_patching_over_a_set_shares_its_passes_and_equals_each_singl
         for baseline in ("clean_baseline", "corrupted_baseline"):
             if baseline in examples:
                 assert examples.loc[i, baseline] == pytest.approx(single.meta[baseline], abs=1e-5)
+
+
+def test_a_logit_lens_window_reads_only_its_positions_and_equals_the_full_readout_there():
+    prompt = "When Mary and John went to the store, John gave a drink to"
+    full = compute(AnalysisSpec(kind="logit_lens", prompt=prompt, token=" Mary", top_k=3), cache=False)
+    window = compute(AnalysisSpec(kind="logit_lens", prompt=prompt, token=" Mary", top_k=3,
+                                  positions="1, 5-7, 12"), cache=False)
+    assert window.meta["positions_read"] == 5 and window.meta["n_tokens"] == full.meta["n_tokens"]
+    for table in ("top", "targets"):
+        theirs = full.tables[table]
+        theirs = theirs[theirs.position.isin([1, 5, 6, 7, 12])].reset_index(drop=True)
+        pd.testing.assert_frame_equal(window.tables[table], theirs, atol=1e-5)
+    heatmap = window.figures()["heatmap"]
+    assert len(heatmap.data[0].x if heatmap.data[0].x is not None else heatmap.data[0].z[0]) == 5
+    with pytest.raises(Exception, match="positions: position 99 is past the prompt's end"):
+        compute(AnalysisSpec(kind="logit_lens", prompt=prompt, positions="3, 99"), cache=False)
