@@ -83,6 +83,8 @@ def rows():
          lambda: gpt2(speed.attribution_rows, gpt2_16())),
         ("logit lens, embedded", lambda: emb(speed.logit_lens_row, ioi_pair()["clean"])),
         ("logit lens, GPT-2-small shape", lambda: gpt2(speed.logit_lens_row, gpt2_16()["clean"])),
+        ("logit lens window, GPT-2-small shape",
+         lambda: gpt2(speed.logit_lens_row, pair_of_length(gpt2_small_shape()[1].bridge, 256)["clean"], 24)),
         ("head detectors, embedded", lambda: emb(speed.heads_row)),
         ("head detectors, GPT-2-small shape",  # retrieval: measured on the embedded model
          lambda: gpt2(speed.heads_row, "previous_token,duplicate_token,induction")),
@@ -93,6 +95,9 @@ def rows():
         ("cache, GPT-2-small shape",
          lambda: store_reads.stored_result_rows("GPT-2-small shape", gpt2_small_shape()[0], gpt2_16())),
         ("prompt set, embedded", speed.prompt_set_row),
+        ("prompt set, attribution patching, embedded", lambda: speed.set_kind_row("attribution_patching")),
+        ("prompt set, DLA, embedded", lambda: speed.set_kind_row("dla")),
+        ("prompt set, logit lens, embedded", lambda: speed.set_kind_row("logit_lens")),
         ("ablation sweep, embedded", speed.ablation_sweep_row),
         ("attention, embedded", lambda: emb(speed.attention_row, ioi_pair()["clean"])),
         ("attention, GPT-2-small shape", lambda: gpt2(speed.attention_row, gpt2_16()["clean"])),

@@ -156,8 +156,9 @@ KINDS: tuple[Kind, ...] = (
                     # also: targets read with the comma list's escapes (`\,` a comma in a token)
         runner="analyses.kinds.logit_lens:run",
         figures="analyses.figures.logit_lens:figures",
+        examples_runner="analyses.kinds.logit_lens:run_examples",
         required=("prompt",),
-        optional=("top_k", "token", "final_norm", "ablate", "ablation", "dataset"),
+        optional=("top_k", "token", "final_norm", "ablate", "ablation", "dataset", "positions"),
         row_fields=("prompt", "token"),
         tables={"top": ("layer", "layer_index", "position", "token", "rank", "token_id",
                         "token_str", "prob", "logit"),
@@ -225,6 +226,7 @@ KINDS: tuple[Kind, ...] = (
         version=4,  # 2: set summaries: exact t, the `interval` column. 3: meta n_tokens (a set's
                     # examples table showed None). 4: the `neurons` table (each MLP split by neuron)
         runner="analyses.kinds.dla:run",
+        examples_runner="analyses.kinds.dla:run_examples",
         figures="analyses.figures.dla:figures",
         required=("prompt", "answer"),
         optional=("wrong", "top_k", "dataset"),
@@ -241,6 +243,7 @@ KINDS: tuple[Kind, ...] = (
         # 4: set summaries: exact t, the `interval` column
         version=4,
         runner="analyses.kinds.attribution_patching:run",
+        examples_runner="analyses.kinds.attribution_patching:run_examples",
         figures="analyses.figures.attribution_patching:figures",
         required=("clean", "corrupted", "answer", "wrong"),
         optional=("layer", "exact", "qk_fix", "graddrop", "method", "gradient", "dataset"),

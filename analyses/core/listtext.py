@@ -115,6 +115,23 @@ def indices(text: str) -> list[int]:
     return values
 
 
+def spans(text: str) -> list[int]:
+    """`3, 40-63` -> [3, 40, 41, ..., 63]: positions from 0, single or as inclusive ranges,
+    sorted, each once."""
+    values: set[int] = set()
+    for part in items(text):
+        found = re.fullmatch(r"(\d{1,7})(?:\s*[-–]\s*(\d{1,7}))?", part)
+        if not found:
+            raise ValueError(f"{part[:40]!r} is not a position (a whole number from 0) or a range like 40-63")
+        lo, hi = int(found[1]), int(found[2] if found[2] is not None else found[1])
+        if hi < lo:
+            raise ValueError(f"{part!r} runs backwards: write the lower position first")
+        values.update(range(lo, hi + 1))
+    if not values:
+        raise ValueError("names no position")
+    return sorted(values)
+
+
 @dataclass(frozen=True, order=True)
 class Component:
     """One thing an ablation knocks out: a head's output (`site` "head"), a layer's whole

@@ -106,7 +106,10 @@ KIND_FIELDS: dict[str, dict[str, FieldInfo]] = {
                                           "residual stream entering that block); several sweep",
                                     check=listtext.indices),
                  "ablate": ABLATE_LIST},
-    "logit_lens": {"ablate": ABLATE_LIST},
+    "logit_lens": {"ablate": ABLATE_LIST,
+                   "positions": FieldInfo(TEXT, "logit lens: only these input positions are read out, "
+                                                "e.g. 40-63 or 3, 40-63 (0-based; unset: every position)",
+                                          check=listtext.spans)},
 }
 
 

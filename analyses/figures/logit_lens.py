@@ -23,24 +23,32 @@ MAX_HOVER_K = 10  # tokens listed per cell on hover (a top-100 table would make 
 
 
 def figures(result, positions: list[int] | None = None) -> dict[str, go.Figure]:
-    """`positions`: the input positions the heatmap shows (default: the last `WINDOW`)."""
-    if positions is None:
-        positions = position_window(int(result.tables["top"]["position"].max()) + 1)
-    shown = {"heatmap": logit_lens_heatmap(result.tables["top"], positions)}
+    """`positions`: the input positions the heatmap shows (default: the last `WINDOW`, or
+    every position read when the spec read out a window of its own)."""
+    top = result.tables["top"]
+    n_tokens = int(result.meta.get("n_tokens") or int(top["position"].max()) + 1)
+    if positions is None and not getattr(result.spec, "positions", None):
+        positions = position_window(n_tokens)
+    shown = {"heatmap": logit_lens_heatmap(top, positions, n_tokens)}
     if "targets" in result.tables:
-        shown["target_ranks"] = target_rank_chart(result.tables["targets"])
+        last = n_tokens - 1
+        shown["target_ranks"] = target_rank_chart(
+            result.tables["targets"], last if (result.tables["targets"]["position"] == last).any() else None,
+            n_tokens)
     return shown
 
 
-def logit_lens_heatmap(top: pd.DataFrame, positions: list[int] | None = None) -> go.Figure:
+def logit_lens_heatmap(top: pd.DataFrame, positions: list[int] | None = None,
+                      n_tokens: int | None = None) -> go.Figure:
     """Layer × position heatmap of the top-1 token's probability, the token in each cell.
 
     `top`: the logit lens `top` table (layer, layer_index, position, token, rank,
     token_str, prob, …). x: input positions labelled by their tokens; y: layers, first at
     the bottom; hover: the cell's top-k list (at most `MAX_HOVER_K`). `positions`: only
-    these input positions (a window of a long prompt; default all).
+    these input positions (a window of a long prompt; default all). `n_tokens`: the prompt's
+    length (default: one past the last position in `top`).
     """
-    n_all = int(top["position"].max()) + 1 if len(top) else 0
+    n_all = n_tokens or (int(top["position"].max()) + 1 if len(top) else 0)
     top = in_window(top, positions)
     first = top[top["rank"] == 1]
     layers = first.drop_duplicates("layer_index").sort_values("layer_index")
@@ -81,8 +89,9 @@ def logit_lens_heatmap(top: pd.DataFrame, positions: list[int] | None = None) ->
     return fig
 
 
-def target_rank_chart(targets: pd.DataFrame, position: int | None = None) -> go.Figure:
-    """Each target token's rank across layers at one position (default: the last), on a
+def target_rank_chart(targets: pd.DataFrame, position: int | None = None,
+                      n_tokens: int | None = None) -> go.Figure:
+    """Each target token's rank across layers at one position (default: the last read), on a
     log scale with rank 1 at the top. `targets`: the logit lens `targets` table."""
     position = int(targets["position"].max()) if position is None else position
     at = targets[targets["position"] == position].sort_values("layer_index")
@@ -99,7 +108,9 @@ def target_rank_chart(targets: pd.DataFrame, position: int | None = None) -> go.
                           "<br>prob %{customdata[1]:.4f}<extra></extra>",
         ))
     fig.update_layout(
-        title={"text": f"Rank of each target token at the last position ({position})"},
+        title={"text": f"Rank of each target token at the last position ({position})"
+                       if position == (n_tokens - 1 if n_tokens else targets["position"].max())
+                       else f"Rank of each target token at position {position} (the last one read)"},
         xaxis={"title": {"text": "layer"}, "tickmode": "array",
                "tickvals": list(layers["layer_index"]),
                "ticktext": [plot_text(str(n)) for n in layers["layer"]]},

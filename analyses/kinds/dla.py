@@ -44,6 +44,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from analyses.core.catalogue import CATALOGUE
+from analyses.core.errors import UserError
 from analyses.core.progress import Progress, silent
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
@@ -84,16 +85,31 @@ def attribute(bridge, tokens, answer: int, wrong: int | None, progress: Progress
               ) -> DirectAttribution:
     """Every component's direct contribution at the last position, and the actual logit
     difference."""
-    n_layers = bridge.cfg.n_layers
-    names = _needed(n_layers)
-    logits, cache = bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
+    logits, cache = forward(bridge, tokens)
     progress(0.6, "reading the components through the final norm")
+    return attribute_cached(bridge, logits, cache, 0, answer, wrong)
+
+
+@torch.no_grad()
+def forward(bridge, tokens: Tensor):
+    """The logits [batch, pos, vocab] and the cache of every hook DLA reads, for every row of
+    `tokens` [batch, pos]."""
+    names = _needed(int(bridge.cfg.n_layers))
+    return bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
+
+
+@torch.no_grad()
+def attribute_cached(bridge, logits: Tensor, cache, row: int, answer: int, wrong: int | None
+                     ) -> DirectAttribution:
+    """Row `row` of a batch's `forward`: its components' direct contributions at the last
+    position, and its actual logit difference."""
+    n_layers = bridge.cfg.n_layers
 
     def last(name: str) -> Float[Tensor, "d_model"]:  # noqa: F821 - a jaxtyping shape
-        return cache[name][0, -1].float()
+        return cache[name][row, -1].float()
 
     # the final norm's scale at the last position; None: the model has no final norm
-    scale = cache["ln_final.hook_scale"][0, -1].float() if "ln_final.hook_scale" in cache else None
+    scale = cache["ln_final.hook_scale"][row, -1].float() if "ln_final.hook_scale" in cache else None
     norm = FinalNorm(bridge)
     direction = logit_direction(bridge, answer, wrong).float()
 
@@ -107,7 +123,7 @@ def attribute(bridge, tokens, answer: int, wrong: int | None, progress: Progress
     residual = sum(last(n) for n in ("hook_embed", "hook_pos_embed") if n in cache)
     for layer in range(n_layers):
         attn = bridge.blocks[layer].attn
-        z = cache[f"blocks.{layer}.attn.hook_z"][0, -1].float()  # [head, d_head]
+        z = cache[f"blocks.{layer}.attn.hook_z"][row, -1].float()  # [head, d_head]
         per_head = torch.einsum("hd,hdm->hm", z, attn.W_O.float())  # [head, d_model]
         attn_out, mlp_out = last(f"blocks.{layer}.hook_attn_out"), last(f"blocks.{layer}.hook_mlp_out")
         rows += [("head", layer, h, value(per_head[h])) for h in range(per_head.shape[0])]
@@ -123,7 +139,7 @@ def attribute(bridge, tokens, answer: int, wrong: int | None, progress: Progress
     if b_u is not None:
         constant = constant + b_u[answer].float() - (b_u[wrong].float() if wrong is not None else 0)
     rows.append(("bias", -1, -1, constant))
-    final = logits[0, -1].float()
+    final = logits[row, -1].float()
     actual = final[answer] - (final[wrong] if wrong is not None else 0)
     final_resid = last(f"blocks.{n_layers - 1}.hook_resid_post")
     resid_error = (residual - final_resid).abs().max()
@@ -167,15 +183,60 @@ def neuron_table(neurons: list[tuple[Tensor, Tensor, Tensor]], top_k: int) -> pd
 
 def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     bridge = model.bridge
+    spec, tokens, answer, wrong = _read_inputs(bridge, spec)
+    progress(0.1, "running the model")
+    found = attribute(bridge, tokens, answer, wrong, progress)
+    progress(1.0, "done")
+    return _result(bridge, spec, tokens, found)
+
+
+MAX_SET_TOKENS = 4096  # batch rows x positions one forward of a set's rows may take
+
+
+@torch.no_grad()
+def run_examples(model, specs: list[AnalysisSpec], progress: Progress = silent) -> list[Result | UserError]:
+    """A prompt set's rows (`kinds/sets.py`): each row's `run` result, or the UserError it
+    raises, in its place. Rows of one token length share a forward pass; each row's
+    decomposition reads its own row of the cache, so it equals its `run` to float rounding."""
+    bridge = model.bridge
+    outcomes: list[Result | UserError | None] = [None] * len(specs)
+    read: dict[int, tuple] = {}
+    for i, spec in enumerate(specs):
+        try:
+            read[i] = _read_inputs(bridge, spec)
+        except UserError as err:
+            outcomes[i] = err
+    by_length: dict[int, list[int]] = {}
+    for i, (_, tokens, _, _) in read.items():
+        by_length.setdefault(int(tokens.shape[1]), []).append(i)
+    batches = [members[j:j + max(1, MAX_SET_TOKENS // n)] for n, members in by_length.items()
+               for j in range(0, len(members), max(1, MAX_SET_TOKENS // n))]
+    for n, batch in enumerate(batches):
+        progress(n / len(batches), f"decomposing the last position: batch {n + 1} of {len(batches)}")
+        logits, cache = forward(bridge, torch.cat([read[i][1] for i in batch]))  # [batch, pos]
+        for row, i in enumerate(batch):
+            spec, tokens, answer, wrong = read[i]
+            try:
+                outcomes[i] = _result(bridge, spec, tokens, attribute_cached(bridge, logits, cache, row, answer, wrong))
+            except UserError as err:
+                outcomes[i] = err
+    progress(1.0, "done")
+    return outcomes
+
+
+def _read_inputs(bridge, spec: AnalysisSpec) -> tuple[AnalysisSpec, Tensor, int, int | None]:
+    """The spec with its defaults, its prompt's tokens [1, pos], the answer's and the wrong
+    token's ids; a UserError names what is wrong."""
     spec = spec.with_defaults()
     tokens = prompt_tokens(bridge, spec.prompt)
     answer = single_token(bridge, spec.answer, "answer")
     wrong = single_token(bridge, spec.wrong, "wrong") if spec.wrong is not None else None
-    progress(0.1, "running the model")
-    found = attribute(bridge, tokens, answer, wrong, progress)
+    return spec, tokens, answer, wrong
+
+
+def _result(bridge, spec: AnalysisSpec, tokens: Tensor, found: DirectAttribution) -> Result:
     table = pd.DataFrame(found.rows, columns=COLUMNS)
     total = table[table.component.isin(TOTAL_COMPONENTS)].value.sum()
-    progress(1.0, "done")
     return Result(spec=spec, tables={"contributions": table, "neurons": neuron_table(found.neurons, spec.top_k)},
                   meta={
         "logit_diff": found.logit_diff, "sum_of_components": float(total),

@@ -24,7 +24,7 @@ from transformer_lens.utilities import Slice
 
 from analyses.core import listtext
 from analyses.core.catalogue import CATALOGUE
-from analyses.core.errors import SpecError
+from analyses.core.errors import SpecError, UserError
 from analyses.core.progress import Progress, silent
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
@@ -49,6 +49,56 @@ def residual_stream_hooks(n_layers: int) -> list[str]:
 @torch.no_grad()
 def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     bridge = model.bridge
+    spec, tokens, targets = _read_inputs(bridge, spec)
+    progress(0.1, "running the model")
+    cache = _residual_cache(bridge, spec, tokens)
+    progress(0.5, "reading every layer through the unembedding")
+    result = _lens_result(bridge, spec, tokens, targets, cache)
+    progress(1.0, "done")
+    return result
+
+
+MAX_SET_TOKENS = 4096  # batch rows x positions one forward of a set's rows may take
+
+
+@torch.no_grad()
+def run_examples(model, specs: list[AnalysisSpec], progress: Progress = silent) -> list[Result | UserError]:
+    """A prompt set's rows (`kinds/sets.py`): each row's `run` result, or the UserError it
+    raises, in its place. Rows of one token length (and one ablation) share a forward pass;
+    each row's readout is its own (the unembedding is per row either way), so its numbers
+    equal its `run` to float rounding."""
+    bridge = model.bridge
+    outcomes: list[Result | UserError | None] = [None] * len(specs)
+    read: dict[int, tuple] = {}
+    for i, spec in enumerate(specs):
+        try:
+            read[i] = _read_inputs(bridge, spec)
+        except UserError as err:
+            outcomes[i] = err
+    groups: dict[tuple, list[int]] = {}
+    for i, (spec, tokens, _) in read.items():
+        key = (int(tokens.shape[1]), spec.ablate, spec.ablation, spec.final_norm, spec.top_k, spec.positions)
+        groups.setdefault(key, []).append(i)
+    batches = []
+    for (n_tokens, *_), members in groups.items():
+        size = max(1, MAX_SET_TOKENS // n_tokens)
+        batches += [members[j:j + size] for j in range(0, len(members), size)]
+    for n, batch in enumerate(batches):
+        progress(n / len(batches), f"reading every layer: batch {n + 1} of {len(batches)}")
+        first = read[batch[0]][0]
+        tokens = torch.cat([read[i][1] for i in batch])  # [batch, pos]
+        cache = _residual_cache(bridge, first, tokens)
+        for row, i in enumerate(batch):
+            spec, own_tokens, targets = read[i]
+            mine = cache.apply_slice_to_batch_dim(slice(row, row + 1))  # [1, pos, ...] per hook
+            outcomes[i] = _lens_result(bridge, spec, own_tokens, targets, mine)
+    progress(1.0, "done")
+    return outcomes
+
+
+def _read_inputs(bridge, spec: AnalysisSpec) -> tuple[AnalysisSpec, Tensor, list[tuple[str, int]]]:
+    """The spec with its defaults, its prompt's tokens [1, pos] and its (target, id) pairs;
+    a UserError names what is wrong (a position window past the prompt's end too)."""
     spec = spec.with_defaults()
     tokens = prompt_tokens(bridge, spec.prompt)  # [1, pos]
     if len(spec.targets()) > MAX_TARGETS:
@@ -57,25 +107,44 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     targets = [(t, single_token(bridge, t, "token")) for t in spec.targets()]
     if spec.ablation not in (None, "mean") and spec.ablate is None:
         raise SpecError("ablation", "says how to ablate; name what to ablate in ablate= as well")
-    progress(0.1, "running the model")
+    read_positions(spec, int(tokens.shape[1]))
+    return spec, tokens, targets
+
+
+def read_positions(spec: AnalysisSpec, n_tokens: int) -> list[int]:
+    """The input positions read out: the spec's window, or every position."""
+    if spec.positions is None:
+        return list(range(n_tokens))
+    chosen = listtext.spans(spec.positions)
+    if chosen[-1] >= n_tokens:
+        raise SpecError("positions", f"position {chosen[-1]} is past the prompt's end: it has {n_tokens} "
+                                     f"tokens (with BOS), positions 0-{n_tokens - 1}")
+    return chosen
+
+
+def _residual_cache(bridge, spec: AnalysisSpec, tokens: Tensor):
+    """The residual stream the lens reads, for every row of `tokens` [batch, pos], with the
+    spec's components knocked out."""
     with bridge.hooks(fwd_hooks=knockout_hooks(bridge, spec)):
         _, cache = bridge.run_with_cache(
             tokens, names_filter=residual_stream_hooks(int(bridge.cfg.n_layers)))
-    progress(0.5, "reading every layer through the unembedding")
+    return cache
+
+
+def _lens_result(bridge, spec: AnalysisSpec, tokens: Tensor, targets: list[tuple[str, int]], cache) -> Result:
+    """One prompt's tables from its residual stream `cache` (batch of one)."""
     ids = [i for _, i in targets]
-    readout = read_all_layers(bridge, cache, int(tokens.shape[1]), spec.top_k, ids,
-                              spec.final_norm)
+    positions = read_positions(spec, int(tokens.shape[1]))
+    readout = read_all_layers(bridge, cache, positions, spec.top_k, ids, spec.final_norm)
     inputs = token_strings(bridge, tokens[0])
-    tables = {"top": top_table(readout.labels, inputs, readout.top_ids, readout.top_probs,
+    tables = {"top": top_table(readout.labels, inputs, positions, readout.top_ids, readout.top_probs,
                                readout.top_logits, bridge)}
     if targets:
-        tables["targets"] = target_table(readout.labels, ids, readout.target_ranks,
+        tables["targets"] = target_table(readout.labels, positions, ids, readout.target_ranks,
                                          readout.target_probs, bridge)
-    labels = readout.labels
-    progress(1.0, "done")
     return Result(spec=spec, tables=tables, meta={"n_tokens": int(tokens.shape[1]),
-                                                  "layers": labels, "final_norm": spec.final_norm,
-                                                  "ablated": spec.ablate})
+                                                  "layers": readout.labels, "final_norm": spec.final_norm,
+                                                  "ablated": spec.ablate, "positions_read": len(positions)})
 
 
 def knockout_hooks(bridge, spec: AnalysisSpec) -> list:
@@ -102,19 +171,21 @@ class Readout:
 READOUT_BYTES = 64 * 2**20  # full-vocabulary logits one chunk of positions may take
 
 
-def read_all_layers(bridge, cache, n_pos: int, top_k: int, targets: list[int],
+def read_all_layers(bridge, cache, positions: list[int], top_k: int, targets: list[int],
                     final_norm: bool) -> Readout:
-    """Every stack entry's full-vocabulary logits, a chunk of positions at a time (bounded
-    memory on long prompts), from which the top-k, their probabilities and the targets'
-    ranks all come: one unembedding instead of one per quantity. Probabilities are
-    exp(logit - logsumexp): no log-softmax of the whole vocabulary is kept."""
+    """Every stack entry's full-vocabulary logits at `positions`, a chunk of them at a time
+    (bounded memory on long prompts), from which the top-k, their probabilities and the
+    targets' ranks all come: one unembedding instead of one per quantity; positions not
+    asked for are never unembedded. Probabilities are exp(logit - logsumexp): no
+    log-softmax of the whole vocabulary is kept. Arrays [entry, len(positions), ...]."""
+    n_pos = len(positions)
     n_entries = int(bridge.cfg.n_layers) + 1  # every block's input and the final output
     d_vocab = int(bridge.cfg.d_vocab)
     chunk = max(1, READOUT_BYTES // (4 * n_entries * d_vocab))
     ids = torch.tensor(targets, dtype=torch.long)
     parts, labels = [], None
     for start in range(0, n_pos, chunk):
-        logits, labels = lensed_logits(bridge, cache, slice(start, min(n_pos, start + chunk)),
+        logits, labels = lensed_logits(bridge, cache, _as_index(positions[start:start + chunk]),
                                        final_norm)  # [entry, chunk, vocab]
         normaliser = logits.logsumexp(-1, keepdim=True)  # [entry, chunk, 1]
         top_logits, top_ids = logits.topk(top_k, dim=-1)
@@ -129,6 +200,13 @@ def read_all_layers(bridge, cache, n_pos: int, top_k: int, targets: list[int],
     return Readout(labels=labels, top_ids=joined[0], top_probs=joined[1], top_logits=joined[2],
                    target_ranks=joined[3] if targets else empty,
                    target_probs=joined[4] if targets else empty)
+
+
+def _as_index(positions: list[int]) -> slice | list[int]:
+    """A run of consecutive positions as a slice (a view, no copy), others as a list."""
+    if positions[-1] - positions[0] + 1 == len(positions):
+        return slice(positions[0], positions[-1] + 1)
+    return positions
 
 
 def target_ranks(logits: Float[Tensor, "entry pos d_vocab"],
@@ -149,7 +227,7 @@ def target_ranks(logits: Float[Tensor, "entry pos d_vocab"],
     return logits.shape[-1] - at_or_below
 
 
-def lensed_logits(bridge, cache, positions: slice, final_norm: bool
+def lensed_logits(bridge, cache, positions: slice | list[int], final_norm: bool
                   ) -> tuple[Float[Tensor, "entry pos d_vocab"], list[str]]:
     """The logits TransformerLens's `logit_lens` reads at `positions` (its stack of every
     block's input and the final output, its final norm with recomputed statistics, then
@@ -166,17 +244,18 @@ def lensed_logits(bridge, cache, positions: slice, final_norm: bool
     return (transform(logits) if callable(transform) else logits), labels
 
 
-def top_table(labels: list[str], inputs: list[str], top_ids: np.ndarray, probs: np.ndarray,
-              logits: np.ndarray, bridge) -> pd.DataFrame:
-    """top_ids, probs, logits: [layer, pos, k] → one row per (layer, position, rank)."""
+def top_table(labels: list[str], inputs: list[str], positions: list[int], top_ids: np.ndarray,
+              probs: np.ndarray, logits: np.ndarray, bridge) -> pd.DataFrame:
+    """top_ids, probs, logits: [layer, len(positions), k] → one row per (layer, position, rank)."""
     n_layer, n_pos, k = top_ids.shape
-    layer_index, position, rank = np.meshgrid(np.arange(n_layer), np.arange(n_pos), np.arange(k),
-                                              indexing="ij")
+    layer_index, column, rank = np.meshgrid(np.arange(n_layer), np.arange(n_pos), np.arange(k),
+                                            indexing="ij")
+    position = np.asarray(positions)[column.ravel()]
     return pd.DataFrame({
         "layer": np.array(labels)[layer_index.ravel()],
         "layer_index": layer_index.ravel(),
-        "position": position.ravel(),
-        "token": np.array(inputs, dtype=object)[position.ravel()],
+        "position": position,
+        "token": np.array(inputs, dtype=object)[position],
         "rank": rank.ravel() + 1,  # 1 = the most likely token
         "token_id": top_ids.ravel(),
         "token_str": token_texts(bridge, top_ids.ravel()),
@@ -185,17 +264,17 @@ def top_table(labels: list[str], inputs: list[str], top_ids: np.ndarray, probs: 
     })
 
 
-def target_table(labels: list[str], ids: list[int], ranks: np.ndarray, probs: np.ndarray,
-                 bridge) -> pd.DataFrame:
-    """ranks, probs: [layer, pos, target] → one row per (layer, position, target)."""
+def target_table(labels: list[str], positions: list[int], ids: list[int], ranks: np.ndarray,
+                 probs: np.ndarray, bridge) -> pd.DataFrame:
+    """ranks, probs: [layer, len(positions), target] → one row per (layer, position, target)."""
     n_layer, n_pos, n_target = ranks.shape
-    layer_index, position, target = np.meshgrid(np.arange(n_layer), np.arange(n_pos),
-                                                np.arange(n_target), indexing="ij")
+    layer_index, column, target = np.meshgrid(np.arange(n_layer), np.arange(n_pos),
+                                              np.arange(n_target), indexing="ij")
     token_ids = np.array(ids)[target.ravel()]
     return pd.DataFrame({
         "layer": np.array(labels)[layer_index.ravel()],
         "layer_index": layer_index.ravel(),
-        "position": position.ravel(),
+        "position": np.asarray(positions)[column.ravel()],
         "token_id": token_ids,
         "token_str": token_texts(bridge, token_ids),
         "rank": ranks.ravel() + 1,  # TransformerLens counts from 0

@@ -8,7 +8,9 @@ from app.components.window import position_picker
 
 
 def draw(result):
-    positions = position_picker(view_key(result, "positions"), int(result.meta["n_tokens"]))
+    # a spec that read out a window of its own shows all of it; otherwise the view's window
+    positions = None if result.spec.positions else position_picker(view_key(result, "positions"),
+                                                                   int(result.meta["n_tokens"]))
     figures = result.figures(positions=positions)
     if not result.meta.get("ablated"):
         return figures
@@ -32,6 +34,10 @@ analysis_page(
                    "Each must be one token. Write a comma inside a token as `\\,` and a backslash "
                    "as `\\\\`."),
         Field("top_k", "Top-k tokens per cell"),
+        Field("positions", "Positions read out", placeholder="e.g. 40-63 or 3, 40-63 (empty: every position)",
+              help="Only these input positions are read through the unembedding (0-based, BOS "
+                   "is 0): on a long prompt the readout, not the forward pass, is most of the "
+                   "time, so a window is much faster. Empty: every position."),
         Field("final_norm", "Apply the final norm before unembedding",
               help="On (default): each layer is read as the model reads its last one, and the "
                    "final row equals the model's own prediction. Off: the raw residual stream "

@@ -13,15 +13,15 @@ from dataclasses import replace
 import numpy as np
 
 from analyses.core.catalogue import CATALOGUE
-from analyses.core.errors import SpecError
+from analyses.core.errors import SpecError, UserError
 from analyses.core.progress import Progress, silent
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
 from analyses.kinds.attribution_patching.agreement import SIGNAL_TOLERANCE, agreement
-from analyses.kinds.attribution_patching.atp import attribute
-from analyses.kinds.attribution_patching.exact import SITES, exact_effects
+from analyses.kinds.attribution_patching.atp import attribute, batch_estimates
+from analyses.kinds.attribution_patching.exact import SITES, exact_effects, exact_effects_examples
 from analyses.kinds.gradient_runs import gradient_run
-from analyses.kinds.patching.engine import Patcher, check_layer, normaliser, prompt_pair
+from analyses.kinds.patching.engine import PairBatch, Patcher, PromptPair, check_layer, normaliser, prompt_pair
 from analyses.kinds.tokens import token_strings
 
 ATTRIBUTION_COLUMNS = CATALOGUE["attribution_patching"].tables["attributions"]
@@ -35,11 +35,7 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     pair = prompt_pair(bridge, spec)
     layers = check_layer(bridge, spec.layer)
     gradient = spec.gradient or "corrupted"
-    # The gradient on the clean run is the gradient on the corrupted run of the swapped pair:
-    # every estimate and exact effect below is then that of corrupting the clean run,
-    # (corrupted - clean) . grad, and `sign` turns it back to the denoising sign.
-    run_pair = replace(pair, clean=pair.corrupted, corrupted=pair.clean) if gradient == "clean" else pair
-    sign = -1.0 if gradient == "clean" else 1.0
+    run_pair = _gradient_pair(pair, gradient)
     with_relp = spec.method == "relp"
     if with_relp and (spec.qk_fix or spec.graddrop):
         raise SpecError("method", "relp replaces the gradient itself; the AtP* fixes (qk_fix, graddrop) "
@@ -47,35 +43,141 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     progress(0.0, "attribution: one forward and one backward pass" + (" (and one more for RelP)" if with_relp else ""))
     estimates = attribute(bridge, run_pair, layers, qk_fix=bool(spec.qk_fix), graddrop=bool(spec.graddrop),
                           relp=with_relp)
-    nodes = estimates.nodes
-    if not spec.graddrop:  # GradDrop's sizes have no sign
-        nodes["atp"] *= sign
-    nodes["relp"] *= sign
-    want_exact = spec.exact if spec.exact is not None else len(nodes) <= AUTO_EXACT_NODES
+    want_exact = _wants_exact(spec, estimates.nodes)
     baselines = (estimates.clean_baseline, estimates.corrupted_baseline)
     patcher = None
     if want_exact:  # its baselines, from the engine that patches, are the ones reported
         patcher = Patcher(bridge, run_pair, sites=SITES)
         baselines = (patcher.clean_baseline, patcher.corrupted_baseline)
-    if gradient == "clean":  # the swapped pair's: give each prompt its own back
-        baselines = baselines[::-1]
-    normaliser(*baselines)  # refuses a pair with no gap
+    _check_gap(baselines, gradient)
     progress(0.1, "attribution done")
-    nodes["exact"] = sign * exact_effects(patcher, nodes, progress, (0.1, 1.0)) if want_exact else np.nan
+    exact = exact_effects(patcher, estimates.nodes, progress, (0.1, 1.0)) if want_exact else None
+    progress(1.0, "done")
+    return _result(bridge, spec, pair, estimates.nodes, baselines, exact,
+                   patcher.n_forwards if patcher else 0, started)
+
+
+MAX_SET_TOKENS = 1024  # pairs x positions one gradient pass of a set's rows may take
+
+
+def run_examples(model, specs: list[AnalysisSpec], progress: Progress = silent) -> list[Result | UserError]:
+    """A prompt set's rows (`kinds/sets.py`): each row's `run` result, or the UserError it
+    raises, in its place. Pairs of one token length share their passes: plain AtP's clean
+    forward and corrupted forward and backward (each example's gradient is its own metric's:
+    rows are independent), and exact patching's engine (`Patcher` over a `PairBatch`). Each
+    example's numbers equal its `run` to float rounding. Rows asking for AtP*'s fixes or
+    RelP run one by one."""
+    started = time.perf_counter()
+    bridge = model.bridge
+    outcomes: list[Result | UserError | None] = [None] * len(specs)
+    groups: dict[tuple, list[tuple[int, AnalysisSpec, PromptPair]]] = {}
+    alone = []
+    for i, spec in enumerate(specs):
+        spec = spec.with_defaults()
+        if spec.method == "relp" or spec.qk_fix or spec.graddrop:
+            alone.append(i)
+            continue
+        try:
+            pair = prompt_pair(bridge, spec)
+            check_layer(bridge, spec.layer)
+        except UserError as err:
+            outcomes[i] = err
+            continue
+        key = (int(pair.clean.shape[1]), spec.layer, spec.gradient or "corrupted", spec.exact)
+        groups.setdefault(key, []).append((i, spec, pair))
+    chunks = [members[j:j + max(1, MAX_SET_TOKENS // n)] for (n, *_), members in groups.items()
+              for j in range(0, len(members), max(1, MAX_SET_TOKENS // n))]
+    total = max(1, len(alone) + sum(len(c) for c in chunks))
+    done = 0
+    for chunk in chunks:
+        span = (done / total, (done + len(chunk)) / total)
+        for i, result in zip([i for i, _, _ in chunk], _run_together(bridge, chunk, progress, span, started)):
+            outcomes[i] = result
+        done += len(chunk)
+    for i in alone:
+        try:
+            outcomes[i] = run(model, specs[i])
+        except UserError as err:
+            outcomes[i] = err
+        done += 1
+        progress(done / total, f"example {done} of {total}")
+    progress(1.0, "done")
+    return outcomes
+
+
+def _run_together(bridge, chunk: list[tuple[int, AnalysisSpec, PromptPair]], progress: Progress,
+                  span: tuple[float, float], started: float) -> list[Result | UserError]:
+    """Plain AtP (and exact patching) for pairs of one token length, layer choice and gradient."""
+    _, first, _ = chunk[0]
+    gradient = first.gradient or "corrupted"
+    layers = check_layer(bridge, first.layer)
+    pairs = [pair for _, _, pair in chunk]
+    batch = PairBatch.of([_gradient_pair(pair, gradient) for pair in pairs])
+    lo, hi = span
+    progress(lo, f"attribution of {len(chunk)} examples: one gradient pass")
+    estimates = batch_estimates(bridge, batch, layers)
+    want_exact = _wants_exact(first, estimates[0].nodes)
+    baselines = [(e.clean_baseline, e.corrupted_baseline) for e in estimates]
+    patcher, exact = None, [None] * len(chunk)
+    if want_exact:
+        patcher = Patcher(bridge, batch, sites=SITES)
+        baselines = list(zip(patcher.clean_baselines.tolist(), patcher.corrupted_baselines.tolist()))
+        exact = exact_effects_examples(patcher, estimates[0].nodes, progress, (lo + 0.1 * (hi - lo), hi))
+    out: list[Result | UserError] = []
+    for e, (_, spec, pair) in enumerate(chunk):
+        try:
+            _check_gap(baselines[e], gradient)
+        except UserError as err:
+            out.append(err)
+            continue
+        out.append(_result(bridge, spec, pair, estimates[e].nodes.copy(), baselines[e], exact[e],
+                           patcher.n_forwards if patcher else 0, started))
+    return out
+
+
+def _gradient_pair(pair: PromptPair, gradient: str) -> PromptPair:
+    """The pair the gradient pass runs: the gradient on the clean run is the gradient on the
+    corrupted run of the swapped pair. Every estimate and exact effect is then that of
+    corrupting the clean run, (corrupted - clean) . grad, and `_result`'s sign turns it back
+    to the denoising sign."""
+    return replace(pair, clean=pair.corrupted, corrupted=pair.clean) if gradient == "clean" else pair
+
+
+def _wants_exact(spec: AnalysisSpec, nodes) -> bool:
+    return bool(spec.exact) if spec.exact is not None else len(nodes) <= AUTO_EXACT_NODES
+
+
+def _check_gap(run_baselines: tuple[float, float], gradient: str) -> None:
+    """Refuses a pair with no logit gap, naming each prompt's own baseline."""
+    normaliser(*(run_baselines[::-1] if gradient == "clean" else run_baselines))
+
+
+def _result(bridge, spec: AnalysisSpec, pair: PromptPair, nodes, run_baselines: tuple[float, float],
+            exact, n_forwards_exact: int, started: float) -> Result:
+    """One pair's tables and meta from its estimates (`nodes`, in the gradient run's sign),
+    the gradient run's baselines and its exact effects (None: not run)."""
+    gradient = spec.gradient or "corrupted"
+    sign = -1.0 if gradient == "clean" else 1.0
+    with_relp = spec.method == "relp"
+    want_exact = exact is not None
+    if not spec.graddrop:  # GradDrop's sizes have no sign
+        nodes["atp"] *= sign
+    nodes["relp"] *= sign
+    baselines = run_baselines[::-1] if gradient == "clean" else run_baselines  # each prompt its own back
+    nodes["exact"] = sign * exact if want_exact else np.nan
     tables = {"attributions": nodes[list(ATTRIBUTION_COLUMNS)]}
     if want_exact:
         tables["agreement"] = agreement(nodes, magnitude=bool(spec.graddrop))
         if with_relp:  # the same measures for RelP, over the nodes it scores
             scored = nodes[nodes["relp"].notna()]
             tables["relp_agreement"] = agreement(scored.assign(atp=scored["relp"]), magnitude=False)
-    progress(1.0, "done")
     method = "AtP*" if spec.qk_fix or spec.graddrop else ("AtP and RelP" if with_relp else "AtP")
     fixes = [name for name, on in (("qk_fix", spec.qk_fix), ("graddrop", spec.graddrop)) if on]
     meta = {
         "method": method + (f" ({', '.join(fixes)})" if fixes else ""),
         "gradient": gradient_run(gradient, "node", "value"),
-        "clean_baseline": baselines[0],
-        "corrupted_baseline": baselines[1],
+        "clean_baseline": float(baselines[0]),
+        "corrupted_baseline": float(baselines[1]),
         "metric": "logit difference answer - wrong at the last position",
         "units": ("change of the raw logit difference from the corrupted run (atp and exact)"
                   if gradient == "corrupted" else
@@ -88,7 +190,7 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
         "n_tokens": int(pair.corrupted.shape[1]),
         "clean_tokens": token_strings(bridge, pair.clean[0]),
         "corrupted_tokens": token_strings(bridge, pair.corrupted[0]),
-        "n_forwards_exact": patcher.n_forwards if patcher else 0,
+        "n_forwards_exact": n_forwards_exact,
         "seconds": round(time.perf_counter() - started, 3),
     }
     return Result(spec=spec, tables=tables, meta=meta)

@@ -22,7 +22,7 @@ from analyses.core.errors import SpecError, UserError
 from analyses.kinds.attribution_patching.graddrop import drop_gradient, dropped_rows, size_estimate
 from analyses.kinds.attribution_patching.nodes import NODE_KINDS, PATTERN, SCORES, hook_of, node_frame
 from analyses.kinds.attribution_patching.qk_fix import qk_fixed_scores
-from analyses.kinds.patching.engine import logit_diff
+from analyses.kinds.patching.engine import PairBatch, logit_diff
 from analyses.kinds.patching.taps import GradientTaps
 from analyses.kinds.relp import relp_hooks
 
@@ -128,13 +128,12 @@ def attribute(bridge, pair, layers: list[int], qk_fix: bool = False, graddrop: b
     if graddrop and n_layers < 2:
         raise SpecError("graddrop", "needs a model with at least 2 layers (it averages over "
                                     "L - 1 layer-dropped gradients)")
-    plan = [(kind, layer) for kind in NODE_KINDS for layer in layers]
-    if layers[-1] == n_layers - 1:
-        plan.insert(len(layers), ("resid", n_layers))  # the final residual stream
+    plan = node_plan(layers, n_layers)
     hooks = [hook_of(kind, layer, n_layers) for kind, layer in plan]
     if qk_fix:
         hooks += [PATTERN.format(layer=layer) for layer in layers]
     attribution = gradients(bridge, pair, hooks, graddrop, metric)
+    fixed = {}
     if qk_fix:
         with torch.no_grad():
             _, cache = bridge.run_with_cache(pair.corrupted,
@@ -142,20 +141,73 @@ def attribute(bridge, pair, layers: list[int], qk_fix: bool = False, graddrop: b
         attribution.corrupted.update({SCORES.format(layer=layer): cache[SCORES.format(layer=layer)][0]
                                       for layer in layers})
         fixed = qk_fixed_scores(bridge, pair, attribution, layers)
+    nodes = node_table(attribution, plan, n_layers, fixed, graddrop)
+    nodes["relp"] = relp_scores(bridge, pair, hooks, plan, metric, n_layers) if relp else np.nan
+    return NodeEstimates(nodes, attribution.clean_metric, attribution.corrupted_metric)
+
+
+def node_plan(layers: list[int], n_layers: int) -> list[tuple[str, int]]:
+    """The (node kind, layer) groups scored, in the table's order: every kind in `layers`,
+    and the final residual stream when the last layer is among them."""
+    plan = [(kind, layer) for kind in NODE_KINDS for layer in layers]
+    if layers[-1] == n_layers - 1:
+        plan.insert(len(layers), ("resid", n_layers))  # the final residual stream
+    return plan
+
+
+def node_table(attribution: Attribution, plan: list[tuple[str, int]], n_layers: int,
+               fixed: dict | None = None, graddrop: bool = False) -> pd.DataFrame:
+    """One row per node of `plan` with its estimate (`atp`): plain, AtP*'s QK-fixed where
+    `fixed` has it, or GradDrop's size."""
     frames = []
     for kind, layer in plan:
-        if qk_fix and (kind, layer) in fixed:
+        if fixed and (kind, layer) in fixed:
             per_row = fixed[(kind, layer)]
         else:
             per_row = node_scores(attribution, kind, layer, n_layers)
-        if graddrop:
-            score = size_estimate(per_row, n_layers)
-        else:
-            score = per_row[0]
+        score = size_estimate(per_row, n_layers) if graddrop else per_row[0]
         frames.append(node_frame(kind, layer, score.float().cpu().numpy()))
-    nodes = pd.concat(frames, ignore_index=True)
-    nodes["relp"] = relp_scores(bridge, pair, hooks, plan, metric, n_layers) if relp else np.nan
-    return NodeEstimates(nodes, attribution.clean_metric, attribution.corrupted_metric)
+    return pd.concat(frames, ignore_index=True)
+
+
+def batch_estimates(bridge, pairs: PairBatch, layers: list[int]) -> list[NodeEstimates]:
+    """Plain AtP for every pair of `pairs` (one token length) from one clean forward and one
+    corrupted forward and backward over all of them: each example's gradient is that of its
+    own metric (rows are independent, so d sum / d row e = d metric_e / d row e), and each
+    example's estimates equal `attribute` on its pair alone, to float rounding."""
+    n_layers = int(bridge.cfg.n_layers)
+    plan = node_plan(layers, n_layers)
+    hooks = [hook_of(kind, layer, n_layers) for kind, layer in plan]
+    with torch.no_grad():
+        clean_logits, clean_cache = bridge.run_with_cache(pairs.clean, names_filter=hooks)
+    clean_metrics = logit_diff(clean_logits, pairs.answer, pairs.wrong)  # [example]
+    taps = GradientTaps()
+    corrupted: dict[str, Tensor] = {}
+
+    def hook_fn(activation: Tensor, hook, name: str) -> Tensor:
+        corrupted[name] = activation.detach().clone()  # [example, ...]
+        return taps.tap(activation, name)
+
+    with torch.enable_grad():
+        logits = bridge.run_with_hooks(pairs.corrupted,
+                                       fwd_hooks=[(name, partial(hook_fn, name=name)) for name in hooks])
+        metrics = logit_diff(logits, pairs.answer, pairs.wrong)  # [example]
+        found = taps.fired(hooks)
+        grads = dict(zip(found, taps.gradients(metrics.sum(), found)))  # hook -> [example, ...]
+    missing = sorted(set(hooks) - set(found))
+    if missing:
+        raise UserError(f"attribution patching needs the hooks {missing[:3]} and they did not "
+                        "fire on this model")
+    out = []
+    for e in range(pairs.n_examples):
+        own = Attribution(delta={name: clean_cache[name][e] - corrupted[name][e] for name in found},
+                          grads={name: grads[name][e:e + 1].detach() for name in found},
+                          corrupted={name: corrupted[name][e] for name in found}, n_rows=1,
+                          clean_metric=float(clean_metrics[e]), corrupted_metric=float(metrics[e].detach()))
+        nodes = node_table(own, plan, n_layers)
+        nodes["relp"] = np.nan
+        out.append(NodeEstimates(nodes, own.clean_metric, own.corrupted_metric))
+    return out
 
 
 def relp_scores(bridge, pair, hooks: list[str], plan, metric, n_layers: int) -> np.ndarray:

@@ -15,8 +15,18 @@ SITES = tuple(GRANULARITIES[name] for name in (*(k.site for k in NODE_KINDS.valu
 
 def exact_effects(patcher: Patcher, nodes: pd.DataFrame, progress: Progress = silent,
                   span: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
-    """Each node's exact patching effect (patched - corrupted logit difference), [n]."""
-    out = np.full(len(nodes), np.nan)
+    """Each node's exact patching effect (patched - corrupted logit difference), [n], for a
+    single-pair patcher."""
+    if patcher.n_examples != 1:
+        raise ValueError(f"this patcher holds {patcher.n_examples} examples: use exact_effects_examples")
+    return exact_effects_examples(patcher, nodes, progress, span)[0]
+
+
+def exact_effects_examples(patcher: Patcher, nodes: pd.DataFrame, progress: Progress = silent,
+                           span: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """Each node's exact patching effect in every example the patcher holds (pairs of one
+    token length, so the same nodes): [example, n]."""
+    out = np.full((patcher.n_examples, len(nodes)), np.nan)
     n_layers = patcher.n_layers
     groups = []
     for kind in NODE_KINDS:
@@ -29,12 +39,13 @@ def exact_effects(patcher: Patcher, nodes: pd.DataFrame, progress: Progress = si
             groups.append((GRANULARITIES[NODE_KINDS[kind].site], mine, 0))
     total, done = int(sum(rows.sum() for _, rows, _ in groups)), 0
     lo, hi = span
+    corrupted = np.asarray(patcher.corrupted_baselines)[:, None]  # [example, 1]
     for site, rows, shift in groups:
         if not rows.any():
             continue
         cells = nodes.loc[rows, ["layer", "position", "head"]].to_numpy(dtype=np.int64, copy=True)
         cells[:, 0] += shift
         part = (lo + (hi - lo) * done / total, lo + (hi - lo) * (done + len(cells)) / total)
-        out[rows] = patcher.patch(site, cells, progress, part) - patcher.corrupted_baseline
+        out[:, rows] = patcher.patch_examples(site, cells, progress, part) - corrupted
         done += len(cells)
     return out
