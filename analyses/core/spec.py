@@ -88,6 +88,14 @@ FIELDS: dict[str, FieldInfo] = {
                                 "corrupted (default; TransformerLens's attribution_patch): estimates "
                                 "restoring the clean value into the corrupted run; clean (Syed et al. "
                                 "2023's EAP code): estimates corrupting it in the clean run"),
+    "dictionary": FieldInfo(TEXT, "a sparse dictionary of this model: a site (blocks.1.hook_resid_post, "
+                                  "blocks.1.attn.hook_z, blocks.1.mlp) under data/dictionaries/<model>/, "
+                                  "or a dictionary directory (sparsify or SAELens format)"),
+    "latent": FieldInfo(INT, "a latent of the dictionary (0-based); steering: the one added "
+                             "(method=feature) or clamped", 0, 100_000_000),
+    "clamp": FieldInfo(TEXT, "steering: clamp the latent to this value (0: zero it), the "
+                             "dictionary's error term kept",
+                       check=lambda text: listtext.number(text, -listtext.MAX_MAGNITUDE)),
 }
 ABLATE_LIST = FieldInfo(TEXT, "components to knock out, comma-separated: heads L1H7, a layer's MLP "
                               "L0.mlp, its attention output L0.attn", check=listtext.components)
@@ -146,6 +154,9 @@ class AnalysisSpec:
     ablation: str | None = None
     steps: int | None = None
     gradient: str | None = None  # unset: corrupted (kept out of the defaults: cache keys stay)
+    dictionary: str | None = None
+    latent: int | None = None
+    clamp: str | None = None
 
     def __post_init__(self):
         for name in FIELDS:
