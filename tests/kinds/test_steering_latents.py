@@ -5,6 +5,7 @@ adding the decoder row as a plain vector (for hook_z: through W_O at the attenti
 import numpy as np
 import pytest
 import torch
+from latent_helpers import numpy_code, numpy_decode, site_value
 
 from analyses import AnalysisSpec
 from analyses.core.errors import SpecError
@@ -21,24 +22,8 @@ PAIR = dict(prompt=FRANCE, answer=" Berlin", wrong=" Paris", max_new_tokens=4)
 SITES = ["blocks.1.hook_resid_post", "blocks.1.attn.hook_z", "blocks.1.mlp"]
 
 
-def numpy_code(coder, x: np.ndarray) -> np.ndarray:
-    """The dense TopK code of x [pos, d_in], by numpy alone: [pos, latent]."""
-    w_enc, b_enc = coder.encoder.weight.detach().double().numpy(), coder.encoder.bias.detach().double().numpy()
-    b_dec = coder.b_dec.detach().double().numpy()
-    pre = np.maximum((x - b_dec if coder.cfg.centers_input else x) @ w_enc.T + b_enc, 0.0)
-    code = np.zeros_like(pre)
-    top = np.argsort(-pre, axis=-1, kind="stable")[:, : coder.cfg.k]
-    np.put_along_axis(code, top, np.take_along_axis(pre, top, -1), -1)
-    return code
-
-
-def numpy_decode(coder, code: np.ndarray) -> np.ndarray:
-    return code @ coder.W_dec.detach().double().numpy() + coder.b_dec.detach().double().numpy()
-
-
 def site_input(bridge, site, tokens) -> np.ndarray:
-    _, cache = bridge.run_with_cache(tokens, names_filter=[site.input_hook])
-    return cache[site.input_hook][0].flatten(-2 if site.kind == "attn" else -1).double().numpy()
+    return site_value(bridge, site, tokens, site.input_hook)
 
 
 def metric_with(bridge, tokens, hooks) -> float:
@@ -71,7 +56,7 @@ def test_clamping_a_latent_to_its_own_value_changes_nothing(embedded, site_name)
     # at every position at once, each with its own value: the shift is exactly zero
     xs = torch.tensor(x, dtype=torch.float32)
     values = latents.latent_value(dictionary, xs, latent)
-    shift = (values[:, None] - latents.latent_value(dictionary, xs, latent)[:, None]) * latents.decoder_row(dictionary, latent)
+    shift = latents.clamp_shift(dictionary, xs, latent, values)  # [pos, d_in]
     assert torch.equal(shift, torch.zeros_like(shift))
 
 
