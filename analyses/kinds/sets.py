@@ -60,7 +60,8 @@ SUMMARIES: dict[str, dict[str, Summary]] = {
     "activation_patching": {"effects": Summary(
         ("granularity", "layer", "position", "head", "sender_layer", "sender_head", "receiver_input"),
         "raw", wang=True)},
-    "attribution_patching": {"attributions": Summary(("node", "layer", "position", "head"), "atp")},
+    "attribution_patching": {"attributions": Summary(("node", "layer", "position", "head"), "atp"),
+                             "latents": Summary(("node", "layer", "position", "latent"), "atp")},
     "dla": {"contributions": Summary(("component", "layer", "head"), "value")},
     "attention": {"last": Summary(("layer", "head", "position"), "weight"),
                   "answers": Summary(("layer", "head", "target"), "weight")},
