@@ -79,9 +79,9 @@ def latent_heatmap(nodes: pd.DataFrame, site: str, n_tokens: int, clean_tokens=N
     shown_note = layout.window_note(columns, n_tokens)
     fig.update_layout(
         title=title(f"Latents of {plot_text(site)}: AtP per position",
-                    f"the {len(chosen)} latents with the largest |AtP| and the error node (what the dictionary "
-                    "does not reconstruct); change of the logit difference when the node is patched to its "
-                    "clean value" + (f" · {shown_note}" if shown_note else "")),
+                    f"the {len(chosen)} latents with the largest |AtP|, and the error node (what the dictionary "
+                    "does not reconstruct)<br>Δ logit difference when the node is patched to its clean value"
+                    + (f" · {shown_note}" if shown_note else "")),
         coloraxis={**layout.colour_scale(True, limit, prefix="c"), "colorbar": {"title": {"text": "Δ logit diff"}}},
         height=layout.grid_height(len(labels), extra=220), margin={"l": 90, "r": 20, "t": 110, "b": 90},
     )

@@ -77,8 +77,8 @@ def draw_latents(result):
     figures = result.figures(positions=positions)
 
     def summary():
-        site, clean_box, corrupted_box = st.columns(3)
-        site.metric("Dictionary", str(meta.get("dictionary_site")), border=True)
+        nodes, clean_box, corrupted_box = st.columns(3)
+        nodes.metric("Latent and error nodes", f"{meta.get('n_nodes')}", border=True)
         clean_box.metric("Clean logit difference", f"{meta['clean_baseline']:.3f}", border=True)
         corrupted_box.metric("Corrupted logit difference", f"{meta['corrupted_baseline']:.3f}", border=True)
         st.caption(md_escape(f"{meta.get('dictionary')}. Per position the latents and the error node sum to "
@@ -107,7 +107,8 @@ analysis_page(
           "difference. Each heatmap shows one kind of node; RelP's estimates (relevance "
           "patching, Jafari et al. 2025: `method=relp`) and, when exact patching runs too "
           "(`exact`), its effects sit beside AtP's on the same colour scale, and a scatter "
-          "shows how well the estimates agree with it.",
+          "shows how well the estimates agree with it. With a sparse **dictionary** (`dictionary`), "
+          "the nodes are its latents at each position and its error node instead.",
     fields=[
         Field("clean", "Clean prompt", multiline=True),
         Field("corrupted", "Corrupted prompt", multiline=True,
