@@ -142,3 +142,14 @@ def test_feature_and_clamp_refuse_what_they_do_not_take(embedded):
         steering.run(embedded, spec(dictionary="blocks.9.hook_resid_post", latent=1, clamp="0"))
     with pytest.raises(SpecError, match="clamp"):
         AnalysisSpec(kind="steering", prompt=FRANCE, clamp="zero")
+
+
+def test_the_cosine_rule_picks_numpys_most_aligned_decoder_row(embedded):
+    from analyses.embedded import latent_steering
+
+    dictionary = lookup.load(embedded, latent_steering.SITE)
+    vector = latent_steering.contrast_vector(embedded.bridge)
+    w_dec, v = dictionary.coder.W_dec.detach().double().numpy(), vector.double().numpy()
+    cosines = w_dec @ v / (np.linalg.norm(w_dec, axis=1) * np.linalg.norm(v))
+    latent, cosine = latent_steering.cosine_latent(dictionary, vector)
+    assert latent == int(cosines.argmax()) and cosine == pytest.approx(cosines.max(), abs=1e-6)
