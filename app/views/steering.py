@@ -9,6 +9,10 @@ from app.components.display import display_token, md_escape
 from app.components.form import Field
 from app.components.page import analysis_page, view_key
 
+# a vector comes from contrast texts, or from a dictionary's latent (method=feature); a clamp
+# also reads `positions`: their fields are drawn once one of these is given
+VECTOR_SOURCES = ("positive", "dictionary")
+
 
 def draw(result):
     figures = result.figures(layer=chosen_layer(result))
@@ -103,13 +107,13 @@ analysis_page(
               placeholder="e.g. The capital of Germany is"),
         Field("negative", "Steer away from (one per line, paired with the lines above)", multiline=True,
               placeholder="e.g. The capital of France is"),
-        Field("method", "Vector",
+        Field("method", "Vector", needs=VECTOR_SOURCES,
               help="actadd, mean_diff, mean_centred: built from the texts above. feature: a dictionary "
                    "latent's decoder direction (give the dictionary and latent below; no texts)."),
         Field("layer", "Layers", placeholder="e.g. 2, or 1,2 to sweep", needs="positive"),
-        Field("coeff", "Coefficients", placeholder="e.g. 0,0.5,1,2 (0 always runs)",
+        Field("coeff", "Coefficients", placeholder="e.g. 0,0.5,1,2 (0 always runs)", needs=VECTOR_SOURCES,
               help="The vector's multiples; with method=feature, in the latent's activation units."),
-        Field("positions", "Added at"),
+        Field("positions", "Added at", needs=VECTOR_SOURCES),
         Field("dictionary", "Dictionary", placeholder="e.g. blocks.1.hook_resid_post",
               help="A sparse dictionary of this model (a site under data/dictionaries, or a directory): "
                    "its latent is added (method=feature) or clamped."),
