@@ -189,7 +189,7 @@ def vector_tokens_chart(vector: pd.DataFrame, layer: int, resid_norms: dict, fea
         fig.update_xaxes(title={"text": "vector · W_U (logits per unit coefficient)"}, row=1, col=col)
     norm = float(part["norm"].iloc[0]) if len(part) else float("nan")
     typical = resid_norms.get(str(layer))
-    there = "a typical value at the site" if feature else "a typical residual there"
+    there = "the site's typical output (in the residual's space)" if feature else "a typical residual there"
     note = f"norm {norm:.3g}" + (f"; {there} has norm {typical:.3g}" if typical else "")
     subject = (f"{plot_text(feature.split(' (')[0])}: its decoder direction" if feature
                else f"The layer-{layer} steering vector")

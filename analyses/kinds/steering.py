@@ -49,7 +49,7 @@ from analyses.core.errors import SpecError, UserError
 from analyses.core.progress import Progress, silent
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
-from analyses.dictionaries import lookup, sites
+from analyses.dictionaries import lookup
 from analyses.kinds.bos import first_after_bos, past_bos
 from analyses.kinds.interventions import ablation as ablating
 from analyses.kinds.interventions import generation, latents, vectors
@@ -189,8 +189,9 @@ def prepare(bridge, spec: AnalysisSpec, progress: Progress = silent,
     temperature = listtext.number(full.temperature)
     cells = build_cells(layers, coeffs, ablation is not None or clamp is not None)
     neutral = neutral_tokens(bridge)
-    if feature:  # the site's own values: the coefficient's scale
-        resid = {layers[0]: sites.read(bridge, neutral, [dictionary.site])[dictionary.site.output_hook][0].float()}
+    if feature:  # the site's output in the residual's space, as the vector table reads the row: its scale
+        hook = latents.residual_hook(dictionary)
+        resid = {layers[0]: bridge.run_with_cache(neutral, names_filter=[hook])[1][hook][0].float()}
     else:
         resid = vectors.read_residuals(bridge, neutral, layers) if steering else {}
     plan = Plan(cells=cells, vectors=found, ablation=ablation, positions=full.positions,

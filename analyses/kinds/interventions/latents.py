@@ -55,6 +55,13 @@ def in_residual(bridge, dictionary: Dictionary, direction: Float[Tensor, "d_in"]
     return torch.einsum("hd,hdm->m", direction.reshape(w_o.shape[0], w_o.shape[1]).to(w_o.device), w_o)
 
 
+def residual_hook(dictionary: Dictionary) -> str:
+    """Where the site's output is in the residual stream's space (`in_residual`'s image): the
+    site's own output hook, or the attention output for hook_z."""
+    site = dictionary.site
+    return f"blocks.{site.layer}.hook_attn_out" if site.kind == "attn" else site.output_hook
+
+
 def latent_value(dictionary: Dictionary, x: Float[Tensor, "... d_in"], latent: int) -> Float[Tensor, "..."]:
     """z_latent(x): the latent's activation in the TopK code of x (0 where not among the k)."""
     acts, indices = dictionary.coder.encode(x.float())  # [..., k] each
