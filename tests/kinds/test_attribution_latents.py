@@ -135,3 +135,23 @@ def test_a_latent_run_refuses_the_model_basis_options(embedded):
             run(embedded, dictionary=SITES[0], **fields)
     with pytest.raises(SpecError, match="dictionary"):
         run(embedded, dictionary="/nonexistent/folder")
+
+
+def test_over_a_prompt_set_each_rows_latents_are_its_own_run_and_the_summary_means_them(embedded):
+    from analyses.core.datasets import PromptSet
+    from analyses.kinds import sets
+
+    rows = ({"clean": GERMANY, "corrupted": FRANCE, "answer": " Berlin", "wrong": " Paris"},
+            {"clean": FRANCE, "corrupted": GERMANY, "answer": " Paris", "wrong": " Berlin"})
+    prompt_set = PromptSet(name="two capitals", rows=rows)
+    spec = AnalysisSpec(kind="attribution_patching", dataset=prompt_set.reference, dictionary=SITES[0], exact=False)
+    result = sets.run(attribution_patching.run, embedded, spec, prompt_set)
+    per_example = result.tables["latents"]
+    for i, row in enumerate(rows):
+        alone = attribution_patching.run(embedded, spec.for_row(row)).tables["latents"]
+        mine = per_example[per_example.example == i]
+        assert np.allclose(mine.atp.to_numpy(), alone.atp.to_numpy(), atol=1e-6)
+    summary = result.tables["latents_summary"].set_index(["node", "position", "latent"])
+    both = per_example.groupby(["node", "position", "latent"])["atp"].agg(["mean", "count"])
+    both = both[both["count"] == 2]  # a latent active in both examples: the mean of its two values
+    assert len(both) and np.allclose(summary.loc[both.index, "mean"], both["mean"], atol=1e-9)
