@@ -29,7 +29,7 @@ GRANULARITIES = (
     "direct_path", "all",
 )
 DETECTORS = ("previous_token", "duplicate_token", "induction", "retrieval")
-STEERING_METHODS = ("actadd", "mean_diff", "mean_centred")
+STEERING_METHODS = ("actadd", "mean_diff", "mean_centred", "feature")  # feature: a dictionary latent
 STEERING_POSITIONS = ("all", "last", "generated")
 ABLATIONS = ("zero", "mean")
 CIRCUIT_METHODS = ("eap", "eap_ig")
@@ -246,11 +246,14 @@ KINDS: tuple[Kind, ...] = (
         examples_runner="analyses.kinds.attribution_patching:run_examples",
         figures="analyses.figures.attribution_patching:figures",
         required=("clean", "corrupted", "answer", "wrong"),
-        optional=("layer", "exact", "qk_fix", "graddrop", "method", "gradient", "dataset"),
+        optional=("layer", "exact", "qk_fix", "graddrop", "method", "gradient", "dataset", "dictionary"),
         row_fields=("clean", "corrupted", "answer", "wrong"),
         tables={"attributions": ("node", "layer", "position", "head", "atp", "relp", "exact"),
                 "agreement": ("node", "pearson", "spearman", "top10_overlap", "n_nodes", "n_signal"),
-                "relp_agreement": ("node", "pearson", "spearman", "top10_overlap", "n_nodes", "n_signal")},
+                "relp_agreement": ("node", "pearson", "spearman", "top10_overlap", "n_nodes", "n_signal"),
+                # with dictionary=: its latents and error node at each position (no `attributions`)
+                "latents": ("node", "layer", "position", "latent", "token", "clean_act", "corrupted_act",
+                            "atp", "exact")},
         defaults={"qk_fix": False, "graddrop": False, "method": "atp"},
         choices={"method": ATTRIBUTION_METHODS, "gradient": GRADIENTS},
     ),
@@ -282,7 +285,7 @@ KINDS: tuple[Kind, ...] = (
         required=("prompt",),
         optional=("positive", "negative", "method", "layer", "coeff", "positions", "ablate",
                   "ablation", "max_new_tokens", "temperature", "seed", "answer", "wrong", "top_k",
-                  "dataset"),
+                  "dataset", "dictionary", "latent", "clamp"),
         row_fields=("prompt", "answer", "wrong"),
         tables={"generations": ("layer", "coeff", "ablated", "sample", "text", "tokens", "logprobs"),
                 "effects": ("layer", "coeff", "ablated", "metric", "top1", "top_token", "kl"),

@@ -16,6 +16,10 @@ def figures(result, positions: list[int] | None = None) -> dict[str, go.Figure]:
     """One AtP heatmap per node kind, then the agreement scatter when exact patching ran.
     `positions`: the positions the heatmaps show (default: the last `WINDOW` and every
     position the prompts differ at)."""
+    if "latents" in result.tables:  # dictionary=: its latents and error node instead of the basis' nodes
+        from analyses.figures import attribution_latents
+
+        return attribution_latents.figures(result, positions)
     meta, nodes = result.meta, result.tables["attributions"]
     magnitude = bool(meta.get("atp_is_magnitude"))
     clean, corrupted = meta.get("clean_tokens"), meta.get("corrupted_tokens")
@@ -154,6 +158,8 @@ def atp_agreement_scatter(attributions: pd.DataFrame, agreement: pd.DataFrame | 
         x = group["exact"].abs() if magnitude else group["exact"]
         where = [_node_where(layer, head, pos, clean_tokens)
                  for layer, head, pos in group[["layer", "head", "position"]].itertuples(index=False)]
+        if "latent" in group:  # a dictionary's nodes: which latent
+            where = [w if j < 0 else f"latent {int(j)} · {w}" for w, j in zip(where, group["latent"])]
         name = plot_text(str(node)) + (f" · {_stats_text(stats[node])}" if node in stats else "")
         fig.add_trace(trace(
             x=x, y=group["atp"], mode="markers", name=name, marker={"size": 6, "opacity": 0.7},

@@ -48,12 +48,13 @@ RATIO_NOTE = (f"bars: the {RATIO}, (mean patched − mean corrupted) / (mean cle
 # per kind: summary table -> (its per-example table, the per-example value shown as dots, unit)
 SHOWN = {
     "activation_patching": {"effects_summary": ("effects", "value", "share of the clean logit difference restored")},
-    "attribution_patching": {"attributions_summary": ("attributions", "atp", "AtP estimate (logit difference)")},
+    "attribution_patching": {"attributions_summary": ("attributions", "atp", "AtP estimate (logit difference)"),
+                             "latents_summary": ("latents", "atp", "AtP estimate (logit difference)")},
     "dla": {"contributions_summary": ("contributions", "value", "direct contribution (logits)")},
     "logit_lens": {"targets_summary": ("targets", "prob", "probability at the last position")},
 }
 LABEL_KEYS = ("granularity", "component", "node", "layer", "head", "position", "target",
-              "sender_layer", "sender_head", "receiver_input", "n_tokens")
+              "sender_layer", "sender_head", "receiver_input", "n_tokens", "latent")
 
 
 def figures(result) -> dict[str, go.Figure]:
@@ -173,6 +174,8 @@ def component_labels(frame: pd.DataFrame, positions: dict[int, list[str]] | None
             parts.append(head_label(layer, head) if head is not None else f"L{layer}")
         elif layer is not None:  # a named layer (the logit lens's `final_post`)
             parts.append(f"layer {plot_text(str(layer))}")
+        if "latent" in values:  # a dictionary's latent (attribution patching with dictionary=)
+            parts.append(f"latent {values['latent']}")
         if "sender_layer" in values and "sender_head" in values:
             parts.append(f"from {head_label(values['sender_layer'], values['sender_head'])}")
         if "receiver_input" in values:

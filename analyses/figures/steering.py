@@ -33,20 +33,22 @@ def figures(result, layer: int | None = None) -> dict[str, go.Figure]:
     effects, generations = result.tables["effects"], result.tables["generations"]
     shown = {"generations": generation_strip(generations, result.meta.get("samples", 1))}
     steered = effects[effects["coeff"] != 0]
+    feature = result.meta.get("feature")  # method=feature: the vector is a latent's decoder row at its site
+    where = f"the vector: {feature}" if feature else RESID_NOTE
     ablated = bool(effects["ablated"].any())
     if len(steered) or ablated and effects["layer"].notna().any():
         if effects["metric"].notna().any():
             shown["metric"] = cell_grid(effects, "metric", result.meta.get("metric") or "metric",
-                                        signed=True, unit="logits" if result.spec.wrong else "nats")
+                                        signed=True, unit="logits" if result.spec.wrong else "nats", where=where)
         shown["kl"] = cell_grid(effects, "kl", "KL(intact ‖ intervened) on a neutral text",
-                                signed=False, unit="nats")
+                                signed=False, unit="nats", where=where)
     elif ablated and effects["metric"].notna().any():
         shown["knockout"] = knockout_bars(effects, result.meta.get("metric") or "metric")
     vector = result.tables.get("vector")
     if vector is not None and len(vector):
         layers = sorted(int(v) for v in vector["layer"].unique())
         shown["vector"] = vector_tokens_chart(vector, layer if layer in layers else layers[0],
-                                              result.meta.get("resid_norms", {}))
+                                              result.meta.get("resid_norms", {}), feature)
     return shown
 
 
@@ -131,7 +133,11 @@ def fit_to_cell(token: str, cell_px: float, size: float = STRIP_FONT) -> str:
     return html.escape(shown, quote=False)
 
 
-def cell_grid(effects: pd.DataFrame, value: str, name: str, signed: bool, unit: str) -> go.Figure:
+RESID_NOTE = "layer L: the residual stream entering block L"
+
+
+def cell_grid(effects: pd.DataFrame, value: str, name: str, signed: bool, unit: str,
+              where: str = RESID_NOTE) -> go.Figure:
     """Layer (rows) × coefficient (columns) of `value`; with an ablation, the ablated cells
     (coefficient 0 there: the ablation alone)."""
     ablated = bool(effects["ablated"].any())
@@ -146,7 +152,7 @@ def cell_grid(effects: pd.DataFrame, value: str, name: str, signed: bool, unit: 
                             limit=None if signed else float(np.nanmax(z)) or 1.0,
                             values_in_cells=len(columns) <= MAX_VALUE_TEXT))
     note = ("every cell ablated as well; coefficient 0: the ablation alone" if ablated else
-            "coefficient 0: the model itself") + "; layer L: the residual stream entering block L"
+            "coefficient 0: the model itself") + f"; {where}"
     fig.update_layout(title=title(f"{plot_text(name)}, by layer and coefficient", note),
                       xaxis=axis("coefficient (× the steering vector)", columns),
                       yaxis=axis("layer", rows),
@@ -165,8 +171,9 @@ def knockout_bars(effects: pd.DataFrame, name: str) -> go.Figure:
     return fig
 
 
-def vector_tokens_chart(vector: pd.DataFrame, layer: int, resid_norms: dict) -> go.Figure:
-    """The tokens the layer's vector most promotes and suppresses, read through the unembedding."""
+def vector_tokens_chart(vector: pd.DataFrame, layer: int, resid_norms: dict, feature: str | None = None) -> go.Figure:
+    """The tokens the layer's vector most promotes and suppresses, read through the unembedding
+    (`feature`: the vector is that latent's decoder row, read as what it writes to the residual)."""
     part = vector[vector["layer"] == layer]
     promotes = part[part["direction"] == "promotes"].sort_values("score")
     suppresses = part[part["direction"] == "suppresses"].sort_values("score", ascending=False)
@@ -182,8 +189,11 @@ def vector_tokens_chart(vector: pd.DataFrame, layer: int, resid_norms: dict) -> 
         fig.update_xaxes(title={"text": "vector · W_U (logits per unit coefficient)"}, row=1, col=col)
     norm = float(part["norm"].iloc[0]) if len(part) else float("nan")
     typical = resid_norms.get(str(layer))
-    note = f"norm {norm:.3g}" + (f"; a typical residual there has norm {typical:.3g}" if typical else "")
-    fig.update_layout(title=title(f"The layer-{layer} steering vector read through the unembedding", note),
+    there = "the site's typical output (in the residual's space)" if feature else "a typical residual there"
+    note = f"norm {norm:.3g}" + (f"; {there} has norm {typical:.3g}" if typical else "")
+    subject = (f"{plot_text(feature.split(' (')[0])}: its decoder direction" if feature
+               else f"The layer-{layer} steering vector")
+    fig.update_layout(title=title(f"{subject} read through the unembedding", note),
                       height=max(360, 28 * len(promotes) + 160), margin={"l": 110, "r": 20, "t": 90, "b": 60})
     return fig
 

@@ -60,7 +60,8 @@ SUMMARIES: dict[str, dict[str, Summary]] = {
     "activation_patching": {"effects": Summary(
         ("granularity", "layer", "position", "head", "sender_layer", "sender_head", "receiver_input"),
         "raw", wang=True)},
-    "attribution_patching": {"attributions": Summary(("node", "layer", "position", "head"), "atp")},
+    "attribution_patching": {"attributions": Summary(("node", "layer", "position", "head"), "atp"),
+                             "latents": Summary(("node", "layer", "position", "latent"), "atp")},
     # a neuron's row is there only where it ranked among its layer's top: n says in how many
     "dla": {"contributions": Summary(("component", "layer", "head"), "value"),
             "neurons": Summary(("layer", "part", "neuron"), "value")},

@@ -19,6 +19,13 @@ Effects, per cell:
   (whatever `positions` says) and the ablation applied: what the intervention breaks besides
   what it steers.
 
+Latents of a sparse dictionary (`dictionary=`, `latent=`; `analyses.kinds.interventions.latents`):
+`method=feature` adds coeff × the latent's decoder row at the dictionary's own site (its layer
+is the site's; `layer` is not taken), in the latent's activation units; `clamp=v` sets the
+latent to v (0: zeroes it) at the `positions` chosen with the dictionary's error term kept, so
+only that latent changes. A clamp is a knock-out like `ablate`: every cell but the intact
+baseline has it (`ablated` true), with the ablation if both are given.
+
 BOS is never intervened on: neither the vector nor the ablation touches position 0 when the
 prompt begins with BOS (`analyses.kinds.bos`; `positions=all` means every position after it).
 
@@ -42,9 +49,10 @@ from analyses.core.errors import SpecError, UserError
 from analyses.core.progress import Progress, silent
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
+from analyses.dictionaries import lookup
 from analyses.kinds.bos import first_after_bos, past_bos
 from analyses.kinds.interventions import ablation as ablating
-from analyses.kinds.interventions import generation, vectors
+from analyses.kinds.interventions import generation, latents, vectors
 from analyses.kinds.interventions.neutral import neutral_tokens
 from analyses.kinds.ranges import check_layer
 from analyses.kinds.tokens import prompt_tokens, single_token, token_strings, token_texts
@@ -81,6 +89,8 @@ class Plan:
     kl: dict[tuple, float]  # Cell.intervention -> KL on the neutral text
     vector_table: pd.DataFrame | None
     resid_norms: dict[int, float]  # a typical residual's norm at each steered layer
+    feature: lookup.Dictionary | None = None  # method=feature: vectors are its decoder row, added at its site
+    clamp: latents.Clamp | None = None  # clamp=: applied in every ablated cell
 
 
 def _given(spec: AnalysisSpec, name: str) -> bool:
@@ -90,18 +100,46 @@ def _given(spec: AnalysisSpec, name: str) -> bool:
     return value is not None and value != CATALOGUE["steering"].defaults.get(name)
 
 
+def is_feature(spec: AnalysisSpec) -> bool:
+    return spec.method == "feature"
+
+
 def check_fields(spec: AnalysisSpec) -> None:
     """Fields that need a steering vector are refused without one, unless left at their
-    defaults; `ablation` likewise needs `ablate`."""
-    if _given(spec, "negative") and not _given(spec, "positive"):
+    defaults; `ablation` likewise needs `ablate`; a dictionary and latent need `method=feature`
+    or `clamp`, and those need both."""
+    if is_feature(spec):
+        check_feature_fields(spec)
+    elif _given(spec, "negative") and not _given(spec, "positive"):
         raise SpecError("positive", "missing: negative texts contrast with positive ones")
-    if not _given(spec, "positive"):
+    if not _given(spec, "positive") and not is_feature(spec):
         for name in ("layer", "coeff", "method", "positions"):
-            if _given(spec, name):
+            if _given(spec, name) and not (name == "positions" and spec.clamp is not None):
                 raise SpecError(name, "applies to a steering vector; give positive (and negative) "
-                                      "texts to build one, or leave it out")
+                                      "texts to build one (or method=feature with a dictionary and "
+                                      "latent), or leave it out")
+    wants_latent = is_feature(spec) or spec.clamp is not None
+    if not wants_latent:
+        for name in ("dictionary", "latent"):
+            if getattr(spec, name) is not None:
+                raise SpecError(name, "names a dictionary latent to intervene on: set method=feature "
+                                      "(add its decoder direction) or clamp= (clamp it), or leave it out")
+    for name in ("dictionary", "latent"):
+        if wants_latent and getattr(spec, name) is None:
+            raise SpecError(name, f"missing: {'method=feature' if is_feature(spec) else 'clamp'} "
+                                  "needs a dictionary and one of its latents")
     if _given(spec, "ablation") and not _given(spec, "ablate"):
         raise SpecError("ablation", "says how to ablate; name what to ablate in ablate= as well")
+
+
+def check_feature_fields(spec: AnalysisSpec) -> None:
+    for name in ("positive", "negative"):
+        if _given(spec, name):
+            raise SpecError(name, "method=feature adds a dictionary latent's decoder direction; it "
+                                  "reads no contrast texts (leave them out, or choose another method)")
+    if _given(spec, "layer"):
+        raise SpecError("layer", "method=feature adds the latent at its dictionary's site, whose "
+                                 "layer is fixed; leave layer out")
 
 
 def build_cells(layers: list[int] | None, coeffs: list[float], ablated: bool) -> tuple[Cell, ...]:
@@ -113,12 +151,22 @@ def build_cells(layers: list[int] | None, coeffs: list[float], ablated: bool) ->
 
 
 @torch.no_grad()
-def prepare(bridge, spec: AnalysisSpec, progress: Progress = silent) -> Plan:
+def prepare(bridge, spec: AnalysisSpec, progress: Progress = silent,
+            dictionary: lookup.Dictionary | None = None) -> Plan:
+    """What every prompt of the run shares; `dictionary`: the one `spec.dictionary` names
+    (loaded by the caller, which knows the model's reference and fingerprint)."""
     check_fields(spec)
     full = spec.with_defaults()
     n_layers = int(bridge.cfg.n_layers)
-    steering = full.positive is not None
-    layers = listtext.indices(full.layer) if full.layer is not None else ([n_layers // 2] if steering else None)
+    feature = is_feature(full)
+    if (feature or full.clamp is not None) and dictionary is None:
+        raise SpecError("dictionary", "missing: the latent's dictionary was not loaded")
+    latent = latents.check_latent(dictionary, full.latent) if dictionary is not None else None
+    steering = full.positive is not None or feature
+    if feature:
+        layers = [dictionary.site.layer]
+    else:
+        layers = listtext.indices(full.layer) if full.layer is not None else ([n_layers // 2] if steering else None)
     for layer in layers or []:
         check_layer(bridge, layer)
     coeffs = sorted({0.0, *listtext.numbers(full.coeff)}) if steering else [0.0]
@@ -126,21 +174,33 @@ def prepare(bridge, spec: AnalysisSpec, progress: Progress = silent) -> Plan:
         raise SpecError("coeff", f"{len(layers)} layers × {len(coeffs)} coefficients; a run sweeps at "
                                  f"most {MAX_CELLS} cells")
     progress(0.02, "building the steering vector" if steering else "preparing the ablation")
-    found = (vectors.steering_vectors(bridge, full.method, listtext.lines(full.positive),
-                                      listtext.lines(full.negative) if full.negative else [], layers)
-             if steering else {})
+    if feature:  # the decoder row, in the site's space; the table reads what it writes to the residual
+        found = {layers[0]: latents.decoder_row(dictionary, latent)}
+        read_out = {layers[0]: latents.in_residual(bridge, dictionary, found[layers[0]])}
+    else:
+        found = (vectors.steering_vectors(bridge, full.method, listtext.lines(full.positive),
+                                          listtext.lines(full.negative) if full.negative else [], layers)
+                 if steering else {})
+        read_out = found
     ablation = (ablating.prepare(bridge, listtext.components(full.ablate), full.ablation)
                 if full.ablate else None)
+    clamp = (latents.Clamp(dictionary, latent, listtext.number(full.clamp, -listtext.MAX_MAGNITUDE))
+             if full.clamp is not None else None)
     temperature = listtext.number(full.temperature)
-    cells = build_cells(layers, coeffs, ablation is not None)
+    cells = build_cells(layers, coeffs, ablation is not None or clamp is not None)
     neutral = neutral_tokens(bridge)
-    resid = vectors.read_residuals(bridge, neutral, layers) if steering else {}
+    if feature:  # the site's output in the residual's space, as the vector table reads the row: its scale
+        hook = latents.residual_hook(dictionary)
+        resid = {layers[0]: bridge.run_with_cache(neutral, names_filter=[hook])[1][hook][0].float()}
+    else:
+        resid = vectors.read_residuals(bridge, neutral, layers) if steering else {}
     plan = Plan(cells=cells, vectors=found, ablation=ablation, positions=full.positions,
                 temperature=temperature, samples=SAMPLES if temperature > 0 else 1,
                 max_new_tokens=full.max_new_tokens, seed=full.seed, kl={},
-                vector_table=vectors.vector_table(bridge, found, full.top_k) if steering else None,
+                vector_table=vectors.vector_table(bridge, read_out, full.top_k) if steering else None,
                 resid_norms={layer: float(past_bos(r, first_after_bos(bridge), pos_dim=0).norm(dim=-1).mean())
-                             for layer, r in resid.items()})
+                             for layer, r in resid.items()},
+                feature=dictionary if feature else None, clamp=clamp)
     progress(0.05, "measuring what each intervention changes on a neutral text")
     intact = generation.forward(bridge, neutral, lambda counter: [])[0].float().log_softmax(-1)
     for cell in cells:
@@ -159,8 +219,12 @@ def kl_divergence(p_log: Tensor, q_log: Tensor) -> float:
 def hooks_for(plan: Plan, cell: Cell, where) -> generation.Hooks:
     """The cell's hooks for a position counter: the ablation, then the vector."""
     def hooks(counter) -> list:
-        found = ablating.ablation_hooks(plan.ablation, counter) if cell.ablated else []
-        if cell.coeff:
+        found = ablating.ablation_hooks(plan.ablation, counter) if cell.ablated and plan.ablation else []
+        if cell.ablated and plan.clamp is not None:
+            found += latents.clamp_hooks(plan.clamp, where, counter)
+        if cell.coeff and plan.feature is not None:
+            found += latents.feature_hooks(plan.feature, plan.vectors[cell.layer], cell.coeff, where, counter)
+        elif cell.coeff:
             hook = vectors.steering_hook(plan.vectors[cell.layer], cell.coeff, where, counter)
             found.append((vectors.resid_hook(cell.layer), hook))
         return found
@@ -227,6 +291,9 @@ def run_prompt(bridge, plan: Plan, spec: AnalysisSpec, progress: Progress = sile
         "max_new_tokens": max_new, "samples": plan.samples,
         "metric": metric_name(spec), "ablated": plan.ablation.label if plan.ablation else None,
         "resid_norms": {str(k): v for k, v in plan.resid_norms.items()},
+        "clamped": plan.clamp.label if plan.clamp else None,
+        "feature": (f"latent {spec.latent} of {plan.feature.label}, added at {plan.feature.site.output_hook}"
+                    if plan.feature else None),
         "n_layers": int(bridge.cfg.n_layers)})
 
 
@@ -250,9 +317,13 @@ def _frame(rows: list[dict], table: str) -> pd.DataFrame:
     return frame
 
 
+def dictionary_of(model, spec: AnalysisSpec) -> lookup.Dictionary | None:
+    return lookup.load(model, spec.dictionary) if spec.dictionary else None
+
+
 def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     bridge = model.bridge
-    plan = prepare(bridge, spec, progress)
+    plan = prepare(bridge, spec, progress, dictionary_of(model, spec))
     return run_prompt(bridge, plan, spec, progress)
 
 
@@ -262,7 +333,7 @@ def run_examples(model, specs: list[AnalysisSpec], progress: Progress = silent) 
     if not specs:
         return []
     bridge = model.bridge
-    plan = prepare(bridge, specs[0], silent)
+    plan = prepare(bridge, specs[0], silent, dictionary_of(model, specs[0]))
     outcomes = []
     for i, spec in enumerate(specs):
         progress(i / len(specs), f"example {i + 1} of {len(specs)}")

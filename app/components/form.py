@@ -47,7 +47,7 @@ class Field:
     # drawn only when this other field has a value: steering's coefficients and layers mean
     # nothing on a knock-out-only run (no texts to build a vector from). Left out, it is
     # left out of the spec too (the kind's default, which does nothing without the other).
-    needs: str | None = None
+    needs: str | tuple[str, ...] | None = None  # a tuple: drawn when any of those fields has a value
 
 
 DATASET_FIELD = Field(
@@ -215,7 +215,10 @@ class SpecForm:
 
     def waiting(self) -> tuple[str, ...]:
         """The fields not drawn because the field each `needs` is empty."""
-        return tuple(f.name for f in self.fields if f.needs and not self._given(f.needs))
+        def needed(f: Field) -> tuple[str, ...]:
+            return (f.needs,) if isinstance(f.needs, str) else f.needs
+
+        return tuple(f.name for f in self.fields if f.needs and not any(map(self._given, needed(f))))
 
     def _given(self, name: str) -> bool:
         value = st.session_state.get(self.key(name))

@@ -17,6 +17,8 @@ TRUST = ("Where to trust AtP: it is a first-order (linear) estimate, so it ranks
 
 
 def draw(result):
+    if "latents" in result.tables:  # dictionary=: the dictionary's latents instead of the basis' nodes
+        return draw_latents(result)
     meta = result.meta
     agreement = result.tables.get("agreement")
     magnitude = bool(meta.get("atp_is_magnitude"))
@@ -67,6 +69,36 @@ def draw(result):
     return shown
 
 
+def draw_latents(result):
+    """A dictionary's latents and error node: the heatmap, the largest nodes, the agreement."""
+    meta = result.meta
+    positions = position_picker(view_key(result, "positions"), int(meta["n_tokens"]),
+                                differing_positions(meta.get("clean_tokens"), meta.get("corrupted_tokens")))
+    figures = result.figures(positions=positions)
+
+    def summary():
+        nodes, clean_box, corrupted_box = st.columns(3)
+        nodes.metric("Latent and error nodes", f"{meta.get('n_nodes')}", border=True)
+        clean_box.metric("Clean logit difference", f"{meta['clean_baseline']:.3f}", border=True)
+        corrupted_box.metric("Corrupted logit difference", f"{meta['corrupted_baseline']:.3f}", border=True)
+        st.caption(md_escape(f"{meta.get('dictionary')}. Per position the latents and the error node sum to "
+                             "the site's own AtP node; the error node is what the dictionary does not "
+                             "reconstruct, shown, never hidden."))
+
+    def top_nodes():
+        latents = result.tables["latents"]
+        top = latents.reindex(latents["atp"].abs().sort_values(ascending=False).index).head(30)
+        st.dataframe(top.round(4), hide_index=True, key=view_key(result, "latents"))
+
+    def agreement_numbers():
+        agreement = result.tables.get("agreement")
+        if agreement is not None:
+            st.dataframe(agreement.round(2), hide_index=True, key=view_key(result, "agreement"))
+        st.caption(md_escape(agreement_note(agreement)))
+
+    return {"summary": summary, **figures, "top_nodes": top_nodes, "agreement_numbers": agreement_numbers}
+
+
 analysis_page(
     "attribution_patching",
     intro="**Attribution patching** (Nanda 2023; Kramár et al. 2024, *AtP\\**) estimates the "
@@ -75,7 +107,8 @@ analysis_page(
           "difference. Each heatmap shows one kind of node; RelP's estimates (relevance "
           "patching, Jafari et al. 2025: `method=relp`) and, when exact patching runs too "
           "(`exact`), its effects sit beside AtP's on the same colour scale, and a scatter "
-          "shows how well the estimates agree with it.",
+          "shows how well the estimates agree with it. With a sparse **dictionary** (`dictionary`), "
+          "the nodes are its latents at each position and its error node instead.",
     fields=[
         Field("clean", "Clean prompt", multiline=True),
         Field("corrupted", "Corrupted prompt", multiline=True,
@@ -91,6 +124,11 @@ analysis_page(
         Field("gradient", "Gradient on", help="corrupted (default; TransformerLens's attribution_patch): "
               "estimates restoring each node's clean value into the corrupted run. clean (Syed et al. "
               "2023): estimates corrupting it in the clean run; exact patching then measures that."),
+        Field("dictionary", "Dictionary (latents instead of the model's nodes)",
+              placeholder="e.g. blocks.1.hook_resid_post, blocks.1.attn.hook_z, blocks.1.mlp",
+              help="AtP over a sparse dictionary's latents and its error node at each position "
+                   "(the layer, QK fix, GradDrop and RelP options do not apply); exact patching of "
+                   "each latent beside it."),
         Field("method", "Estimates", help="atp: the gradient (AtP). relp: AtP beside relevance patching "
                                           "(RelP, Jafari et al. 2025), one more backward pass, compared "
                                           "with exact patching per node kind when exact runs."),

@@ -9,6 +9,10 @@ from app.components.display import display_token, md_escape
 from app.components.form import Field
 from app.components.page import analysis_page, view_key
 
+# a vector comes from contrast texts, or from a dictionary's latent (method=feature); a clamp
+# also reads `positions`: their fields are drawn once one of these is given
+VECTOR_SOURCES = ("positive", "dictionary")
+
 
 def draw(result):
     figures = result.figures(layer=chosen_layer(result))
@@ -70,11 +74,17 @@ def numbers(result):
     st.dataframe(shown[columns].rename(columns={"metric": metric or "metric", "top_token": "top next token",
                                                 "kl": "KL on a neutral text (nats)"}),
                  hide_index=True, key=view_key(result, "effects"))
-    if result.spec.positive:
+    if result.spec.positive or result.meta.get("feature"):
         st.caption("BOS (position 0, the attention sink) is never intervened on: the vector and the "
                    "ablation start after it, and *Added at: all* means every position after BOS.")
     else:  # a knock-out-only run: no vector, so no coefficients or positions to explain
         st.caption("BOS (position 0, the attention sink) is never knocked out: the ablation starts after it.")
+    if result.meta.get("feature"):
+        st.caption(md_escape(f"Vector: {result.meta['feature']} (coefficients in the latent's activation units)."))
+    if result.meta.get("clamped"):
+        at = result.spec.with_defaults().positions
+        st.caption(md_escape(f"Knocked-out cells: {result.meta['clamped']} (at: {at}, the dictionary's "
+                             "error term kept)."))
     if result.meta.get("ablated"):
         st.caption(md_escape(f"Ablated: {result.meta['ablated']} ({result.spec.with_defaults().ablation} "
                              "ablation, every position after BOS)."))
@@ -87,7 +97,9 @@ analysis_page(
           "(ActAdd, Turner et al. 2023; averaged over pairs, CAA, Rimsky et al. 2024), or the "
           "positive texts' mean minus a neutral text's (mean-centring, Jorgensen et al. 2023). "
           "**Ablation** knocks out heads (`L1H7`), attention outputs (`L0.attn`) or MLPs "
-          "(`L0.mlp`). Each cell's continuation is shown beside the intact model's; the KL on "
+          "(`L0.mlp`). A sparse dictionary's **latent** can be added (`method=feature`: its "
+          "decoder direction) or clamped (`clamp`: set to a value, 0 zeroes it, the rest of the "
+          "site untouched). Each cell's continuation is shown beside the intact model's; the KL on "
           "a neutral text says what the intervention breaks besides what it steers.",
     fields=[
         Field("prompt", "Prompt", multiline=True),
@@ -95,10 +107,20 @@ analysis_page(
               placeholder="e.g. The capital of Germany is"),
         Field("negative", "Steer away from (one per line, paired with the lines above)", multiline=True,
               placeholder="e.g. The capital of France is"),
-        Field("method", "Vector", needs="positive"),
+        Field("method", "Vector", needs=VECTOR_SOURCES,
+              help="actadd, mean_diff, mean_centred: built from the texts above. feature: a dictionary "
+                   "latent's decoder direction (give the dictionary and latent below; no texts)."),
         Field("layer", "Layers", placeholder="e.g. 2, or 1,2 to sweep", needs="positive"),
-        Field("coeff", "Coefficients", placeholder="e.g. 0,0.5,1,2 (0 always runs)", needs="positive"),
-        Field("positions", "Added at", needs="positive"),
+        Field("coeff", "Coefficients", placeholder="e.g. 0,0.5,1,2 (0 always runs)", needs=VECTOR_SOURCES,
+              help="The vector's multiples; with method=feature, in the latent's activation units."),
+        Field("positions", "Added at", needs=VECTOR_SOURCES),
+        Field("dictionary", "Dictionary", placeholder="e.g. blocks.1.hook_resid_post",
+              help="A sparse dictionary of this model (a site under data/dictionaries, or a directory): "
+                   "its latent is added (method=feature) or clamped."),
+        Field("latent", "Latent", help="The dictionary's latent to add (method=feature) or clamp."),
+        Field("clamp", "Clamp the latent to", placeholder="e.g. 0 to zero it",
+              help="Every cell but the intact one sets the latent to this value at the positions "
+                   "chosen, the dictionary's error term kept: only that latent changes."),
         Field("ablate", "Knock out", placeholder="e.g. L1H7,L1H6,L0.mlp"),
         Field("ablation", "Ablation"),
         Field("answer", "Answer", placeholder="e.g. ␣Berlin (one token)"),

@@ -23,7 +23,8 @@ def test_the_catalogue_agrees_with_the_engines_it_names():
     assert CATALOGUE["activation_patching"].tables["effects"] == activation_patching.EFFECT_COLUMNS
     assert CATALOGUE["attribution_patching"].tables == {
         "attributions": attribution_patching.ATTRIBUTION_COLUMNS, "agreement": attribution_patching.AGREEMENT_COLUMNS,
-        "relp_agreement": attribution_patching.AGREEMENT_COLUMNS}  # RelP's, measured as AtP's
+        "relp_agreement": attribution_patching.AGREEMENT_COLUMNS,  # RelP's, measured as AtP's
+        "latents": attribution_patching.LATENT_COLUMNS}  # with dictionary=
     assert CATALOGUE["dla"].tables == {"contributions": dla.COLUMNS, "neurons": dla.NEURON_COLUMNS}
     assert CATALOGUE["knockout"].tables == {"knockout": knockout.COLUMNS}
     assert CATALOGUE["logit_lens"].tables == {"top": logit_lens.TOP_COLUMNS, "targets": logit_lens.TARGET_COLUMNS}

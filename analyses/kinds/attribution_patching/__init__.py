@@ -35,12 +35,19 @@ from analyses.kinds.attribution_patching.agreement import (
     agreement,
     tied_at_zero,
 )
-from analyses.kinds.attribution_patching.analysis import ATTRIBUTION_COLUMNS, AUTO_EXACT_NODES, run, run_examples
+from analyses.kinds.attribution_patching.analysis import (
+    ATTRIBUTION_COLUMNS,
+    AUTO_EXACT_NODES,
+    LATENT_COLUMNS,
+    run,
+    run_examples,
+)
 from analyses.kinds.attribution_patching.atp import Attribution, NodeEstimates, attribute, gradients, node_scores
 from analyses.kinds.attribution_patching.exact import exact_effects
 from analyses.kinds.attribution_patching.nodes import NODE_KINDS
 from analyses.kinds.attribution_patching.qk_fix import key_patch_effects, qk_fixed_scores
 
-__all__ = ["AGREEMENT_COLUMNS", "ATTRIBUTION_COLUMNS", "AUTO_EXACT_NODES", "NODE_KINDS", "SIGNAL_TOLERANCE",
+__all__ = ["AGREEMENT_COLUMNS", "ATTRIBUTION_COLUMNS", "AUTO_EXACT_NODES", "LATENT_COLUMNS", "NODE_KINDS",
+           "SIGNAL_TOLERANCE",
            "Attribution", "NodeEstimates", "agreement", "attribute", "exact_effects", "gradients",
            "key_patch_effects", "node_scores", "qk_fixed_scores", "run", "run_examples", "tied_at_zero"]

@@ -4,27 +4,36 @@ agreement. The gradient is taken on the corrupted run (`gradient` unset or "corr
 TransformerLens's `attribution_patch`, estimating the effect of restoring a node's clean
 value into the corrupted run) or on the clean run ("clean": Syed et al. 2023's convention,
 estimating the effect of corrupting it in the clean run; `exact` then measures that:
-clean metric − the clean run with that node corrupted). Both in the denoising sign."""
+clean metric − the clean run with that node corrupted). Both in the denoising sign.
+
+With `dictionary=`, the nodes are that dictionary's latents and error node at each position
+(`latents.py`; table `latents`, no `attributions`), exact patching runs on every node when
+there are at most `AUTO_EXACT_NODES` (else on the `AUTO_EXACT_NODES` largest |atp|) unless
+`exact=0`, and `agreement` compares them per node kind (latent, error, all)."""
 from __future__ import annotations
 
 import time
 from dataclasses import replace
 
 import numpy as np
+import torch
 
 from analyses.core.catalogue import CATALOGUE
 from analyses.core.errors import SpecError, UserError
 from analyses.core.progress import Progress, silent
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
+from analyses.dictionaries import lookup
 from analyses.kinds.attribution_patching.agreement import SIGNAL_TOLERANCE, agreement
 from analyses.kinds.attribution_patching.atp import attribute, batch_estimates
 from analyses.kinds.attribution_patching.exact import SITES, exact_effects, exact_effects_examples
+from analyses.kinds.attribution_patching.latents import attribute_latents, exact_latent_effects
 from analyses.kinds.gradient_runs import gradient_run
 from analyses.kinds.patching.engine import PairBatch, Patcher, PromptPair, check_layer, normaliser, prompt_pair
 from analyses.kinds.tokens import token_strings
 
 ATTRIBUTION_COLUMNS = CATALOGUE["attribution_patching"].tables["attributions"]
+LATENT_COLUMNS = CATALOGUE["attribution_patching"].tables["latents"]
 AUTO_EXACT_NODES = 2_000  # exact patching runs by default up to this many nodes
 
 
@@ -37,6 +46,8 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     gradient = spec.gradient or "corrupted"
     run_pair = _gradient_pair(pair, gradient)
     with_relp = spec.method == "relp"
+    if spec.dictionary:
+        return run_latents(model, spec, pair, run_pair, -1.0 if gradient == "clean" else 1.0, progress, started)
     if with_relp and (spec.qk_fix or spec.graddrop):
         raise SpecError("method", "relp replaces the gradient itself; the AtP* fixes (qk_fix, graddrop) "
                                   "apply to plain AtP only")
@@ -65,8 +76,8 @@ def run_examples(model, specs: list[AnalysisSpec], progress: Progress = silent) 
     raises, in its place. Pairs of one token length share their passes: plain AtP's clean
     forward and corrupted forward and backward (each example's gradient is its own metric's:
     rows are independent), and exact patching's engine (`Patcher` over a `PairBatch`). Each
-    example's numbers equal its `run` to float rounding. Rows asking for AtP*'s fixes or
-    RelP run one by one."""
+    example's numbers equal its `run` to float rounding. Rows asking for AtP*'s fixes, RelP
+    or a dictionary's latents run one by one."""
     started = time.perf_counter()
     bridge = model.bridge
     outcomes: list[Result | UserError | None] = [None] * len(specs)
@@ -74,7 +85,7 @@ def run_examples(model, specs: list[AnalysisSpec], progress: Progress = silent) 
     alone = []
     for i, spec in enumerate(specs):
         spec = spec.with_defaults()
-        if spec.method == "relp" or spec.qk_fix or spec.graddrop:
+        if spec.method == "relp" or spec.qk_fix or spec.graddrop or spec.dictionary:
             alone.append(i)
             continue
         try:
@@ -191,6 +202,70 @@ def _result(bridge, spec: AnalysisSpec, pair: PromptPair, nodes, run_baselines: 
         "clean_tokens": token_strings(bridge, pair.clean[0]),
         "corrupted_tokens": token_strings(bridge, pair.corrupted[0]),
         "n_forwards_exact": n_forwards_exact,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    return Result(spec=spec, tables=tables, meta=meta)
+
+
+def check_latent_fields(spec: AnalysisSpec) -> None:
+    """What a latent run does not take: node-kind options of the model's own basis."""
+    for name, given in (("layer", spec.layer is not None), ("qk_fix", bool(spec.qk_fix)),
+                        ("graddrop", bool(spec.graddrop)), ("method", spec.method == "relp")):
+        if given:
+            raise SpecError(name, "does not apply with dictionary= (its nodes are the dictionary's "
+                                  "latents and error at its own site); leave it out")
+
+
+def run_latents(model, spec: AnalysisSpec, pair, run_pair, sign: float, progress: Progress,
+                started: float) -> Result:
+    """AtP over a dictionary's latents and error node, exact patching beside it (module docstring)."""
+    check_latent_fields(spec)
+    bridge = model.bridge
+    dictionary = lookup.load(model, spec.dictionary)
+    progress(0.0, f"attribution over the latents of {dictionary.site.name}: one forward and one backward pass")
+    estimates = attribute_latents(bridge, dictionary, run_pair)
+    nodes = estimates.nodes
+    nodes["atp"] *= sign
+    if sign < 0:  # the swapped pair's activations: give each prompt its own back
+        nodes[["clean_act", "corrupted_act"]] = nodes[["corrupted_act", "clean_act"]].to_numpy()
+    tokens = token_strings(bridge, pair.clean[0])
+    nodes["token"] = [tokens[p] for p in nodes["position"]]
+    baselines = (estimates.clean_baseline, estimates.corrupted_baseline)
+    want_exact = spec.exact if spec.exact is not None else True
+    nodes["exact"] = np.nan
+    if want_exact:
+        chosen = np.argsort(-nodes["atp"].abs().to_numpy(), kind="stable")[:AUTO_EXACT_NODES]
+        positions = torch.as_tensor(nodes["position"].to_numpy()[chosen])
+        effects, _ = exact_latent_effects(bridge, dictionary, run_pair, positions, estimates.shifts[chosen],
+                                          progress=progress, span=(0.1, 1.0))
+        nodes.loc[nodes.index[chosen], "exact"] = sign * effects
+    if spec.gradient == "clean":
+        baselines = baselines[::-1]
+    normaliser(*baselines)  # refuses a pair with no gap
+    tables = {"latents": nodes[list(LATENT_COLUMNS)]}
+    if want_exact:
+        tables["agreement"] = agreement(nodes[nodes["exact"].notna()].reset_index(drop=True), magnitude=False)
+    progress(1.0, "done")
+    meta = {
+        "method": "AtP over dictionary latents",
+        "dictionary": dictionary.label,
+        "dictionary_site": dictionary.site.name,
+        "gradient": gradient_run(spec.gradient or "corrupted", "latent", "activation"),
+        "clean_baseline": baselines[0],
+        "corrupted_baseline": baselines[1],
+        "metric": "logit difference answer - wrong at the last position",
+        "units": "change of the raw logit difference (atp and exact); clean_act and corrupted_act: "
+                 "the latent's activation in each run",
+        "atp_is_magnitude": False,
+        "signal_tolerance": SIGNAL_TOLERANCE,
+        "n_nodes": len(nodes),
+        "n_exact": int(nodes["exact"].notna().sum()),
+        "exact": bool(want_exact),
+        "exact_rule": (f"unless exact=0: every node, or the {AUTO_EXACT_NODES} with the largest |atp| "
+                       "when there are more"),
+        "n_tokens": int(pair.corrupted.shape[1]),
+        "clean_tokens": tokens,
+        "corrupted_tokens": token_strings(bridge, pair.corrupted[0]),
         "seconds": round(time.perf_counter() - started, 3),
     }
     return Result(spec=spec, tables=tables, meta=meta)
