@@ -88,6 +88,11 @@ FIELDS: dict[str, FieldInfo] = {
                                 "corrupted (default; TransformerLens's attribution_patch): estimates "
                                 "restoring the clean value into the corrupted run; clean (Syed et al. "
                                 "2023's EAP code): estimates corrupting it in the clean run"),
+    "dictionary": FieldInfo(TEXT, "a sparse dictionary (SAE or transcoder): a site name, the model's "
+                                  "own dictionary there (blocks.1.hook_resid_post, blocks.1.attn.hook_z, "
+                                  "blocks.1.mlp), or a local directory in sparsify's or SAELens's format"),
+    "corpus_tokens": FieldInfo(INT, "latent index: how many held-out corpus tokens the dashboards read "
+                                    "(top contexts, histograms, densities)", 1_000, 10_000_000),
 }
 ABLATE_LIST = FieldInfo(TEXT, "components to knock out, comma-separated: heads L1H7, a layer's MLP "
                               "L0.mlp, its attention output L0.attn", check=listtext.components)
@@ -146,6 +151,8 @@ class AnalysisSpec:
     ablation: str | None = None
     steps: int | None = None
     gradient: str | None = None  # unset: corrupted (kept out of the defaults: cache keys stay)
+    dictionary: str | None = None  # a site name or a directory (analyses/dictionaries/reference.py)
+    corpus_tokens: int | None = None
 
     def __post_init__(self):
         for name in FIELDS:
