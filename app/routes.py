@@ -21,9 +21,13 @@ PAGES: dict[str, str] = {
     "steering": "views/steering.py",
     "ablation_sweep": "views/ablation_sweep.py",
     "circuit": "views/circuit.py",
+    "features": "views/features.py",
+    "latent_index": "views/latent_index.py",
 }
 TITLES = {  # page titles where "Kind name" (from the kind) reads badly
     "dla": "Direct logit attribution",
+    "features": "Prompt through a dictionary",
+    "latent_index": "Latent dashboard",
 }
 
 
