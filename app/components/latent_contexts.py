@@ -6,22 +6,29 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.components.display import md_escape
+from app.components.display import display_token
 
 SHADE = "76,120,168"  # the figures' blue
 
 
+def inert_text(text: str) -> str:
+    """`text` for HTML that Streamlit reads as Markdown first: invisible characters made
+    visible, then every character but letters, digits and spaces written as a numeric
+    character reference, which neither Markdown nor HTML acts on (a token cannot open a tag,
+    a link or emphasis), and which shows as the character itself (a backslash escape would
+    show its backslash inside HTML)."""
+    return "".join(c if c.isalnum() or c == " " else f"&#{ord(c)};" for c in display_token(text))
+
+
 def context_html(tokens: pd.DataFrame, top: float) -> str:
-    """One context's tokens (its `context_tokens` rows) as inline HTML. Every token's text goes
-    through md_escape: Streamlit reads this as Markdown first, and escaped text stays inert
-    as both (a token cannot open a tag or a link)."""
+    """One context's tokens (its `context_tokens` rows) as inline HTML (`inert_text`)."""
     spans = []
     for offset, text, value in tokens.sort_values("offset")[["offset", "token_str", "value"]].itertuples(index=False):
         alpha = 0.0 if top <= 0 else min(max(float(value) / top, 0.0), 1.0)
         border = "border:2px solid #E45756;border-radius:3px;" if offset == 0 else ""
         tip = f"activation {float(value):.3g}"
         spans.append(f"<span title='{tip}' style='background:rgba({SHADE},{alpha:.2f});{border}"
-                     f"white-space:pre'>{md_escape(str(text))}</span>")
+                     f"white-space:pre'>{inert_text(str(text))}</span>")
     return "".join(spans)
 
 
