@@ -35,19 +35,25 @@ def figures(result, positions: list[int] | None = None) -> dict[str, go.Figure]:
             "errors": error_chart(errors, positions, first, site)}
 
 
-def shown_latents(latents: pd.DataFrame, limit: int = MAX_LATENT_ROWS) -> list[int]:
-    """The grid's rows, strongest first (the latents table's order)."""
-    return [int(v) for v in dict.fromkeys(latents["latent"])][:limit]
+def shown_latents(activations: pd.DataFrame, latents: pd.DataFrame, where: list[int],
+                  limit: int = MAX_LATENT_ROWS) -> list[int]:
+    """The grid's rows: the latents ranked after BOS (the latents table's) that fire at the
+    shown positions, strongest there first (a long prompt's window shows its own latents)."""
+    ranked = set(latents["latent"])
+    here = activations[activations["position"].isin(where) & activations["latent"].isin(ranked)]
+    strongest = here.groupby("latent")["value"].max().sort_values(ascending=False, kind="stable")
+    return [int(v) for v in strongest.index[:limit]]
 
 
 def latent_heatmap(activations: pd.DataFrame, latents: pd.DataFrame, errors: pd.DataFrame,
                    positions: list[int] | None, site: str = "", top_k: int = 10) -> go.Figure:
     """Latent (rows) × input token (columns) activations; blank where a latent is not among
-    the position's top_k. The hover names each latent's top promoted tokens."""
+    the position's top_k. Rows: the strongest latents on the shown positions (`shown_latents`).
+    The hover names each latent's top promoted tokens."""
     n_all = len(errors)
     shown = in_window(errors, positions)
     where = [int(p) for p in shown["position"]]
-    rows = shown_latents(latents)
+    rows = shown_latents(activations, latents, where)
     grid = (activations.pivot_table(index="latent", columns="position", values="value", aggfunc="max")
             .reindex(index=rows, columns=where))
     z = grid.to_numpy(dtype=float)  # [latent, position], NaN: not in the top_k there
@@ -65,7 +71,7 @@ def latent_heatmap(activations: pd.DataFrame, latents: pd.DataFrame, errors: pd.
                             limit=float(np.nanmax(z)) if np.isfinite(z).any() else 1.0))
     more = len(dict.fromkeys(latents["latent"])) - len(rows)
     notes = [f"blank: not among the position's top {top_k}", window_note(where, n_all),
-             f"{more} weaker latents not drawn" if more > 0 else None]
+             f"{more} other latents not drawn" if more > 0 else None]
     fig.update_layout(
         title=title(f"Latents of {site} on the prompt (strongest first)", "; ".join(n for n in notes if n)),
         xaxis=axis("input token (position)", x_ticks, tickangle=tick_angle(len(x_ticks))),
@@ -94,7 +100,8 @@ def error_chart(errors: pd.DataFrame, positions: list[int] | None, first: int = 
                    hovertemplate="|y| %{y:.4g}<extra></extra>")])
     after = shown[shown["position"] >= first]
     top = float(max(after["error_norm"].max(), after["norm"].max())) if len(after) else None
-    note = "; ".join(n for n in ("grey: BOS, never in the dictionary's training text" if first else None,
+    bos_shown = bool(first) and bool((shown["position"] < first).any())
+    note = "; ".join(n for n in ("grey: BOS, never in the dictionary's training text" if bos_shown else None,
                                  window_note(list(shown["position"]), n_all)) if n)
     fig.update_layout(
         title=title(f"What the dictionary leaves unexplained at {site}", note or None),
