@@ -32,7 +32,7 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 def rows():
     """(name, thunk) per row or group of rows; a thunk builds what it needs, so one failing
     leaves the rest."""
-    from bench import app_rows, model_size, scaling, speed, store_reads
+    from bench import app_rows, dictionary_rows, model_size, scaling, speed, store_reads
 
     def emb_patch(granularity):
         ref, model = embedded()
@@ -107,6 +107,8 @@ def rows():
         ("app: cold start", app_rows.cold_start_rows),
         ("app: cached share link", app_rows.cached_link_row),
         ("app: cached link in a fresh browser", app_rows.cached_link_browser_row),
+        ("features, embedded", lambda: emb(dictionary_rows.features_row, ioi_pair()["clean"])),
+        ("latent index, embedded", lambda: emb(dictionary_rows.index_row)),
     ]
 
 

@@ -17,6 +17,7 @@ from analyses.dictionaries.scan import scan
 
 DENSITY_TOKENS = 100_000  # the latent index's default corpus (its `corpus_tokens`)
 _LOCK = threading.Lock()
+_KEPT: dict = {}  # path -> rates read in this process (a few KB a dictionary)
 
 
 def firing_rates(loaded, dictionary, n_tokens: int = DENSITY_TOKENS, seed: int = 0,
@@ -25,11 +26,16 @@ def firing_rates(loaded, dictionary, n_tokens: int = DENSITY_TOKENS, seed: int =
     path = (default_cache_dir() / "densities" /
             f"{loaded.fingerprint[:16]}-{dictionary.fingerprint[:16]}-t{n_tokens}-s{seed}.npy")
     with _LOCK:
+        if path in _KEPT:
+            return _KEPT[path]
         if path.is_file():
-            return np.load(path)
+            _KEPT[path] = np.load(path)
+            return _KEPT[path]
     rates = scan(loaded, dictionary.site, dictionary.coder, n_tokens, seed, progress=progress).density
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, rates)
     tmp.replace(path)  # whole or not at all: another process may read it now
+    with _LOCK:
+        _KEPT[path] = rates
     return rates

@@ -13,6 +13,8 @@ the direct effect on each token's logit per unit of the latent's activation.
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,9 +38,29 @@ class Dictionary:
     fingerprint: str  # reference.fingerprint: its config and weights
 
 
+_LOADED: OrderedDict[tuple, Dictionary] = OrderedDict()  # a few recent dictionaries, by content
+_LOADED_LOCK = threading.Lock()
+KEEP = 4
+
+
 def load_for(loaded, model: str, name: str) -> Dictionary:
     """The dictionary `name` (a site or a directory) checked against the loaded model: its
-    site is one of the model's and its width fits (SpecErrors name `dictionary`)."""
+    site is one of the model's and its width fits (SpecErrors name `dictionary`). The last
+    few are kept, by the model's and the files' content (read-only: nothing writes to them)."""
+    key = (loaded.fingerprint, str(next(loaded.bridge.parameters()).device), reference.fingerprint(model, name))
+    with _LOADED_LOCK:
+        if key in _LOADED:
+            _LOADED.move_to_end(key)
+            return _LOADED[key]
+    dictionary = _load(loaded, model, name)
+    with _LOADED_LOCK:
+        _LOADED[key] = dictionary
+        while len(_LOADED) > KEEP:
+            _LOADED.popitem(last=False)
+    return dictionary
+
+
+def _load(loaded, model: str, name: str) -> Dictionary:
     folder = reference.resolve(model, name)
     coder = formats.load(folder)
     cfg = loaded.bridge.cfg

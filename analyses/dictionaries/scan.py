@@ -59,10 +59,20 @@ def chunk_tokens(loaded, n_tokens: int, seed: int, n_ctx: int | None = None):
 
 
 @torch.no_grad()
+def read_site(bridge, tokens: Int[Tensor, "doc pos"], site: st.Site) -> dict[str, Tensor]:
+    """The site's input and output hooks ({name: [doc, pos, d]}, heads flattened), from a
+    forward that stops after the site's block: nothing later changes them, and a dictionary
+    read needs no logits."""
+    names = {site.input_hook, site.output_hook}
+    _, cache = bridge.run_with_cache(tokens, names_filter=lambda n: n in names, stop_at_layer=site.layer + 1)
+    return {name: st.flat(cache[name]) for name in names}
+
+
+@torch.no_grad()
 def codes(bridge, site: st.Site, coder: SparseCoder, tokens: Int[Tensor, "doc pos"]
           ) -> Float[Tensor, "doc pos latent"]:
     """Every token's TopK code as a dense tensor; zero at BOS tokens (never ranked)."""
-    x = st.read(bridge, tokens.to(next(bridge.parameters()).device), [site])[site.input_hook]
+    x = read_site(bridge, tokens.to(next(bridge.parameters()).device), site)[site.input_hook]
     dense = coder.dense(*coder.encode(x.float().to(coder.W_dec.device)))
     bos = bridge.tokenizer.bos_token_id
     if bos is not None:

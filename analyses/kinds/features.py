@@ -1,7 +1,8 @@
 """A prompt read through a sparse dictionary (an SAE or a transcoder): which latents fire at
 each position, what each writes toward, and what the dictionary leaves unexplained.
 
-One forward caches the dictionary's site (its input and output hooks, `dictionaries.sites`);
+One forward, stopped after the site's block, caches the site (its input and output hooks,
+`dictionaries.sites`);
 the dictionary encodes the input (TopK: `k` latents a token) and reconstructs the output.
 Tables:
 - `activations`: per position, its `top_k` latents by activation (rank 1 = strongest; only
@@ -27,11 +28,11 @@ from analyses.core.progress import Progress, silent
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
 from analyses.dictionaries import density, readout
-from analyses.dictionaries import sites as st
+from analyses.dictionaries.scan import read_site
 from analyses.kinds.bos import first_after_bos
 from analyses.kinds.tokens import prompt_tokens, token_strings, token_texts
 
-TABLES = CATALOGUE["features"].tables
+TABLES = CATALOGUE["features"].tables  # the column orders the tables are built in
 LOGIT_TOKENS = 8  # promoted and suppressed tokens listed per latent
 
 
@@ -39,7 +40,7 @@ LOGIT_TOKENS = 8  # promoted and suppressed tokens listed per latent
 def encode_prompt(loaded, dictionary: readout.Dictionary, tokens):
     """(top_acts [pos, k], top_indices [pos, k], y [pos, d], ŷ [pos, d]) on one prompt."""
     site, coder = dictionary.site, dictionary.coder
-    values = st.read(loaded.bridge, tokens, [site])
+    values = read_site(loaded.bridge, tokens, site)
     x = values[site.input_hook][0].float().to(coder.W_dec.device)  # [pos, d_in]
     y = values[site.output_hook][0].float().to(coder.W_dec.device)  # [pos, d_in]
     top_acts, top_indices = coder.encode(x)
@@ -52,9 +53,11 @@ def activations_table(top_acts, top_indices, inputs: list[str], top_k: int) -> p
     k = min(top_k, top_acts.shape[1])
     values, latents = top_acts[:, :k].numpy(), top_indices[:, :k].numpy()  # [pos, k]
     position, rank = np.meshgrid(np.arange(values.shape[0]), np.arange(1, k + 1), indexing="ij")
-    frame = pd.DataFrame({"position": position.ravel(), "token": np.array(inputs, dtype=object)[position.ravel()],
-                          "rank": rank.ravel(), "latent": latents.ravel(), "value": values.ravel().astype(float)})
-    return frame[frame["value"] > 0].reset_index(drop=True)
+    fired = values.ravel() > 0  # TopK picks zeros where fewer than k latents fire
+    where = position.ravel()[fired]
+    return pd.DataFrame({"position": where, "token": np.array(inputs, dtype=object)[where],
+                         "rank": rank.ravel()[fired], "latent": latents.ravel()[fired],
+                         "value": values.ravel()[fired].astype(float)})
 
 
 def errors_table(y, y_hat, inputs: list[str]) -> pd.DataFrame:
@@ -66,23 +69,30 @@ def errors_table(y, y_hat, inputs: list[str]) -> pd.DataFrame:
 
 def latents_table(bridge, dictionary: readout.Dictionary, shown: np.ndarray, max_values: np.ndarray,
                   rates: np.ndarray) -> pd.DataFrame:
-    """Per latent shown (strongest first): density, max on the prompt, logit effects."""
+    """Per latent shown (strongest first): density, max on the prompt, and its promoted then
+    its suppressed tokens (rank 1 = strongest), built in that order in one frame."""
     rows = dictionary.coder.W_dec[torch.tensor(shown, device=dictionary.coder.W_dec.device)]
     directions = readout.residual_directions(bridge, dictionary.site, rows)
     top_v, top_i, bottom_v, bottom_i = readout.logit_effects(bridge, directions, LOGIT_TOKENS)
-    k = top_v.shape[1]
-    frames = []
-    for direction, values, ids in (("promote", top_v, top_i), ("suppress", bottom_v, bottom_i)):
-        frames.append(pd.DataFrame({
-            "latent": np.repeat(shown, k), "density": np.repeat(rates[shown], k),
-            "max_value": np.repeat(max_values, k), "direction": direction,
-            "rank": np.tile(np.arange(1, k + 1), len(shown)), "token_id": ids.numpy().ravel(),
-            "token_str": token_texts(bridge, ids.numpy().ravel()), "score": values.numpy().ravel().astype(float)}))
-    order = {latent: i for i, latent in enumerate(shown)}
-    table = pd.concat(frames, ignore_index=True)
-    table["_order"] = table["latent"].map(order)
-    table = table.sort_values(["_order", "direction", "rank"], kind="stable")
-    return table.drop(columns="_order").reset_index(drop=True)
+    k, n = top_v.shape[1], len(shown)
+    ids = torch.cat([top_i, bottom_i], dim=1).numpy().ravel()  # [latent * 2k]: promote, then suppress
+    per_row = 2 * k
+    return pd.DataFrame({
+        "latent": np.repeat(shown, per_row), "density": np.repeat(rates[shown], per_row),
+        "max_value": np.repeat(max_values, per_row),
+        "direction": np.tile(np.repeat(np.array(["promote", "suppress"], dtype=object), k), n),
+        "rank": np.tile(np.arange(1, k + 1), 2 * n), "token_id": ids, "token_str": token_texts(bridge, ids),
+        "score": torch.cat([top_v, bottom_v], dim=1).numpy().ravel().astype(float)})
+
+
+def strongest_after_bos(activations: pd.DataFrame, first: int) -> tuple[np.ndarray, np.ndarray]:
+    """(latents, their largest value) over the positions after BOS, strongest first."""
+    after = activations[activations["position"] >= first]
+    latents, where = np.unique(after["latent"].to_numpy(), return_inverse=True)
+    peak = np.full(len(latents), -np.inf)
+    np.maximum.at(peak, where, after["value"].to_numpy())
+    order = np.argsort(-peak, kind="stable")
+    return latents[order].astype(np.int64), peak[order]
 
 
 def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
@@ -95,17 +105,13 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     progress(0.9, "encoding the prompt")
     top_acts, top_indices, y, y_hat = encode_prompt(model, dictionary, tokens)
     inputs = token_strings(bridge, tokens[0])
+    first = first_after_bos(bridge)
     activations = activations_table(top_acts, top_indices, inputs, spec.top_k)
-    ranked = activations[activations["position"] >= first_after_bos(bridge)]
-    strongest = ranked.groupby("latent")["value"].max().sort_values(ascending=False, kind="stable")
-    latents = latents_table(bridge, dictionary, strongest.index.to_numpy(dtype=np.int64),
-                            strongest.to_numpy(dtype=float), rates)
+    latents = latents_table(bridge, dictionary, *strongest_after_bos(activations, first), rates)
     progress(1.0, "done")
-    return Result(spec=spec, tables={
-        "activations": activations.loc[:, list(TABLES["activations"])],
-        "latents": latents.loc[:, list(TABLES["latents"])],
-        "errors": errors_table(y, y_hat, inputs).loc[:, list(TABLES["errors"])],
+    return Result(spec=spec, tables={  # each built in its catalogued column order
+        "activations": activations, "latents": latents, "errors": errors_table(y, y_hat, inputs),
     }, meta={"site": dictionary.site.name, "site_kind": dictionary.site.kind,
              "num_latents": dictionary.coder.num_latents, "k": dictionary.coder.cfg.k,
              "dictionary_fingerprint": dictionary.fingerprint, "density_tokens": density.DENSITY_TOKENS,
-             "first_after_bos": first_after_bos(bridge)})
+             "first_after_bos": first})

@@ -119,7 +119,9 @@ def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     effects, promoters = effects_tables(bridge, dictionary)
     tables = {"latents": latents_table(found), "contexts": contexts, "context_tokens": neighbours,
               "histogram": histogram_table(found, num_latents), "logit_effects": effects,
-              "promoters": promoters, "heads": heads_table(bridge, dictionary)}
+              "promoters": promoters}
+    if dictionary.site.kind == "attn":  # a decoder row splits by head only before W_O
+        tables["heads"] = heads_table(bridge, dictionary)
     progress(1.0, "done")
     return Result(spec=spec, tables={name: frame.loc[:, list(TABLES[name])] for name, frame in tables.items()},
                   meta={"site": dictionary.site.name, "site_kind": dictionary.site.kind,

@@ -175,6 +175,8 @@ def test_attention_latents_split_their_decoder_norm_by_head(embedded):
     np.testing.assert_allclose(heads.pivot(index="latent", columns="head", values="share").to_numpy(), share,
                                rtol=1e-5, atol=1e-7)
     assert latent_index.heads_table(embedded.bridge, readout.load_for(embedded, "default", "blocks.1.mlp")).empty
+    assert "heads" not in latent_index.run(embedded, AnalysisSpec(kind="latent_index", dictionary="blocks.1.mlp",
+                                                                  corpus_tokens=1000, top_k=2)).tables
 
 
 def test_a_dictionary_is_keyed_by_its_weights_and_bad_ones_are_named(embedded, tmp_path, monkeypatch):
