@@ -10,7 +10,8 @@ import torch
 from analyses import AnalysisSpec
 from analyses.dictionaries import density, readout, scan
 from analyses.kinds import features, latent_index
-from bench.common import row, timed, timed_alternating
+from analyses.runtime.store import Store
+from bench.common import TMP, row, timed, timed_alternating
 
 DICTIONARY = "blocks.1.attn.hook_z"  # the costliest read-out: its rows go through W_O first
 
@@ -49,14 +50,19 @@ def index_row(label, model, ref):
     site = readout.load_for(model, ref, DICTIONARY).site
     tokens_read = int(result.meta["tokens"])
 
-    def forwards():
-        with torch.no_grad():
-            for _, _, tokens in scan.chunk_tokens(model, tokens_read, 0):
-                bridge.run_with_cache(tokens, names_filter=lambda n: n == site.input_hook)
+    def forwards():  # the index's own reads (stopped after the site's block), nothing else
+        for _, _, tokens in scan.chunk_tokens(model, tokens_read, 0):
+            scan.read_site(bridge, tokens, site)
 
     t_fwd = timed(forwards, repeats=1, warmup=0)[0]
+    store = Store(TMP / "latent_index.duckdb")
+    t_store = timed(lambda: store.put("bench", result, model.fingerprint, 1), repeats=1, warmup=0)[0]
+    store.close()
+    rows = sum(len(frame) for frame in result.tables.values())
     n = int(result.meta["num_latents"])
     return row(f"latent index ({n:,} latents of {DICTIONARY}), {label}", t_ours, t_fwd, t_ours / t_fwd, None,
-               "<= 5 min for every latent", t_ours <= 300,
+               "<= 5 min for every latent", t_ours + t_store <= 300,
                f"{tokens_read:,} held-out tokens, top {spec.with_defaults().top_k} contexts a latent; reference = "
-               f"the forward passes over that corpus alone (ratio = index / forwards)")
+               f"the forward passes over that corpus alone, stopped after the site's block as the index's are "
+               f"(ratio = index / forwards); storing its {rows:,} rows in DuckDB took {t_store:.1f} s more "
+               f"(the target counts both)")
