@@ -42,7 +42,8 @@ def show_contexts(contexts: pd.DataFrame, context_tokens: pd.DataFrame, latent: 
     lines = []
     for rank, doc, position, value in mine[["rank", "doc", "position", "value"]].itertuples(index=False):
         around = neighbours[neighbours["rank"] == rank]
-        lines.append(f"<div style='font-family:monospace;font-size:0.9em;margin:2px 0'>"
+        lines.append(f"<div style='font-family:monospace;font-size:0.9em;margin:2px 0;white-space:nowrap;"
+                     f"overflow-x:auto'>"
                      f"<span style='color:#888'>{value:6.2f} · doc {doc} pos {position}&nbsp;</span>"
                      f"{context_html(around, top)}</div>")
     st.markdown("".join(lines), unsafe_allow_html=True)

@@ -51,7 +51,8 @@ analysis_page(
         Field("prompt", "Prompt", multiline=True),
         Field("dictionary", "Dictionary", placeholder="e.g. blocks.1.hook_resid_post, blocks.1.attn.hook_z, "
                                                       "blocks.1.mlp, or a directory"),
-        Field("top_k", "Latents per position"),
+        Field("top_k", "Latents per position", help="How many of each position's firing latents are "
+                                                    "listed, strongest first (default 10)."),
     ],
     draw=draw,
 )

@@ -84,7 +84,8 @@ analysis_page(
     fields=[
         Field("dictionary", "Dictionary", placeholder="e.g. blocks.1.hook_resid_post, blocks.1.attn.hook_z, "
                                                       "blocks.1.mlp, or a directory"),
-        Field("top_k", "Top contexts per latent"),
+        Field("top_k", "Top contexts per latent", help="How many top-activating tokens the index keeps "
+                                                       "for each latent (default 12)."),
         Field("corpus_tokens", "Corpus tokens read"),
         Field("seed", "Corpus seed"),
     ],

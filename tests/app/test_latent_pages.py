@@ -1,6 +1,7 @@
 """The prompt view and the latent page under AppTest, on the embedded model's shipped
 dictionaries: a link draws the figures, the prompt view links each latent to its page, the
 latent page shows its contexts and finds latents by SQL; the latent link is one pure function."""
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
@@ -14,7 +15,7 @@ from app import links
 from app.routes import PAGES, url_path
 from helpers import page_figures
 
-MAIN = "app/main.py"
+MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 SMALL_INDEX = {"corpus_tokens": 1000, "top_k": 3}  # one chunk of documents: seconds, not minutes
 
@@ -60,7 +61,7 @@ def test_the_latent_page_shows_a_latents_contexts_and_searches_the_stored_index(
     spec = AnalysisSpec(kind="latent_index", dictionary="blocks.1.attn.hook_z", **SMALL_INDEX)
     at = open_link("latent_index", {**links.params(spec), "view.latent": "5"})
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert at.number_input[0].value == 5
+    assert next(box for box in at.number_input if box.label.startswith("Latent (")).value == 5
     assert any(m.value.startswith("Latent 5 of") for m in at.subheader)
     titles = [f["layout"]["title"]["text"] for f in page_figures(at)]
     assert any("which heads it reads from" in t for t in titles), titles  # an attention-output dictionary
