@@ -45,7 +45,8 @@ KEEP = 4
 
 def load_for(loaded, model: str, name: str) -> Dictionary:
     """The dictionary `name` (a site or a directory) checked against the loaded model: its
-    site is one of the model's and its width fits (SpecErrors name `dictionary`). The last
+    site is one of the model's, its width fits, and the weights it was trained on (when its
+    config names them) are the model's (SpecErrors name `dictionary`). The last
     few are kept, by the model's and the files' content (read-only: nothing writes to them)."""
     key = (loaded.fingerprint, str(next(loaded.bridge.parameters()).device), reference.fingerprint(model, name))
     with _LOADED_LOCK:
@@ -70,6 +71,10 @@ def _load(loaded, model: str, name: str) -> Dictionary:
         site = st.parse(coder.cfg.site, cfg.n_layers)
     except UserError as err:  # the site's own message
         raise SpecError("dictionary", str(err)) from None
+    trained_on = coder.cfg.model_fingerprint
+    if trained_on and trained_on != loaded.fingerprint:  # its latents would mean nothing here
+        raise SpecError("dictionary", f"{folder}: trained on other weights (model fingerprint "
+                                      f"{trained_on[:12]}, this model's {loaded.fingerprint[:12]})")
     width = st.site_width(site, cfg)
     if width != coder.cfg.d_in:
         raise SpecError("dictionary", f"{folder}: d_in {coder.cfg.d_in} does not fit {site.name} of this "

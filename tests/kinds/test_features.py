@@ -210,6 +210,10 @@ def test_a_dictionary_is_keyed_by_its_weights_and_bad_ones_are_named(embedded, t
     deep = formats.save(random_coder(d_in=128, site="blocks.7.hook_resid_post"), tmp_path / "deep")
     with pytest.raises(SpecError, match="layers 0..2"):
         readout.load_for(embedded, "default", str(deep))
+    elsewhere = random_coder(d_in=128, site="blocks.1.hook_resid_post")
+    elsewhere.cfg.model_fingerprint = "0" * 64
+    with pytest.raises(SpecError, match="trained on other weights"):
+        readout.load_for(embedded, "default", str(formats.save(elsewhere, tmp_path / "elsewhere")))
 
 
 def test_residual_directions_go_through_W_O_for_attention_outputs(embedded):
