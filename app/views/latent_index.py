@@ -14,11 +14,15 @@ from app.components.latent_contexts import show_contexts
 from app.components.page import analysis_page, chart, view_key
 
 
-def chosen_latent(result) -> int:
-    """The link's `view.latent`, else the latent firing most often."""
+def chosen_latent(result, key: str) -> int:
+    """The link's `view.latent` (a link to another latent of this index, followed from a
+    search or the prompt view, moves the picker to it), else the picker's own choice, else
+    the latent firing most often."""
     n = int(result.meta.get("num_latents") or len(result.tables["latents"]))
     asked = links.view_int(links.read_query_params(st.query_params), "latent", list(range(n)))
-    return asked if asked is not None else default_latent(result.tables["latents"])
+    if asked is not None:
+        st.session_state[key] = asked  # before the widget is drawn: the link is the state
+    return int(st.session_state.get(key, default_latent(result.tables["latents"])))
 
 
 def draw(result):
@@ -28,8 +32,11 @@ def draw(result):
 def dashboard(result):
     n = int(result.meta.get("num_latents") or len(result.tables["latents"]))
     key = view_key(result, "latent")
+    start = chosen_latent(result, key)
+    if key not in st.session_state:
+        st.session_state[key] = start
     latent = int(st.number_input(f"Latent (0–{n - 1})", min_value=0, max_value=n - 1, step=1,
-                                 value=chosen_latent(result), key=key, on_change=_to_link, args=(key,)))
+                                 key=key, on_change=_to_link, args=(key,)))
     figures = result.figures(latent=latent)
     st.subheader(f"Latent {latent} of {md_escape(str(result.meta.get('site', '')))}")
     st.caption(md_escape(f"Top-activating contexts on {int(result.meta.get('tokens', 0)):,} held-out tokens "

@@ -63,6 +63,10 @@ def test_the_latent_page_shows_a_latents_contexts_and_searches_the_stored_index(
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert next(box for box in at.number_input if box.label.startswith("Latent (")).value == 5
     assert any(m.value.startswith("Latent 5 of") for m in at.subheader)
+    at.query_params["view.latent"] = "7"  # a link to another latent of this index (a search result)
+    at.run()
+    assert next(box for box in at.number_input if box.label.startswith("Latent (")).value == 7
+    assert any(m.value.startswith("Latent 7 of") for m in at.subheader)
     titles = [f["layout"]["title"]["text"] for f in page_figures(at)]
     assert any("which heads it reads from" in t for t in titles), titles  # an attention-output dictionary
     promote = next(box for box in at.text_input if box.label.startswith("Latents that promote"))
