@@ -22,10 +22,14 @@ PAGES: dict[str, str] = {
     "ablation_sweep": "views/ablation_sweep.py",
     "circuit": "views/circuit.py",
     "knockout": "views/knockout.py",  # attention edges cut (the ablation sweep knocks out components)
+    "features": "views/features.py",
+    "latent_index": "views/latent_index.py",
 }
 TITLES = {  # page titles where "Kind name" (from the kind) reads badly
     "dla": "Direct logit attribution",
     "knockout": "Attention knockout",
+    "features": "Prompt through a dictionary",
+    "latent_index": "Latent dashboard",
 }
 
 

@@ -32,7 +32,7 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 def rows():
     """(name, thunk) per row or group of rows; a thunk builds what it needs, so one failing
     leaves the rest."""
-    from bench import app_rows, latent_rows, model_size, scaling, speed, store_reads
+    from bench import app_rows, dictionary_rows, latent_rows, model_size, scaling, speed, store_reads
 
     def emb_patch(granularity):
         ref, model = embedded()
@@ -116,6 +116,8 @@ def rows():
         ("app: cached share link", app_rows.cached_link_row),
         ("app: cached link in a fresh browser", app_rows.cached_link_browser_row),
         ("AtP over dictionary latents, embedded", lambda: emb(latent_rows.latent_attribution_rows, ioi_pair())),
+        ("features, embedded", lambda: emb(dictionary_rows.features_row, ioi_pair()["clean"])),
+        ("latent index, embedded", lambda: emb(dictionary_rows.index_row)),
     ]
 
 

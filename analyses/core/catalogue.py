@@ -348,6 +348,40 @@ KINDS: tuple[Kind, ...] = (
         choices={"source": KNOCKOUT_SOURCES},
         list_fields=("source",),
     ),
+    Kind(
+        name="features",
+        summary="a prompt read through a sparse dictionary: the top latents at each position, "
+                "what each writes toward (logit effects), and the reconstruction error it leaves",
+        version=1,
+        runner="analyses.kinds.features:run",
+        figures="analyses.figures.features:figures",
+        required=("prompt", "dictionary"),
+        optional=("top_k",),
+        tables={"activations": ("position", "token", "rank", "latent", "value"),
+                "latents": ("latent", "density", "max_value", "direction", "rank", "token_id",
+                            "token_str", "score"),
+                "errors": ("position", "token", "error_norm", "norm", "relative")},
+        defaults={"top_k": 10},
+    ),
+    Kind(
+        name="latent_index",
+        summary="every latent's dashboard, built once per dictionary over held-out corpus text: "
+                "top-activating contexts, activation histogram, density, logit effects, head shares",
+        version=1,
+        runner="analyses.kinds.latent_index:run",
+        figures="analyses.figures.latent_index:figures",
+        required=("dictionary",),
+        optional=("top_k", "corpus_tokens", "seed"),
+        tables={"latents": ("latent", "density", "fires", "max_value", "mean_value"),
+                "contexts": ("latent", "rank", "doc", "position", "value", "token_id", "token_str"),
+                "context_tokens": ("latent", "rank", "offset", "position", "token_id", "token_str",
+                                   "value"),
+                "histogram": ("latent", "bin", "low", "high", "count"),
+                "logit_effects": ("latent", "direction", "rank", "token_id", "token_str", "score"),
+                "promoters": ("token_id", "token_str", "rank", "latent", "score"),
+                "heads": ("latent", "head", "share")},
+        defaults={"top_k": 12, "corpus_tokens": 100_000, "seed": 0},
+    ),
 )
 
 CATALOGUE = Catalogue(KINDS)

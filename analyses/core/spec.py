@@ -97,14 +97,16 @@ FIELDS: dict[str, FieldInfo] = {
     "window": FieldInfo(INT, "knockout: how many consecutive layers each knockout spans (unset: "
                              "Geva et al.'s 9 of GPT-2 XL's 48 layers scaled to the model, at least 1)",
                         1, 10_000),
-    "dictionary": FieldInfo(TEXT, "a sparse dictionary of this model: a site (blocks.1.hook_resid_post, "
-                                  "blocks.1.attn.hook_z, blocks.1.mlp) under data/dictionaries/<model>/, "
-                                  "or a dictionary directory (sparsify or SAELens format)"),
+    "dictionary": FieldInfo(TEXT, "a sparse dictionary (SAE or transcoder): a site name, the model's "
+                                  "own dictionary there (blocks.1.hook_resid_post, blocks.1.attn.hook_z, "
+                                  "blocks.1.mlp), or a local directory in sparsify's or SAELens's format"),
     "latent": FieldInfo(INT, "a latent of the dictionary (0-based); steering: the one added "
                              "(method=feature) or clamped", 0, 100_000_000),
     "clamp": FieldInfo(TEXT, "steering: clamp the latent to this value (0: zero it), the "
                              "dictionary's error term kept",
                        check=lambda text: listtext.number(text, -listtext.MAX_MAGNITUDE)),
+    "corpus_tokens": FieldInfo(INT, "latent index: how many held-out corpus tokens the dashboards read "
+                                    "(top contexts, histograms, densities)", 1_000, 10_000_000),
 }
 ABLATE_LIST = FieldInfo(TEXT, "components to knock out, comma-separated: heads L1H7, a layer's MLP "
                               "L0.mlp, its attention output L0.attn", check=listtext.components)
@@ -169,9 +171,10 @@ class AnalysisSpec:
     subject: str | None = None
     source: str | None = None  # knockout: a comma list of source sets
     window: int | None = None  # knockout: unset: scaled to the model's depth
-    dictionary: str | None = None
+    dictionary: str | None = None  # a site name or a directory (analyses/dictionaries/reference.py)
     latent: int | None = None
     clamp: str | None = None
+    corpus_tokens: int | None = None
 
     def __post_init__(self):
         for name in FIELDS:

@@ -21,14 +21,19 @@ from analyses.runtime import models
 
 
 def result_key(spec: AnalysisSpec, dtype: str = "float32") -> str:
-    """Content key: kind, analysis version, model content (+ dtype), inputs and params, and a
-    prompt set's content (a shipped set named `ioi` is keyed by what its file holds)."""
+    """Content key: kind, analysis version, model content (+ dtype), inputs and params, a
+    prompt set's content (a shipped set named `ioi` is keyed by what its file holds) and a
+    dictionary's (its config and weights, whatever name the spec gives it)."""
     version = CATALOGUE[spec.kind].version
     content = f"{models.fingerprint(spec.model)}/{dtype}"
     if spec.dataset is not None:
         from analyses.runtime.datasets import resolve
 
         content += f"/{resolve(spec.dataset).reference}"
+    if getattr(spec, "dictionary", None) is not None:  # its weights, not its name
+        from analyses.dictionaries import reference
+
+        content += f"/dictionary:{reference.fingerprint(spec.model, spec.dictionary)}"
     return spec.content_key(content, version)
 
 

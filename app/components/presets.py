@@ -125,7 +125,12 @@ ADAPTERS: dict[str, Callable[[str, dict], dict]] = {
     "ablation_sweep": _dla,  # a prompt and its answer and wrong tokens, as attribution reads them
     "circuit": _patching,
     "knockout": _knockout,
+    "features": lambda suite, entry: {"prompt": _prompt(entry), "dictionary": FEATURE_SITES.get(suite)},
+    "latent_index": lambda suite, entry: {"dictionary": FEATURE_SITES.get(suite)},
 }
+# the embedded model's shipped dictionary each suite's examples read (a residual SAE, an
+# attention-output SAE where heads move names, a transcoder)
+FEATURE_SITES = {"ioi": "blocks.1.attn.hook_z", "facts": "blocks.1.hook_resid_post", "text": "blocks.1.mlp"}
 ONLY_FOR = {"steering": ("steering",)}  # suites written for these kinds alone
 
 
