@@ -88,6 +88,8 @@ FIELDS: dict[str, FieldInfo] = {
                                 "corrupted (default; TransformerLens's attribution_patch): estimates "
                                 "restoring the clean value into the corrupted run; clean (Syed et al. "
                                 "2023's EAP code): estimates corrupting it in the clean run"),
+    "p": FieldInfo(TEXT, "sparsity: the perplexity increases (%) to find the sparsity at, "
+                         "comma-separated (PPL-p% sparsity)", check=listtext.positive_numbers),
 }
 ABLATE_LIST = FieldInfo(TEXT, "components to knock out, comma-separated: heads L1H7, a layer's MLP "
                               "L0.mlp, its attention output L0.attn", check=listtext.components)
@@ -146,6 +148,7 @@ class AnalysisSpec:
     ablation: str | None = None
     steps: int | None = None
     gradient: str | None = None  # unset: corrupted (kept out of the defaults: cache keys stay)
+    p: str | None = None  # sparsity: a comma list of perplexity increases (%)
 
     def __post_init__(self):
         for name in FIELDS:
