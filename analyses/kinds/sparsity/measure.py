@@ -57,8 +57,9 @@ class Sparsifier:
     def bracket(self, p: float) -> dict:
         """The narrowest CETT bracket of a p% increase among the points measured so far (0 and
         1 where none lies below or at/above it), as `search_cett`'s keyword arguments."""
-        below = [pt for pt in self.points.values() if pt.increase < p]
-        above = [pt.cett for pt in self.points.values() if pt.increase >= p]
+        upper = min((pt.cett for pt in self.points.values() if pt.increase >= p), default=1.0)
+        # below the upper end only: perplexity need not rise monotonically (random weights)
+        below = [pt for pt in self.points.values() if pt.increase < p and pt.cett < upper]
         lower = max(below, key=lambda pt: pt.cett, default=None)
-        return {"lower": lower.cett if lower else 0.0, "upper": min(above, default=1.0),
+        return {"lower": lower.cett if lower else 0.0, "upper": upper,
                 "lower_increase": lower.increase if lower else 0.0}
