@@ -7,7 +7,7 @@ feels (the CLI, the app's cold start) are absolute. The tests assert no speed ta
 Each row is independent: one that fails prints an error row and the run goes on.
 `BENCH_ONLY=<substring>` runs only the rows whose name contains it (and leaves
 `bench/results.json` alone). Rows: `bench/speed.py` (against TransformerLens, a forward
-pass, torch.mm), `bench/store_reads.py` (the cache), `bench/scaling.py` (64-1024 tokens), `bench/app_rows.py`.
+pass, torch.mm), `bench/store_reads.py` (the cache), `bench/scaling.py` (64-1024 tokens), `bench/app_rows.py`, `bench/sparsity_rows.py`.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 def rows():
     """(name, thunk) per row or group of rows; a thunk builds what it needs, so one failing
     leaves the rest."""
-    from bench import app_rows, model_size, scaling, speed, store_reads
+    from bench import app_rows, model_size, scaling, sparsity_rows, speed, store_reads
 
     def emb_patch(granularity):
         ref, model = embedded()
@@ -107,6 +107,7 @@ def rows():
         ("app: cold start", app_rows.cold_start_rows),
         ("app: cached share link", app_rows.cached_link_row),
         ("app: cached link in a fresh browser", app_rows.cached_link_browser_row),
+        ("sparsity, embedded", lambda: emb(sparsity_rows.sparsity_row)),
     ]
 
 

@@ -170,11 +170,11 @@ def test_gated_activation_is_gate_times_up(tiny_model_dir, arch):
 
 def searched_and_held_out(bridge, p: float):
     """The search on one corpus sample, its thresholds re-applied on another (seed 1)."""
-    searched = corpus_sample(bridge, 0, n_documents=8)
+    searched = corpus_sample(bridge, 0)  # the default text: 16 documents of 128 tokens
     spec = AnalysisSpec(kind="sparsity", model="default", p=str(p)).with_defaults()
     result = measure(bridge, spec, searched, lambda f, m: None)
     check_against_plain_hooks(bridge, searched, result)
-    held = corpus_sample(bridge, 1, n_documents=8)
+    held = corpus_sample(bridge, 1)
     dense, _, _ = plain_run(bridge, held)
     sparse, _, _ = plain_run(bridge, held, list(result.tables["layers"].sort_values("layer").threshold))
     # the held-out increase is an estimate: its 95% interval must reach down to p% or below
