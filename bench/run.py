@@ -7,7 +7,8 @@ feels (the CLI, the app's cold start) are absolute. The tests assert no speed ta
 Each row is independent: one that fails prints an error row and the run goes on.
 `BENCH_ONLY=<substring>` runs only the rows whose name contains it (and leaves
 `bench/results.json` alone). Rows: `bench/speed.py` (against TransformerLens, a forward
-pass, torch.mm), `bench/store_reads.py` (the cache), `bench/scaling.py` (64-1024 tokens), `bench/app_rows.py`, `bench/sparsity_rows.py`.
+pass, torch.mm), `bench/store_reads.py` (the cache), `bench/scaling.py` (64-1024 tokens), `bench/app_rows.py`,
+`bench/sparsity_rows.py`.
 """
 from __future__ import annotations
 

@@ -131,7 +131,7 @@ def check_against_plain_hooks(bridge, batch: TextBatch, result, p_tolerance: boo
         measured = increase(dense_nll, sparse_nll)
         assert rows.ppl_increase.iloc[0] == pytest.approx(measured, abs=1e-3)
         assert np.allclose(rows.activation_ratio, [r.mean() for r in ratios], atol=1e-6)
-        for layer, row in rows.iterrows():
+        for _, row in rows.iterrows():
             w = bridge.blocks[int(row.layer)].mlp.W_out.detach().float().numpy()
             just_below = row.threshold * (1 - 1e-6)  # the threshold is itself a norm, kept
             assert row.layer_cett == pytest.approx(numpy_cett(dense_acts[int(row.layer)], w, just_below),
