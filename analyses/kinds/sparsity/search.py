@@ -27,9 +27,9 @@ def search_cett(increase: Callable[[float], float], p: float, lower: float = 0.0
     """The largest CETT whose perplexity increase `increase(cett)` (in %) stays below `p`, with
     the bracket narrowed to `tolerance` and then on until the increase is within `precision` of
     p (or the bracket is `floor` wide; or never, when no CETT below 1 reached p). As the paper's
-    code: `increase(mid) < p` moves the lower
-    end up, else the upper end down; unlike it, the lower end is reported, not the midpoint, so
-    the reported thresholds raise perplexity by less than p% on the text searched.
+    code: `increase(mid) < p` moves the lower end up, else the upper end down; unlike it, the
+    lower end is reported, not the midpoint, so the reported thresholds raise perplexity by less
+    than p% on the text searched.
     `lower`, `upper` (with the increase at `lower`): a bracket already measured."""
     tried = []
     # past `tolerance` only while some CETT is known to reach p (an upper end below 1)
