@@ -25,9 +25,17 @@ def summary(result):
     """One line per p: the CETT found, the perplexity it costs, the sparsity there."""
     meta = result.meta
     lines = [f"- **PPL-{r.p:g}%**: sparsity **{100 * r.sparsity:.1f}%** (activation ratio "
-             f"{100 * r.activation_ratio:.1f}%) at CETT {r.cett:.4f}, perplexity +{r.ppl_increase:.2f}% "
+             f"{100 * r.activation_ratio:.1f}%) at CETT {r.cett:.4f}, perplexity {r.ppl_increase:+.2f}% "
              f"({r.steps} search steps)" for r in result.tables["summary"].itertuples()]
     st.markdown("\n".join(lines))
+    curve = result.tables["curve"]
+    lowest = curve.loc[curve.ppl_increase.idxmin()]
+    if lowest.ppl_increase < 0:  # the search assumes perplexity rises with CETT; say where it does not
+        st.info(md_escape(f"On this text zeroing neurons also lowers perplexity (to {lowest.ppl_increase:+.1f}% "
+                          f"at CETT {lowest.cett:.3g}, {100 * lowest.sparsity:.0f}% sparsity): the curve is not "
+                          "monotone, and each p is read where the curve first rises through it past the "
+                          "grid's lower points. A longer text (the corpus sample) averages this out."),
+                icon=":material/info:")
     st.caption(md_escape(f"Measured on {meta.get('text', 'the text')}: {meta.get('n_tokens')} tokens; "
                          f"{meta.get('forwards')} forwards in {meta.get('seconds', 0):.1f} s (one dense "
                          f"forward: {meta.get('dense_seconds', 0):.2f} s)."))
