@@ -193,3 +193,15 @@ def test_stories260k_search_holds_on_held_out_text(stories260k_dir):
     bridge = models.load(str(stories260k_dir / "stories260K.bin")).bridge
     result = searched_and_held_out(bridge, 5.0)
     assert 0 < result.tables["summary"].sparsity.item() < 1
+
+
+def test_a_prompt_set_is_read_as_one_text(tiny_gpt2_dir):
+    from analyses.runtime.datasets import resolve
+
+    result = compute(AnalysisSpec(kind="sparsity", model=str(tiny_gpt2_dir), dataset="facts", p="5"))
+    rows = resolve("facts").rows
+    assert result.meta["n_documents"] == len(rows) == len(result.tables["examples"])
+    bridge = models.load(str(tiny_gpt2_dir)).bridge
+    batch = prompts_batch(bridge, [row["clean"] for row in rows], "")
+    assert result.meta["n_tokens"] == batch.n_tokens  # padding never counted
+    check_against_plain_hooks(bridge, batch, result, p_tolerance=False)
