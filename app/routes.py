@@ -24,6 +24,7 @@ PAGES: dict[str, str] = {
     "knockout": "views/knockout.py",  # attention edges cut (the ablation sweep knocks out components)
     "features": "views/features.py",
     "latent_index": "views/latent_index.py",
+    "sparsity": "views/sparsity.py",
 }
 TITLES = {  # page titles where "Kind name" (from the kind) reads badly
     "dla": "Direct logit attribution",

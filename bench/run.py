@@ -7,7 +7,8 @@ feels (the CLI, the app's cold start) are absolute. The tests assert no speed ta
 Each row is independent: one that fails prints an error row and the run goes on.
 `BENCH_ONLY=<substring>` runs only the rows whose name contains it (and leaves
 `bench/results.json` alone). Rows: `bench/speed.py` (against TransformerLens, a forward
-pass, torch.mm), `bench/store_reads.py` (the cache), `bench/scaling.py` (64-1024 tokens), `bench/app_rows.py`.
+pass, torch.mm), `bench/store_reads.py` (the cache), `bench/scaling.py` (64-1024 tokens), `bench/app_rows.py`,
+`bench/sparsity_rows.py`.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 def rows():
     """(name, thunk) per row or group of rows; a thunk builds what it needs, so one failing
     leaves the rest."""
-    from bench import app_rows, dictionary_rows, latent_rows, model_size, scaling, speed, store_reads
+    from bench import app_rows, dictionary_rows, latent_rows, model_size, scaling, sparsity_rows, speed, store_reads
 
     def emb_patch(granularity):
         ref, model = embedded()
@@ -118,6 +119,7 @@ def rows():
         ("AtP over dictionary latents, embedded", lambda: emb(latent_rows.latent_attribution_rows, ioi_pair())),
         ("features, embedded", lambda: emb(dictionary_rows.features_row, ioi_pair()["clean"])),
         ("latent index, embedded", lambda: emb(dictionary_rows.index_row)),
+        ("sparsity, embedded", lambda: emb(sparsity_rows.sparsity_row)),
     ]
 
 

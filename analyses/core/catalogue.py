@@ -382,6 +382,27 @@ KINDS: tuple[Kind, ...] = (
                 "heads": ("latent", "head", "share")},
         defaults={"top_k": 12, "corpus_tokens": 100_000, "seed": 0},
     ),
+    Kind(
+        name="sparsity",
+        summary="activation sparsity: how much of each MLP could be skipped for a p% rise in "
+                "perplexity (PPL-p% sparsity, CETT thresholds; Luo et al. 2025)",
+        version=1,
+        runner="analyses.kinds.sparsity:run",
+        set_runner="analyses.kinds.sparsity:run_set",
+        figures="analyses.figures.sparsity:figures",
+        required=(),
+        optional=("p", "prompt", "seed", "dataset"),
+        row_fields=("prompt",),
+        tables={"summary": ("p", "cett", "cett_upper", "ppl_increase", "activation_ratio", "sparsity",
+                            "steps"),
+                "layers": ("p", "layer", "cett", "layer_cett", "threshold", "activation_ratio",
+                           "sparsity", "ppl_increase"),
+                "curve": ("cett", "ppl_increase", "activation_ratio", "sparsity", "mean_threshold",
+                          "source"),
+                "neurons": ("p", "layer", "neuron", "frequency", "dead", "always_on"),
+                "tokens": ("p", "document", "position", "token", "layer", "activation_ratio")},
+        defaults={"p": "1,5,10", "seed": 0},
+    ),
 )
 
 CATALOGUE = Catalogue(KINDS)

@@ -103,6 +103,20 @@ def number(text: str, minimum: float = 0.0) -> float:
     return values[0]
 
 
+MAX_PERCENTAGES = 8  # sparsity: each p is a search of about ten forwards
+
+
+def positive_numbers(text: str) -> list[float]:
+    """`1, 5, 10` -> [1.0, 5.0, 10.0]: percentages above 0, at most MAX_PERCENTAGES of them."""
+    values = numbers(text)
+    if len(values) > MAX_PERCENTAGES:
+        raise ValueError(f"{len(values)} values; at most {MAX_PERCENTAGES} are accepted")
+    small = [v for v in values if v <= 0]
+    if small:
+        raise ValueError(f"must be above 0 (a perplexity increase in %), got {small[0]:g}")
+    return values
+
+
 def indices(text: str) -> list[int]:
     """`2` or `1, 2` -> [1, 2]: whole numbers from 0, no repeats (layers)."""
     values = []

@@ -107,6 +107,8 @@ FIELDS: dict[str, FieldInfo] = {
                        check=lambda text: listtext.number(text, -listtext.MAX_MAGNITUDE)),
     "corpus_tokens": FieldInfo(INT, "latent index: how many held-out corpus tokens the dashboards read "
                                     "(top contexts, histograms, densities)", 1_000, 10_000_000),
+    "p": FieldInfo(TEXT, "sparsity: the perplexity increases (%) to find the sparsity at, "
+                         "comma-separated (PPL-p% sparsity)", check=listtext.positive_numbers),
 }
 ABLATE_LIST = FieldInfo(TEXT, "components to knock out, comma-separated: heads L1H7, a layer's MLP "
                               "L0.mlp, its attention output L0.attn", check=listtext.components)
@@ -175,6 +177,7 @@ class AnalysisSpec:
     latent: int | None = None
     clamp: str | None = None
     corpus_tokens: int | None = None
+    p: str | None = None  # sparsity: a comma list of perplexity increases (%)
 
     def __post_init__(self):
         for name in FIELDS:

@@ -163,7 +163,11 @@ def test_home_runs_a_kind_without_required_inputs_on_its_defaults_when_no_exampl
     at = open_page()
     assert_clean(at)
     queries = [link.proto.query_string for link in at.get("page_link") if link.proto.query_string]
-    assert sorted(q.split("&")[0] for q in queries) == ["kind=heads", "kind=neurons"]
+    from analyses.core.catalogue import CATALOGUE
+
+    needing_nothing = sorted(f"kind={k.name}" for k in CATALOGUE.kinds() if not k.required)
+    assert "kind=heads" in needing_nothing and "kind=neurons" in needing_nothing
+    assert sorted(q.split("&")[0] for q in queries) == needing_nothing
     assert all(q.endswith("&model=default") for q in queries)
 
 
