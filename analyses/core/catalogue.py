@@ -320,6 +320,31 @@ KINDS: tuple[Kind, ...] = (
         defaults={"method": "eap_ig", "steps": 5, "seed": 0, "exact": False},
         choices={"method": CIRCUIT_METHODS, "gradient": GRADIENTS},
     ),
+    Kind(
+        name="graph",
+        summary="attribution graph: which transcoder latents, at which positions, write the answer, "
+                "on a local replacement model (frozen attention and norms, error nodes)",
+        version=1,
+        runner="analyses.kinds.graph.run:run",
+        set_runner="analyses.kinds.graph.run:run_set",
+        figures="analyses.figures.graph:figures",
+        required=("prompt",),
+        optional=("transcoders", "node_threshold", "edge_threshold", "max_features", "intervene",
+                  "dataset"),
+        row_fields=("prompt",),
+        tables={"nodes": ("node", "type", "layer", "position", "latent", "token_id", "token", "value",
+                          "bias", "influence", "cumulative", "kept"),
+                "edges": ("source", "target", "weight"),
+                "logits": ("token_id", "token", "prob", "logit", "value", "bias"),
+                "scores": ("graph", "replacement", "completeness", "n_latents", "n_nodes", "n_edges"),
+                "interventions": ("node", "op", "old_value", "new_value", "token_id", "token",
+                                  "predicted", "actual", "gap"),
+                # over a prompt set
+                "scores_summary": ("graph", "quantity", *SUMMARY_COLUMNS),
+                "recurring": ("layer", "latent", "n_examples", "mean_influence", "share_of_examples",
+                              "mean_influence_all")},
+        defaults={"node_threshold": "0.8", "edge_threshold": "0.98", "max_features": 1000},
+    ),
 )
 
 CATALOGUE = Catalogue(KINDS)

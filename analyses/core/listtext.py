@@ -103,6 +103,14 @@ def number(text: str, minimum: float = 0.0) -> float:
     return values[0]
 
 
+def fraction(text: str) -> float:
+    """One number from 0 to 1 (a share: a pruning threshold)."""
+    value = number(text, 0.0)
+    if value > 1.0:
+        raise ValueError(f"must be at most 1, got {value:g}")
+    return value
+
+
 def indices(text: str) -> list[int]:
     """`2` or `1, 2` -> [1, 2]: whole numbers from 0, no repeats (layers)."""
     values = []

@@ -88,6 +88,15 @@ FIELDS: dict[str, FieldInfo] = {
                                 "corrupted (default; TransformerLens's attribution_patch): estimates "
                                 "restoring the clean value into the corrupted run; clean (Syed et al. "
                                 "2023's EAP code): estimates corrupting it in the clean run"),
+    "transcoders": FieldInfo(TEXT, "graph: a folder holding one transcoder per layer (blocks.L.mlp/); "
+                                   "unset: the model's own under data/dictionaries/"),
+    "node_threshold": FieldInfo(TEXT, "graph: keep the nodes holding this share of the influence on the "
+                                      "logits (0-1)", check=lambda text: listtext.fraction(text)),
+    "edge_threshold": FieldInfo(TEXT, "graph: keep the edges holding this share of the influence (0-1)",
+                                check=lambda text: listtext.fraction(text)),
+    "max_features": FieldInfo(INT, "graph: at most this many latent nodes in the pruned graph", 1, 100_000),
+    "intervene": FieldInfo(TEXT, "graph: latents to set, NODE:OP comma-separated; OP is xK (x0 zeroes, "
+                                 "x-1 flips) or =V (1.517@13:x0)"),
 }
 ABLATE_LIST = FieldInfo(TEXT, "components to knock out, comma-separated: heads L1H7, a layer's MLP "
                               "L0.mlp, its attention output L0.attn", check=listtext.components)
@@ -146,6 +155,11 @@ class AnalysisSpec:
     ablation: str | None = None
     steps: int | None = None
     gradient: str | None = None  # unset: corrupted (kept out of the defaults: cache keys stay)
+    transcoders: str | None = None
+    node_threshold: str | None = None
+    edge_threshold: str | None = None
+    max_features: int | None = None
+    intervene: str | None = None
 
     def __post_init__(self):
         for name in FIELDS:
