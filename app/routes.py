@@ -21,9 +21,11 @@ PAGES: dict[str, str] = {
     "steering": "views/steering.py",
     "ablation_sweep": "views/ablation_sweep.py",
     "circuit": "views/circuit.py",
+    "graph": "views/graph.py",
 }
 TITLES = {  # page titles where "Kind name" (from the kind) reads badly
     "dla": "Direct logit attribution",
+    "graph": "Attribution graph",
 }
 
 

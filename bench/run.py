@@ -32,7 +32,7 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 def rows():
     """(name, thunk) per row or group of rows; a thunk builds what it needs, so one failing
     leaves the rest."""
-    from bench import app_rows, model_size, scaling, speed, store_reads
+    from bench import app_rows, graph_rows, model_size, scaling, speed, store_reads
 
     def emb_patch(granularity):
         ref, model = embedded()
@@ -107,6 +107,7 @@ def rows():
         ("app: cold start", app_rows.cold_start_rows),
         ("app: cached share link", app_rows.cached_link_row),
         ("app: cached link in a fresh browser", app_rows.cached_link_browser_row),
+        ("graph, embedded", lambda: emb(graph_rows.graph_row)),
     ]
 
 

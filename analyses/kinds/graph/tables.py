@@ -1,7 +1,7 @@
 """The graph as tidy tables: `nodes`, `edges`, `logits`, `scores` (and, over a set, `recurring`).
 
 Node ids are ours and unambiguous (circuit-tracer's own ids are written by `export.py`):
-latent `L.latent@pos` (`1.517@13`), error `err L@pos`, input token `tok@pos`, logit `logit:id`.
+latent `L.latent@pos` (`1.517@13`), error `errL@pos` (`err0@5`), input token `tok@pos`, logit `logit:id`.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ NODE_TYPES = ("latent", "error", "token", "logit")
 def node_ids(features: np.ndarray, graph: Attribution) -> list[str]:
     """Every node's id in node order. features [feature, 3]: (layer, pos, latent)."""
     ids = [f"{layer}.{latent}@{pos}" for layer, pos, latent in features.tolist()]
-    ids += [f"err {layer}@{pos}" for layer in range(graph.n_layers) for pos in range(graph.n_pos)]
+    ids += [f"err{layer}@{pos}" for layer in range(graph.n_layers) for pos in range(graph.n_pos)]
     ids += [f"tok@{pos}" for pos in range(graph.n_pos)]
     ids += [f"logit:{int(t)}" for t in graph.logit_ids]
     return ids
