@@ -2,12 +2,17 @@
 named groups (supernodes) and notes, all held in the share link's view keys."""
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import streamlit as st
 
+from analyses.core import graph_json as export
+from analyses.core.errors import UserError
 from analyses.figures.graph import graph_figure
 from app import links
 from app.components.display import md_escape
+from app.components.downloads import file_stem
 from app.components.form import Field
 from app.components.graph_view_state import format_groups, parse_groups, parse_pins
 from app.components.latent_link import latent_url
@@ -31,7 +36,8 @@ def _set_view(name: str, value: str) -> None:
 
 def draw(result):
     return {"graph": lambda: graph_section(result), **_other_figures(result),
-            "recurring": lambda: recurring_section(result)}
+            "recurring": lambda: recurring_section(result),
+            "circuit_tracer": lambda: circuit_tracer_section(result)}
 
 
 def _other_figures(result):
@@ -121,6 +127,35 @@ def node_detail(result, nodes: pd.DataFrame, edges: pd.DataFrame, node: str) -> 
             st.dataframe(mine[[other, "weight"]], hide_index=True, key=view_key(result, f"{title}:{node}"))
         else:
             st.caption("none in the pruned graph")
+
+
+def circuit_tracer_section(result) -> None:
+    """circuit-tracer's graph JSON: this graph (pins and groups included) to download, for
+    Neuronpedia's viewer; a graph made there opened here."""
+    st.subheader("circuit-tracer / Neuronpedia graph JSON")
+    tables, tokens = result.tables, result.meta.get("tokens") or []
+    if "example" not in tables["nodes"].columns:
+        data = export.to_json(tables["nodes"], tables["edges"], tables["logits"], prompt=result.spec.prompt or "",
+                              tokens=tokens, n_layers=int(result.meta.get("n_layers", 0)),
+                              slug="graph-" + file_stem(result)[-12:], scan="custom",
+                              transcoder_list=sorted(result.meta.get("transcoders", {})),
+                              node_threshold=float(result.spec.with_defaults().node_threshold),
+                              pinned=parse_pins(_view("pinned")), groups=parse_groups(_view("groups")))
+        st.download_button("Download this graph as circuit-tracer JSON", json.dumps(data),
+                           file_name=f"{file_stem(result)}.json", mime="application/json",
+                           key=view_key(result, "ct_download"))
+    upload = st.file_uploader("Open a circuit-tracer graph JSON", type=["json"], key=view_key(result, "ct_upload"))
+    if upload is not None:
+        try:
+            found = export.from_json(json.loads(upload.getvalue()))
+        except (ValueError, UserError) as err:
+            st.error(md_escape(f"{upload.name}: {err}"))
+            return
+        shown = found["nodes"].assign(influence=1.0 - found["nodes"]["cumulative"].fillna(1.0))
+        st.caption(md_escape(f"{upload.name}: {len(shown)} nodes, {len(found['edges'])} edges; prompt "
+                             f"{found['prompt'][:80]!r}"))
+        chart(graph_figure(shown, found["edges"], found["tokens"], pinned=found["pinned"], groups=found["groups"]),
+              view_key(result, "ct_graph"))
 
 
 def recurring_section(result) -> None:

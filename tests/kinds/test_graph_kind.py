@@ -7,8 +7,8 @@ import pytest
 from pydantic import BaseModel
 
 from analyses import AnalysisSpec, compute
+from analyses.core import graph_json as export
 from analyses.dictionaries import formats
-from analyses.kinds.graph import export
 from tests.kinds.graph_helpers import random_transcoders
 
 pytestmark = pytest.mark.usefixtures("private_cache")

@@ -2,6 +2,6 @@
 
 Modules: `replacement` (the frozen replacement model of a prompt), `attribution` (edges by
 backward passes), `pruning` (influence, pruning, replacement and completeness scores),
-`interventions` (predicted vs actual logit changes), `tables`, `export` (circuit-tracer's
-graph JSON), `run` (the kind's entry points).
+`interventions` (predicted vs actual logit changes), `tables`, `run` (the kind's entry
+points). circuit-tracer's graph JSON is `analyses.core.graph_json` (torch-free: the page uses it).
 """
