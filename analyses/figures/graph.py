@@ -41,9 +41,22 @@ def figures(result, **view) -> dict[str, go.Figure]:
     return house_style(out)
 
 
-def node_positions(nodes: pd.DataFrame) -> pd.DataFrame:
-    """x, y of each node: x = position, spread within a cell; y = layer (tokens -1, logits
-    n_layers)."""
+NODE_SPACING = 0.3  # x units per node: a crowded position's column widens to hold its nodes
+
+
+def column_centres(nodes: pd.DataFrame, n_pos: int) -> np.ndarray:
+    """x of each position's column centre: a column is as wide as its busiest row needs (at
+    least 1), so the last position of a long prompt, where most latents sit, gets room."""
+    busiest = nodes.groupby(["position", "layer"]).size().groupby(level=0).max()
+    widths = np.maximum(1.0, busiest.reindex(range(n_pos), fill_value=1).to_numpy() * NODE_SPACING)
+    return np.cumsum(widths) - widths / 2
+
+
+def node_positions(nodes: pd.DataFrame, n_pos: int | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """x, y of each node and each position's column centre: y = layer (tokens -1, logits
+    n_layers), x = within its position's column, side by side."""
+    n_pos = int(nodes["position"].max()) + 1 if n_pos is None else n_pos
+    centres = column_centres(nodes, n_pos)
     frame = nodes.copy()
     frame["y"] = frame["layer"].astype(float)
     # within a (row, position) cell: latents by influence, the error last
@@ -51,15 +64,17 @@ def node_positions(nodes: pd.DataFrame) -> pd.DataFrame:
     frame = frame.sort_values(["y", "position", "_rank", "influence"], ascending=[True, True, True, False])
     cell = frame.groupby(["y", "position"], sort=False)
     index, count = cell.cumcount(), cell["node"].transform("size")
-    frame["x"] = frame["position"] + (index - (count - 1) / 2) * (0.8 / np.maximum(count, 1))
-    return frame.drop(columns="_rank")
+    spacing = np.where(count * NODE_SPACING > 0.9, NODE_SPACING, 0.9 / np.maximum(count, 1))
+    frame["x"] = centres[frame["position"].to_numpy()] + (index - (count - 1) / 2) * spacing
+    return frame.drop(columns="_rank"), centres
 
 
 def graph_figure(nodes: pd.DataFrame, edges: pd.DataFrame, tokens: list[str] | None = None,
                  selected: str | None = None, pinned=(), groups: dict | None = None) -> go.Figure:
     shown = nodes[nodes["kept"].astype(bool)]
-    placed = node_positions(shown).set_index("node")
     n_pos = int(nodes["position"].max()) + 1
+    placed, centres = node_positions(shown, n_pos)
+    placed = placed.set_index("node")
     n_layers = int(nodes["layer"].max())  # the logits' row
     fig = go.Figure()
     drawn = edges[edges["source"].isin(placed.index) & edges["target"].isin(placed.index)]
@@ -77,7 +92,7 @@ def graph_figure(nodes: pd.DataFrame, edges: pd.DataFrame, tokens: list[str] | N
         part = placed[placed["type"] == kind]
         if not len(part):
             continue
-        size = 8 + 30 * np.sqrt(part["influence"].clip(lower=0) / max(placed["influence"].max(), 1e-12))
+        size = 7 + 25 * np.sqrt(part["influence"].clip(lower=0) / max(placed["influence"].max(), 1e-12))
         if kind in ("token", "logit"):
             size = np.full(len(part), 14.0)
         outline = ["#000000" if n in pinned or n == selected else "#FFFFFF" for n in part.index]
@@ -91,7 +106,7 @@ def graph_figure(nodes: pd.DataFrame, edges: pd.DataFrame, tokens: list[str] | N
     for name, members in groups.items():  # a supernode: a labelled box around its members
         inside = placed.loc[[m for m in members if m in placed.index]]
         if len(inside):
-            fig.add_shape(type="rect", x0=inside["x"].min() - 0.25, x1=inside["x"].max() + 0.25,
+            fig.add_shape(type="rect", x0=inside["x"].min() - 0.15, x1=inside["x"].max() + 0.15,
                           y0=inside["y"].min() - 0.3, y1=inside["y"].max() + 0.3,
                           line={"color": "#7F3C8D", "dash": "dot"})
             fig.add_annotation(x=inside["x"].mean(), y=inside["y"].max() + 0.3, text=plot_text(name),
@@ -103,8 +118,10 @@ def graph_figure(nodes: pd.DataFrame, edges: pd.DataFrame, tokens: list[str] | N
         title=title("Attribution graph: latents that carry the answer (pruned)",
                     f"{n_kept} latents kept of {int((nodes['type'] == 'latent').sum())}; node area: "
                     "influence on the logits; edges: blue excites, red inhibits, width |weight|"),
-        xaxis={"title": {"text": "position (token)"}, "tickmode": "array", "tickvals": list(range(n_pos)),
-               "ticktext": ticks, "tickangle": tick_angle(n_pos), "range": [-0.6, n_pos - 0.4],
+        xaxis={"title": {"text": "position (token)"}, "tickmode": "array", "tickvals": list(centres),
+               "ticktext": ticks, "tickangle": -45 if n_pos > 10 else tick_angle(n_pos),
+               "range": [float(centres[0]) - 0.6, float(centres[-1]) + max(0.6, float(centres[-1] - centres[-2]) / 2
+                                                                         if n_pos > 1 else 0.6)],
                "showgrid": False, "zeroline": False},
         yaxis={"title": {"text": "layer"}, "tickmode": "array", "tickvals": list(range(-1, n_layers + 1)),
                "ticktext": rows, "range": [-1.6, n_layers + 0.6], "zeroline": False},
@@ -129,6 +146,7 @@ def _add_edges(fig: go.Figure, edges: pd.DataFrame, placed: pd.DataFrame, opacit
     """Edges as line segments, one trace per (sign, width bin): plotly draws one style a trace."""
     if not len(edges):
         return
+    shown_in_legend = set()
     top = float(edges["weight"].abs().max()) or 1.0
     bins = np.minimum((edges["weight"].abs() / top * WIDTH_BINS).astype(int), WIDTH_BINS - 1)
     for sign, colour, label in ((1, POSITIVE, "edge > 0"), (-1, NEGATIVE, "edge < 0")):
@@ -143,7 +161,8 @@ def _add_edges(fig: go.Figure, edges: pd.DataFrame, placed: pd.DataFrame, opacit
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", opacity=opacity,
                                      line={"color": colour, "width": 0.6 + 2.4 * b},
                                      name=label, legendgroup=label,
-                                     showlegend=legend and b == WIDTH_BINS - 1))
+                                     showlegend=legend and label not in shown_in_legend))
+            shown_in_legend.add(label)
 
 
 def scores_figure(scores: pd.DataFrame) -> go.Figure:
