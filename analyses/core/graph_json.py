@@ -43,8 +43,10 @@ def ct_node_id(row, n_layers: int) -> str:
 
 def to_json(nodes: pd.DataFrame, edges: pd.DataFrame, logits: pd.DataFrame, *, prompt: str,
             tokens: list[str], n_layers: int, slug: str, scan: str, transcoder_list: list[str],
-            node_threshold: float, pinned=(), groups: dict | None = None) -> dict:
-    """The pruned graph (kept nodes, their edges) as circuit-tracer's graph JSON."""
+            node_threshold: float, pinned=(), groups: dict | None = None,
+            labels: dict | None = None) -> dict:
+    """The pruned graph (kept nodes, their edges) as circuit-tracer's graph JSON; `labels`
+    (node id -> text) become the nodes' `clerp`, circuit-tracer's annotation field."""
     shown = nodes[nodes["kept"].astype(bool)]
     ids = {row["node"]: ct_node_id(row, n_layers) for _, row in shown.iterrows()}
     probs = dict(zip(logits["token_id"].astype(int), logits["prob"].astype(float)))
@@ -54,8 +56,9 @@ def to_json(nodes: pd.DataFrame, edges: pd.DataFrame, logits: pd.DataFrame, *, p
         kind, layer, pos = row["type"], int(row["layer"]), int(row["position"])
         node = {"node_id": ids[row["node"]], "feature": -1, "layer": str(layer), "ctx_idx": pos,
                 "feature_type": FEATURE_TYPES[kind], "token_prob": 0.0, "is_target_logit": False,
-                "run_idx": 0, "reverse_ctx_idx": 0, "jsNodeId": "", "clerp": "",
-                "influence": float(row["cumulative"]), "activation": None}
+                "run_idx": 0, "reverse_ctx_idx": 0, "jsNodeId": "",
+                "influence": float(row["cumulative"]), "activation": None,
+                "clerp": (labels or {}).get(row["node"], "")}
         if kind == "latent":
             node.update(feature=int(row["latent"]), jsNodeId=f"{layer}_{int(row['latent'])}-0",
                         activation=float(row["value"]))
@@ -134,4 +137,5 @@ def from_json(data: dict) -> dict:
               for group in qparams.get("supernodes", []) if group}
     return {"nodes": nodes.drop(columns=["prob", "clerp"]), "edges": edges, "logits": logits,
             "prompt": metadata.get("prompt", ""), "tokens": tokens,
-            "pinned": [ours[p] for p in qparams.get("pinnedIds", []) if p in ours], "groups": groups}
+            "pinned": [ours[p] for p in qparams.get("pinnedIds", []) if p in ours], "groups": groups,
+            "labels": {row["node"]: row["clerp"] for row in rows if row["clerp"] and row["type"] != "logit"}}

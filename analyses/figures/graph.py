@@ -70,7 +70,9 @@ def node_positions(nodes: pd.DataFrame, n_pos: int | None = None) -> tuple[pd.Da
 
 
 def graph_figure(nodes: pd.DataFrame, edges: pd.DataFrame, tokens: list[str] | None = None,
-                 selected: str | None = None, pinned=(), groups: dict | None = None) -> go.Figure:
+                 selected: str | None = None, pinned=(), groups: dict | None = None,
+                 labels: dict | None = None) -> go.Figure:
+    """The pruned graph; `labels`: a note per node id (shown in its hover text)."""
     shown = nodes[nodes["kept"].astype(bool)]
     n_pos = int(nodes["position"].max()) + 1
     placed, centres = node_positions(shown, n_pos)
@@ -97,7 +99,7 @@ def graph_figure(nodes: pd.DataFrame, edges: pd.DataFrame, tokens: list[str] | N
             size = np.full(len(part), 14.0)
         outline = ["#000000" if n in pinned or n == selected else "#FFFFFF" for n in part.index]
         widths = [3 if n == selected else 2 if n in pinned else 1 for n in part.index]
-        hover = [_hover(n, row, member_of.get(n)) for n, row in part.iterrows()]
+        hover = [_hover(n, row, member_of.get(n), (labels or {}).get(n)) for n, row in part.iterrows()]
         fig.add_trace(go.Scatter(
             x=part["x"], y=part["y"], mode="markers", name=kind, customdata=list(part.index),
             marker={"size": size, "color": colour, "line": {"color": outline, "width": widths},
@@ -130,7 +132,7 @@ def graph_figure(nodes: pd.DataFrame, edges: pd.DataFrame, tokens: list[str] | N
     return fig
 
 
-def _hover(node: str, row: pd.Series, group: str | None) -> str:
+def _hover(node: str, row: pd.Series, group: str | None, label: str | None = None) -> str:
     what = {"latent": f"latent {int(row['latent'])} of layer {int(row['layer'])}",
             "error": f"transcoder error, layer {int(row['layer'])}",
             "token": "input token", "logit": "logit (minus the mean logit)"}[row["type"]]
@@ -138,6 +140,8 @@ def _hover(node: str, row: pd.Series, group: str | None) -> str:
              f"value {row['value']:.4g}, influence {row['influence']:.3g}"]
     if group:
         lines.append(f"group: {plot_text(group)}")
+    if label:
+        lines.append(f"note: {plot_text(label)}")
     return "<br>".join(lines)
 
 

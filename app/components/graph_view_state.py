@@ -1,7 +1,9 @@
 """The graph page's view state in its link: the selected node, pins, named groups, notes.
 
-`view.groups` spells groups as `name=node|node;other=node` (node ids never hold `|`, `;` or
-`=`; a name's `;` and `=` are replaced); `view.pinned` is a comma list of node ids.
+`view.notes` is free text whose lines `node: text` label that node (its hover and its clerp
+in the circuit-tracer export). `view.groups` spells groups as `name=node|node;other=node`
+(node ids never hold `|`, `;` or `=`; a name's `;` and `=` are replaced); `view.pinned` is a
+comma list of node ids.
 """
 from __future__ import annotations
 
@@ -24,3 +26,15 @@ def format_groups(groups: dict[str, list[str]]) -> str:
 
 def parse_pins(text: str) -> list[str]:
     return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
+def node_labels(notes: str, nodes) -> dict[str, str]:
+    """Lines of the notes that start with a node id and a colon (`0.455@14: S2 via L0H0`) as
+    that node's label; other lines are free notes."""
+    known = set(nodes)
+    labels = {}
+    for line in (notes or "").splitlines():
+        node, sep, text = line.partition(":")
+        if sep and node.strip() in known and text.strip():
+            labels[node.strip()] = text.strip()
+    return labels

@@ -14,7 +14,7 @@ from app import links
 from app.components.display import md_escape
 from app.components.downloads import file_stem
 from app.components.form import Field
-from app.components.graph_view_state import format_groups, parse_groups, parse_pins
+from app.components.graph_view_state import format_groups, node_labels, parse_groups, parse_pins
 from app.components.latent_link import latent_url
 from app.components.page import analysis_page, chart, view_key
 from app.components.share_link import current_base
@@ -64,7 +64,8 @@ def graph_section(result):
     groups = parse_groups(_view("groups"))
     selected = _view("selected")
     selected = selected if selected in choices else (choices[0] if choices else None)
-    chart(graph_figure(nodes, edges, tokens, selected=selected, pinned=pinned, groups=groups),
+    labels = node_labels(_view("notes"), choices)
+    chart(graph_figure(nodes, edges, tokens, selected=selected, pinned=pinned, groups=groups, labels=labels),
           view_key(result, "graph"))
     if not choices:
         st.info("The pruned graph kept no node: lower the node threshold.")
@@ -84,7 +85,8 @@ def graph_section(result):
         note_key = view_key(result, "notes")
         st.text_area("Notes", value=_view("notes"), key=note_key, max_chars=2000,
                      on_change=lambda: _set_view("notes", st.session_state[note_key]),
-                     help="Your annotations of this graph; kept in the share link.")
+                     help="Your annotations of this graph, kept in the share link. A line "
+                          "`node: text` (e.g. `0.455@14: S2 via L0H0`) labels that node.")
     with right:
         node_detail(result, nodes, edges, selected)
 
@@ -140,7 +142,8 @@ def circuit_tracer_section(result) -> None:
                               slug="graph-" + file_stem(result)[-12:], scan="custom",
                               transcoder_list=sorted(result.meta.get("transcoders", {})),
                               node_threshold=float(result.spec.with_defaults().node_threshold),
-                              pinned=parse_pins(_view("pinned")), groups=parse_groups(_view("groups")))
+                              pinned=parse_pins(_view("pinned")), groups=parse_groups(_view("groups")),
+                              labels=node_labels(_view("notes"), tables["nodes"]["node"]))
         st.download_button("Download this graph as circuit-tracer JSON", json.dumps(data),
                            file_name=f"{file_stem(result)}.json", mime="application/json",
                            key=view_key(result, "ct_download"))
@@ -154,7 +157,8 @@ def circuit_tracer_section(result) -> None:
         shown = found["nodes"].assign(influence=1.0 - found["nodes"]["cumulative"].fillna(1.0))
         st.caption(md_escape(f"{upload.name}: {len(shown)} nodes, {len(found['edges'])} edges; prompt "
                              f"{found['prompt'][:80]!r}"))
-        chart(graph_figure(shown, found["edges"], found["tokens"], pinned=found["pinned"], groups=found["groups"]),
+        chart(graph_figure(shown, found["edges"], found["tokens"], pinned=found["pinned"], groups=found["groups"],
+                           labels=found["labels"]),
               view_key(result, "ct_graph"))
 
 

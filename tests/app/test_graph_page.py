@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from analyses import AnalysisSpec
 from analyses.dictionaries import formats
-from app.components.graph_view_state import format_groups, parse_groups, parse_pins
+from app.components.graph_view_state import format_groups, node_labels, parse_groups, parse_pins
 from app.routes import PAGES
 from helpers import page_figures
 from tests.kinds.graph_helpers import random_transcoders
@@ -45,6 +45,8 @@ def test_groups_and_pins_round_trip_through_their_link_text():
     groups = {"names": ["0.1@3", "1.2@4"], "a;b=c": ["err0@1"]}
     assert parse_groups(format_groups(groups)) == {"names": ["0.1@3", "1.2@4"], "a,b-c": ["err0@1"]}
     assert parse_pins(" 0.1@3, ,1.2@4") == ["0.1@3", "1.2@4"]
+    notes = "free text: not a node\n0.1@3: S2 via L0H0\nerr0@1:"
+    assert node_labels(notes, ["0.1@3", "err0@1"]) == {"0.1@3": "S2 via L0H0"}
 
 
 def test_the_page_draws_the_graph_and_keeps_pins_groups_and_notes_in_the_link(query):
@@ -67,14 +69,16 @@ def test_the_page_draws_the_graph_and_keeps_pins_groups_and_notes_in_the_link(qu
     next(b for b in at.button if b.label == "Group them").click().run()
     assert parse_groups(at.query_params["view.groups"]) == {"names": choices[:2]}
     notes = next(t for t in at.text_area if t.label == "Notes")
-    notes.set_value("the name mover").run()
-    assert at.query_params["view.notes"] == "the name mover"
+    notes.set_value(f"the name mover\n{choices[0]}: top node").run()
+    assert at.query_params["view.notes"] == f"the name mover\n{choices[0]}: top node"
     # a reopened link shows the same pins, group and selection
     link = {k: v for k, v in at.query_params.items()}
     again = open_page(link)
     assert not again.exception
     assert next(m for m in again.multiselect if m.label == "Pinned nodes").value == choices[:2]
     assert next(s for s in again.selectbox if s.label.startswith("Node")).value == choices[1]
-    assert next(t for t in again.text_area if t.label == "Notes").value == "the name mover"
+    assert next(t for t in again.text_area if t.label == "Notes").value == f"the name mover\n{choices[0]}: top node"
     redrawn = page_figures(again)[0]
     assert any(a.get("text") == "names" for a in redrawn["layout"].get("annotations", []))
+    hovers = [h for trace in redrawn["data"] if trace.get("hovertext") for h in trace["hovertext"]]
+    assert any("note: top node" in h for h in hovers)

@@ -158,7 +158,8 @@ def test_export_meets_circuit_tracers_schema_and_round_trips(tiny_with_transcode
     groups = {"first two": pinned}
     data = export.to_json(nodes, edges, logits, prompt=PROMPT, tokens=result.meta["tokens"],
                           n_layers=result.meta["n_layers"], slug="test", scan="custom",
-                          transcoder_list=["a", "b"], node_threshold=0.8, pinned=pinned, groups=groups)
+                          transcoder_list=["a", "b"], node_threshold=0.8, pinned=pinned, groups=groups,
+                          labels={pinned[0]: "the first"})
     text = json.dumps(data)
     CTModel.model_validate_json(text)  # the published pydantic schema accepts it
     ids = [n["node_id"] for n in data["nodes"]]
@@ -175,4 +176,5 @@ def test_export_meets_circuit_tracers_schema_and_round_trips(tiny_with_transcode
     want = edges.set_index(["source", "target"])["weight"].sort_index()
     assert got.index.equals(want.index) and np.allclose(got.values, want.values)
     assert back["pinned"] == pinned and back["groups"] == groups
+    assert back["labels"] == {pinned[0]: "the first"}
     assert back["logits"]["token_id"].tolist() == logits["token_id"].tolist()
