@@ -68,6 +68,9 @@ class Kind:
     # with `dataset=`, optional: `set_runner(model, spec, prompt_set, progress)` -> one Result
     # for the whole set (a kind whose answer pools the rows, as a circuit found on a set does)
     set_runner: Code | None = None
+    # optional: `key_content(spec) -> str`, what else the result depends on (the dictionaries
+    # a kind reads, by content), added to the result key; torch-free (a cache hit needs no torch)
+    key_content: Code | None = None
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -327,6 +330,7 @@ KINDS: tuple[Kind, ...] = (
         version=1,
         runner="analyses.kinds.graph.run:run",
         set_runner="analyses.kinds.graph.run:run_set",
+        key_content="analyses.runtime.dictionary_keys:transcoders_content",
         figures="analyses.figures.graph:figures",
         required=("prompt",),
         optional=("transcoders", "node_threshold", "edge_threshold", "max_features", "intervene",

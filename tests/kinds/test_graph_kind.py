@@ -178,3 +178,18 @@ def test_export_meets_circuit_tracers_schema_and_round_trips(tiny_with_transcode
     assert back["pinned"] == pinned and back["groups"] == groups
     assert back["labels"] == {pinned[0]: "the first"}
     assert back["logits"]["token_id"].tolist() == logits["token_id"].tolist()
+
+
+def test_the_result_key_changes_when_the_transcoders_are_retrained(tiny_with_transcoders):
+    import os
+
+    from analyses.runtime.service import result_key
+
+    model_dir, folder = tiny_with_transcoders
+    spec = _spec(model_dir, folder)
+    before = result_key(spec)
+    assert result_key(spec) == before
+    weights = folder / "blocks.1.mlp" / "sae.safetensors"
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # as a retrain rewrites it
+    assert result_key(spec) != before
