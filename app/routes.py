@@ -25,12 +25,14 @@ PAGES: dict[str, str] = {
     "features": "views/features.py",
     "latent_index": "views/latent_index.py",
     "sparsity": "views/sparsity.py",
+    "graph": "views/graph.py",
 }
 TITLES = {  # page titles where "Kind name" (from the kind) reads badly
     "dla": "Direct logit attribution",
     "knockout": "Attention knockout",
     "features": "Prompt through a dictionary",
     "latent_index": "Latent dashboard",
+    "graph": "Attribution graph",
 }
 
 

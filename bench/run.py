@@ -33,7 +33,17 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 def rows():
     """(name, thunk) per row or group of rows; a thunk builds what it needs, so one failing
     leaves the rest."""
-    from bench import app_rows, dictionary_rows, latent_rows, model_size, scaling, sparsity_rows, speed, store_reads
+    from bench import (
+        app_rows,
+        dictionary_rows,
+        graph_rows,
+        latent_rows,
+        model_size,
+        scaling,
+        sparsity_rows,
+        speed,
+        store_reads,
+    )
 
     def emb_patch(granularity):
         ref, model = embedded()
@@ -120,6 +130,7 @@ def rows():
         ("features, embedded", lambda: emb(dictionary_rows.features_row, ioi_pair()["clean"])),
         ("latent index, embedded", lambda: emb(dictionary_rows.index_row)),
         ("sparsity, embedded", lambda: emb(sparsity_rows.sparsity_row)),
+        ("graph, embedded", lambda: emb(graph_rows.graph_row)),
     ]
 
 

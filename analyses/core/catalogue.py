@@ -72,6 +72,9 @@ class Kind:
     # with `dataset=`, optional: `set_runner(model, spec, prompt_set, progress)` -> one Result
     # for the whole set (a kind whose answer pools the rows, as a circuit found on a set does)
     set_runner: Code | None = None
+    # optional: `key_content(spec) -> str`, what else the result depends on (the dictionaries
+    # a kind reads, by content), added to the result key; torch-free (a cache hit needs no torch)
+    key_content: Code | None = None
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -402,6 +405,32 @@ KINDS: tuple[Kind, ...] = (
                 "neurons": ("p", "layer", "neuron", "frequency", "dead", "always_on"),
                 "tokens": ("p", "document", "position", "token", "layer", "activation_ratio")},
         defaults={"p": "1,5,10", "seed": 0},
+    ),
+    Kind(
+        name="graph",
+        summary="attribution graph: which transcoder latents, at which positions, write the answer, "
+                "on a local replacement model (frozen attention and norms, error nodes)",
+        version=1,
+        runner="analyses.kinds.graph.run:run",
+        set_runner="analyses.kinds.graph.run:run_set",
+        key_content="analyses.runtime.dictionary_keys:transcoders_content",
+        figures="analyses.figures.graph:figures",
+        required=("prompt",),
+        optional=("transcoders", "node_threshold", "edge_threshold", "max_features", "intervene",
+                  "dataset"),
+        row_fields=("prompt",),
+        tables={"nodes": ("node", "type", "layer", "position", "latent", "token_id", "token", "value",
+                          "bias", "influence", "cumulative", "kept"),
+                "edges": ("source", "target", "weight"),
+                "logits": ("token_id", "token", "prob", "logit", "value", "bias"),
+                "scores": ("graph", "replacement", "completeness", "n_latents", "n_nodes", "n_edges"),
+                "interventions": ("node", "op", "old_value", "new_value", "token_id", "token",
+                                  "predicted", "actual", "gap"),
+                # over a prompt set
+                "scores_summary": ("graph", "quantity", *SUMMARY_COLUMNS),
+                "recurring": ("layer", "latent", "n_examples", "mean_influence", "share_of_examples",
+                              "mean_influence_all")},
+        defaults={"node_threshold": "0.8", "edge_threshold": "0.98", "max_features": 1000},
     ),
 )
 

@@ -115,6 +115,12 @@ def positive_numbers(text: str) -> list[float]:
     if small:
         raise ValueError(f"must be above 0 (a perplexity increase in %), got {small[0]:g}")
     return values
+def fraction(text: str) -> float:
+    """One number from 0 to 1 (a share: a pruning threshold)."""
+    value = number(text, 0.0)
+    if value > 1.0:
+        raise ValueError(f"must be at most 1, got {value:g}")
+    return value
 
 
 def indices(text: str) -> list[int]:

@@ -109,6 +109,15 @@ FIELDS: dict[str, FieldInfo] = {
                                     "(top contexts, histograms, densities)", 1_000, 10_000_000),
     "p": FieldInfo(TEXT, "sparsity: the perplexity increases (%) to find the sparsity at, "
                          "comma-separated (PPL-p% sparsity)", check=listtext.positive_numbers),
+    "transcoders": FieldInfo(TEXT, "graph: a folder holding one transcoder per layer (blocks.L.mlp/); "
+                                   "unset: the model's own under data/dictionaries/"),
+    "node_threshold": FieldInfo(TEXT, "graph: keep the nodes holding this share of the influence on the "
+                                      "logits (0-1)", check=lambda text: listtext.fraction(text)),
+    "edge_threshold": FieldInfo(TEXT, "graph: keep the edges holding this share of the influence (0-1)",
+                                check=lambda text: listtext.fraction(text)),
+    "max_features": FieldInfo(INT, "graph: at most this many latent nodes in the pruned graph", 1, 100_000),
+    "intervene": FieldInfo(TEXT, "graph: latents to set, NODE:OP comma-separated; OP is xK (x0 zeroes, "
+                                 "x-1 flips) or =V (1.517@13:x0)"),
 }
 ABLATE_LIST = FieldInfo(TEXT, "components to knock out, comma-separated: heads L1H7, a layer's MLP "
                               "L0.mlp, its attention output L0.attn", check=listtext.components)
@@ -178,6 +187,11 @@ class AnalysisSpec:
     clamp: str | None = None
     corpus_tokens: int | None = None
     p: str | None = None  # sparsity: a comma list of perplexity increases (%)
+    transcoders: str | None = None
+    node_threshold: str | None = None
+    edge_threshold: str | None = None
+    max_features: int | None = None
+    intervene: str | None = None
 
     def __post_init__(self):
         for name in FIELDS:

@@ -76,6 +76,7 @@ SUMMARIES: dict[str, dict[str, Summary]] = {
     # the KL is measured once per cell on the neutral text, not per example
     "steering": {"effects": Summary(("layer", "coeff", "ablated"), ("metric", "top1", "kl"),
                                     accuracies=("top1",), once_per_run=("kl",))},
+    "graph": {"scores": Summary(("graph",), ("replacement", "completeness"))},
 }
 SKIPPED_COLUMNS = ("example", "reason", "row")
 

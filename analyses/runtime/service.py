@@ -34,6 +34,11 @@ def result_key(spec: AnalysisSpec, dtype: str = "float32") -> str:
         from analyses.dictionaries import reference
 
         content += f"/dictionary:{reference.fingerprint(spec.model, spec.dictionary)}"
+    kind = CATALOGUE[spec.kind]
+    if kind.key_content is not None:  # e.g. the transcoders a graph reads, by content
+        from analyses.core.catalogue import resolve as resolve_code
+
+        content += f"/{resolve_code(kind.key_content)(spec)}"
     return spec.content_key(content, version)
 
 
