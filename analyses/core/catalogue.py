@@ -29,7 +29,7 @@ GRANULARITIES = (
     "direct_path", "all",
 )
 DETECTORS = ("previous_token", "duplicate_token", "induction", "retrieval")
-STEERING_METHODS = ("actadd", "mean_diff", "mean_centred")
+STEERING_METHODS = ("actadd", "mean_diff", "mean_centred", "cav")  # cav: GCAV, a probe's direction
 STEERING_POSITIONS = ("all", "last", "generated")
 ABLATIONS = ("zero", "mean")
 CIRCUIT_METHODS = ("eap", "eap_ig")
@@ -40,6 +40,8 @@ SUMMARY_COLUMNS = ("mean", "sem", "ci_low", "ci_high", "n", "interval")
 # The run a gradient-based estimate takes its gradient on (unset: corrupted): corrupted
 # estimates restoring clean into the corrupted run, clean estimates corrupting the clean run.
 GRADIENTS = ("corrupted", "clean")
+# Where a probe reads each layer (`blocks.L.hook_<site>`): sites every architecture has
+PROBE_SITES = ("resid_post", "resid_pre", "attn_out", "mlp_out")
 
 
 @dataclass(frozen=True)
@@ -264,20 +266,26 @@ KINDS: tuple[Kind, ...] = (
         name="steering",
         summary="intervene and read what the model then says: add a steering vector built from "
                 "contrast texts, knock out heads or layers, and generate",
-        version=2,  # 2: set summaries: exact t, Wilson for top1, kl one measurement (n = 1);
+        version=3,  # 2: set summaries: exact t, Wilson for top1, kl one measurement (n = 1);
                     # the vector is never added at BOS (positions=all, and the KL's neutral text);
                     # samples drawn from the job's own generator (Gumbel-max), not the global one
+                    # 3: method=cav and `p_target` (GCAV): the `p_target` column, the `cav` table
         runner="analyses.kinds.steering:run",
         examples_runner="analyses.kinds.steering:run_examples",
         figures="analyses.figures.steering:figures",
         required=("prompt",),
         optional=("positive", "negative", "method", "layer", "coeff", "positions", "ablate",
                   "ablation", "max_new_tokens", "temperature", "seed", "answer", "wrong", "top_k",
-                  "dataset"),
+                  "dataset", "p_target"),
         row_fields=("prompt", "answer", "wrong"),
-        tables={"generations": ("layer", "coeff", "ablated", "sample", "text", "tokens", "logprobs"),
-                "effects": ("layer", "coeff", "ablated", "metric", "top1", "top_token", "kl"),
-                "vector": ("layer", "norm", "rank", "token_id", "token_str", "score", "direction")},
+        # p_target: a GCAV cell's target probability (its coeff is then NaN: the strength is
+        # each position's own, the prompt's last in `cav`); NaN in a fixed-coefficient cell
+        tables={"generations": ("layer", "coeff", "ablated", "sample", "text", "tokens", "logprobs",
+                                "p_target"),
+                "effects": ("layer", "coeff", "ablated", "metric", "top1", "top_token", "kl", "p_target"),
+                "vector": ("layer", "norm", "rank", "token_id", "token_str", "score", "direction"),
+                "cav": ("layer", "p_target", "ablated", "p_before", "strength", "coeff", "p_after",
+                        "probe_accuracy")},
         defaults={"method": "mean_diff", "coeff": "0,0.5,1,2", "positions": "all",
                   "ablation": "mean", "max_new_tokens": 20, "temperature": "0", "seed": 0,
                   "top_k": 10},
@@ -319,6 +327,24 @@ KINDS: tuple[Kind, ...] = (
                 "nodes": ("node", "layer", "head", "score")},
         defaults={"method": "eap_ig", "steps": 5, "seed": 0, "exact": False},
         choices={"method": CIRCUIT_METHODS, "gradient": GRADIENTS},
+    ),
+    Kind(
+        name="probe",
+        summary="linear probes: how well each layer's activations tell texts with a concept from "
+                "texts without, and the concept's direction (its CAV) beside the mean difference",
+        version=1,
+        runner="analyses.kinds.probe:run",
+        set_runner="analyses.kinds.probe:run_set",
+        figures="analyses.figures.probe:figures",
+        required=(),
+        optional=("dataset", "site", "seed"),
+        row_fields=("prompt", "label"),
+        tables={"layers": ("layer", "site", "accuracy", "ci_low", "ci_high", "n_test", "n_train",
+                           "train_accuracy", "cosine_mean_diff", "agrees", "mean_diff_accuracy",
+                           "bias", "norm"),
+                "directions": ("layer", "component", "probe", "mean_diff")},
+        defaults={"site": "resid_post", "seed": 0},
+        choices={"site": PROBE_SITES},
     ),
 )
 

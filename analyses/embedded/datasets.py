@@ -9,7 +9,14 @@ from the embedded model's corpus code with held-out names and templates, seeded:
 - `induction` (100): random single-token words repeated, the last word left out: answer =
   that word, wrong = a word the sequence does not contain;
 - `needle` (100): a code planted before ~22 story sentences and asked for: answer = the
-  code's first word, wrong = a code word not in the code.
+  code's first word, wrong = a code word not in the code;
+- `capital_concept` (240, labelled): story sentences about a trip to a capital city (label 1)
+  or to an everyday place (label 0), the rest of the sentence drawn alike, so the two classes
+  end on the same kinds of words and a probe at the last token must read the concept that
+  attention moved there;
+- `name_concept` (240, labelled): the same sentences with a person's name (label 1) or an
+  object (label 0) as their subject.
+Labelled sets are balanced and shuffled; each row is {"prompt", "label"} (the kind `probe`).
 """
 from __future__ import annotations
 
@@ -52,7 +59,58 @@ def needle(rng: np.random.Generator, n: int = 100, filler_sentences: int = 22) -
     return rows
 
 
-BUILDERS = {"ioi": ioi, "facts": facts, "induction": induction, "needle": needle}
+# Templates of the labelled sets: the concept fills {x}, the rest is drawn from the lexicon
+# alike for both classes, and every sentence ends with a word unrelated to the concept.
+TRIP_TEMPLATES = (
+    "{Name} went to {x} with {his} {animal}",
+    "One day, {Name} and {Friend} flew to {x} to {act}",
+    "{Name} was very {feel} in {x} because of the {obj}",
+    "The {adj} {animal} lived in {x} with {Friend}",
+    "{Name} found a {adj} {obj} in {x} one {weather} day",
+)
+SUBJECT_TEMPLATES = (
+    "{x} was in the {place} all day with the {animal}",
+    "After that, {x} went to the {place} near the {animal}",
+    "{x} was very {adj} and the {animal} was {feel}",
+    "At the {place}, {x} stayed with a {adj} {animal}",
+    "{x} fell near the {place} on a {weather} day",
+)
+
+
+def _fill(rng: np.random.Generator, template: str, x: str) -> str:
+    name, friend = rng.choice(lx.NAMES, size=2, replace=False)
+    pick = lambda items: items[int(rng.integers(len(items)))]  # noqa: E731
+    text = template.format(
+        x=x, Name=name, Friend=friend, his="her" if name in corpus.FEMALE else "his",
+        animal=pick(lx.ANIMALS), act=pick(lx.ACTIVITIES), feel=pick(lx.FEELINGS),
+        obj=pick(lx.OBJECTS), adj=pick(lx.ADJECTIVES), weather=pick(lx.WEATHER), place=pick(lx.PLACES))
+    return text[0].upper() + text[1:]  # "the box was ..." opens a sentence
+
+
+def labelled(rng: np.random.Generator, templates, concept, other, n_per_class: int) -> list[dict]:
+    """`n_per_class` sentences with the concept (`concept(rng)` fills the slot, label 1) and as
+    many without (`other(rng)`, label 0), each class spread evenly over `templates`, shuffled."""
+    rows = []
+    for label, fill_with in (("1", concept), ("0", other)):
+        for i in range(n_per_class):
+            rows.append(dict(prompt=_fill(rng, templates[i % len(templates)], fill_with(rng)), label=label))
+    return [rows[i] for i in rng.permutation(len(rows))]
+
+
+def capital_concept(rng: np.random.Generator, n_per_class: int = 120) -> list[dict]:
+    return labelled(rng, TRIP_TEMPLATES,
+                    lambda r: lx.CAPITALS[int(r.integers(len(lx.CAPITALS)))][1],
+                    lambda r: "the " + lx.PLACES[int(r.integers(len(lx.PLACES)))], n_per_class)
+
+
+def name_concept(rng: np.random.Generator, n_per_class: int = 120) -> list[dict]:
+    return labelled(rng, SUBJECT_TEMPLATES,
+                    lambda r: lx.NAMES[int(r.integers(len(lx.NAMES)))],
+                    lambda r: "the " + lx.OBJECTS[int(r.integers(len(lx.OBJECTS)))], n_per_class)
+
+
+BUILDERS = {"ioi": ioi, "facts": facts, "induction": induction, "needle": needle,
+            "capital_concept": capital_concept, "name_concept": name_concept}
 assert tuple(BUILDERS) == SHIPPED, "core.datasets.SHIPPED names the sets built here"
 
 
