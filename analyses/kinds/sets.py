@@ -69,7 +69,7 @@ SUMMARIES: dict[str, dict[str, Summary]] = {
     "ablation_sweep": {"effects": Summary(("component", "site", "layer", "head"), ("metric", "delta", "top1"),
                                           accuracies=("top1",))},
     # the KL is measured once per cell on the neutral text, not per example
-    "steering": {"effects": Summary(("layer", "coeff", "ablated"), ("metric", "top1", "kl"),
+    "steering": {"effects": Summary(("layer", "coeff", "ablated", "p_target"), ("metric", "top1", "kl"),
                                     accuracies=("top1",), once_per_run=("kl",))},
 }
 SKIPPED_COLUMNS = ("example", "reason", "row")

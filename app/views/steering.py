@@ -31,7 +31,7 @@ def side_by_side(result):
     generations = result.tables["generations"]
     first = generations[generations["sample"] == 0]
     cells = distinct_cells(first).reset_index(drop=True)
-    labels = [cell_label(r.layer, r.coeff, r.ablated) for r in cells.itertuples()]
+    labels = [cell_label(r.layer, r.coeff, r.ablated, getattr(r, "p_target", None)) for r in cells.itertuples()]
     intact = cells[(cells["coeff"] == 0) & ~cells["ablated"]]
     others = [i for i, label in enumerate(labels) if label != "intact"]
     if intact.empty or not others:
@@ -65,7 +65,7 @@ def numbers(result):
     effects = result.tables["effects"]
     metric = result.meta.get("metric")
     shown = distinct_cells(effects)
-    shown = shown.assign(intervention=[cell_label(r.layer, r.coeff, r.ablated) for r in shown.itertuples()])
+    shown = shown.assign(intervention=[cell_label(r.layer, r.coeff, r.ablated, getattr(r, "p_target", None)) for r in shown.itertuples()])
     columns = ["intervention", "top_token", "kl"] + (["metric", "top1"] if metric else [])
     st.dataframe(shown[columns].rename(columns={"metric": metric or "metric", "top_token": "top next token",
                                                 "kl": "KL on a neutral text (nats)"}),
