@@ -21,6 +21,7 @@ PAGES: dict[str, str] = {
     "steering": "views/steering.py",
     "ablation_sweep": "views/ablation_sweep.py",
     "circuit": "views/circuit.py",
+    "probe": "views/probe.py",
 }
 TITLES = {  # page titles where "Kind name" (from the kind) reads badly
     "dla": "Direct logit attribution",

@@ -70,6 +70,14 @@ def numbers(result):
     st.dataframe(shown[columns].rename(columns={"metric": metric or "metric", "top_token": "top next token",
                                                 "kl": "KL on a neutral text (nats)"}),
                  hide_index=True, key=view_key(result, "effects"))
+    gcav = result.tables.get("cav")
+    if gcav is not None and len(gcav) and "example" not in gcav.columns:
+        st.markdown("**GCAV's strength on this prompt** (its last position; each position gets its own)")
+        st.dataframe(gcav.rename(columns={"p_before": "probe p before", "p_after": "probe p after",
+                                          "strength": "strength (along the unit CAV)",
+                                          "coeff": "as a coefficient of the vector",
+                                          "probe_accuracy": "probe accuracy on its texts"}),
+                     hide_index=True, key=view_key(result, "gcav"))
     if result.spec.positive:
         st.caption("BOS (position 0, the attention sink) is never intervened on: the vector and the "
                    "ablation start after it, and *Added at: all* means every position after BOS.")
@@ -85,7 +93,10 @@ analysis_page(
     intro="**Steering** adds a vector to the residual stream while the model reads the prompt "
           "and generates: the difference between contrast texts at their last position "
           "(ActAdd, Turner et al. 2023; averaged over pairs, CAA, Rimsky et al. 2024), or the "
-          "positive texts' mean minus a neutral text's (mean-centring, Jorgensen et al. 2023). "
+          "positive texts' mean minus a neutral text's (mean-centring, Jorgensen et al. 2023), "
+          "or a logistic probe's direction (*cav*, GCAV, Zhang et al. 2025: at the mean "
+          "difference's norm per coefficient, and with a target probability, the smallest shift "
+          "that brings the probe there at each position). "
           "**Ablation** knocks out heads (`L1H7`), attention outputs (`L0.attn`) or MLPs "
           "(`L0.mlp`). Each cell's continuation is shown beside the intact model's; the KL on "
           "a neutral text says what the intervention breaks besides what it steers.",
@@ -98,6 +109,8 @@ analysis_page(
         Field("method", "Vector", needs="positive"),
         Field("layer", "Layers", placeholder="e.g. 2, or 1,2 to sweep", needs="positive"),
         Field("coeff", "Coefficients", placeholder="e.g. 0,0.5,1,2 (0 always runs)", needs="positive"),
+        Field("p_target", "GCAV target probabilities (vector: cav)", placeholder="e.g. 0.9 to add the "
+              "concept, 0.01 to remove it", needs="positive"),
         Field("positions", "Added at", needs="positive"),
         Field("ablate", "Knock out", placeholder="e.g. L1H7,L1H6,L0.mlp"),
         Field("ablation", "Ablation"),
