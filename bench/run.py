@@ -7,7 +7,8 @@ feels (the CLI, the app's cold start) are absolute. The tests assert no speed ta
 Each row is independent: one that fails prints an error row and the run goes on.
 `BENCH_ONLY=<substring>` runs only the rows whose name contains it (and leaves
 `bench/results.json` alone). Rows: `bench/speed.py` (against TransformerLens, a forward
-pass, torch.mm), `bench/store_reads.py` (the cache), `bench/scaling.py` (64-1024 tokens), `bench/app_rows.py`.
+pass, torch.mm), `bench/store_reads.py` (the cache), `bench/scaling.py` (64-1024 tokens), `bench/app_rows.py`,
+`bench/probe_rows.py` (a probe sweep over layers).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 def rows():
     """(name, thunk) per row or group of rows; a thunk builds what it needs, so one failing
     leaves the rest."""
-    from bench import app_rows, model_size, scaling, speed, store_reads
+    from bench import app_rows, model_size, probe_rows, scaling, speed, store_reads
 
     def emb_patch(granularity):
         ref, model = embedded()
@@ -107,6 +108,8 @@ def rows():
         ("app: cold start", app_rows.cold_start_rows),
         ("app: cached share link", app_rows.cached_link_row),
         ("app: cached link in a fresh browser", app_rows.cached_link_browser_row),
+        ("probe, embedded", lambda: emb(probe_rows.probe_sweep_row)),
+        ("probe, GPT-2-small shape", lambda: gpt2(probe_rows.probe_sweep_row)),
     ]
 
 

@@ -56,12 +56,11 @@ def cosine_chart(layers: pd.DataFrame, agreement: float = 0.5) -> go.Figure:
         x=ticks, y=layers["cosine_mean_diff"], marker={"color": [PROBE if a else "#9D9D9D" for a in agrees]},
         text=["" if a else "disagree" for a in agrees], textposition="outside",
         hovertemplate="%{x}: cos %{y:.3f}<extra></extra>"))
-    fig.add_hline(y=agreement, line={"dash": "dash", "color": "#9D9D9D"},
-                  annotation_text=f"agreement ({agreement:g})", annotation_position="top left")
+    fig.add_hline(y=agreement, line={"dash": "dash", "color": "#9D9D9D"})
     n_disagree = int((~agrees).sum())
-    note = (f"grey: cos < {agreement:g}, the probe and the mean difference point different ways "
-            f"({n_disagree} of {len(layers)} layers)" if n_disagree else
-            f"every layer's probe agrees with its mean difference (cos ≥ {agreement:g})")
+    note = (f"grey: cos < {agreement:g} (dashed), the probe and the mean difference point different "
+            f"ways ({n_disagree} of {len(layers)} layers)" if n_disagree else
+            f"every layer's probe agrees with its mean difference (cos ≥ {agreement:g}, dashed)")
     fig.update_layout(title=title("Cosine between the probe's direction and the mean difference", note),
                       xaxis={"title": {"text": "layer"}, "type": "category"},
                       yaxis={"title": {"text": "cosine similarity"}, "range": [-1.05, 1.15], "zeroline": True},

@@ -36,12 +36,16 @@ def numbers(result):
 
 def layer_table(result):
     layers = result.tables["layers"]
-    st.dataframe(layers.drop(columns=["site"]), hide_index=True, key=view_key(result, "layers"),
+    st.dataframe(layers.drop(columns=["site", "n_train"]), hide_index=True, key=view_key(result, "layers"),
                  column_config={"accuracy": st.column_config.NumberColumn("held-out accuracy", format="%.3f"),
                                 "ci_low": st.column_config.NumberColumn("95% low", format="%.3f"),
                                 "ci_high": st.column_config.NumberColumn("95% high", format="%.3f"),
                                 "cosine_mean_diff": st.column_config.NumberColumn("cos(probe, mean diff)",
                                                                                   format="%.3f"),
+                                "train_accuracy": st.column_config.NumberColumn("train accuracy", format="%.3f"),
+                                "mean_diff_accuracy": st.column_config.NumberColumn("mean diff accuracy",
+                                                                                    format="%.3f"),
+                                "bias": st.column_config.NumberColumn("bias", format="%.3g"),
                                 "norm": st.column_config.NumberColumn("‖w‖", format="%.3g")})
     st.caption(md_escape(f"Read at {result.meta['read_at']} of each text, at {layers['site'].iloc[0]} of each "
                          "layer; one seeded stratified split (a quarter held out); scikit-learn's "
