@@ -113,7 +113,8 @@ ADAPTERS: dict[str, Callable[[str, dict], dict]] = {
     "ablation_sweep": _dla,  # a prompt and its answer and wrong tokens, as attribution reads them
     "circuit": _patching,
 }
-ONLY_FOR = {"steering": ("steering",), "gcav": ("steering",), "concepts": ("probe",)}  # suites written for these kinds alone
+# suites written for these kinds alone
+ONLY_FOR = {"steering": ("steering",), "gcav": ("steering",), "concepts": ("probe",)}
 
 
 def load_suites(path: Path | None = None) -> dict[str, list[dict]]:

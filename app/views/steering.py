@@ -65,7 +65,8 @@ def numbers(result):
     effects = result.tables["effects"]
     metric = result.meta.get("metric")
     shown = distinct_cells(effects)
-    shown = shown.assign(intervention=[cell_label(r.layer, r.coeff, r.ablated, getattr(r, "p_target", None)) for r in shown.itertuples()])
+    shown = shown.assign(intervention=[cell_label(r.layer, r.coeff, r.ablated, getattr(r, "p_target", None))
+                                       for r in shown.itertuples()])
     columns = ["intervention", "top_token", "kl"] + (["metric", "top1"] if metric else [])
     st.dataframe(shown[columns].rename(columns={"metric": metric or "metric", "top_token": "top next token",
                                                 "kl": "KL on a neutral text (nats)"}),
