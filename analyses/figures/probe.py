@@ -34,11 +34,10 @@ def accuracy_chart(layers: pd.DataFrame, site: str, dataset: str | None = None) 
         x=ticks, y=layers["mean_diff_accuracy"], mode="lines+markers", name="mean difference",
         marker={"color": MEAN_DIFF, "symbol": "diamond"}, line={"dash": "dot"},
         hovertemplate="%{x}: %{y:.3f}<extra>mean difference</extra>"))
-    fig.add_hline(y=0.5, line={"dash": "dash", "color": "#9D9D9D"}, annotation_text="chance",
-                  annotation_position="bottom right")
+    fig.add_hline(y=0.5, line={"dash": "dash", "color": "#9D9D9D"})  # chance, named in the note
     n_test = int(layers["n_test"].iloc[0]) if len(layers) else 0
     note = (f"{plot_text(site)} at each text's last token; {n_test} held-out texts"
-            + (f" of {plot_text(dataset)}" if dataset else "") + "; bars: Wilson 95% intervals")
+            + (f" of {plot_text(dataset)}" if dataset else "") + "; bars: Wilson 95% intervals; dashed: chance")
     fig.update_layout(title=title("Held-out accuracy of a linear probe, by layer", note),
                       xaxis={"title": {"text": "layer"}, "type": "category"},
                       yaxis={"title": {"text": "held-out accuracy (share of texts)"}, "range": [0, 1.05]},

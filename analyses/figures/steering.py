@@ -151,6 +151,8 @@ def cell_grid(effects: pd.DataFrame, value: str, name: str, signed: bool, unit: 
                             values_in_cells=len(columns) <= MAX_VALUE_TEXT))
     note = ("every cell ablated as well; coefficient 0: the ablation alone" if ablated else
             "coefficient 0: the model itself") + "; layer L: the residual stream entering block L"
+    if "p_target" in effects.columns and effects["p_target"].notna().any():  # no fixed coefficient
+        note += "; GCAV cells (a strength per position) are in the table below"
     fig.update_layout(title=title(f"{plot_text(name)}, by layer and coefficient", note),
                       xaxis=axis("coefficient (× the steering vector)", columns),
                       yaxis=axis("layer", rows),
