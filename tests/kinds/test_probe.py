@@ -146,6 +146,17 @@ def test_probe_and_cav_steering_run_on_every_tiny_architecture(tiny_model_dir, a
     assert table["p_after"].iloc[0] == pytest.approx(max(0.8, table["p_before"].iloc[0]), abs=1e-4)
 
 
+def test_probe_and_gcav_run_on_stories260k(stories260k_dir):
+    model = models.load(str(stories260k_dir / "stories260K.bin"))
+    result = probe.run_set(model, AnalysisSpec(kind="probe", dataset="name_concept"), small_set(10))
+    assert len(result.tables["layers"]) == model.bridge.cfg.n_layers
+    steered = steering.run(model, AnalysisSpec(kind="steering", prompt="Once upon a time, Lily saw a",
+                                               positive="Lily was happy", negative="Lily was sad", method="cav",
+                                               layer="2", coeff="1", p_target="0.9", max_new_tokens=3))
+    table = steered.tables["cav"]
+    assert table["p_after"].iloc[0] == pytest.approx(max(0.9, table["p_before"].iloc[0]), abs=1e-4)
+
+
 def test_a_set_without_labels_is_refused_and_a_bad_label_names_its_line(embedded):
     with pytest.raises(SpecError, match="label"):
         probe.run(embedded, AnalysisSpec(kind="probe", dataset="capital_concept"))
