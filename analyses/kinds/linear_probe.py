@@ -13,7 +13,7 @@ clipped at 0 in the direction asked for: adding the concept (p* ≥ ½) never pu
 (c ≥ 0: an input already at p* or above is left alone), removing it (p* < ½) never pushes
 it up (c ≤ 0).
 
-The probe is scikit-learn's `LogisticRegression` (L2, C = 1, lbfgs; seeded) on the raw
+The probe is scikit-learn's `LogisticRegression` (L2, C = 1; seeded) on the raw
 activations, so w lives in the model's own basis and steering reads it as it is. Pure
 numpy/torch: no model here.
 """
@@ -61,9 +61,18 @@ def fit(x: Float[np.ndarray, "example d_model"], labels: np.ndarray, seed: int =
     labels = np.asarray(labels, dtype=int)
     if len(set(labels.tolist())) < 2:
         raise ValueError("a probe needs examples of both classes (labels 0 and 1)")
-    model = LogisticRegression(C=C, max_iter=MAX_ITER, tol=TOL, random_state=seed)
-    model.fit(np.asarray(x, dtype=np.float64), labels)
+    x = np.asarray(x, dtype=np.float64)
+    model = LogisticRegression(C=C, max_iter=MAX_ITER, tol=TOL, random_state=seed, solver=solver_for(x))
+    model.fit(x, labels)
     return Probe(weight=model.coef_[0].astype(np.float64), bias=float(model.intercept_[0]))
+
+
+def solver_for(x: np.ndarray) -> str:
+    """Newton with a Cholesky solve where there are more examples than dimensions (a few
+    exact steps on a [d_model + 1]² Hessian: ~10 iterations where lbfgs takes ~350 on raw
+    residuals); lbfgs where the Hessian would be larger than the data. The same objective,
+    so the same optimum to the tolerance."""
+    return "newton-cholesky" if x.shape[0] >= x.shape[1] else "lbfgs"
 
 
 def logit(p: float) -> float:
