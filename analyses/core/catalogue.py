@@ -278,11 +278,11 @@ KINDS: tuple[Kind, ...] = (
                   "ablation", "max_new_tokens", "temperature", "seed", "answer", "wrong", "top_k",
                   "dataset", "p_target"),
         row_fields=("prompt", "answer", "wrong"),
-        # p_target: a GCAV cell's target probability (its coeff is then NaN: the strength is
-        # each position's own, the prompt's last in `cav`); NaN in a fixed-coefficient cell
-        tables={"generations": ("layer", "coeff", "ablated", "sample", "text", "tokens", "logprobs",
-                                "p_target"),
-                "effects": ("layer", "coeff", "ablated", "metric", "top1", "top_token", "kl", "p_target"),
+        # generations and effects also carry `p_target` (`analyses.kinds.steering.EXTRA_COLUMNS`:
+        # a GCAV cell's target, its coeff then NaN; NaN elsewhere), left out of the declared
+        # columns so that tables written before it (stored, or built by hand) still read
+        tables={"generations": ("layer", "coeff", "ablated", "sample", "text", "tokens", "logprobs"),
+                "effects": ("layer", "coeff", "ablated", "metric", "top1", "top_token", "kl"),
                 "vector": ("layer", "norm", "rank", "token_id", "token_str", "score", "direction"),
                 "cav": ("layer", "p_target", "ablated", "p_before", "strength", "coeff", "p_after",
                         "probe_accuracy")},

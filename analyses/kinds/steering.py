@@ -59,6 +59,8 @@ from analyses.kinds.tokens import prompt_tokens, single_token, token_strings, to
 TABLES = CATALOGUE["steering"].tables
 SAMPLES = 3  # continuations per cell when sampling
 MAX_CELLS = 64  # layers × coefficients one run may sweep
+# after the declared columns of generations and effects: a GCAV cell's target (NaN in the others)
+EXTRA_COLUMNS = ("p_target",)
 
 
 @dataclass(frozen=True)
@@ -309,7 +311,7 @@ def metric_name(spec: AnalysisSpec) -> str | None:
 
 
 def _frame(rows: list[dict], table: str) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=list(TABLES[table]))
+    frame = pd.DataFrame(rows, columns=[*TABLES[table], *EXTRA_COLUMNS])
     frame["layer"] = frame["layer"].astype("Int64")  # empty (NA) without a vector
     frame["ablated"] = frame["ablated"].astype(bool)
     frame["p_target"] = frame["p_target"].astype(float)  # NaN: a fixed-coefficient cell
