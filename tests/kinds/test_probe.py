@@ -247,3 +247,19 @@ def test_bad_gcav_fields_are_refused_naming_the_field(embedded, fields, field, w
     with pytest.raises(SpecError) as err:
         steering.run(embedded, AnalysisSpec(kind="steering", **fields))
     assert err.value.field == field and words in str(err.value)
+
+
+def test_gcav_and_probe_results_round_trip_through_the_store():
+    import json
+
+    from analyses import compute
+
+    for spec in (AnalysisSpec(kind="steering", method="cav", p_target="0.9", coeff="1", max_new_tokens=3, **PRESET),
+                 AnalysisSpec(kind="probe", dataset="name_concept", site="mlp_out")):
+        assert AnalysisSpec.from_query(spec.to_query()) == spec
+        first, again = compute(spec), compute(spec)
+        assert again.meta["cache_hit"]
+        for name in first.tables:
+            left, right = first.tables[name], again.tables[name]
+            assert list(left.columns) == list(right.columns), name
+            assert json.loads(left.to_json()) == json.loads(right.to_json()), name
