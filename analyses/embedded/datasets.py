@@ -11,11 +11,13 @@ from the embedded model's corpus code with held-out names and templates, seeded:
 - `needle` (100): a code planted before ~22 story sentences and asked for: answer = the
   code's first word, wrong = a code word not in the code;
 - `capital_concept` (240, labelled): story sentences about a trip to a capital city (label 1)
-  or to an everyday place (label 0), the rest of the sentence drawn alike, so the two classes
-  end on the same kinds of words and a probe at the last token must read the concept that
-  attention moved there;
-- `name_concept` (240, labelled): the same sentences with a person's name (label 1) or an
-  object (label 0) as their subject.
+  or to a country (label 0), the rest of the sentence drawn alike, so the two classes end on
+  the same kinds of words and a probe at the last token must read the concept that attention
+  moved there;
+- `name_concept` (240, labelled): sentences whose subject is a person ("young Mary", label 1)
+  or an object ("the box", label 0).
+The two classes' texts have the same token lengths (a label must not be readable from a
+text's length, which position embeddings show at its last token).
 Labelled sets are balanced and shuffled; each row is {"prompt", "label"} (the kind `probe`).
 """
 from __future__ import annotations
@@ -60,20 +62,21 @@ def needle(rng: np.random.Generator, n: int = 100, filler_sentences: int = 22) -
 
 
 # Templates of the labelled sets: the concept fills {x}, the rest is drawn from the lexicon
-# alike for both classes, and every sentence ends with a word unrelated to the concept.
-TRIP_TEMPLATES = (
-    "{Name} went to {x} with {his} {animal}",
-    "One day, {Name} and {Friend} flew to {x} to {act}",
-    "{Name} was very {feel} in {x} because of the {obj}",
-    "The {adj} {animal} lived in {x} with {Friend}",
-    "{Name} found a {adj} {obj} in {x} one {weather} day",
+# alike for both classes; the concept sits a word or two before the end (a 3-layer model's
+# previous-token heads can carry it to the last token; further back, it does not, measured).
+TRIP_TEMPLATES = (  # the concept one or two words before the end, never the last word
+    "{Name} went to {x} with {Friend}",
+    "One day, {Name} and {Friend} flew to {x} again",
+    "The {adj} {animal} lived in {x} too",
+    "{Name} was very {feel} in {x} that day",
+    "{Name} found a {adj} {obj} in {x} one day",
 )
-SUBJECT_TEMPLATES = (
-    "{x} was in the {place} all day with the {animal}",
-    "After that, {x} went to the {place} near the {animal}",
-    "{x} was very {adj} and the {animal} was {feel}",
-    "At the {place}, {x} stayed with a {adj} {animal}",
-    "{x} fell near the {place} on a {weather} day",
+SUBJECT_TEMPLATES = (  # the subject mid-sentence (its first word lower case, one token), near the end
+    "One day in the {place}, {x} was {feel}",
+    "After that, the {animal} saw {x} there",
+    "Then {x} was very {adj}",
+    "At the {place}, the {adj} {animal} found {x} again",
+    "On a {weather} day, {x} fell down",
 )
 
 
@@ -97,15 +100,18 @@ def labelled(rng: np.random.Generator, templates, concept, other, n_per_class: i
     return [rows[i] for i in rng.permutation(len(rows))]
 
 
+# The two classes fill the slot with as many tokens (a capital or a country: one each; "young"
+# and a name, or "the" and an object: two each), so a text's length, which position embeddings
+# make readable at its last token, says nothing of its label.
 def capital_concept(rng: np.random.Generator, n_per_class: int = 120) -> list[dict]:
     return labelled(rng, TRIP_TEMPLATES,
                     lambda r: lx.CAPITALS[int(r.integers(len(lx.CAPITALS)))][1],
-                    lambda r: "the " + lx.PLACES[int(r.integers(len(lx.PLACES)))], n_per_class)
+                    lambda r: lx.CAPITALS[int(r.integers(len(lx.CAPITALS)))][0], n_per_class)
 
 
 def name_concept(rng: np.random.Generator, n_per_class: int = 120) -> list[dict]:
     return labelled(rng, SUBJECT_TEMPLATES,
-                    lambda r: lx.NAMES[int(r.integers(len(lx.NAMES)))],
+                    lambda r: "young " + lx.NAMES[int(r.integers(len(lx.NAMES)))],
                     lambda r: "the " + lx.OBJECTS[int(r.integers(len(lx.OBJECTS)))], n_per_class)
 
 

@@ -122,13 +122,24 @@ def test_probe_layers_equal_a_newton_fit_on_activations_read_one_prompt_at_a_tim
         np.testing.assert_allclose(direction["mean_diff"], diff / np.linalg.norm(diff), atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["capital_concept", "name_concept"])
-def test_the_embedded_model_reads_each_shipped_concept_at_its_best_layer(embedded, name):
-    result = probe.run_set(embedded, AnalysisSpec(kind="probe", dataset=name), ds.shipped(name))
+def test_the_embedded_model_reads_the_shipped_name_concept_at_its_best_layer(embedded):
+    result = probe.run_set(embedded, AnalysisSpec(kind="probe", dataset="name_concept"), ds.shipped("name_concept"))
     layers = result.tables["layers"]
     assert layers["accuracy"].max() >= 0.9
     assert layers["n_test"].iloc[0] == 60 and result.meta["best_accuracy"] == layers["accuracy"].max()
     assert (layers["ci_low"] <= layers["accuracy"]).all() and (layers["accuracy"] <= layers["ci_high"]).all()
+
+
+@pytest.mark.parametrize("name", ["capital_concept", "name_concept"])
+def test_a_shipped_concept_sets_label_cannot_be_read_from_its_length(embedded, name):
+    """Position embeddings make a text's length readable at its last token: the two classes
+    must have the same token lengths, text for text (else a probe reads the length)."""
+    from collections import Counter
+
+    rows = ds.shipped(name).rows
+    lengths = {label: Counter(int(prompt_tokens(embedded.bridge, r["prompt"]).shape[1])
+                              for r in rows if r["label"] == label) for label in ("0", "1")}
+    assert lengths["0"] == lengths["1"] and sum(lengths["1"].values()) == len(rows) // 2
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHS[:3])
