@@ -26,6 +26,7 @@ PAGES: dict[str, str] = {
     "latent_index": "views/latent_index.py",
     "sparsity": "views/sparsity.py",
     "graph": "views/graph.py",
+    "probe": "views/probe.py",
 }
 TITLES = {  # page titles where "Kind name" (from the kind) reads badly
     "dla": "Direct logit attribution",

@@ -8,7 +8,7 @@ Each row is independent: one that fails prints an error row and the run goes on.
 `BENCH_ONLY=<substring>` runs only the rows whose name contains it (and leaves
 `bench/results.json` alone). Rows: `bench/speed.py` (against TransformerLens, a forward
 pass, torch.mm), `bench/store_reads.py` (the cache), `bench/scaling.py` (64-1024 tokens), `bench/app_rows.py`,
-`bench/sparsity_rows.py`.
+`bench/sparsity_rows.py`, `bench/probe_rows.py` (a probe sweep over layers).
 """
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ def rows():
         graph_rows,
         latent_rows,
         model_size,
+        probe_rows,
         scaling,
         sparsity_rows,
         speed,
@@ -131,6 +132,8 @@ def rows():
         ("latent index, embedded", lambda: emb(dictionary_rows.index_row)),
         ("sparsity, embedded", lambda: emb(sparsity_rows.sparsity_row)),
         ("graph, embedded", lambda: emb(graph_rows.graph_row)),
+        ("probe, embedded", lambda: emb(probe_rows.probe_sweep_row)),
+        ("probe, GPT-2-small shape", lambda: gpt2(probe_rows.probe_sweep_row)),
     ]
 
 

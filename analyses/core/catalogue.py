@@ -29,7 +29,8 @@ GRANULARITIES = (
     "direct_path", "all",
 )
 DETECTORS = ("previous_token", "duplicate_token", "induction", "retrieval")
-STEERING_METHODS = ("actadd", "mean_diff", "mean_centred", "feature")  # feature: a dictionary latent
+# feature: a dictionary latent's decoder row; cav: GCAV, a concept probe's direction
+STEERING_METHODS = ("actadd", "mean_diff", "mean_centred", "feature", "cav")
 STEERING_POSITIONS = ("all", "last", "generated")
 ABLATIONS = ("zero", "mean")
 CIRCUIT_METHODS = ("eap", "eap_ig")
@@ -44,6 +45,8 @@ GRADIENTS = ("corrupted", "clean")
 # whose edges into the query are cut. subject: the subject's tokens; other: the non-subject
 # tokens before the query; last: the query position itself; all: every key but BOS.
 KNOCKOUT_SOURCES = ("subject", "other", "last", "all")
+# Where a probe reads each layer (`blocks.L.hook_<site>`): sites every architecture has
+PROBE_SITES = ("resid_post", "resid_pre", "attn_out", "mlp_out")
 
 
 @dataclass(frozen=True)
@@ -279,20 +282,26 @@ KINDS: tuple[Kind, ...] = (
         name="steering",
         summary="intervene and read what the model then says: add a steering vector built from "
                 "contrast texts, knock out heads or layers, and generate",
-        version=2,  # 2: set summaries: exact t, Wilson for top1, kl one measurement (n = 1);
+        version=3,  # 2: set summaries: exact t, Wilson for top1, kl one measurement (n = 1);
                     # the vector is never added at BOS (positions=all, and the KL's neutral text);
                     # samples drawn from the job's own generator (Gumbel-max), not the global one
+                    # 3: method=cav and `p_target` (GCAV): the `p_target` column, the `cav` table
         runner="analyses.kinds.steering:run",
         examples_runner="analyses.kinds.steering:run_examples",
         figures="analyses.figures.steering:figures",
         required=("prompt",),
         optional=("positive", "negative", "method", "layer", "coeff", "positions", "ablate",
                   "ablation", "max_new_tokens", "temperature", "seed", "answer", "wrong", "top_k",
-                  "dataset", "dictionary", "latent", "clamp"),
+                  "dataset", "dictionary", "latent", "clamp", "p_target"),
         row_fields=("prompt", "answer", "wrong"),
+        # generations and effects also carry `p_target` (`analyses.kinds.steering.EXTRA_COLUMNS`:
+        # a GCAV cell's target, its coeff then NaN; NaN elsewhere), left out of the declared
+        # columns so that tables written before it (stored, or built by hand) still read
         tables={"generations": ("layer", "coeff", "ablated", "sample", "text", "tokens", "logprobs"),
                 "effects": ("layer", "coeff", "ablated", "metric", "top1", "top_token", "kl"),
-                "vector": ("layer", "norm", "rank", "token_id", "token_str", "score", "direction")},
+                "vector": ("layer", "norm", "rank", "token_id", "token_str", "score", "direction"),
+                "cav": ("layer", "p_target", "ablated", "p_before", "strength", "coeff", "p_after",
+                        "probe_accuracy")},
         defaults={"method": "mean_diff", "coeff": "0,0.5,1,2", "positions": "all",
                   "ablation": "mean", "max_new_tokens": 20, "temperature": "0", "seed": 0,
                   "top_k": 10},
@@ -411,8 +420,8 @@ KINDS: tuple[Kind, ...] = (
         summary="attribution graph: which transcoder latents, at which positions, write the answer, "
                 "on a local replacement model (frozen attention and norms, error nodes)",
         version=1,
-        runner="analyses.kinds.graph.run:run",
-        set_runner="analyses.kinds.graph.run:run_set",
+        runner="analyses.kinds.graph:run",
+        set_runner="analyses.kinds.graph:run_set",
         key_content="analyses.runtime.dictionary_keys:transcoders_content",
         figures="analyses.figures.graph:figures",
         required=("prompt",),
@@ -431,6 +440,24 @@ KINDS: tuple[Kind, ...] = (
                 "recurring": ("layer", "latent", "n_examples", "mean_influence", "share_of_examples",
                               "mean_influence_all")},
         defaults={"node_threshold": "0.8", "edge_threshold": "0.98", "max_features": 1000},
+    ),
+    Kind(
+        name="probe",
+        summary="linear probes: how well each layer's activations tell texts with a concept from "
+                "texts without, and the concept's direction (its CAV) beside the mean difference",
+        version=1,
+        runner="analyses.kinds.probe:run",
+        set_runner="analyses.kinds.probe:run_set",
+        figures="analyses.figures.probe:figures",
+        required=(),
+        optional=("dataset", "site", "seed"),
+        row_fields=("prompt", "label"),
+        tables={"layers": ("layer", "site", "accuracy", "ci_low", "ci_high", "n_test", "n_train",
+                           "train_accuracy", "cosine_mean_diff", "agrees", "mean_diff_accuracy",
+                           "bias", "norm"),
+                "directions": ("layer", "component", "probe", "mean_diff")},
+        defaults={"site": "resid_post", "seed": 0},
+        choices={"site": PROBE_SITES},
     ),
 )
 

@@ -22,9 +22,12 @@ from pathlib import Path
 
 from .errors import SpecError, UserError
 
-ROW_FIELDS = ("prompt", "clean", "corrupted", "answer", "wrong", "token", "subject")
+# `label`: a labelled (concept) set's class of the row's prompt, "1" (has the concept) or "0"
+ROW_FIELDS = ("prompt", "clean", "corrupted", "answer", "wrong", "token", "subject", "label")
+LABELS = ("0", "1")
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "data" / "datasets"
-SHIPPED = ("ioi", "facts", "induction", "needle")  # the sets in SHIPPED_DIR, by name
+# the sets in SHIPPED_DIR, by name; `capital_concept` and `name_concept` are labelled sets
+SHIPPED = ("ioi", "facts", "induction", "needle", "capital_concept", "name_concept")
 REFERENCE = re.compile(r"sha256:[0-9a-f]{64}")
 MAX_BYTES = 5 * 2**20  # an uploaded or added file
 MAX_ROWS = 10_000
@@ -61,7 +64,8 @@ def serves(kind, fields: tuple[str, ...] | list[str]) -> bool:
         given.add("prompt")
     if "answer" in given:
         given.add("token")
-    needed = [f for f in kind.required if f in kind.row_fields]
+    # a kind that reads the set as a whole (a probe, a circuit) needs every field of its rows
+    needed = [f for f in kind.row_fields if f in kind.required or kind.set_runner is not None]
     return bool(kind.row_fields) and all(f in given for f in needed)
 
 
@@ -87,6 +91,8 @@ def check_row(row, line: int) -> dict[str, str]:
                            f"{', '.join(ROW_FIELDS)}")
     if not row:
         raise DatasetError(f"line {line}: an empty row")
+    if "label" in row:  # a class: 0 or 1, as a number or as text
+        row = {**row, "label": _label(row["label"], line)}
     for key, value in row.items():
         if not isinstance(value, str):
             raise DatasetError(f"line {line}: {key} must be text, got {type(value).__name__}")
@@ -95,6 +101,14 @@ def check_row(row, line: int) -> dict[str, str]:
         if len(value) > MAX_TEXT_CHARS:
             raise DatasetError(f"line {line}: {key} is {len(value):,} characters (at most {MAX_TEXT_CHARS:,})")
     return dict(row)
+
+
+def _label(value, line: int) -> str:
+    text = str(int(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and float(value) in (0.0, 1.0) else value
+    if text not in LABELS:
+        raise DatasetError(f"line {line}: label must be 0 or 1 (the row's class), got {str(value)[:40]!r}")
+    return text
 
 
 def parse(data: bytes, name: str) -> PromptSet:

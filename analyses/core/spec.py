@@ -65,13 +65,15 @@ FIELDS: dict[str, FieldInfo] = {
                                 "passes that each drop one layer's gradient (1)"),
     "ablate": FieldInfo(BOOL, "heads: mean-ablate the top heads and report the drop (1)"),
     "dataset": FieldInfo(TEXT, "a prompt set to run over instead of one prompt: a shipped set "
-                               "(ioi, facts, induction, needle) or sha256:<hex> of one added with "
+                               "(ioi, facts, induction, needle; labelled, for probes: capital_concept, "
+                               "name_concept) or sha256:<hex> of one added with "
                                "`python -m analyses datasets add`"),
     "positive": FieldInfo(TEXT, "steering: the texts the vector steers toward, one per line",
                           check=listtext.lines),
     "negative": FieldInfo(TEXT, "steering: the contrasting texts, one per line (the i-th pairs with "
                                 "the i-th positive)", check=listtext.lines),
-    "method": FieldInfo(TEXT, "steering: how the vector is built (actadd, mean_diff, mean_centred); "
+    "method": FieldInfo(TEXT, "steering: how the vector is built (actadd, mean_diff, mean_centred, "
+                              "cav: a logistic probe's direction, GCAV); "
                               "circuit: how edges are scored (eap, eap_ig); attribution patching: atp, or relp "
                               "for relevance patching beside it"),
     "coeff": FieldInfo(TEXT, "steering: coefficients the vector is added with, comma-separated "
@@ -118,7 +120,21 @@ FIELDS: dict[str, FieldInfo] = {
     "max_features": FieldInfo(INT, "graph: at most this many latent nodes in the pruned graph", 1, 100_000),
     "intervene": FieldInfo(TEXT, "graph: latents to set, NODE:OP comma-separated; OP is xK (x0 zeroes, "
                                  "x-1 flips) or =V (1.517@13:x0)"),
+    "site": FieldInfo(TEXT, "probe: the activation each layer is read at (resid_post, resid_pre, "
+                            "attn_out, mlp_out), at each text's last token"),
+    "p_target": FieldInfo(TEXT, "steering with method=cav: target probabilities of the concept, "
+                                "comma-separated, each strictly between 0 and 1; each adds a cell "
+                                "steered by GCAV's per-position strength (high: add the concept, "
+                                "below 0.5: remove it)", check=lambda text: _probabilities(text)),
 }
+
+
+def _probabilities(text: str) -> list[float]:
+    values = listtext.numbers(text)
+    bad = [v for v in values if not 0.0 < v < 1.0]
+    if bad:
+        raise ValueError(f"{bad[0]:g} is not strictly between 0 and 1 (a probability the probe can reach)")
+    return values
 ABLATE_LIST = FieldInfo(TEXT, "components to knock out, comma-separated: heads L1H7, a layer's MLP "
                               "L0.mlp, its attention output L0.attn", check=listtext.components)
 # Fields whose type differs for one kind: a list where the others take a single value.
@@ -192,6 +208,8 @@ class AnalysisSpec:
     edge_threshold: str | None = None
     max_features: int | None = None
     intervene: str | None = None
+    site: str | None = None
+    p_target: str | None = None  # steering, method=cav: a comma list of probabilities
 
     def __post_init__(self):
         for name in FIELDS:

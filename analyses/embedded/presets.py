@@ -65,6 +65,11 @@ def induction(rng: np.random.Generator, n: int, length: int = 12) -> list[dict]:
 STEERING = [{"prompt": "The capital of France is", "positive": "The capital of Germany is",
              "negative": "The capital of France is", "layer": "2", "coeff": "0,0.25,0.5,0.75,1,2",
              "answer": " Berlin", "wrong": " Paris"}]
+# The same contrast with GCAV (`method=cav`): the probe's direction at the mean difference's
+# norm for each coefficient, and two targets, the concept added (0.9) and removed (0.01).
+GCAV = [{**STEERING[0], "method": "cav", "coeff": "0,0.5,1", "p_target": "0.9,0.01"}]
+# The labelled sets a probe trains on (`probe` kind)
+CONCEPTS = [{"dataset": "capital_concept"}, {"dataset": "name_concept"}]
 
 
 def build(seed: int = 2024) -> dict:
@@ -80,6 +85,8 @@ def build(seed: int = 2024) -> dict:
             "One day, Tom went to the park with his",
             "The dog was very",
         )],
+        "gcav": GCAV,
+        "concepts": CONCEPTS,
     }
 
 

@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analyses.figures import layout
+from analyses.figures.agreement_scatter import atp_agreement_scatter
 from analyses.figures.layout import cells, heatmap, title
 from analyses.figures.text import plot_text
 
@@ -18,8 +19,6 @@ TOP_NODES = 15  # bars: the nodes with the largest |atp|
 
 
 def figures(result, positions: list[int] | None = None) -> dict[str, go.Figure]:
-    from analyses.figures.attribution_patching import atp_agreement_scatter
-
     meta, nodes = result.meta, result.tables["latents"]
     clean, corrupted = meta.get("clean_tokens"), meta.get("corrupted_tokens")
     n_tokens = int(meta.get("n_tokens") or len(clean or []))

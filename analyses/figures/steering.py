@@ -52,9 +52,12 @@ def figures(result, layer: int | None = None) -> dict[str, go.Figure]:
     return shown
 
 
-def cell_label(layer, coeff: float, ablated: bool) -> str:
-    """`intact`, `L2 × 1`, `L2 × 0.5, ablated`, `ablated`: what a cell changes."""
-    parts = [] if not coeff else [f"L{int(layer)} × {coeff:g}"]
+def cell_label(layer, coeff: float, ablated: bool, p_target: float | None = None) -> str:
+    """`intact`, `L2 × 1`, `L2 × 0.5, ablated`, `ablated`, `L2 GCAV p→0.9`: what a cell changes."""
+    if p_target is not None and not pd.isna(p_target):
+        parts = [f"L{int(layer)} GCAV p→{p_target:g}"]
+    else:
+        parts = [] if not coeff else [f"L{int(layer)} × {coeff:g}"]
     if ablated:
         parts.append("ablated")
     return ", ".join(parts) or "intact"
@@ -64,7 +67,8 @@ def distinct_cells(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per intervention: the coefficient-0 rows of every layer change the same
     thing (nothing, or the ablation alone), so they are one cell, the first kept."""
     key = frame["layer"].astype("Float64").where(frame["coeff"] != 0)
-    return frame.assign(_key=key.fillna(-1)).drop_duplicates(["_key", "coeff", "ablated"]).drop(columns="_key")
+    same = ["_key", "coeff", "ablated", *(["p_target"] if "p_target" in frame.columns else [])]
+    return frame.assign(_key=key.fillna(-1)).drop_duplicates(same).drop(columns="_key")
 
 
 def _tokens(row) -> list[str]:
@@ -85,7 +89,7 @@ def generation_strip(generations: pd.DataFrame, samples: int = 1) -> go.Figure:
     cell_px = STRIP_PLOT_PX / max(width, 1) - CELL_PAD_PX
     for _, row in rows.iterrows():
         tokens, logprobs = _tokens(row)[:width], json.loads(row["logprobs"])[:width]
-        label = cell_label(row["layer"], row["coeff"], row["ablated"])
+        label = cell_label(row["layer"], row["coeff"], row["ablated"], row.get("p_target"))
         labels.append(label)
         pad = width - len(tokens)
         texts.append([fit_to_cell(t, cell_px) for t in tokens] + [""] * pad)
@@ -153,6 +157,8 @@ def cell_grid(effects: pd.DataFrame, value: str, name: str, signed: bool, unit: 
                             values_in_cells=len(columns) <= MAX_VALUE_TEXT))
     note = ("every cell ablated as well; coefficient 0: the ablation alone" if ablated else
             "coefficient 0: the model itself") + f"; {where}"
+    if "p_target" in effects.columns and effects["p_target"].notna().any():  # no fixed coefficient
+        note += "; GCAV cells (a strength per position) are in the table below"
     fig.update_layout(title=title(f"{plot_text(name)}, by layer and coefficient", note),
                       xaxis=axis("coefficient (× the steering vector)", columns),
                       yaxis=axis("layer", rows),
@@ -162,7 +168,7 @@ def cell_grid(effects: pd.DataFrame, value: str, name: str, signed: bool, unit: 
 
 def knockout_bars(effects: pd.DataFrame, name: str) -> go.Figure:
     effects = distinct_cells(effects)
-    labels = [cell_label(r.layer, r.coeff, r.ablated) for r in effects.itertuples()]
+    labels = [cell_label(r.layer, r.coeff, r.ablated, getattr(r, "p_target", None)) for r in effects.itertuples()]
     fig = go.Figure(go.Bar(x=labels, y=effects["metric"], marker={"color": ["#9D9D9D", DIFFERS][:len(labels)]},
                            hovertemplate="%{x}: %{y:.4g}<extra></extra>"))
     fig.update_layout(title=title(f"{plot_text(name)} at the prompt's last position, intact and ablated"),
@@ -211,7 +217,7 @@ def set_figures(result) -> dict[str, go.Figure]:
     for col, quantity, colour, interval in ((1, "metric", "#4C78A8", "95% CI"),
                                             (2, "top1", "#F58518", "Wilson 95% CI")):
         rows = summary[summary["quantity"] == quantity]
-        labels = [cell_label(r.layer, r.coeff, r.ablated) for r in rows.itertuples()]
+        labels = [cell_label(r.layer, r.coeff, r.ablated, getattr(r, "p_target", None)) for r in rows.itertuples()]
         fig.add_trace(go.Bar(
             x=labels, y=rows["mean"], marker={"color": colour}, showlegend=False,
             error_y={"type": "data", "symmetric": False, "array": rows["ci_high"] - rows["mean"],

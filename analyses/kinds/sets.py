@@ -74,7 +74,7 @@ SUMMARIES: dict[str, dict[str, Summary]] = {
     "knockout": {"knockout": Summary(("window_start", "window_end", "source"),
                                      ("answer_prob", "change", "relative"))},
     # the KL is measured once per cell on the neutral text, not per example
-    "steering": {"effects": Summary(("layer", "coeff", "ablated"), ("metric", "top1", "kl"),
+    "steering": {"effects": Summary(("layer", "coeff", "ablated", "p_target"), ("metric", "top1", "kl"),
                                     accuracies=("top1",), once_per_run=("kl",))},
     "graph": {"scores": Summary(("graph",), ("replacement", "completeness"))},
 }

@@ -33,6 +33,13 @@ Sampling (temperature > 0) draws `SAMPLES` continuations per cell, sample i seed
 seed + i in every cell, so cells differ by their intervention, not by their luck.
 On a prompt set (`dataset=`) the vector, the ablation means and the KL are computed once,
 and every row's prompt runs through the same cells.
+
+`method=cav` (GCAV, `analyses.kinds.interventions.cav`): the vector is a logistic probe's
+unit direction at the layer scaled to the mean difference's norm; each `p_target` adds a
+cell per layer whose strength is GCAV's, per position (its `coeff` is NaN, its `p_target`
+set), and the `cav` table gives, per such cell, the probe's probability at the prompt's last
+position before and after (measured in the run), the strength and the coefficient it is in
+units of the fixed-coefficient vector.
 """
 from __future__ import annotations
 
@@ -52,7 +59,7 @@ from analyses.core.spec import AnalysisSpec
 from analyses.dictionaries import lookup
 from analyses.kinds.bos import first_after_bos, past_bos
 from analyses.kinds.interventions import ablation as ablating
-from analyses.kinds.interventions import generation, latents, vectors
+from analyses.kinds.interventions import cav, generation, latents, vectors
 from analyses.kinds.interventions.neutral import neutral_tokens
 from analyses.kinds.ranges import check_layer
 from analyses.kinds.tokens import prompt_tokens, single_token, token_strings, token_texts
@@ -60,18 +67,26 @@ from analyses.kinds.tokens import prompt_tokens, single_token, token_strings, to
 TABLES = CATALOGUE["steering"].tables
 SAMPLES = 3  # continuations per cell when sampling
 MAX_CELLS = 64  # layers × coefficients one run may sweep
+# after the declared columns of generations and effects: a GCAV cell's target (NaN in the others)
+EXTRA_COLUMNS = ("p_target",)
 
 
 @dataclass(frozen=True)
 class Cell:
     layer: int | None  # None: no steering vector in this run
-    coeff: float
+    coeff: float  # NaN in a GCAV cell: its strength is each position's own
     ablated: bool
+    p_target: float | None = None  # method=cav: GCAV's target probability of the concept
+
+    @property
+    def steered(self) -> bool:
+        return self.p_target is not None or bool(self.coeff)
 
     @property
     def intervention(self) -> tuple:
         """What the cell changes: cells that change the same thing share one computation."""
-        return (self.layer if self.coeff else None, self.coeff, self.ablated)
+        return (self.layer if self.steered else None, self.coeff if self.p_target is None else None,
+                self.ablated, self.p_target)
 
 
 @dataclass(frozen=True)
@@ -91,6 +106,7 @@ class Plan:
     resid_norms: dict[int, float]  # a typical residual's norm at each steered layer
     feature: lookup.Dictionary | None = None  # method=feature: vectors are its decoder row, added at its site
     clamp: latents.Clamp | None = None  # clamp=: applied in every ablated cell
+    probes: dict[int, cav.ConceptProbe] | None = None  # method=cav: each layer's probe
 
 
 def _given(spec: AnalysisSpec, name: str) -> bool:
@@ -128,6 +144,8 @@ def check_fields(spec: AnalysisSpec) -> None:
         if wants_latent and getattr(spec, name) is None:
             raise SpecError(name, f"missing: {'method=feature' if is_feature(spec) else 'clamp'} "
                                   "needs a dictionary and one of its latents")
+    if spec.p_target is not None and spec.method != "cav":
+        raise SpecError("p_target", "is GCAV's target probability: it applies to method=cav only")
     if _given(spec, "ablation") and not _given(spec, "ablate"):
         raise SpecError("ablation", "says how to ablate; name what to ablate in ablate= as well")
 
@@ -142,12 +160,17 @@ def check_feature_fields(spec: AnalysisSpec) -> None:
                                  "layer is fixed; leave layer out")
 
 
-def build_cells(layers: list[int] | None, coeffs: list[float], ablated: bool) -> tuple[Cell, ...]:
+def build_cells(layers: list[int] | None, coeffs: list[float], ablated: bool,
+                p_targets: list[float] = ()) -> tuple[Cell, ...]:
+    """Per layer: each coefficient's cell, then each GCAV target's (after the sweep)."""
     layer_list = layers or [None]
     if not ablated:
-        return tuple(Cell(layer, c, False) for layer in layer_list for c in coeffs)
+        return tuple(cell for layer in layer_list for cell in (
+            *(Cell(layer, c, False) for c in coeffs),
+            *(Cell(layer, float("nan"), False, p) for p in p_targets)))
     return tuple(cell for layer in layer_list
-                 for cell in (Cell(layer, 0.0, False), *(Cell(layer, c, True) for c in coeffs)))
+                 for cell in (Cell(layer, 0.0, False), *(Cell(layer, c, True) for c in coeffs),
+                              *(Cell(layer, float("nan"), True, p) for p in p_targets)))
 
 
 @torch.no_grad()
@@ -163,6 +186,7 @@ def prepare(bridge, spec: AnalysisSpec, progress: Progress = silent,
         raise SpecError("dictionary", "missing: the latent's dictionary was not loaded")
     latent = latents.check_latent(dictionary, full.latent) if dictionary is not None else None
     steering = full.positive is not None or feature
+    probes = None
     if feature:
         layers = [dictionary.site.layer]
     else:
@@ -170,13 +194,19 @@ def prepare(bridge, spec: AnalysisSpec, progress: Progress = silent,
     for layer in layers or []:
         check_layer(bridge, layer)
     coeffs = sorted({0.0, *listtext.numbers(full.coeff)}) if steering else [0.0]
-    if len(layers or [None]) * len(coeffs) > MAX_CELLS:
-        raise SpecError("coeff", f"{len(layers)} layers × {len(coeffs)} coefficients; a run sweeps at "
-                                 f"most {MAX_CELLS} cells")
+    p_targets = listtext.numbers(full.p_target) if full.p_target is not None else []
+    if len(layers or [None]) * (len(coeffs) + len(p_targets)) > MAX_CELLS:
+        raise SpecError("coeff", f"{len(layers)} layers × {len(coeffs) + len(p_targets)} coefficients and "
+                                 f"targets; a run sweeps at most {MAX_CELLS} cells")
     progress(0.02, "building the steering vector" if steering else "preparing the ablation")
     if feature:  # the decoder row, in the site's space; the table reads what it writes to the residual
         found = {layers[0]: latents.decoder_row(dictionary, latent)}
         read_out = {layers[0]: latents.in_residual(bridge, dictionary, found[layers[0]])}
+    elif steering and full.method == "cav":
+        probes = cav.train(bridge, listtext.lines(full.positive),
+                           listtext.lines(full.negative) if full.negative else [], layers, full.seed)
+        found = {layer: probe.vector for layer, probe in probes.items()}
+        read_out = found
     else:
         found = (vectors.steering_vectors(bridge, full.method, listtext.lines(full.positive),
                                           listtext.lines(full.negative) if full.negative else [], layers)
@@ -187,7 +217,7 @@ def prepare(bridge, spec: AnalysisSpec, progress: Progress = silent,
     clamp = (latents.Clamp(dictionary, latent, listtext.number(full.clamp, -listtext.MAX_MAGNITUDE))
              if full.clamp is not None else None)
     temperature = listtext.number(full.temperature)
-    cells = build_cells(layers, coeffs, ablation is not None or clamp is not None)
+    cells = build_cells(layers, coeffs, ablation is not None or clamp is not None, p_targets)
     neutral = neutral_tokens(bridge)
     if feature:  # the site's output in the residual's space, as the vector table reads the row: its scale
         hook = latents.residual_hook(dictionary)
@@ -200,7 +230,7 @@ def prepare(bridge, spec: AnalysisSpec, progress: Progress = silent,
                 vector_table=vectors.vector_table(bridge, read_out, full.top_k) if steering else None,
                 resid_norms={layer: float(past_bos(r, first_after_bos(bridge), pos_dim=0).norm(dim=-1).mean())
                              for layer, r in resid.items()},
-                feature=dictionary if feature else None, clamp=clamp)
+                feature=dictionary if feature else None, clamp=clamp, probes=probes)
     progress(0.05, "measuring what each intervention changes on a neutral text")
     intact = generation.forward(bridge, neutral, lambda counter: [])[0].float().log_softmax(-1)
     for cell in cells:
@@ -222,7 +252,10 @@ def hooks_for(plan: Plan, cell: Cell, where) -> generation.Hooks:
         found = ablating.ablation_hooks(plan.ablation, counter) if cell.ablated and plan.ablation else []
         if cell.ablated and plan.clamp is not None:
             found += latents.clamp_hooks(plan.clamp, where, counter)
-        if cell.coeff and plan.feature is not None:
+        if cell.p_target is not None:
+            hook = cav.gcav_hook(plan.probes[cell.layer].probe, cell.p_target, where, counter)
+            found.append((vectors.resid_hook(cell.layer), hook))
+        elif cell.coeff and plan.feature is not None:
             found += latents.feature_hooks(plan.feature, plan.vectors[cell.layer], cell.coeff, where, counter)
         elif cell.coeff:
             hook = vectors.steering_hook(plan.vectors[cell.layer], cell.coeff, where, counter)
@@ -275,16 +308,19 @@ def run_prompt(bridge, plan: Plan, spec: AnalysisSpec, progress: Progress = sile
             generations.append({"layer": cell.layer, "coeff": cell.coeff, "ablated": cell.ablated,
                                 "sample": sample, "text": bridge.tokenizer.decode(out.tokens),
                                 "tokens": json.dumps(token_texts(bridge, out.tokens).tolist(), ensure_ascii=False),
-                                "logprobs": json.dumps([round(v, 5) for v in out.logprobs])})
+                                "logprobs": json.dumps([round(v, 5) for v in out.logprobs]),
+                                "p_target": cell.p_target})
         top = int(outs[0].last_logits.argmax())
         effects.append({"layer": cell.layer, "coeff": cell.coeff, "ablated": cell.ablated,
                         "metric": metric(outs[0].last_logits, answer, wrong),
                         "top1": float("nan") if answer is None else float(top == answer),
                         "top_token": str(token_texts(bridge, [top])[0]),
-                        "kl": plan.kl[cell.intervention]})
+                        "kl": plan.kl[cell.intervention], "p_target": cell.p_target})
     tables = {"generations": _frame(generations, "generations"), "effects": _frame(effects, "effects")}
     if plan.vector_table is not None:
         tables["vector"] = plan.vector_table
+    if any(cell.p_target is not None for cell in plan.cells):
+        tables["cav"] = gcav_table(bridge, plan, prompt, where)
     progress(1.0, "done")
     return Result(spec=spec.with_defaults(), tables=tables, meta={
         "n_tokens": n_prompt, "prompt_tokens": token_strings(bridge, prompt[0]),
@@ -297,7 +333,38 @@ def run_prompt(bridge, plan: Plan, spec: AnalysisSpec, progress: Progress = sile
         "n_layers": int(bridge.cfg.n_layers)})
 
 
+@torch.no_grad()
+def gcav_table(bridge, plan: Plan, prompt: Tensor, where) -> pd.DataFrame:
+    """Each GCAV cell's probe probability at the prompt's last position, read in the run just
+    before and just after its hook adds the vector, the strength added there, and that
+    strength as a coefficient of the fixed-coefficient vector (ŵ at the mean difference's norm)."""
+    rows = []
+    for cell in plan.cells:
+        if cell.p_target is None:
+            continue
+        before, after = [], []
+        site = vectors.resid_hook(cell.layer)
+
+        def hooks(counter, cell=cell, site=site, before=before, after=after) -> list:
+            return [(site, cav.capture_hook(before)), *hooks_for(plan, cell, where)(counter),
+                    (site, cav.capture_hook(after))]
+        generation.forward(bridge, prompt, hooks)
+        concept = plan.probes[cell.layer]
+        x_before, x_after = before[0][0, -1].numpy(), after[0][0, -1].numpy()  # [d_model]
+        strength = float((x_after - x_before) @ concept.probe.direction)
+        vector_norm = float(concept.vector.norm())
+        rows.append({"layer": cell.layer, "p_target": cell.p_target, "ablated": cell.ablated,
+                     "p_before": float(concept.probe.probability(x_before)), "strength": strength,
+                     "coeff": strength / vector_norm if vector_norm else float("nan"),
+                     "p_after": float(concept.probe.probability(x_after)),
+                     "probe_accuracy": concept.train_accuracy})
+    return pd.DataFrame(rows, columns=list(TABLES["cav"]))
+
+
 def describe(cell: Cell) -> str:
+    if cell.p_target is not None:
+        return ", ".join([f"layer {cell.layer}, GCAV to p = {cell.p_target:g}",
+                          "ablated" if cell.ablated else "intact"])
     parts = [f"layer {cell.layer}, coefficient {cell.coeff:g}"] if cell.coeff else ["no vector"]
     return ", ".join([*parts, "ablated" if cell.ablated else "intact"])
 
@@ -311,9 +378,10 @@ def metric_name(spec: AnalysisSpec) -> str | None:
 
 
 def _frame(rows: list[dict], table: str) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=list(TABLES[table]))
+    frame = pd.DataFrame(rows, columns=[*TABLES[table], *EXTRA_COLUMNS])
     frame["layer"] = frame["layer"].astype("Int64")  # empty (NA) without a vector
     frame["ablated"] = frame["ablated"].astype(bool)
+    frame["p_target"] = frame["p_target"].astype(float)  # NaN: a fixed-coefficient cell
     return frame
 
 

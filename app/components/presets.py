@@ -131,7 +131,8 @@ ADAPTERS: dict[str, Callable[[str, dict], dict]] = {
 # the embedded model's shipped dictionary each suite's examples read (a residual SAE, an
 # attention-output SAE where heads move names, a transcoder)
 FEATURE_SITES = {"ioi": "blocks.1.attn.hook_z", "facts": "blocks.1.hook_resid_post", "text": "blocks.1.mlp"}
-ONLY_FOR = {"steering": ("steering",)}  # suites written for these kinds alone
+# suites written for these kinds alone
+ONLY_FOR = {"steering": ("steering",), "gcav": ("steering",), "concepts": ("probe",)}
 
 
 def load_suites(path: Path | None = None) -> dict[str, list[dict]]:

@@ -35,7 +35,7 @@ def side_by_side(result):
     generations = result.tables["generations"]
     first = generations[generations["sample"] == 0]
     cells = distinct_cells(first).reset_index(drop=True)
-    labels = [cell_label(r.layer, r.coeff, r.ablated) for r in cells.itertuples()]
+    labels = [cell_label(r.layer, r.coeff, r.ablated, getattr(r, "p_target", None)) for r in cells.itertuples()]
     intact = cells[(cells["coeff"] == 0) & ~cells["ablated"]]
     others = [i for i, label in enumerate(labels) if label != "intact"]
     if intact.empty or not others:
@@ -69,11 +69,20 @@ def numbers(result):
     effects = result.tables["effects"]
     metric = result.meta.get("metric")
     shown = distinct_cells(effects)
-    shown = shown.assign(intervention=[cell_label(r.layer, r.coeff, r.ablated) for r in shown.itertuples()])
+    shown = shown.assign(intervention=[cell_label(r.layer, r.coeff, r.ablated, getattr(r, "p_target", None))
+                                       for r in shown.itertuples()])
     columns = ["intervention", "top_token", "kl"] + (["metric", "top1"] if metric else [])
     st.dataframe(shown[columns].rename(columns={"metric": metric or "metric", "top_token": "top next token",
                                                 "kl": "KL on a neutral text (nats)"}),
                  hide_index=True, key=view_key(result, "effects"))
+    gcav = result.tables.get("cav")
+    if gcav is not None and len(gcav) and "example" not in gcav.columns:
+        st.markdown("**GCAV's strength on this prompt** (its last position; each position gets its own)")
+        st.dataframe(gcav.rename(columns={"p_before": "probe p before", "p_after": "probe p after",
+                                          "strength": "strength (along the unit CAV)",
+                                          "coeff": "as a coefficient of the vector",
+                                          "probe_accuracy": "probe accuracy on its texts"}),
+                     hide_index=True, key=view_key(result, "gcav"))
     if result.spec.positive or result.meta.get("feature"):
         st.caption("BOS (position 0, the attention sink) is never intervened on: the vector and the "
                    "ablation start after it, and *Added at: all* means every position after BOS.")
@@ -95,7 +104,10 @@ analysis_page(
     intro="**Steering** adds a vector to the residual stream while the model reads the prompt "
           "and generates: the difference between contrast texts at their last position "
           "(ActAdd, Turner et al. 2023; averaged over pairs, CAA, Rimsky et al. 2024), or the "
-          "positive texts' mean minus a neutral text's (mean-centring, Jorgensen et al. 2023). "
+          "positive texts' mean minus a neutral text's (mean-centring, Jorgensen et al. 2023), "
+          "or a logistic probe's direction (*cav*, GCAV, Zhang et al. 2025: at the mean "
+          "difference's norm per coefficient, and with a target probability, the smallest shift "
+          "that brings the probe there at each position). "
           "**Ablation** knocks out heads (`L1H7`), attention outputs (`L0.attn`) or MLPs "
           "(`L0.mlp`). A sparse dictionary's **latent** can be added (`method=feature`: its "
           "decoder direction) or clamped (`clamp`: set to a value, 0 zeroes it, the rest of the "
@@ -113,6 +125,8 @@ analysis_page(
         Field("layer", "Layers", placeholder="e.g. 2, or 1,2 to sweep", needs="positive"),
         Field("coeff", "Coefficients", placeholder="e.g. 0,0.5,1,2 (0 always runs)", needs=VECTOR_SOURCES,
               help="The vector's multiples; with method=feature, in the latent's activation units."),
+        Field("p_target", "GCAV target probabilities (vector: cav)", placeholder="e.g. 0.9 to add the "
+              "concept, 0.01 to remove it", needs="positive"),
         Field("positions", "Added at", needs=VECTOR_SOURCES),
         Field("dictionary", "Dictionary", placeholder="e.g. blocks.1.hook_resid_post",
               help="A sparse dictionary of this model (a site under data/dictionaries, or a directory): "

@@ -45,6 +45,7 @@ def known_prompts(tmp_path, monkeypatch):
         "ioi": [{"clean": IOI, "corrupted": IOI.replace("John gave", "Mary gave"),
                  "answer": " Mary", "wrong": " John"}],
         "facts": [{"prompt": "The capital of France is", "answer": " Paris"}],
+        "concepts": [{"dataset": "name_concept"}],  # the probe page's (a labelled set)
     }
     path = tmp_path / "prompts.json"
     path.write_text(json.dumps(suites))

@@ -5,3 +5,6 @@ backward passes), `pruning` (influence, pruning, replacement and completeness sc
 `interventions` (predicted vs actual logit changes), `tables`, `run` (the kind's entry
 points). circuit-tracer's graph JSON is `analyses.core.graph_json` (torch-free: the page uses it).
 """
+from analyses.kinds.graph.run import run, run_set
+
+__all__ = ["run", "run_set"]
