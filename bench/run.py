@@ -7,7 +7,8 @@ feels (the CLI, the app's cold start) are absolute. The tests assert no speed ta
 Each row is independent: one that fails prints an error row and the run goes on.
 `BENCH_ONLY=<substring>` runs only the rows whose name contains it (and leaves
 `bench/results.json` alone). Rows: `bench/speed.py` (against TransformerLens, a forward
-pass, torch.mm), `bench/store_reads.py` (the cache), `bench/scaling.py` (64-1024 tokens), `bench/app_rows.py`.
+pass, torch.mm), `bench/store_reads.py` (the cache), `bench/scaling.py` (64-1024 tokens), `bench/dictionaries.py`
+(dictionary training), `bench/app_rows.py`.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 def rows():
     """(name, thunk) per row or group of rows; a thunk builds what it needs, so one failing
     leaves the rest."""
-    from bench import app_rows, model_size, scaling, speed, store_reads
+    from bench import app_rows, dictionaries, model_size, scaling, speed, store_reads
 
     def emb_patch(granularity):
         ref, model = embedded()
@@ -101,6 +102,7 @@ def rows():
          lambda: gpt2(speed.steering_row, pair_of_length(gpt2_small_shape()[1].bridge, 64)["clean"], 32, 5)),
         ("circuit, embedded", lambda: emb(speed.circuit_rows, ioi_pair())),
         ("circuit, GPT-2-small shape", lambda: gpt2(speed.circuit_rows, gpt2_16())),
+        ("dictionary training, embedded", lambda: emb(dictionaries.training_rows)),
         ("scaling, GPT-2-small shape", lambda: scaling.scaling_rows(gpt2_small_shape()[0])),
         ("model size, 64 tokens", model_size.model_size_rows),
         ("cli: fresh-process answers", app_rows.cli_rows),

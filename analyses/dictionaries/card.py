@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from analyses.dictionaries import formats
+from analyses.dictionaries import files as formats
 
 TARGETS = ("Targets (issue 27): residual and attention-output SAEs explained variance >= 0.95 at "
            "L0 <= 16, CE recovered >= 0.99; transcoders >= 0.95 of MLP-output variance, CE "

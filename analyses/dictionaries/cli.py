@@ -52,10 +52,15 @@ def run(args) -> dict:
             raise UserError(f"--k must be in 1..--latents, got k={args.k}, latents={args.latents}")
         if args.tokens <= 0 or args.eval_tokens <= 0:
             raise UserError("--tokens and --eval-tokens must be positive")
+        from analyses.dictionaries.sites import parse
+
+        for name in args.site:  # a bad name fails here, before the model loads
+            if name != "all":
+                parse(name)
         plan = Plan(model=args.model, sites=tuple(args.site), num_latents=args.latents, k=args.k,
                     tokens=args.tokens, eval_tokens=args.eval_tokens, ce_tokens=args.ce_tokens,
                     seed=args.seed, n_ctx=args.ctx, out=args.out, cache=args.cache)
-        return {"dictionaries": [str(p) for p in train(plan, progress=log.info)]}
+        return {"dictionaries": [str(p) for p in train(plan, progress=lambda fraction, message: log.info(message))]}
     from analyses.dictionaries.pipeline import evaluate_folder
 
     return {"path": str(args.dir), "metrics": evaluate_folder(args.dir, args.model, args.eval_tokens,

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from analyses.dictionaries import formats
+from analyses.dictionaries import files as formats
 
 ROOT = Path(__file__).resolve().parents[2] / "data" / "dictionaries"
 
