@@ -32,7 +32,11 @@ def misses(m: dict, transcode: bool) -> list[str]:
     if m["l0"] > MAX_L0:
         out.append(f"L0 {m['l0']:.2f} > {MAX_L0}")
     if m["ce_recovered"] < MIN_CE_RECOVERED[transcode]:
-        out.append(f"CE recovered {m['ce_recovered']:.3f} < {MIN_CE_RECOVERED[transcode]}")
+        bar, se = MIN_CE_RECOVERED[transcode], m.get("ce_recovered_se")
+        noise = "" if se is None else f" ± {se:.3f}" + (" (within 2 SE)" if m["ce_recovered"] + 2 * se >= bar else "")
+        out.append(f"CE recovered {m['ce_recovered']:.3f}{noise} < {bar}")
+    if m.get("ce_tokens", MIN_EVAL_TOKENS) < MIN_EVAL_TOKENS:
+        out.append(f"CE tokens {m['ce_tokens']:,} < {MIN_EVAL_TOKENS:,}")
     if m["dead_share"] > MAX_DEAD_SHARE:
         out.append(f"dead {m['dead_share']:.1%} > {MAX_DEAD_SHARE:.0%}")
     if m["tokens"] < MIN_EVAL_TOKENS:
@@ -42,6 +46,10 @@ def misses(m: dict, transcode: bool) -> list[str]:
 
 def _fmt(value, digits=3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _se(m: dict) -> str:
+    return f" ± {m['ce_recovered_se']:.3f}" if m.get("ce_recovered_se") is not None else ""
 
 
 def rows(root: Path) -> list[tuple[dict, dict]]:
@@ -74,16 +82,16 @@ def render(root: Path) -> str:
              "left out) and measured on held-out draws of it. sparsify's format: `cfg.json` + "
              "`sae.safetensors` per site, `metrics.json` beside them.", "", TARGETS, "",
              "| site | latents | k | train tokens | train s | tokens/s | L0 | expl. var. | CE clean | CE zero-abl. "
-             "| CE spliced | CE recovered | KL | dead | dense | eval tokens | targets missed |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| CE spliced | CE recovered (± SE) | KL | dead | dense | eval tokens | CE tokens | targets missed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for cfg, m in table:
         seconds = m.get("train_seconds")
         speed = f"{cfg['tokens_seen'] / seconds:,.0f}" if seconds else "–"
         lines.append(f"| {cfg['site']} | {cfg['num_latents']} | {cfg['k']} | {cfg['tokens_seen']:,} | "
                      f"{_fmt(seconds, 0)} | {speed} | {_fmt(m['l0'], 2)} | {_fmt(m['explained_variance'])} | "
                      f"{_fmt(m['ce_clean'])} | {_fmt(m['ce_zero'])} | {_fmt(m['ce_spliced'])} | "
-                     f"{_fmt(m['ce_recovered'])} | {_fmt(m['kl'], 4)} | {m['dead_share']:.1%} | "
-                     f"{m['dense_share']:.1%} | {m['tokens']:,} | "
+                     f"{_fmt(m['ce_recovered'])}{_se(m)} | {_fmt(m['kl'], 4)} | {m['dead_share']:.1%} | "
+                     f"{m['dense_share']:.1%} | {m['tokens']:,} | {m.get('ce_tokens', 0):,} | "
                      f"{'; '.join(misses(m, bool(cfg.get('transcode')))) or 'all met'} |")
     lines += ["", "## Lexicon ground truth: one latent vs the best neuron", "",
               "Per lexicon category, the best single latent's F1 at telling the category's tokens "

@@ -20,7 +20,7 @@ def add_parser(verbs) -> None:
     train.add_argument("--k", type=int, default=16)
     train.add_argument("--tokens", type=int, default=1_000_000, help="training tokens per dictionary")
     train.add_argument("--eval-tokens", type=int, default=100_000)
-    train.add_argument("--ce-tokens", type=int, default=25_000,
+    train.add_argument("--ce-tokens", type=int, default=100_000,
                        help="of the eval tokens, those spliced back for cross-entropy and KL")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--ctx", type=int, default=256, help="document length (capped at the model's)")
@@ -34,7 +34,7 @@ def add_parser(verbs) -> None:
     ev.add_argument("dir", type=Path)
     ev.add_argument("--model", help="default: the model named in its cfg.json")
     ev.add_argument("--eval-tokens", type=int, default=100_000)
-    ev.add_argument("--ce-tokens", type=int, default=25_000)
+    ev.add_argument("--ce-tokens", type=int, default=100_000)
     ev.add_argument("--cache", type=Path)
 
 

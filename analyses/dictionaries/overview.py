@@ -33,8 +33,9 @@ def metrics_frame(folder: Path) -> pd.DataFrame:
                      "train s": seconds,
                      "tokens/s": cfg["tokens_seen"] / seconds if seconds and cfg.get("tokens_seen") else None,
                      "L0": m["l0"], "explained variance": m["explained_variance"],
-                     "CE recovered": m["ce_recovered"], "KL": m["kl"], "dead": m["dead_share"],
-                     "dense": m["dense_share"], "eval tokens": m["tokens"],
+                     "CE recovered": m["ce_recovered"], "CE recovered SE": m.get("ce_recovered_se"),
+                     "KL": m["kl"], "dead": m["dead_share"], "dense": m["dense_share"], "eval tokens": m["tokens"],
+                     "CE tokens": m.get("ce_tokens"),
                      "targets missed": "; ".join(card.misses(m, transcode)) or "all met"})
     return pd.DataFrame(rows)
 

@@ -36,7 +36,7 @@ class Plan:
     k: int = 16
     tokens: int = 2_000_000  # training tokens per dictionary
     eval_tokens: int = 100_000  # held-out tokens for the metrics
-    ce_tokens: int = 25_000  # of those, the ones spliced back into the model for CE and KL
+    ce_tokens: int = 100_000  # of those, the ones spliced back into the model for CE and KL
     seed: int = 0
     n_ctx: int = 256  # document length (capped at the model's context)
     out: Path | None = None  # the folder holding one directory per site; default data/dictionaries/<model>
@@ -155,7 +155,7 @@ def _same_dictionary(have: CoderConfig, want: CoderConfig) -> bool:
 
 
 def evaluate_folder(folder: Path, model: str | None = None, eval_tokens: int = 100_000,
-                    ce_tokens: int = 25_000, cache: Path | None = None) -> dict:
+                    ce_tokens: int = 100_000, cache: Path | None = None) -> dict:
     """Measure the dictionary in `folder` (ours, sparsify's or SAELens's) on the model it names
     (or `model`) and write its metrics.json; returns the metrics."""
     from analyses.dictionaries import metrics

@@ -55,22 +55,29 @@ def show_metrics(folder: Path) -> None:
     st.caption(md_escape(card.TARGETS))
     missed = frame[frame["targets missed"] != "all met"]
     if len(missed):
-        st.warning(md_escape(f"{len(missed)} of {len(frame)} dictionaries miss a target: "
-                             + "; ".join(f"{r['site']} ({r['targets missed']})"
-                                         for r in missed.to_dict("records"))),
-                   icon=":material/flag:")
+        st.warning(md_escape(f"{len(missed)} of {len(frame)} dictionaries miss a target:") + "\n"
+                   + "\n".join(f"- {md_escape(r['site'])}: {md_escape(r['targets missed'])}"
+                                for r in missed.to_dict("records")), icon=":material/flag:")
     else:
         st.success(f"All {len(frame)} dictionaries meet every target.", icon=":material/check:")
-    st.dataframe(display_frame(frame), hide_index=True, width="stretch",
+    order = ["site", "targets missed", *[c for c in frame.columns if c not in ("site", "targets missed")]]
+    st.dataframe(display_frame(frame[order]), hide_index=True, width="stretch",
                  column_config={
                      "explained variance": st.column_config.NumberColumn(format="%.3f"),
                      "CE recovered": st.column_config.NumberColumn(format="%.3f"),
+                     "CE recovered SE": st.column_config.NumberColumn(
+                         format="%.3f", help="Its standard error, documents as clusters: a miss within "
+                                             "2 SE of the bar is not a measured miss"),
+                     "CE tokens": st.column_config.NumberColumn(format="localized"),
                      "KL": st.column_config.NumberColumn(format="%.4f"),
                      "L0": st.column_config.NumberColumn(format="%.2f"),
                      "dead": st.column_config.NumberColumn(format="percent"),
                      "dense": st.column_config.NumberColumn(format="percent"),
                      "train s": st.column_config.NumberColumn(format="%.0f"),
-                     "tokens/s": st.column_config.NumberColumn(format="%.0f"),
+                     "tokens/s": st.column_config.NumberColumn(format="localized"),
+                     "train tokens": st.column_config.NumberColumn(format="localized"),
+                     "eval tokens": st.column_config.NumberColumn(format="localized"),
+                     "targets missed": st.column_config.TextColumn(width="large"),
                  })
 
 

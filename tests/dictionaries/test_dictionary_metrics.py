@@ -1,5 +1,6 @@
 """Metrics against independent numpy re-derivations on random data."""
 import numpy as np
+import pytest
 import torch
 from tiny_dictionaries import random_coder, random_inputs
 
@@ -68,3 +69,18 @@ def test_ce_and_kl_match_numpy():
     np.testing.assert_allclose(mt.kl_per_token(torch.tensor(clean), torch.tensor(other)).numpy(), expected_kl,
                                rtol=1e-5, atol=1e-7)
     assert mt.ce_recovered(ce_clean=2.0, ce_zero=6.0, ce_spliced=2.5) == 0.875
+
+
+def test_ce_recovered_se_agrees_with_a_bootstrap_over_documents():
+    """The delta-method SE of CE recovered against the spread of the ratio over documents
+    resampled with replacement (an independent estimate of the same thing)."""
+    rng = np.random.default_rng(3)
+    docs = 400
+    clean = rng.gamma(5.0, 40.0, size=docs)  # per-document CE sums
+    zero = clean + rng.gamma(2.0, 30.0, size=docs)
+    spliced = clean + 0.1 * (zero - clean) + rng.normal(0, 4.0, size=docs)
+    se = mt.ce_recovered_se(clean, zero, spliced)
+    draws = rng.integers(0, docs, size=(4000, docs))
+    ratios = (zero[draws] - spliced[draws]).sum(1) / (zero[draws] - clean[draws]).sum(1)
+    assert se == pytest.approx(ratios.std(), rel=0.1)
+    assert np.isnan(mt.ce_recovered_se(clean[:1], zero[:1], spliced[:1]))
