@@ -72,6 +72,32 @@ def _lexicon_tokens(table) -> str:
     return " / ".join(f"{c:,}" for c in counts) or "(unrecorded)"
 
 
+KIND_NAMES = {"mixed": "mixed (stories, IOI, facts)", "needle": "needle in stories",
+              "repeat": "repeated random tokens (induction)"}
+
+
+def by_kind_table(table) -> list[str]:
+    """CE recovered per document type of the held-out mixture: where a dictionary costs the model."""
+    kinds = sorted({k for _, m in table for k in (m.get("ce_by_doc_kind") or {})})
+    if not kinds:
+        return []
+    lines = ["", "## Where cross-entropy is lost: CE recovered by document type", "",
+             "The CE splice's documents split by type (± its standard error, documents as clusters). The "
+             "repeated-random-token documents need every token's exact identity carried to the induction "
+             "heads; a dictionary with fewer latents than the vocabulary, spending them by frequency, "
+             "keeps too little of a rare token's identity, and CE there is lost.", "",
+             "| site | " + " | ".join(f"{KIND_NAMES.get(k, k)}" for k in kinds) + " |",
+             "|---|" + "---|" * len(kinds)]
+    for cfg, m in table:
+        cells = []
+        for k in kinds:
+            entry = (m.get("ce_by_doc_kind") or {}).get(k)
+            cells.append("–" if entry is None else
+                         f"{entry['ce_recovered']:.3f} ± {entry['ce_recovered_se']:.3f} ({entry['docs']} docs)")
+        lines.append(f"| {cfg['site']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render(root: Path) -> str:
     table = rows(root)
     lines = [f"# Sparse dictionaries of {Path(root).name}", "",
@@ -93,6 +119,7 @@ def render(root: Path) -> str:
                      f"{_fmt(m['ce_recovered'])}{_se(m)} | {_fmt(m['kl'], 4)} | {m['dead_share']:.1%} | "
                      f"{m['dense_share']:.1%} | {m['tokens']:,} | {m.get('ce_tokens', 0):,} | "
                      f"{'; '.join(misses(m, bool(cfg.get('transcode')))) or 'all met'} |")
+    lines += by_kind_table(table)
     lines += ["", "## Lexicon ground truth: one latent vs the best neuron", "",
               "Per lexicon category, the best single latent's F1 at telling the category's tokens "
               "from the rest of the held-out text (best threshold), and the best MLP neuron's (layers "

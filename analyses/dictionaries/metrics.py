@@ -5,7 +5,8 @@
 - ce_clean / ce_zero / ce_spliced: next-token cross-entropy with the site as it is, zeroed, and
   replaced by the dictionary's output (every position but BOS); ce_recovered =
   (ce_zero - ce_spliced) / (ce_zero - ce_clean), ce_recovered_se its standard error (documents
-  as clusters); kl: KL(clean || spliced) per token;
+  as clusters), ce_by_doc_kind the same per document type (stories, needles, repeated random
+  tokens); kl: KL(clean || spliced) per token;
 - dead_share: latents that never fire on the eval tokens; dense_share: those firing on > 10%;
   density_histogram: counts of log10(firing rate) per bin;
 - lexicon: per category of the embedded corpus's lexicon, the best single latent's F1 at telling
@@ -107,6 +108,22 @@ def ce_recovered_se(clean: np.ndarray, zero: np.ndarray, spliced: np.ndarray) ->
     return float(np.sqrt(n / (n - 1) * ((a - ratio * b) ** 2).sum()) / abs(b.sum()))
 
 
+def ce_by_kind(per_doc: dict[str, np.ndarray], kinds: np.ndarray, tokens_per_doc: int) -> dict:
+    """CE clean / zero / spliced (per token) and CE recovered with its SE, per document type:
+    where the reconstruction costs the model, by kind of text (a miss confined to the
+    random-token induction documents is a different finding from one on stories)."""
+    out = {}
+    for kind in sorted(set(kinds.tolist())):
+        mine = kinds == kind
+        clean, zero, spliced = (per_doc[k][mine] for k in ("clean", "zero", "spliced"))
+        out[kind] = {"docs": int(mine.sum()), "ce_clean": float(clean.sum() / (mine.sum() * tokens_per_doc)),
+                     "ce_zero": float(zero.sum() / (mine.sum() * tokens_per_doc)),
+                     "ce_spliced": float(spliced.sum() / (mine.sum() * tokens_per_doc)),
+                     "ce_recovered": float((zero.sum() - spliced.sum()) / (zero.sum() - clean.sum())),
+                     "ce_recovered_se": ce_recovered_se(clean, zero, spliced)}
+    return out
+
+
 @torch.no_grad()
 def best_f1(acts: Float[Tensor, "n unit"], labels: Bool[Tensor, "n category"]) -> Float[Tensor, "unit category"]:
     """Each unit's best F1 over thresholds at predicting each category (predict "in" when
@@ -195,6 +212,8 @@ def evaluate(loaded, site: st.Site, coder: SparseCoder, eval_tokens: int, ce_tok
         ce["kl"].append(kl_per_token(clean, spliced)[:, 1:])
     means = {k: torch.cat(v).double().mean().item() for k, v in ce.items()}
     per_doc = {k: torch.cat(v).double().sum(1).numpy() for k, v in ce.items()}  # [docs]
+    kinds = np.array([k for i in range(n_chunks) for k in stream.doc_kinds("eval", i)])[:len(per_doc["clean"])]
+    result["ce_by_doc_kind"] = ce_by_kind(per_doc, kinds, n_ctx - 1)
     result.update(ce_tokens=int(sum(v.numel() for v in ce["clean"])), ce_clean=means["clean"],
                   ce_zero=means["zero"], ce_spliced=means["spliced"], kl=means["kl"],
                   ce_recovered=ce_recovered(means["clean"], means["zero"], means["spliced"]),
