@@ -126,13 +126,16 @@ def train_form() -> None:
         f"data/dictionaries/{train_job.TRAINED}/<model>/…, never over the shipped set."))
     with st.form("train dictionary"):
         left, mid, right = st.columns(3)
-        site = left.text_input("Site", value="blocks.0.hook_resid_post",
+        site = left.text_input("Site", value="blocks.0.hook_resid_post", key="train:site",
                                help="blocks.L.hook_resid_post (residual SAE), blocks.L.attn.hook_z "
                                     "(attention-output SAE) or blocks.L.mlp (transcoder)")
-        latents = mid.number_input("Latents", min_value=1, max_value=train_job.MAX_LATENTS, value=256, step=64)
-        k = right.number_input("k (latents active per token)", min_value=1, max_value=train_job.MAX_K, value=16)
+        latents = mid.number_input("Latents", min_value=1, max_value=train_job.MAX_LATENTS, value=256, step=64,
+                                   key="train:latents")
+        k = right.number_input("k (latents active per token)", min_value=1, max_value=train_job.MAX_K, value=16,
+                               key="train:k")
         tokens = left.number_input("Training tokens", min_value=train_job.MIN_TOKENS,
-                                   max_value=train_job.MAX_TOKENS, value=50_000, step=10_000)
+                                   max_value=train_job.MAX_TOKENS, value=50_000, step=10_000,
+                                   key="train:tokens")
         seed = mid.number_input("Seed", min_value=0, value=0)
         go = st.form_submit_button("Train", type="primary")
     if DONE_KEY in st.session_state and not go:

@@ -48,8 +48,8 @@ def array(value) -> np.ndarray:
     return np.array(value, dtype=float)
 
 
-def open_page() -> AppTest:
-    at = AppTest.from_file(str(MAIN), default_timeout=TIMEOUT_S).run()
+def open_page(timeout_s: float = TIMEOUT_S) -> AppTest:
+    at = AppTest.from_file(str(MAIN), default_timeout=timeout_s).run()
     at.switch_page(DICTIONARIES)
     return at.run()
 
@@ -91,18 +91,21 @@ def test_the_listing_shows_every_dictionary_its_misses_and_figures_from_metrics(
 
 def test_bad_training_input_is_a_message_not_a_traceback(root):
     at = open_page()
-    at.text_input[0].set_value("blocks.0.nope")
+    at.text_input(key="train:site").set_value("blocks.0.nope")
     at.button[0].click().run()
     assert not at.exception
     assert any("site 'blocks.0.nope'" in plain(e.value) for e in at.error)
 
 
-def test_training_a_small_dictionary_runs_as_a_job_and_lists_its_set(root):
-    at = open_page()
-    at.text_input[0].set_value("blocks.1.mlp")
-    at.number_input[0].set_value(32)  # latents
-    at.number_input[1].set_value(4)  # k
-    at.number_input[2].set_value(8_160)  # one activation chunk
+def test_training_a_small_dictionary_runs_as_a_job_and_lists_its_set(root, monkeypatch):
+    from analyses.dictionaries import train_job
+
+    monkeypatch.setattr(train_job, "EVAL_TOKENS", 8_160)  # one eval chunk: the job's path, not its size
+    at = open_page(timeout_s=900)  # the script follows the job: a busy 2-core machine takes minutes
+    at.text_input(key="train:site").set_value("blocks.1.mlp")
+    at.number_input(key="train:latents").set_value(32)
+    at.number_input(key="train:k").set_value(4)
+    at.number_input(key="train:tokens").set_value(8_160)  # one activation chunk
     at.button[0].click().run()
     assert not at.exception, at.exception
     assert not at.error, [plain(e.value) for e in at.error]
