@@ -34,7 +34,7 @@ class Plan:
     sites: tuple[str, ...] = ("blocks.1.hook_resid_post",)  # or ("all",): every layer's three
     num_latents: int = 1024
     k: int = 16
-    tokens: int = 2_000_000  # training tokens per dictionary
+    tokens: int = 1_000_000  # training tokens per dictionary: the shipped set's (make train-dictionaries)
     eval_tokens: int = 100_000  # held-out tokens for the metrics
     ce_tokens: int = 100_000  # of those, the ones spliced back into the model for CE and KL
     seed: int = 0
