@@ -92,8 +92,11 @@ def by_kind_table(table) -> list[str]:
         cells = []
         for k in kinds:
             entry = (m.get("ce_by_doc_kind") or {}).get(k)
-            cells.append("–" if entry is None else
-                         f"{entry['ce_recovered']:.3f} ± {entry['ce_recovered_se']:.3f} ({entry['docs']} docs)")
+            if entry is None or entry.get("ce_recovered") is None:
+                cells.append("–")
+                continue
+            se = "" if entry.get("ce_recovered_se") is None else f" ± {entry['ce_recovered_se']:.3f}"
+            cells.append(f"{entry['ce_recovered']:.3f}{se} ({entry['docs']} docs)")
         lines.append(f"| {cfg['site']} | " + " | ".join(cells) + " |")
     return lines
 

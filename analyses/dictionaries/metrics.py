@@ -94,16 +94,17 @@ def ce_recovered(ce_clean: float, ce_zero: float, ce_spliced: float) -> float:
     return (ce_zero - ce_spliced) / (ce_zero - ce_clean)
 
 
-def ce_recovered_se(clean: np.ndarray, zero: np.ndarray, spliced: np.ndarray) -> float:
+def ce_recovered_se(clean: np.ndarray, zero: np.ndarray, spliced: np.ndarray) -> float | None:
     """The standard error of CE recovered from per-document CE sums ([docs] each): a ratio of
     sums, R = sum(zero - spliced) / sum(zero - clean), with documents as independent clusters
     (tokens within a document are not independent). Delta method for a ratio estimator:
     SE = sqrt(n / (n - 1) * sum((a_i - R b_i)^2)) / sum(b_i). Where zero-ablating a site costs
-    little (the denominator is small), this is what says whether a miss is a real one."""
+    little (the denominator is small), this is what says whether a miss is a real one. None
+    (metrics.json is strict JSON: no NaN) for fewer than two documents or a zero denominator."""
     a, b = zero - spliced, zero - clean
     n = len(a)
     if n < 2 or b.sum() == 0:
-        return float("nan")
+        return None
     ratio = a.sum() / b.sum()
     return float(np.sqrt(n / (n - 1) * ((a - ratio * b) ** 2).sum()) / abs(b.sum()))
 
@@ -119,7 +120,8 @@ def ce_by_kind(per_doc: dict[str, np.ndarray], kinds: np.ndarray, tokens_per_doc
         out[kind] = {"docs": int(mine.sum()), "ce_clean": float(clean.sum() / (mine.sum() * tokens_per_doc)),
                      "ce_zero": float(zero.sum() / (mine.sum() * tokens_per_doc)),
                      "ce_spliced": float(spliced.sum() / (mine.sum() * tokens_per_doc)),
-                     "ce_recovered": float((zero.sum() - spliced.sum()) / (zero.sum() - clean.sum())),
+                     "ce_recovered": (float((zero.sum() - spliced.sum()) / (zero.sum() - clean.sum()))
+                                      if zero.sum() != clean.sum() else None),
                      "ce_recovered_se": ce_recovered_se(clean, zero, spliced)}
     return out
 
