@@ -19,6 +19,8 @@ def add_parser(verbs) -> None:
     train.add_argument("--latents", type=int, default=1024)
     train.add_argument("--k", type=int, default=16)
     train.add_argument("--tokens", type=int, default=1_000_000, help="training tokens per dictionary")
+    train.add_argument("--transcoder-skip", action="store_true",
+                       help="give transcoders (blocks.L.mlp) a linear skip from MLP input to output")
     train.add_argument("--eval-tokens", type=int, default=100_000)
     train.add_argument("--ce-tokens", type=int, default=100_000,
                        help="of the eval tokens, those spliced back for cross-entropy and KL")
@@ -58,6 +60,7 @@ def run(args) -> dict:
             if name != "all":
                 parse(name)
         plan = Plan(model=args.model, sites=tuple(args.site), num_latents=args.latents, k=args.k,
+                    transcoder_skip=args.transcoder_skip,
                     tokens=args.tokens, eval_tokens=args.eval_tokens, ce_tokens=args.ce_tokens,
                     seed=args.seed, n_ctx=args.ctx, out=args.out, cache=args.cache)
         return {"dictionaries": [str(p) for p in train(plan, progress=lambda fraction, message: log.info(message))]}
