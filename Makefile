@@ -60,5 +60,5 @@ train-default: setup
 # About 30 minutes on 2 busy cores; not part of run/test.
 train-dictionaries: setup
 	HF_HUB_OFFLINE=1 $(PY) -m analyses dictionaries train --model default --site all --latents 1024 --k 16 \
-	  --tokens 1000000 --out data/dictionaries/tiny-circuits
+	  --tokens 1000000 --transcoder-skip --out data/dictionaries/tiny-circuits
 	$(PY) -m analyses.dictionaries.card data/dictionaries/tiny-circuits

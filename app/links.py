@@ -18,7 +18,7 @@ from analyses.core.catalogue import CATALOGUE
 from analyses.core.errors import UserError
 from analyses.core.spec import BOOL, INT, VIEW_PREFIX, AnalysisSpec, field_info
 from app.components.display import md_escape
-from app.routes import NOTEBOOK_PATH, PAGES, page_file, page_title, url_path
+from app.routes import DICTIONARIES_PATH, NOTEBOOK_PATH, PAGES, page_file, page_title, url_path
 
 __all__ = ["VIEW_PREFIX", "page_file", "page_title", "url_path"]  # the route helpers pages reach through links
 DEFAULT_BASE_URL = "http://localhost:8501"
@@ -58,7 +58,7 @@ def view_int(raw: dict[str, list[str]], name: str, allowed: list[int]) -> int | 
 def app_base(context_url: str | None) -> str:
     """The app's root URL from `st.context.url` (which ends in the current page's path)."""
     url = (context_url or DEFAULT_BASE_URL).split("?", 1)[0].split("#", 1)[0].rstrip("/")
-    for path in (*map(url_path, PAGES), NOTEBOOK_PATH):
+    for path in (*map(url_path, PAGES), NOTEBOOK_PATH, DICTIONARIES_PATH):
         suffix = "/" + path
         if url.endswith(suffix):
             return url[: -len(suffix)]

@@ -9,6 +9,8 @@ from __future__ import annotations
 HOME = "views/home.py"  # never a `pages/` folder: see app/__init__.py
 NOTEBOOK = "views/notebook.py"  # the notebook page, served at /notebook (`NOTEBOOK_PATH`)
 NOTEBOOK_PATH = "notebook"
+DICTIONARIES = "views/dictionaries.py"  # sparse dictionaries: metrics, training; at /dictionaries
+DICTIONARIES_PATH = "dictionaries"
 # kind -> page script, relative to app/main.py. A new kind: one line here plus its page.
 PAGES: dict[str, str] = {
     "logit_lens": "views/logit_lens.py",

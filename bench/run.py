@@ -8,7 +8,8 @@ Each row is independent: one that fails prints an error row and the run goes on.
 `BENCH_ONLY=<substring>` runs only the rows whose name contains it (and leaves
 `bench/results.json` alone). Rows: `bench/speed.py` (against TransformerLens, a forward
 pass, torch.mm), `bench/store_reads.py` (the cache), `bench/scaling.py` (64-1024 tokens), `bench/app_rows.py`,
-`bench/sparsity_rows.py`, `bench/probe_rows.py` (a probe sweep over layers).
+`bench/sparsity_rows.py`, `bench/probe_rows.py` (a probe sweep over layers), `bench/dictionaries.py`
+(dictionary training).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def rows():
     leaves the rest."""
     from bench import (
         app_rows,
+        dictionaries,
         dictionary_rows,
         graph_rows,
         latent_rows,
@@ -121,6 +123,7 @@ def rows():
         ("knockout, embedded", lambda: emb(speed.knockout_row, "The capital of France is", "France")),
         ("knockout, GPT-2-small shape",
          lambda: gpt2(speed.knockout_row, "The capital of France is", "France")),
+        ("dictionary training, embedded", lambda: emb(dictionaries.training_rows)),
         ("scaling, GPT-2-small shape", lambda: scaling.scaling_rows(gpt2_small_shape()[0])),
         ("model size, 64 tokens", model_size.model_size_rows),
         ("cli: fresh-process answers", app_rows.cli_rows),

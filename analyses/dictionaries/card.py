@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from analyses.dictionaries import formats
+from analyses.dictionaries import files as formats
 
 TARGETS = ("Targets (issue 27): residual and attention-output SAEs explained variance >= 0.95 at "
            "L0 <= 16, CE recovered >= 0.99; transcoders >= 0.95 of MLP-output variance, CE "
@@ -32,7 +32,11 @@ def misses(m: dict, transcode: bool) -> list[str]:
     if m["l0"] > MAX_L0:
         out.append(f"L0 {m['l0']:.2f} > {MAX_L0}")
     if m["ce_recovered"] < MIN_CE_RECOVERED[transcode]:
-        out.append(f"CE recovered {m['ce_recovered']:.3f} < {MIN_CE_RECOVERED[transcode]}")
+        bar, se = MIN_CE_RECOVERED[transcode], m.get("ce_recovered_se")
+        noise = "" if se is None else f" ± {se:.3f}" + (" (within 2 SE)" if m["ce_recovered"] + 2 * se >= bar else "")
+        out.append(f"CE recovered {m['ce_recovered']:.3f}{noise} < {bar}")
+    if m.get("ce_tokens", MIN_EVAL_TOKENS) < MIN_EVAL_TOKENS:
+        out.append(f"CE tokens {m['ce_tokens']:,} < {MIN_EVAL_TOKENS:,}")
     if m["dead_share"] > MAX_DEAD_SHARE:
         out.append(f"dead {m['dead_share']:.1%} > {MAX_DEAD_SHARE:.0%}")
     if m["tokens"] < MIN_EVAL_TOKENS:
@@ -42,6 +46,10 @@ def misses(m: dict, transcode: bool) -> list[str]:
 
 def _fmt(value, digits=3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _se(m: dict) -> str:
+    return f" ± {m['ce_recovered_se']:.3f}" if m.get("ce_recovered_se") is not None else ""
 
 
 def rows(root: Path) -> list[tuple[dict, dict]]:
@@ -64,6 +72,35 @@ def _lexicon_tokens(table) -> str:
     return " / ".join(f"{c:,}" for c in counts) or "(unrecorded)"
 
 
+KIND_NAMES = {"mixed": "mixed (stories, IOI, facts)", "needle": "needle in stories",
+              "repeat": "repeated random tokens (induction)"}
+
+
+def by_kind_table(table) -> list[str]:
+    """CE recovered per document type of the held-out mixture: where a dictionary costs the model."""
+    kinds = sorted({k for _, m in table for k in (m.get("ce_by_doc_kind") or {})})
+    if not kinds:
+        return []
+    lines = ["", "## Where cross-entropy is lost: CE recovered by document type", "",
+             "The CE splice's documents split by type (± its standard error, documents as clusters). The "
+             "repeated-random-token documents need every token's exact identity carried to the induction "
+             "heads; a dictionary with fewer latents than the vocabulary, spending them by frequency, "
+             "keeps too little of a rare token's identity, and CE there is lost.", "",
+             "| site | " + " | ".join(f"{KIND_NAMES.get(k, k)}" for k in kinds) + " |",
+             "|---|" + "---|" * len(kinds)]
+    for cfg, m in table:
+        cells = []
+        for k in kinds:
+            entry = (m.get("ce_by_doc_kind") or {}).get(k)
+            if entry is None or entry.get("ce_recovered") is None:
+                cells.append("–")
+                continue
+            se = "" if entry.get("ce_recovered_se") is None else f" ± {entry['ce_recovered_se']:.3f}"
+            cells.append(f"{entry['ce_recovered']:.3f}{se} ({entry['docs']} docs)")
+        lines.append(f"| {cfg['site']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render(root: Path) -> str:
     table = rows(root)
     lines = [f"# Sparse dictionaries of {Path(root).name}", "",
@@ -74,17 +111,18 @@ def render(root: Path) -> str:
              "left out) and measured on held-out draws of it. sparsify's format: `cfg.json` + "
              "`sae.safetensors` per site, `metrics.json` beside them.", "", TARGETS, "",
              "| site | latents | k | train tokens | train s | tokens/s | L0 | expl. var. | CE clean | CE zero-abl. "
-             "| CE spliced | CE recovered | KL | dead | dense | eval tokens | targets missed |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| CE spliced | CE recovered (± SE) | KL | dead | dense | eval tokens | CE tokens | targets missed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for cfg, m in table:
         seconds = m.get("train_seconds")
         speed = f"{cfg['tokens_seen'] / seconds:,.0f}" if seconds else "–"
         lines.append(f"| {cfg['site']} | {cfg['num_latents']} | {cfg['k']} | {cfg['tokens_seen']:,} | "
                      f"{_fmt(seconds, 0)} | {speed} | {_fmt(m['l0'], 2)} | {_fmt(m['explained_variance'])} | "
                      f"{_fmt(m['ce_clean'])} | {_fmt(m['ce_zero'])} | {_fmt(m['ce_spliced'])} | "
-                     f"{_fmt(m['ce_recovered'])} | {_fmt(m['kl'], 4)} | {m['dead_share']:.1%} | "
-                     f"{m['dense_share']:.1%} | {m['tokens']:,} | "
+                     f"{_fmt(m['ce_recovered'])}{_se(m)} | {_fmt(m['kl'], 4)} | {m['dead_share']:.1%} | "
+                     f"{m['dense_share']:.1%} | {m['tokens']:,} | {m.get('ce_tokens', 0):,} | "
                      f"{'; '.join(misses(m, bool(cfg.get('transcode')))) or 'all met'} |")
+    lines += by_kind_table(table)
     lines += ["", "## Lexicon ground truth: one latent vs the best neuron", "",
               "Per lexicon category, the best single latent's F1 at telling the category's tokens "
               "from the rest of the held-out text (best threshold), and the best MLP neuron's (layers "

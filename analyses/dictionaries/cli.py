@@ -19,8 +19,10 @@ def add_parser(verbs) -> None:
     train.add_argument("--latents", type=int, default=1024)
     train.add_argument("--k", type=int, default=16)
     train.add_argument("--tokens", type=int, default=1_000_000, help="training tokens per dictionary")
+    train.add_argument("--transcoder-skip", action="store_true",
+                       help="give transcoders (blocks.L.mlp) a linear skip from MLP input to output")
     train.add_argument("--eval-tokens", type=int, default=100_000)
-    train.add_argument("--ce-tokens", type=int, default=25_000,
+    train.add_argument("--ce-tokens", type=int, default=100_000,
                        help="of the eval tokens, those spliced back for cross-entropy and KL")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--ctx", type=int, default=256, help="document length (capped at the model's)")
@@ -34,7 +36,7 @@ def add_parser(verbs) -> None:
     ev.add_argument("dir", type=Path)
     ev.add_argument("--model", help="default: the model named in its cfg.json")
     ev.add_argument("--eval-tokens", type=int, default=100_000)
-    ev.add_argument("--ce-tokens", type=int, default=25_000)
+    ev.add_argument("--ce-tokens", type=int, default=100_000)
     ev.add_argument("--cache", type=Path)
 
 
@@ -52,10 +54,16 @@ def run(args) -> dict:
             raise UserError(f"--k must be in 1..--latents, got k={args.k}, latents={args.latents}")
         if args.tokens <= 0 or args.eval_tokens <= 0:
             raise UserError("--tokens and --eval-tokens must be positive")
+        from analyses.dictionaries.sites import parse
+
+        for name in args.site:  # a bad name fails here, before the model loads
+            if name != "all":
+                parse(name)
         plan = Plan(model=args.model, sites=tuple(args.site), num_latents=args.latents, k=args.k,
+                    transcoder_skip=args.transcoder_skip,
                     tokens=args.tokens, eval_tokens=args.eval_tokens, ce_tokens=args.ce_tokens,
                     seed=args.seed, n_ctx=args.ctx, out=args.out, cache=args.cache)
-        return {"dictionaries": [str(p) for p in train(plan, progress=log.info)]}
+        return {"dictionaries": [str(p) for p in train(plan, progress=lambda fraction, message: log.info(message))]}
     from analyses.dictionaries.pipeline import evaluate_folder
 
     return {"path": str(args.dir), "metrics": evaluate_folder(args.dir, args.model, args.eval_tokens,

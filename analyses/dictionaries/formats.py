@@ -22,11 +22,14 @@ from safetensors.torch import load_file, save_file
 from analyses.core.errors import UserError
 from analyses.dictionaries.coder import SparseCoder
 from analyses.dictionaries.config import CoderConfig
-
-SPARSIFY_WEIGHTS = "sae.safetensors"
-SAELENS_WEIGHTS = "sae_weights.safetensors"
-CONFIG = "cfg.json"
-METRICS = "metrics.json"
+from analyses.dictionaries.files import (  # noqa: F401 - formats.read_metrics etc. stay importable
+    CONFIG,
+    METRICS,
+    SAELENS_WEIGHTS,
+    SPARSIFY_WEIGHTS,
+    read_metrics,
+    write_metrics,
+)
 
 
 def save(coder: SparseCoder, folder: Path) -> Path:
@@ -54,15 +57,6 @@ def load(folder: Path | str, dtype: torch.dtype = torch.float32) -> SparseCoder:
     if (folder / SAELENS_WEIGHTS).is_file():
         return _load_saelens(raw, folder / SAELENS_WEIGHTS, dtype)
     raise UserError(f"{folder}: neither {SPARSIFY_WEIGHTS} (sparsify) nor {SAELENS_WEIGHTS} (SAELens) is there")
-
-
-def read_metrics(folder: Path | str) -> dict | None:
-    path = Path(folder) / METRICS
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def write_metrics(folder: Path | str, metrics: dict) -> None:
-    Path(folder, METRICS).write_text(json.dumps(metrics, indent=1, allow_nan=False) + "\n")
 
 
 def _load_sparsify(raw: dict, weights: Path, dtype: torch.dtype) -> SparseCoder:

@@ -4,7 +4,9 @@
   FVU = sum |y - y_hat|^2 / sum |y - mean(y)|^2 (y: the site's value; a transcoder's MLP output);
 - ce_clean / ce_zero / ce_spliced: next-token cross-entropy with the site as it is, zeroed, and
   replaced by the dictionary's output (every position but BOS); ce_recovered =
-  (ce_zero - ce_spliced) / (ce_zero - ce_clean); kl: KL(clean || spliced) per token;
+  (ce_zero - ce_spliced) / (ce_zero - ce_clean), ce_recovered_se its standard error (documents
+  as clusters), ce_by_doc_kind the same per document type (stories, needles, repeated random
+  tokens); kl: KL(clean || spliced) per token;
 - dead_share: latents that never fire on the eval tokens; dense_share: those firing on > 10%;
   density_histogram: counts of log10(firing rate) per bin;
 - lexicon: per category of the embedded corpus's lexicon, the best single latent's F1 at telling
@@ -29,8 +31,8 @@ from analyses.dictionaries.tokens import TokenStream
 
 DENSE_ABOVE = 0.1  # a latent firing on more than 10% of tokens is "dense"
 HISTOGRAM_EDGES = tuple(float(e) for e in np.arange(-6.0, 0.5, 0.5))  # log10 firing rate
-# eval tokens the lexicon probe reads: the first 25k, the same documents the CE splice runs
-# (with the default --ce-tokens), so their clean pass gives the neurons at no extra forward
+# eval tokens the lexicon probe reads: the first 25k, among the documents the CE splice runs
+# (--ce-tokens 100k by default), so their clean pass gives the neurons at no extra forward
 LEXICON_TOKENS = 25_000
 
 
@@ -90,6 +92,38 @@ def kl_per_token(clean: Float[Tensor, "batch pos vocab"],
 
 def ce_recovered(ce_clean: float, ce_zero: float, ce_spliced: float) -> float:
     return (ce_zero - ce_spliced) / (ce_zero - ce_clean)
+
+
+def ce_recovered_se(clean: np.ndarray, zero: np.ndarray, spliced: np.ndarray) -> float | None:
+    """The standard error of CE recovered from per-document CE sums ([docs] each): a ratio of
+    sums, R = sum(zero - spliced) / sum(zero - clean), with documents as independent clusters
+    (tokens within a document are not independent). Delta method for a ratio estimator:
+    SE = sqrt(n / (n - 1) * sum((a_i - R b_i)^2)) / sum(b_i). Where zero-ablating a site costs
+    little (the denominator is small), this is what says whether a miss is a real one. None
+    (metrics.json is strict JSON: no NaN) for fewer than two documents or a zero denominator."""
+    a, b = zero - spliced, zero - clean
+    n = len(a)
+    if n < 2 or b.sum() == 0:
+        return None
+    ratio = a.sum() / b.sum()
+    return float(np.sqrt(n / (n - 1) * ((a - ratio * b) ** 2).sum()) / abs(b.sum()))
+
+
+def ce_by_kind(per_doc: dict[str, np.ndarray], kinds: np.ndarray, tokens_per_doc: int) -> dict:
+    """CE clean / zero / spliced (per token) and CE recovered with its SE, per document type:
+    where the reconstruction costs the model, by kind of text (a miss confined to the
+    random-token induction documents is a different finding from one on stories)."""
+    out = {}
+    for kind in sorted(set(kinds.tolist())):
+        mine = kinds == kind
+        clean, zero, spliced = (per_doc[k][mine] for k in ("clean", "zero", "spliced"))
+        out[kind] = {"docs": int(mine.sum()), "ce_clean": float(clean.sum() / (mine.sum() * tokens_per_doc)),
+                     "ce_zero": float(zero.sum() / (mine.sum() * tokens_per_doc)),
+                     "ce_spliced": float(spliced.sum() / (mine.sum() * tokens_per_doc)),
+                     "ce_recovered": (float((zero.sum() - spliced.sum()) / (zero.sum() - clean.sum()))
+                                      if zero.sum() != clean.sum() else None),
+                     "ce_recovered_se": ce_recovered_se(clean, zero, spliced)}
+    return out
 
 
 @torch.no_grad()
@@ -163,22 +197,30 @@ def evaluate(loaded, site: st.Site, coder: SparseCoder, eval_tokens: int, ce_tok
         tokens = docs[start:start + batch_docs]
         keep = tokens != bridge.tokenizer.bos_token_id  # [batch, pos]: BOS stays clean
         names = [s.name for s in neuron_sites]
-        clean, cache_ = bridge.run_with_cache(tokens, names_filter=lambda n, names=names: n in names)
-        neuron_acts.append(torch.cat([cache_[n][:, 1:].reshape(-1, cache_[n].shape[-1]) for n in names], dim=1))
+        if start < lexicon_docs:  # the lexicon probe's documents: their neurons too
+            clean, cache_ = bridge.run_with_cache(tokens, names_filter=lambda n, names=names: n in names)
+            neuron_acts.append(torch.cat([cache_[n][:, 1:].reshape(-1, cache_[n].shape[-1]) for n in names], dim=1))
+        else:
+            clean = bridge(tokens)
         if start >= ce_docs:
             continue
         with st.spliced(bridge, site, lambda x: torch.zeros_like(coder(x)), keep):
             zero = bridge(tokens)
         with st.spliced(bridge, site, coder, keep):
             spliced = bridge(tokens)
-        ce["clean"].append(next_token_ce(clean, tokens).flatten())
-        ce["zero"].append(next_token_ce(zero, tokens).flatten())
-        ce["spliced"].append(next_token_ce(spliced, tokens).flatten())
-        ce["kl"].append(kl_per_token(clean, spliced)[:, 1:].flatten())
+        ce["clean"].append(next_token_ce(clean, tokens))  # [batch, pos - 1] each
+        ce["zero"].append(next_token_ce(zero, tokens))
+        ce["spliced"].append(next_token_ce(spliced, tokens))
+        ce["kl"].append(kl_per_token(clean, spliced)[:, 1:])
     means = {k: torch.cat(v).double().mean().item() for k, v in ce.items()}
-    result.update(ce_tokens=int(sum(len(v) for v in ce["clean"])), ce_clean=means["clean"],
+    per_doc = {k: torch.cat(v).double().sum(1).numpy() for k, v in ce.items()}  # [docs]
+    kinds = np.array([k for i in range(n_chunks) for k in stream.doc_kinds("eval", i)])[:len(per_doc["clean"])]
+    result["ce_by_doc_kind"] = ce_by_kind(per_doc, kinds, n_ctx - 1)
+    result.update(ce_tokens=int(sum(v.numel() for v in ce["clean"])), ce_clean=means["clean"],
                   ce_zero=means["zero"], ce_spliced=means["spliced"], kl=means["kl"],
-                  ce_recovered=ce_recovered(means["clean"], means["zero"], means["spliced"]))
+                  ce_recovered=ce_recovered(means["clean"], means["zero"], means["spliced"]),
+                  ce_recovered_se=ce_recovered_se(per_doc["clean"], per_doc["zero"], per_doc["spliced"]),
+                  ce_docs=len(per_doc["clean"]))
     lexicon_tokens = torch.cat(lexicon_tokens)[:LEXICON_TOKENS]
     result["lexicon"] = lexicon_probe(bridge.tokenizer, lexicon_tokens, torch.cat(latent_acts)[:LEXICON_TOKENS],
                                       torch.cat(neuron_acts)[:LEXICON_TOKENS], bridge.cfg.d_mlp)

@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+from analyses.dictionaries import files as formats
+
 ROOT = Path(__file__).resolve().parents[2] / "data" / "dictionaries"
 
 
@@ -26,8 +28,6 @@ def default_folder(ref: str, site: str) -> Path:
 
 def listing(root: Path = ROOT) -> list[dict]:
     """One row per dictionary directory under `root`: its config's essentials and headline metrics."""
-    from analyses.dictionaries import formats  # here: resolving a folder needs no torch
-
     rows = []
     for cfg_path in sorted(Path(root).glob("**/" + formats.CONFIG)):
         folder = cfg_path.parent

@@ -35,6 +35,14 @@ class TokenStream:
     def tokens_per_chunk(self) -> int:
         return self.docs_per_chunk * (self.n_ctx - 1)  # BOS positions are never read
 
+    def doc_kinds(self, split: str, index: int) -> list[str]:
+        """The document type of each row of chunk `index` ("repeat", "needle", "mixed", ...):
+        the first draw `SequenceBuilder.batch` makes from the chunk's generator, replayed."""
+        kinds = list(self.mixture)
+        weights = np.array([self.mixture[k] for k in kinds], dtype=float)
+        draws = self.rng(split, index).choice(len(kinds), size=self.docs_per_chunk, p=weights / weights.sum())
+        return [kinds[d] for d in draws]
+
     def chunk(self, builder, split: str, index: int) -> np.ndarray:
         """[docs_per_chunk, n_ctx] token ids of chunk `index` of `split`."""
         tokens, _ = builder.batch(self.rng(split, index), self.docs_per_chunk, self.mixture)

@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from analyses import AnalysisSpec
 from analyses.core.catalogue import CATALOGUE
 from app import links
-from app.routes import HOME, PAGES
+from app.routes import DICTIONARIES, HOME, PAGES
 from helpers import copy_boxes, page_figures
 
 APP_DIR = Path(__file__).resolve().parents[2] / "app"
@@ -123,13 +123,13 @@ def test_every_registered_kind_has_a_page():
     assert not missing, f"catalogued kinds without a page in app/routes.py PAGES: {missing}"
     unknown = sorted(set(PAGES) - set(CATALOGUE))
     assert not unknown, f"pages for kinds the catalogue does not know: {unknown}"
-    for page in (HOME, *PAGES.values()):
+    for page in (HOME, DICTIONARIES, *PAGES.values()):
         assert (APP_DIR / page).is_file(), page
     assert not (APP_DIR / "pages").exists(), "a pages/ folder switches Streamlit to v1 routing"
 
 
 def test_pages_never_import_torch():
-    for page in (HOME, *PAGES.values()):
+    for page in (HOME, DICTIONARIES, *PAGES.values()):
         text = (APP_DIR / page).read_text()
         assert "import torch" not in text and "from torch" not in text, page
     for module in (APP_DIR / "components").glob("*.py"):

@@ -8,7 +8,7 @@ def _metrics(**overrides):
     lexicon = {"names": {"tokens": 40, "words": 12, "latent": 3, "latent_f1": 0.8, "neuron": "L0.N1",
                          "neuron_f1": 0.5}}
     base = {"tokens": 106_080, "l0": 16.0, "explained_variance": 0.97, "fvu": 0.03, "dead_share": 0.0,
-            "dense_share": 0.01, "ce_tokens": 26_520, "ce_clean": 2.0, "ce_zero": 6.0, "ce_spliced": 2.02,
+            "dense_share": 0.01, "ce_tokens": 106_080, "ce_clean": 2.0, "ce_zero": 6.0, "ce_spliced": 2.02,
             "kl": 0.01, "ce_recovered": 0.995, "lexicon": lexicon, "lexicon_tokens": 25_000,
             "train_seconds": 100.0}
     return {**base, **overrides}
@@ -42,3 +42,25 @@ def test_misses_name_each_target():
     assert card.misses(_metrics(), transcode=False) == []
     assert card.misses(_metrics(l0=17.0, tokens=50_000), transcode=False) == [
         "L0 17.00 > 16", "eval tokens 50,000 < 100,000"]
+    assert card.misses(_metrics(ce_tokens=26_520), transcode=False) == ["CE tokens 26,520 < 100,000"]
+
+
+def test_a_ce_miss_within_two_standard_errors_says_so():
+    assert card.misses(_metrics(ce_recovered=0.985, ce_recovered_se=0.004), transcode=False) == [
+        "CE recovered 0.985 ± 0.004 (within 2 SE) < 0.99"]
+    assert card.misses(_metrics(ce_recovered=0.97, ce_recovered_se=0.004), transcode=False) == [
+        "CE recovered 0.970 ± 0.004 < 0.99"]
+
+
+def test_the_card_splits_ce_recovered_by_document_type(tmp_path):
+    by_kind = {"repeat": {"docs": 13, "ce_clean": 2.3, "ce_zero": 7.8, "ce_spliced": 6.5, "ce_recovered": 0.24,
+                          "ce_recovered_se": 0.05},
+               "mixed": {"docs": 54, "ce_clean": 1.0, "ce_zero": 6.4, "ce_spliced": 1.1, "ce_recovered": 0.991,
+                         "ce_recovered_se": 0.002}}
+    _write(tmp_path, "blocks.0.hook_resid_post", False, _metrics(ce_by_doc_kind=by_kind))
+    text = card.render(tmp_path)
+    section = text.split("CE recovered by document type")[1].split("## ")[0]
+    [row] = [line for line in section.splitlines()
+             if line.startswith("| blocks.0.hook_resid_post")]
+    assert "0.991 ± 0.002 (54 docs)" in row and "0.240 ± 0.050 (13 docs)" in row
+    assert row.index("0.991") < row.index("0.240")  # columns in sorted kind order: mixed, repeat

@@ -1,5 +1,6 @@
 """Metrics against independent numpy re-derivations on random data."""
 import numpy as np
+import pytest
 import torch
 from tiny_dictionaries import random_coder, random_inputs
 
@@ -68,3 +69,50 @@ def test_ce_and_kl_match_numpy():
     np.testing.assert_allclose(mt.kl_per_token(torch.tensor(clean), torch.tensor(other)).numpy(), expected_kl,
                                rtol=1e-5, atol=1e-7)
     assert mt.ce_recovered(ce_clean=2.0, ce_zero=6.0, ce_spliced=2.5) == 0.875
+
+
+def test_ce_recovered_se_agrees_with_a_bootstrap_over_documents():
+    """The delta-method SE of CE recovered against the spread of the ratio over documents
+    resampled with replacement (an independent estimate of the same thing)."""
+    rng = np.random.default_rng(3)
+    docs = 400
+    clean = rng.gamma(5.0, 40.0, size=docs)  # per-document CE sums
+    zero = clean + rng.gamma(2.0, 30.0, size=docs)
+    spliced = clean + 0.1 * (zero - clean) + rng.normal(0, 4.0, size=docs)
+    se = mt.ce_recovered_se(clean, zero, spliced)
+    draws = rng.integers(0, docs, size=(4000, docs))
+    ratios = (zero[draws] - spliced[draws]).sum(1) / (zero[draws] - clean[draws]).sum(1)
+    assert se == pytest.approx(ratios.std(), rel=0.1)
+    assert mt.ce_recovered_se(clean[:1], zero[:1], spliced[:1]) is None  # metrics.json holds no NaN
+
+
+def test_doc_kinds_name_the_repeated_token_documents_of_a_chunk():
+    """The replayed kinds against the documents themselves: a "repeat" row is periodic
+    (period <= 100 after BOS), the stories and needles are not."""
+    from analyses.dictionaries.tokens import TokenStream, builder_for
+    from analyses.runtime import models
+
+    stream = TokenStream(n_ctx=256, docs_per_chunk=16, seed=4)
+    tokens = stream.chunk(builder_for(models.load("default").tokenizer, 256), "eval", 2)
+    kinds = stream.doc_kinds("eval", 2)
+
+    def periodic(row):
+        body = row[1:]
+        return any((body[p:] == body[:-p]).all() for p in range(6, 101))
+    assert [periodic(row) for row in tokens] == [k == "repeat" for k in kinds]
+    assert {"repeat", "mixed"} <= set(kinds)
+
+
+def test_ce_by_kind_is_the_ratio_of_each_kinds_sums():
+    rng = np.random.default_rng(5)
+    per_doc = {"clean": rng.uniform(100, 200, 12)}
+    per_doc["zero"] = per_doc["clean"] + rng.uniform(50, 100, 12)
+    per_doc["spliced"] = per_doc["clean"] + rng.uniform(0, 20, 12)
+    kinds = np.array(["repeat", "mixed", "needle"] * 4)
+    out = mt.ce_by_kind(per_doc, kinds, tokens_per_doc=10)
+    for kind in ("repeat", "mixed", "needle"):
+        m = kinds == kind
+        c, z, s = (per_doc[k][m] for k in ("clean", "zero", "spliced"))
+        assert out[kind]["docs"] == 4
+        assert out[kind]["ce_clean"] == pytest.approx(c.mean() / 10)
+        assert out[kind]["ce_recovered"] == pytest.approx((z.mean() - s.mean()) / (z.mean() - c.mean()))

@@ -1,0 +1,58 @@
+"""A folder of dictionaries as tables, without torch: what the app's dictionaries page shows
+(the card, DICTIONARIES.md, writes the same numbers as markdown).
+
+- `sets(root)`: the folders under data/dictionaries that hold dictionary directories;
+- `metrics_frame(folder)`: one row per dictionary: its config, metrics and the issue-27
+  targets it misses;
+- `lexicon_frames(folder)`: per dictionary (rows) and lexicon category (columns), the best
+  latent's F1 and the best neuron's.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from analyses.dictionaries import card, files
+
+
+def sets(root: Path) -> list[Path]:
+    """Folders holding at least one dictionary directory (with metrics), shipped ones first."""
+    folders = {cfg.parent.parent for cfg in Path(root).glob("**/" + files.CONFIG)
+               if (cfg.parent / files.METRICS).is_file()}
+    return sorted(folders, key=lambda f: (f.relative_to(root).parts[0] == "trained", str(f)))
+
+
+def metrics_frame(folder: Path) -> pd.DataFrame:
+    rows = []
+    for cfg, m in card.rows(folder):
+        transcode = bool(cfg.get("transcode"))
+        seconds = m.get("train_seconds")
+        rows.append({"site": cfg.get("site", ""), "kind": "transcoder" if transcode else "SAE",
+                     "latents": cfg.get("num_latents"), "k": cfg.get("k"), "train tokens": cfg.get("tokens_seen"),
+                     "train s": seconds,
+                     "tokens/s": cfg["tokens_seen"] / seconds if seconds and cfg.get("tokens_seen") else None,
+                     "L0": m["l0"], "explained variance": m["explained_variance"],
+                     "CE recovered": m["ce_recovered"], "CE recovered SE": m.get("ce_recovered_se"),
+                     "KL": m["kl"], "dead": m["dead_share"], "dense": m["dense_share"], "eval tokens": m["tokens"],
+                     "CE tokens": m.get("ce_tokens"),
+                     "targets missed": "; ".join(card.misses(m, transcode)) or "all met"})
+    return pd.DataFrame(rows)
+
+
+def lexicon_frames(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(latent F1, best-neuron F1): [dictionary site, category] each; NaN where the held-out
+    text had no token of that category."""
+    latent, neuron = {}, {}
+    for cfg, m in card.rows(folder):
+        lexicon = m.get("lexicon") or {}
+        latent[cfg.get("site", "")] = {c: e.get("latent_f1") for c, e in lexicon.items()}
+        neuron[cfg.get("site", "")] = {c: e.get("neuron_f1") for c, e in lexicon.items()}
+    return (pd.DataFrame.from_dict(latent, orient="index", dtype=float),
+            pd.DataFrame.from_dict(neuron, orient="index", dtype=float))
+
+
+def density_histograms(folder: Path) -> dict[str, dict]:
+    """site -> its metrics.json's density histogram."""
+    return {cfg.get("site", ""): m["density_histogram"] for cfg, m in card.rows(folder)
+            if "density_histogram" in m}

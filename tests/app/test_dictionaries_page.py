@@ -1,0 +1,118 @@
+"""The dictionaries page under AppTest: the shipped set's metrics with the targets it misses,
+its density histogram and lexicon grid (numbers checked against metrics.json), and the train
+form: bad input answered with a message, a small dictionary trained as a job and listed."""
+import base64
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from analyses.dictionaries import card, registry
+from app.routes import DICTIONARIES
+from helpers import page_figures
+
+MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
+SHIPPED = registry.ROOT / "tiny-circuits"
+TIMEOUT_S = 300
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    """A dictionaries folder holding the shipped set's cfg and metrics (no weights: the page
+    reads only those), so a training here never writes into data/."""
+    for cfg in SHIPPED.glob("*/cfg.json"):
+        folder = tmp_path / "tiny-circuits" / cfg.parent.name
+        folder.mkdir(parents=True)
+        for name in ("cfg.json", "metrics.json"):
+            shutil.copy(cfg.parent / name, folder / name)
+    monkeypatch.setattr(registry, "ROOT", tmp_path)
+    monkeypatch.setenv("ANALYSES_CACHE", str(tmp_path / "cache.duckdb"))
+    monkeypatch.setenv("ANALYSES_ACTIVATIONS", str(tmp_path / "activations"))
+    return tmp_path
+
+
+def plain(markdown: str) -> str:
+    """A message's text without md_escape's backslashes."""
+    return markdown.replace("\\", "")
+
+
+def array(value) -> np.ndarray:
+    """A plotly JSON array: a list, or plotly's typed-array form {dtype, bdata, shape}."""
+    if isinstance(value, dict):
+        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        shape = value.get("shape")
+        return flat.reshape([int(n) for n in str(shape).split(",")] if shape else -1).astype(float)
+    return np.array(value, dtype=float)
+
+
+def open_page(timeout_s: float = TIMEOUT_S) -> AppTest:
+    at = AppTest.from_file(str(MAIN), default_timeout=timeout_s).run()
+    at.switch_page(DICTIONARIES)
+    return at.run()
+
+
+def shipped_metrics() -> dict[str, tuple[dict, dict]]:
+    return {json.loads((f / "cfg.json").read_text())["site"]:
+            (json.loads((f / "cfg.json").read_text()), json.loads((f / "metrics.json").read_text()))
+            for f in sorted(p.parent for p in SHIPPED.glob("*/metrics.json"))}
+
+
+def test_the_listing_shows_every_dictionary_its_misses_and_figures_from_metrics(root):
+    at = open_page()
+    assert not at.exception
+    [frame] = [d.value for d in at.dataframe if "targets missed" in d.value.columns]
+    shipped = shipped_metrics()
+    assert sorted(frame["site"]) == sorted(shipped)
+    for row in frame.to_dict("records"):
+        cfg, m = shipped[row["site"]]
+        assert row["explained variance"] == pytest.approx(m["explained_variance"])
+        assert row["CE recovered"] == pytest.approx(m["ce_recovered"])
+        missed = card.misses(m, bool(cfg["transcode"]))
+        assert row["targets missed"] == ("; ".join(missed) or "all met")
+    n_missing = sum(bool(card.misses(m, bool(c["transcode"]))) for c, m in shipped.values())
+    if n_missing:
+        assert any(f"{n_missing} of {len(shipped)} dictionaries miss a target" in plain(w.value) for w in at.warning)
+    density, lexicon = page_figures(at)
+    first = at.selectbox[1].value  # [0] is the set
+    cfg, m = shipped[first]
+    bars = density["data"][0]
+    counts = array(bars["y"])
+    assert counts.sum() == cfg["num_latents"] and counts[0] == m["density_histogram"]["dead"]
+    z = array(lexicon["data"][0]["z"])  # [dictionary, category]: latent F1 - neuron F1
+    categories = list(next(iter(shipped.values()))[1]["lexicon"])
+    for i, site in enumerate(lexicon["layout"]["yaxis"]["ticktext"]):
+        lex = shipped[site][1]["lexicon"]
+        expected = [lex[c].get("latent_f1", np.nan) - lex[c].get("neuron_f1", np.nan) for c in categories]
+        np.testing.assert_allclose(z[i], np.nan_to_num(expected), atol=1e-9)
+
+
+def test_bad_training_input_is_a_message_not_a_traceback(root):
+    at = open_page()
+    at.text_input(key="train:site").set_value("blocks.0.nope")
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("site 'blocks.0.nope'" in plain(e.value) for e in at.error)
+
+
+def test_training_a_small_dictionary_runs_as_a_job_and_lists_its_set(root, monkeypatch):
+    from analyses.dictionaries import train_job
+
+    monkeypatch.setattr(train_job, "EVAL_TOKENS", 8_160)  # one eval chunk: the job's path, not its size
+    at = open_page(timeout_s=900)  # the script follows the job: a busy 2-core machine takes minutes
+    at.text_input(key="train:site").set_value("blocks.1.mlp")
+    at.number_input(key="train:latents").set_value(32)
+    at.number_input(key="train:k").set_value(4)
+    at.number_input(key="train:tokens").set_value(8_160)  # one activation chunk
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [plain(e.value) for e in at.error]
+    [done] = [plain(s.value) for s in at.success if "Trained blocks.1.mlp" in plain(s.value)]
+    folder = root / "trained" / "tiny-circuits" / "32x4-8160-s0" / "blocks.1.mlp"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert f"explained variance {metrics['explained_variance']:.3f}" in done
+    assert at.selectbox[0].value == "trained/tiny-circuits/32x4-8160-s0"  # the page opens on it
+    [frame] = [d.value for d in at.dataframe if "targets missed" in d.value.columns]
+    assert list(frame["site"]) == ["blocks.1.mlp"] and list(frame["latents"]) == [32]
