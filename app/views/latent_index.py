@@ -39,12 +39,16 @@ def dashboard(result):
                                  key=key, on_change=_to_link, args=(key,)))
     figures = result.figures(latent=latent)
     st.subheader(f"Latent {latent} of {md_escape(str(result.meta.get('site', '')))}")
-    st.caption(md_escape(f"Top-activating contexts on {int(result.meta.get('tokens', 0)):,} held-out tokens "
-                         "(shade: the latent's activation on each token; boxed: the token it fires on)."))
-    show_contexts(result.tables["contexts"], result.tables["context_tokens"], latent)
-    for name in ("histogram", "logit_effects", "heads"):
-        if name in figures:
-            chart(figures[name], view_key(result, name))
+    # as Neuronpedia's dashboards: what it does (histogram, logit effects) beside where it fires
+    left, right = st.columns([2, 3])
+    with left:
+        for name in ("histogram", "logit_effects", "heads"):
+            if name in figures:
+                chart(figures[name], view_key(result, name))
+    with right:
+        st.caption(md_escape(f"Top-activating contexts on {int(result.meta.get('tokens', 0)):,} held-out tokens "
+                             "(shade: the latent's activation on each token; boxed: the token it fires on)."))
+        show_contexts(result.tables["contexts"], result.tables["context_tokens"], latent)
     chart(figures["densities"], view_key(result, "densities"))
 
 

@@ -101,18 +101,13 @@ def numbers(result):
 
 analysis_page(
     "steering",
-    intro="**Steering** adds a vector to the residual stream while the model reads the prompt "
-          "and generates: the difference between contrast texts at their last position "
-          "(ActAdd, Turner et al. 2023; averaged over pairs, CAA, Rimsky et al. 2024), or the "
-          "positive texts' mean minus a neutral text's (mean-centring, Jorgensen et al. 2023), "
-          "or a logistic probe's direction (*cav*, GCAV, Zhang et al. 2025: at the mean "
-          "difference's norm per coefficient, and with a target probability, the smallest shift "
-          "that brings the probe there at each position). "
+    intro="**Steering** adds a vector to the residual stream while the model reads and generates: "
+          "contrast texts' difference (ActAdd, Turner et al. 2023; CAA, Rimsky et al. 2024), "
+          "mean-centring (Jorgensen et al. 2023), a probe's direction (*cav*, GCAV, Zhang et al. "
+          "2025) or a sparse dictionary latent's (*feature*); a latent can also be clamped. "
           "**Ablation** knocks out heads (`L1H7`), attention outputs (`L0.attn`) or MLPs "
-          "(`L0.mlp`). A sparse dictionary's **latent** can be added (`method=feature`: its "
-          "decoder direction) or clamped (`clamp`: set to a value, 0 zeroes it, the rest of the "
-          "site untouched). Each cell's continuation is shown beside the intact model's; the KL on "
-          "a neutral text says what the intervention breaks besides what it steers.",
+          "(`L0.mlp`). Each cell's continuation is shown beside the intact model's; the KL on "
+          "a neutral text says what else the intervention breaks.",
     fields=[
         Field("prompt", "Prompt", multiline=True),
         Field("positive", "Steer toward (one text per line)", multiline=True,

@@ -416,6 +416,15 @@ LANDING_SPECS = {
                  "coeff": "0,2", "max_new_tokens": 3},
     "circuit": {**IOI_PAIR, "steps": 2},
     "ablation_sweep": {"prompt": IOI_PAIR["clean"], "answer": " Mary", "wrong": " John"},
+    "knockout": {"prompt": IOI_PAIR["clean"], "answer": " Mary", "subject": "Mary"},
+    "sparsity": {"prompt": "Once upon a time there was a little girl. She liked to play in the park "
+                           "with her friends and her dog every day after school.", "p": "5"},
+    "probe": {"dataset": "name_concept"},
+    # the pages that read a dictionary: only the embedded model ships them
+    "features": {"model": "default", "prompt": IOI_PAIR["clean"], "dictionary": "blocks.1.attn.hook_z"},
+    "latent_index": {"model": "default", "dictionary": "blocks.0.mlp", "corpus_tokens": 2_000},
+    "graph": {"model": "default", "prompt": "When Mary and John went to the store, John gave a drink to",
+              "max_features": 50},
 }
 
 
@@ -441,7 +450,7 @@ def test_every_page_has_a_landing_spec():
 def test_a_complete_link_lands_on_its_result(server, window, tiny_model, kind):
     """A link whose spec is complete opens with its first figure on screen, without
     scrolling, and its inputs folded away (one click opens them)."""
-    spec = AnalysisSpec(kind=kind, model=str(tiny_model), **LANDING_SPECS[kind])
+    spec = AnalysisSpec(kind=kind, **{"model": str(tiny_model), **LANDING_SPECS[kind]})
     view = {"layer": "1", "head": "1"} if kind == "attention" else None  # its one head, in the link
     window.goto(links.share_url(spec, server, view))
     window.wait_for_selector(f"{CHART} .main-svg", timeout=RESULT_TIMEOUT_MS)
