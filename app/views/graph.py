@@ -173,10 +173,10 @@ analysis_page(
           "is replaced by its transcoder, every attention pattern and norm scale is frozen at its "
           "value on the prompt, and an error node per layer and position holds what the transcoder "
           "misses, so this *local replacement model* gives the model's logits exactly and is linear "
-          "from latents to logits: each edge is an exact direct effect (through the residual stream "
-          "and attention's OV circuits). The graph is pruned to the nodes that hold most of the "
-          "influence on the logits. Interventions compare the graph's linear prediction with the "
-          "real model, where attention is free to move.",
+          "from latents to logits: each edge is an exact direct effect (through the residual stream, "
+          "attention's OV circuits and the transcoders' linear skips). The graph is pruned to the "
+          "nodes that hold most of the influence on the logits. Interventions compare the graph's "
+          "linear prediction with the real model, where attention is free to move.",
     fields=[
         Field("prompt", "Prompt", multiline=True),
         Field("node_threshold", "Node threshold", placeholder="0.8",

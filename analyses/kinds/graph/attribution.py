@@ -4,7 +4,9 @@ With patterns and norm scales frozen and each MLP's output cut off from its inpu
 outputs and the input embeddings are leaves of the autograd graph), the gradient of a target's
 read — a latent's encoder pre-activation W_enc[f] . mlp_in[L, p], or a logit minus the mean
 logit, as circuit-tracer reads logits — with respect to a leaf holds only *direct* paths: through
-the residual stream and the attention OV circuits, never through another MLP or latent. So
+the residual stream, the attention OV circuits and the transcoders' linear skips (where they
+have one: x @ W_skip.T is linear, so circuit-tracer keeps it in the replacement), never through
+another MLP's nonlinearity or latent. So
 
     edge(source -> target) = source value x (source's write direction . d target / d leaf)
 
