@@ -11,7 +11,7 @@ from analyses.core import graph_json as export
 from analyses.core.errors import UserError
 from analyses.figures.graph import graph_figure
 from app import links
-from app.components.display import md_escape
+from app.components.display import display_token, md_escape
 from app.components.downloads import file_stem
 from app.components.form import Field
 from app.components.graph_view_state import format_groups, node_labels, parse_groups, parse_pins
@@ -118,15 +118,29 @@ def node_detail(result, nodes: pd.DataFrame, edges: pd.DataFrame, node: str) -> 
                          current_base())
         st.markdown(f"[Open latent {int(row['latent'])} of layer {int(row['layer'])}'s transcoder]({url}) "
                     "(its dashboard: top contexts, histogram, logit effects)")
+    what = dict(zip(nodes["node"], [node_words(r) for r in nodes.itertuples()]))
     for title, column, other in (("Strongest incoming edges", "target", "source"),
                                  ("Strongest outgoing edges", "source", "target")):
         mine = edges[edges[column] == node]
         mine = mine.reindex(mine["weight"].abs().sort_values(ascending=False).index)[:STRONGEST]
         st.markdown(f"**{title}**")
         if len(mine):
-            st.dataframe(mine[[other, "weight"]], hide_index=True, key=view_key(result, f"{title}:{node}"))
+            shown = mine[[other, "weight"]].assign(what=[what.get(n, "") for n in mine[other]])
+            st.dataframe(shown[[other, "what", "weight"]], hide_index=True, key=view_key(result, f"{title}:{node}"))
         else:
             st.caption("none in the pruned graph")
+
+
+def node_words(row) -> str:
+    """What a node is, in words: a logit's or an input token's text, a latent's or an error's
+    layer and the token at its position."""
+    token = display_token(str(row.token)) if isinstance(row.token, str) else ""
+    if row.type == "logit":
+        return f"the logit of {token!r}"
+    if row.type == "token":
+        return f"input {token!r} (position {int(row.position)})"
+    kind = f"latent {int(row.latent)}" if row.type == "latent" else "what the transcoder misses"
+    return f"layer {int(row.layer)} {kind}, at {token!r} (position {int(row.position)})"
 
 
 def circuit_tracer_section(result) -> None:
