@@ -48,6 +48,7 @@ from analyses.core.errors import UserError
 from analyses.core.progress import Progress, silent
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
+from analyses.kinds import row_batches
 from analyses.kinds.final_norm import FinalNorm
 from analyses.kinds.tokens import prompt_tokens, single_token
 
@@ -199,18 +200,9 @@ def run_examples(model, specs: list[AnalysisSpec], progress: Progress = silent) 
     raises, in its place. Rows of one token length share a forward pass; each row's
     decomposition reads its own row of the cache, so it equals its `run` to float rounding."""
     bridge = model.bridge
-    outcomes: list[Result | UserError | None] = [None] * len(specs)
-    read: dict[int, tuple] = {}
-    for i, spec in enumerate(specs):
-        try:
-            read[i] = _read_inputs(bridge, spec)
-        except UserError as err:
-            outcomes[i] = err
-    by_length: dict[int, list[int]] = {}
-    for i, (_, tokens, _, _) in read.items():
-        by_length.setdefault(int(tokens.shape[1]), []).append(i)
-    batches = [members[j:j + max(1, MAX_SET_TOKENS // n)] for n, members in by_length.items()
-               for j in range(0, len(members), max(1, MAX_SET_TOKENS // n))]
+    outcomes, read = row_batches.read_rows(specs, lambda spec: _read_inputs(bridge, spec))
+    batches = row_batches.batches({i: (int(tokens.shape[1]),) for i, (_, tokens, _, _) in read.items()},
+                                  MAX_SET_TOKENS)
     for n, batch in enumerate(batches):
         progress(n / len(batches), f"decomposing the last position: batch {n + 1} of {len(batches)}")
         logits, cache = forward(bridge, torch.cat([read[i][1] for i in batch]))  # [batch, pos]

@@ -28,6 +28,7 @@ from analyses.core.errors import SpecError, UserError
 from analyses.core.progress import Progress, silent
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
+from analyses.kinds import row_batches
 from analyses.kinds.interventions import ablation as ablating
 from analyses.kinds.interventions.positions import Positions
 from analyses.kinds.tokens import prompt_tokens, single_token, token_strings, token_texts
@@ -68,21 +69,10 @@ def run_examples(model, specs: list[AnalysisSpec], progress: Progress = silent) 
     each row's readout is its own (the unembedding is per row either way), so its numbers
     equal its `run` to float rounding."""
     bridge = model.bridge
-    outcomes: list[Result | UserError | None] = [None] * len(specs)
-    read: dict[int, tuple] = {}
-    for i, spec in enumerate(specs):
-        try:
-            read[i] = _read_inputs(bridge, spec)
-        except UserError as err:
-            outcomes[i] = err
-    groups: dict[tuple, list[int]] = {}
-    for i, (spec, tokens, _) in read.items():
-        key = (int(tokens.shape[1]), spec.ablate, spec.ablation, spec.final_norm, spec.top_k, spec.positions)
-        groups.setdefault(key, []).append(i)
-    batches = []
-    for (n_tokens, *_), members in groups.items():
-        size = max(1, MAX_SET_TOKENS // n_tokens)
-        batches += [members[j:j + size] for j in range(0, len(members), size)]
+    outcomes, read = row_batches.read_rows(specs, lambda spec: _read_inputs(bridge, spec))
+    batches = row_batches.batches(
+        {i: (int(tokens.shape[1]), spec.ablate, spec.ablation, spec.final_norm, spec.top_k, spec.positions)
+         for i, (spec, tokens, _) in read.items()}, MAX_SET_TOKENS)
     for n, batch in enumerate(batches):
         progress(n / len(batches), f"reading every layer: batch {n + 1} of {len(batches)}")
         first = read[batch[0]][0]

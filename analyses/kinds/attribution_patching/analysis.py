@@ -24,6 +24,7 @@ from analyses.core.progress import Progress, silent
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
 from analyses.dictionaries import lookup
+from analyses.kinds import row_batches
 from analyses.kinds.attribution_patching.agreement import SIGNAL_TOLERANCE, agreement
 from analyses.kinds.attribution_patching.atp import attribute, batch_estimates
 from analyses.kinds.attribution_patching.exact import SITES, exact_effects, exact_effects_examples
@@ -80,24 +81,11 @@ def run_examples(model, specs: list[AnalysisSpec], progress: Progress = silent) 
     or a dictionary's latents run one by one."""
     started = time.perf_counter()
     bridge = model.bridge
-    outcomes: list[Result | UserError | None] = [None] * len(specs)
-    groups: dict[tuple, list[tuple[int, AnalysisSpec, PromptPair]]] = {}
-    alone = []
-    for i, spec in enumerate(specs):
-        spec = spec.with_defaults()
-        if spec.method == "relp" or spec.qk_fix or spec.graddrop or spec.dictionary:
-            alone.append(i)
-            continue
-        try:
-            pair = prompt_pair(bridge, spec)
-            check_layer(bridge, spec.layer)
-        except UserError as err:
-            outcomes[i] = err
-            continue
-        key = (int(pair.clean.shape[1]), spec.layer, spec.gradient or "corrupted", spec.exact)
-        groups.setdefault(key, []).append((i, spec, pair))
-    chunks = [members[j:j + max(1, MAX_SET_TOKENS // n)] for (n, *_), members in groups.items()
-              for j in range(0, len(members), max(1, MAX_SET_TOKENS // n))]
+    outcomes, read = row_batches.read_rows(specs, lambda spec: _read_pair(bridge, spec))
+    alone = [i for i, (_, pair) in read.items() if pair is None]
+    keys = {i: (int(pair.clean.shape[1]), spec.layer, spec.gradient or "corrupted", spec.exact)
+            for i, (spec, pair) in read.items() if pair is not None}
+    chunks = [[(i, *read[i]) for i in batch] for batch in row_batches.batches(keys, MAX_SET_TOKENS)]
     total = max(1, len(alone) + sum(len(c) for c in chunks))
     done = 0
     for chunk in chunks:
@@ -114,6 +102,22 @@ def run_examples(model, specs: list[AnalysisSpec], progress: Progress = silent) 
         progress(done / total, f"example {done} of {total}")
     progress(1.0, "done")
     return outcomes
+
+
+def _runs_alone(spec: AnalysisSpec) -> bool:
+    """AtP*'s fixes, RelP and a dictionary's latents take passes of their own: one row at a time."""
+    return spec.method == "relp" or bool(spec.qk_fix) or bool(spec.graddrop) or spec.dictionary is not None
+
+
+def _read_pair(bridge, spec: AnalysisSpec) -> tuple[AnalysisSpec, PromptPair | None]:
+    """The spec with its defaults and its checked prompt pair (a UserError names what is
+    wrong); no pair for a row that runs alone (`run` reads and checks it then)."""
+    spec = spec.with_defaults()
+    if _runs_alone(spec):
+        return spec, None
+    pair = prompt_pair(bridge, spec)
+    check_layer(bridge, spec.layer)
+    return spec, pair
 
 
 def _run_together(bridge, chunk: list[tuple[int, AnalysisSpec, PromptPair]], progress: Progress,

@@ -1,0 +1,35 @@
+"""A prompt set's rows read and grouped for batched passes (the examples runners of the logit
+lens, DLA and attribution patching): each row's inputs read once, a row that cannot run keeping
+its UserError in its place, then the rows of one group (one token length, and whatever else
+must match) cut into batches of at most `max_tokens` rows × positions."""
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+
+from analyses.core.errors import UserError
+
+
+def read_rows(specs: list, read: Callable) -> tuple[list, dict[int, tuple]]:
+    """(outcomes: each spec's UserError where `read(spec)` raised one, else None; row -> what
+    `read` returned)."""
+    outcomes: list = [None] * len(specs)
+    found: dict[int, tuple] = {}
+    for i, spec in enumerate(specs):
+        try:
+            found[i] = read(spec)
+        except UserError as err:
+            outcomes[i] = err
+    return outcomes, found
+
+
+def batches(keys: dict[int, tuple[int, *tuple[Hashable, ...]]], max_tokens: int) -> list[list[int]]:
+    """Rows grouped by their key (its first item: the row's token count) and cut into batches
+    of at most `max_tokens` tokens (always at least one row), in first-seen order."""
+    groups: dict[tuple, list[int]] = {}
+    for row, key in keys.items():
+        groups.setdefault(key, []).append(row)
+    out = []
+    for (n_tokens, *_), members in groups.items():
+        size = max(1, max_tokens // n_tokens)
+        out += [members[j:j + size] for j in range(0, len(members), size)]
+    return out
