@@ -810,7 +810,8 @@ def test_the_set_picker_lists_the_sets_a_page_can_run_and_fills_its_input():
     assert set(picker.options) == {"ioi — 200 rows (shipped)", "facts — 102 rows (shipped)"}  # pairs only
     lens = open_page(PAGES["logit_lens"])
     picker = lens.selectbox(key="logit_lens:set_choice")
-    assert len(picker.options) == 5 and any("mine.jsonl" in o and "stored" in o for o in picker.options)
+    # every prompt set serves the lens: the four shipped, the two labelled concept sets, the one added here
+    assert len(picker.options) == 7 and any("mine.jsonl" in o and "stored" in o for o in picker.options)
     picker.set_value(reference).run()
     assert lens.text_input(key="logit_lens:dataset").value == reference
     next(b for b in lens.button if b.label == "Run").click().run()

@@ -80,8 +80,8 @@ def test_encodings_errors_and_logit_effects_equal_numpy(embedded, site):
         order = order[codes[position, order] > 0]
         np.testing.assert_array_equal(part.sort_values("rank")["latent"].to_numpy(), order)
         np.testing.assert_allclose(part.sort_values("rank")["value"], codes[position, order], rtol=1e-4, atol=1e-5)
-    # errors: |y - (codes @ W_dec + b_dec)| per position (transcoders: no skip in the shipped ones)
-    y_hat = codes @ w["W_dec"] + w["b_dec"]
+    # errors: |y - (codes @ W_dec + b_dec + x @ W_skip.T)| per position (the skip: transcoders that have one)
+    y_hat = codes @ w["W_dec"] + w["b_dec"] + (x @ w["W_skip"].T if "W_skip" in w else 0.0)
     errors = result.tables["errors"]
     np.testing.assert_allclose(errors["error_norm"], np.linalg.norm(y - y_hat, axis=1), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(errors["norm"], np.linalg.norm(y, axis=1), rtol=1e-5)
