@@ -207,26 +207,10 @@ def neurons_row(label, model, ref, layer=None):
 
 
 def prompt_set_row(name: str = "ioi", granularity: str = "head_out"):
-    """A run over a whole shipped set against looping `compute()` over its rows (each a
-    single-prompt spec, uncached), both with the embedded model loaded. The set run patches
-    the pairs of one token length together; max_diff is its largest difference from the
-    looped runs' numbers."""
-    from analyses.core import datasets as ds
-
-    rows = ds.shipped(name).rows
-    spec = AnalysisSpec(kind="activation_patching", dataset=name, granularity=granularity)
-    t_set, result = timed(lambda: compute(spec, cache=False))  # its warm-up loads the model
-    singles = [spec.for_row(r) for r in rows]
-    t_loop, looped = timed(lambda: [compute(s, cache=False) for s in singles], repeats=1, warmup=0)
-    mine = result.tables["effects"].groupby("example")["raw"].apply(list)
-    diff = max(float(np.abs(np.array(mine[i]) - looped[i].tables["effects"].raw.to_numpy()).max())
-               for i in range(len(rows)) if i in mine.index)
-    ratio = t_loop / t_set
-    lengths = result.tables["examples"]["n_tokens"].nunique()
-    return row(f"prompt set: {name} ({len(rows)} rows) {granularity} vs looping compute(), embedded",
-               t_set, t_loop, ratio, diff, ">= 3x", ratio >= 3,
-               f"{result.meta['n_examples']} examples run, {result.meta['n_skipped']} skipped; the pairs "
-               f"of each of {lengths} token lengths patched together (up to 64 per engine)")
+    """Activation patching over a whole shipped set (the pairs of one token length patched
+    together, up to 64 per engine) against looping `compute()` over its rows."""
+    return set_kind_row("activation_patching", name, repeats=3, label=f" {granularity}",
+                        how="patched together (up to 64 per engine)", granularity=granularity)
 
 
 # what a batched set run is held to, per kind: a per-example table and its value column
@@ -234,7 +218,8 @@ SET_TABLES = {"activation_patching": ("effects", "raw"), "attribution_patching":
               "dla": ("contributions", "value"), "logit_lens": ("targets", "prob")}
 
 
-def set_kind_row(kind: str, name: str = "ioi"):
+def set_kind_row(kind: str, name: str = "ioi", repeats: int = 1, label: str | None = None,
+                 how: str = "run together", **fields):
     """A kind's run over a whole shipped set (rows of one token length share passes) against
     looping `compute()` over its rows (each a single-prompt spec, uncached), both with the
     embedded model loaded; max_diff is the largest difference of the set's per-example
@@ -242,9 +227,9 @@ def set_kind_row(kind: str, name: str = "ioi"):
     from analyses.core import datasets as ds
 
     rows = ds.shipped(name).rows
-    spec = AnalysisSpec(kind=kind, dataset=name)
+    spec = AnalysisSpec(kind=kind, dataset=name, **fields)
     table, column = SET_TABLES[kind]
-    t_set, result = timed(lambda: compute(spec, cache=False), repeats=1)  # its warm-up loads the model
+    t_set, result = timed(lambda: compute(spec, cache=False), repeats=repeats)  # its warm-up loads the model
     singles = [spec.for_row(r) for r in rows]
     t_loop, looped = timed(lambda: [compute(s, cache=False) for s in singles], repeats=1, warmup=0)
     mine = result.tables[table].groupby("example")[column].apply(list)
@@ -252,10 +237,11 @@ def set_kind_row(kind: str, name: str = "ioi"):
                for i in range(len(rows)) if i in mine.index)
     ratio = t_loop / t_set
     lengths = result.tables["examples"]["n_tokens"].nunique()
-    return row(f"prompt set: {name} ({len(rows)} rows), {kind} vs looping compute(), embedded",
+    what = label if label is not None else f", {kind}"
+    return row(f"prompt set: {name} ({len(rows)} rows){what} vs looping compute(), embedded",
                t_set, t_loop, ratio, diff, ">= 3x", ratio >= 3,
                f"{result.meta['n_examples']} examples run, {result.meta['n_skipped']} skipped; the rows "
-               f"of each of {lengths} token lengths run together")
+               f"of each of {lengths} token lengths {how}")
 
 
 def ablation_sweep_row(name: str = "ioi"):
