@@ -20,7 +20,7 @@ SET_ROWS_SHOWN = 200  # rows of the set's latent table on the page (the download
 def draw(result):
     if "set_latents" in result.tables:  # a prompt set: the latents pooled over its rows
         return {"set_summary": lambda: summary(result), **result.figures(),
-                "set_latents": lambda: set_latent_table(result), "one_example": lambda: one_example(result)}
+                "latent_table": lambda: set_latent_table(result), "one_example": lambda: one_example(result)}
     return {**result.figures(), "open_latent": lambda: open_latent(result)}
 
 
