@@ -2,8 +2,8 @@
 
 One point per latent that fires after BOS anywhere in the set (`set_latents`): across, the
 share of examples it fires in; up, its mean activation where it fires. Latents up and to the
-right fire in most prompts *and* strongly; the ones with the largest share × mean are named
-on the chart and listed in the bar chart beside it, with their top promoted tokens.
+right fire in most prompts *and* strongly; the ones with the largest share × mean are drawn
+red and named in the bar chart beside it, with their top promoted tokens.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from analyses.figures.layout import grid_height, title
 from analyses.figures.text import plot_text
 
-LABELLED = 12  # latents named on the scatter: the largest share × mean
+LABELLED = 12  # latents drawn red on the scatter: the largest share × mean
 TOP_BARS = 20  # latents in the bar chart
 POINT_COLOUR, TOP_COLOUR = "#9DB6D3", "#E45756"
 
@@ -49,13 +49,14 @@ def frequency_strength_scatter(table: pd.DataFrame, site: str, n_examples: int) 
     """Share of examples (x, %) against mean activation where active (y); the top share × mean named."""
     ranked = table.sort_values("share_x_mean", ascending=False, kind="stable")
     top, rest = ranked.head(LABELLED), ranked.iloc[LABELLED:]
-    traces = [go.Scatter(x=100 * part["share_of_examples"], y=part["mean_value"], mode=mode, name=name,
-                         text=[f"#{v}" for v in part["latent"]], textposition="top center",
+    # no text on the points: a templated set puts its strongest latents in one column at 100%,
+    # where labels overlap; the bar chart names them, the hover says everything
+    traces = [go.Scatter(x=100 * part["share_of_examples"], y=part["mean_value"], mode="markers", name=name,
                          marker={"color": colour, "size": size, "line": {"width": 0.5, "color": "white"}},
                          hovertext=hover_lines(part, n_examples), hoverinfo="text")
-              for part, mode, name, colour, size in (
-                  (rest, "markers", "other latents", POINT_COLOUR, 6),
-                  (top, "markers+text", f"the {len(top)} largest share × mean", TOP_COLOUR, 9))]
+              for part, name, colour, size in (
+                  (rest, "other latents", POINT_COLOUR, 6),
+                  (top, f"the {len(top)} largest share × mean (named in the bar chart)", TOP_COLOUR, 9))]
     fig = go.Figure(traces)
     fig.update_layout(
         title=title(plot_text(f"Latents of {site} over {n_examples} prompts: how often against how strongly"),

@@ -34,17 +34,24 @@ def set_latent_table(result):
     shown = table.head(SET_ROWS_SHOWN).copy()
     shown["promotes"] = [", ".join(json.loads(cell)[:5]) for cell in shown["promotes"]]
     shown["page"] = [latent_link(spec.model, spec.dictionary, int(v), base) for v in shown["latent"]]
-    st.markdown(md_escape(f"**Each latent over the set** — {len(table):,} latents fire after BOS in at least "
-                          "one example; the largest share of examples × mean activation first"))
-    columns = ["latent", "n_examples", "share_of_examples", "mean_value", "max_value", "max_example",
-               "max_position", "max_token", "density", "promotes", "page"]
+    st.markdown("**Each latent over the set** — " + md_escape(
+        f"{len(table):,} latents fire after BOS in at least one example; the largest share of examples × "
+        "mean activation first (activations in the dictionary's units; max: its largest, at that example, "
+        "position and token)"))
+    columns = ["latent", "page", "share_of_examples", "n_examples", "mean_value", "max_value", "promotes",
+               "max_example", "max_position", "max_token", "density"]
     st.dataframe(display_frame(shown[columns]), hide_index=True, key=view_key(result, "set_latents"),
                  column_config={
                      "page": st.column_config.LinkColumn("dashboard", display_text="open its page"),
+                     "n_examples": st.column_config.NumberColumn("examples"),
                      "share_of_examples": st.column_config.NumberColumn("share of examples", format="percent"),
                      "density": st.column_config.NumberColumn("density (held-out)", format="percent"),
                      "mean_value": st.column_config.NumberColumn("mean where active", format="%.3f"),
                      "max_value": st.column_config.NumberColumn("max", format="%.3f"),
+                     "promotes": st.column_config.TextColumn("promotes (logit effects)"),
+                     "max_example": st.column_config.NumberColumn("max at example"),
+                     "max_position": st.column_config.NumberColumn("position"),
+                     "max_token": st.column_config.TextColumn("token"),
                  })
     if len(table) > SET_ROWS_SHOWN:
         st.caption(f"The first {SET_ROWS_SHOWN} of {len(table):,}; the `set_latents` download holds them all.")
