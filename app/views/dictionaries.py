@@ -1,7 +1,7 @@
 """Dictionaries page: the sparse dictionaries (SAEs, transcoders) on disk with their measured
 metrics and the issue-27 targets each misses, one dictionary's latent-density histogram, the
 lexicon probe (best latent vs best neuron), and a form that trains a small dictionary as a
-job (progress bar, errors shown as messages)."""
+job (progress bar, errors shown as messages; a transcoder's linear skip offered for MLP sites)."""
 from pathlib import Path
 
 import streamlit as st
@@ -123,7 +123,8 @@ def train_form() -> None:
         f"Trains on the model's training mixture (stories, IOI, facts, needles, induction documents) "
         f"and measures it on {train_job.EVAL_TOKENS:,} held-out tokens, one training at a time; up to "
         f"{train_job.MAX_TOKENS:,} tokens here (the CLI trains the shipped set). It goes to "
-        f"data/dictionaries/{train_job.TRAINED}/<model>/…, never over the shipped set."))
+        f"data/dictionaries/{train_job.TRAINED}/<model>/…, never over the shipped set. An MLP site "
+        f"(blocks.L.mlp, a transcoder) offers a linear skip."))
     train_inputs()
     if DONE_KEY in st.session_state and JOB_KEY not in st.session_state:
         st.success(md_escape(st.session_state[DONE_KEY]), icon=":material/check:")
