@@ -78,11 +78,11 @@ def errors_table(y, y_hat, inputs: list[str]) -> pd.DataFrame:
                          "norm": norm, "relative": error / np.where(norm > 0, norm, np.nan)})
 
 
-def latents_table(bridge, dictionary: readout.Dictionary, shown: np.ndarray, max_values: np.ndarray,
+def latents_table(bridge, effects: LogitEffects, shown: np.ndarray, max_values: np.ndarray,
                   rates: np.ndarray) -> pd.DataFrame:
     """Per latent shown (strongest first): density, max on the prompt, and its promoted then
     its suppressed tokens (rank 1 = strongest), built in that order in one frame."""
-    top_v, top_i, bottom_v, bottom_i = latent_logit_effects(bridge, dictionary, shown, LOGIT_TOKENS)
+    top_v, top_i, bottom_v, bottom_i = effects.of(shown)
     k, n = top_v.shape[1], len(shown)
     ids = torch.cat([top_i, bottom_i], dim=1).numpy().ravel()  # [latent * 2k]: promote, then suppress
     per_row = 2 * k
@@ -94,11 +94,33 @@ def latents_table(bridge, dictionary: readout.Dictionary, shown: np.ndarray, max
         "score": torch.cat([top_v, bottom_v], dim=1).numpy().ravel().astype(float)})
 
 
-def latent_logit_effects(bridge, dictionary: readout.Dictionary, latents: np.ndarray, k: int):
-    """(top scores, top ids, bottom scores, bottom ids), each [latent, k]: each latent's decoder
-    row as a residual direction read through the final norm and the unembedding."""
-    rows = dictionary.coder.W_dec[torch.tensor(latents, dtype=torch.long, device=dictionary.coder.W_dec.device)]
-    return readout.logit_effects(bridge, readout.residual_directions(bridge, dictionary.site, rows), k)
+@dataclass(frozen=True)
+class LogitEffects:
+    """Some latents' `LOGIT_TOKENS` most promoted and most suppressed tokens, looked up by
+    latent: a set run reads them once for every latent of every row."""
+
+    latents: np.ndarray  # [n], sorted
+    top_v: torch.Tensor  # [n, k] scores, strongest first
+    top_i: torch.Tensor  # [n, k] token ids
+    bottom_v: torch.Tensor  # [n, k] scores, most negative first
+    bottom_i: torch.Tensor  # [n, k]
+
+    def of(self, latents: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """(top_v, top_i, bottom_v, bottom_i), each [len(latents), k], of these latents (all listed)."""
+        rows = torch.from_numpy(np.searchsorted(self.latents, latents).astype(np.int64))
+        return self.top_v[rows], self.top_i[rows], self.bottom_v[rows], self.bottom_i[rows]
+
+
+def logit_effects_of(bridge, dictionary: readout.Dictionary, latents: np.ndarray) -> LogitEffects:
+    """Each latent's decoder row as a residual direction, read through the final norm and the
+    unembedding (`readout`): its top and bottom `LOGIT_TOKENS` tokens."""
+    latents = np.unique(np.asarray(latents, dtype=np.int64))
+    if not len(latents):  # nothing fired after BOS: no read-out to make
+        empty = torch.zeros(0, LOGIT_TOKENS)
+        return LogitEffects(latents, empty, empty.long(), empty, empty.long())
+    rows = dictionary.coder.W_dec[torch.from_numpy(latents).to(dictionary.coder.W_dec.device)]
+    directions = readout.residual_directions(bridge, dictionary.site, rows)
+    return LogitEffects(latents, *readout.logit_effects(bridge, directions, LOGIT_TOKENS))
 
 
 def strongest_after_bos(activations: pd.DataFrame, first: int) -> tuple[np.ndarray, np.ndarray]:
@@ -118,15 +140,17 @@ class Reading:
     inputs: list[str]  # the prompt's tokens as text, [pos]
     top_acts: torch.Tensor  # [pos, k], each position's code, strongest first (0: fewer fired)
     top_indices: torch.Tensor  # [pos, k], their latents
-    y: torch.Tensor  # [pos, d] the site's output
-    y_hat: torch.Tensor  # [pos, d] the dictionary's reconstruction of it
+    errors: pd.DataFrame  # the `errors` table: |y - ŷ| beside |y| per position
 
 
 def read_prompts(model, dictionary: readout.Dictionary, tokens) -> list[Reading]:
     """Each row of `tokens` ([batch, pos], one length) read through the dictionary."""
     top_acts, top_indices, y, y_hat = encode_tokens(model, dictionary, tokens)
-    return [Reading(token_strings(model.bridge, tokens[i]), top_acts[i], top_indices[i], y[i], y_hat[i])
-            for i in range(tokens.shape[0])]
+    readings = []
+    for i in range(tokens.shape[0]):
+        inputs = token_strings(model.bridge, tokens[i])
+        readings.append(Reading(inputs, top_acts[i], top_indices[i], errors_table(y[i], y_hat[i], inputs)))
+    return readings
 
 
 def prepared(model, spec: AnalysisSpec, progress: Progress) -> tuple[readout.Dictionary, np.ndarray]:
@@ -138,15 +162,17 @@ def prepared(model, spec: AnalysisSpec, progress: Progress) -> tuple[readout.Dic
 
 
 def result_of(model, spec: AnalysisSpec, dictionary: readout.Dictionary, rates: np.ndarray,
-              reading: Reading) -> Result:
-    """The single-prompt result of `reading` (`spec` with its defaults)."""
+              reading: Reading, effects: LogitEffects | None = None) -> Result:
+    """The single-prompt result of `reading` (`spec` with its defaults); `effects`: the logit
+    effects of (at least) its latents, read here when not given."""
     bridge = model.bridge
     first = first_after_bos(bridge)
     activations = activations_table(reading.top_acts, reading.top_indices, reading.inputs, spec.top_k)
-    latents = latents_table(bridge, dictionary, *strongest_after_bos(activations, first), rates)
+    shown, peaks = strongest_after_bos(activations, first)
+    effects = effects if effects is not None else logit_effects_of(bridge, dictionary, shown)
     return Result(spec=spec, tables={  # each built in its catalogued column order
-        "activations": activations, "latents": latents,
-        "errors": errors_table(reading.y, reading.y_hat, reading.inputs),
+        "activations": activations, "latents": latents_table(bridge, effects, shown, peaks, rates),
+        "errors": reading.errors,
     }, meta={**dictionary_meta(dictionary), "first_after_bos": first, "n_tokens": len(reading.inputs)})
 
 
@@ -179,27 +205,32 @@ def run_set(model, spec: AnalysisSpec, prompt_set, progress: Progress = silent) 
     dictionary, rates = prepared(model, spec.with_defaults(), progress)
     first = first_after_bos(model.bridge)
     codes: dict[str, tuple] = {}  # prompt -> (values [pos, k], latents [pos, k], tokens [pos]) after BOS
+    effects: list[LogitEffects] = []  # the rows' latents' logit effects, read once by run_many
 
     def run_many(model, specs: list[AnalysisSpec], _progress) -> list[Result | UserError]:
         outcomes, read = row_batches.read_rows(
             specs, lambda single: (single.with_defaults(), prompt_tokens(model.bridge, single.prompt)))
         batches = row_batches.batches({i: (int(tokens.shape[1]),) for i, (_, tokens) in read.items()},
                                       MAX_SET_TOKENS)
+        readings: dict[int, Reading] = {}
         for n, batch in enumerate(batches):
             progress(0.85 + 0.1 * n / len(batches), f"encoding the set: batch {n + 1} of {len(batches)}")
-            readings = read_prompts(model, dictionary, torch.cat([read[i][1] for i in batch]))
-            for i, reading in zip(batch, readings):
-                single = read[i][0]
-                codes[single.prompt] = (reading.top_acts[first:].numpy(), reading.top_indices[first:].numpy(),
+            readings.update(zip(batch, read_prompts(model, dictionary, torch.cat([read[i][1] for i in batch]))))
+        for i, reading in readings.items():
+            codes[read[i][0].prompt] = (reading.top_acts[first:].numpy(), reading.top_indices[first:].numpy(),
                                         reading.inputs[first:])
-                outcomes[i] = result_of(model, single, dictionary, rates, reading)
+        # every latent any row fires after BOS: their logit effects read once, not once a row
+        effects.append(logit_effects_of(model.bridge, dictionary, np.concatenate(
+            [latents[values > 0] for values, latents, _ in codes.values()] or [np.zeros(0, np.int64)])))
+        for i, reading in readings.items():
+            outcomes[i] = result_of(model, read[i][0], dictionary, rates, reading, effects[-1])
         return outcomes
 
     result = sets.run(None, model, spec, prompt_set, progress, run_many)
     examples = result.tables["examples"]
     per_example = [(int(i), *codes[prompt]) for i, prompt in zip(examples["example"], examples["prompt"])]
     progress(0.97, "summarising each latent over the set")
-    found = features_set.set_latents_table(model.bridge, dictionary, per_example, first, rates,
+    found = features_set.set_latents_table(model.bridge, effects[-1], per_example, first, rates,
                                            lambda latent: latent_link(spec.model, spec.dictionary, latent))
     progress(1.0, "done")
     return Result(spec=result.spec, tables={**result.tables, "set_latents": found},

@@ -7,7 +7,7 @@ example's positions after BOS), its mean activation where it fires and its large
 example, position and token of that largest), their product share of examples × mean (the
 order of the rows and of the page's figure: frequent *and* strong first), its density on
 held-out text, its most promoted and suppressed tokens (the prompt view's logit effects,
-`features.latent_logit_effects`) and the link to its dashboard (`analyses.core.latent_links`).
+`features.logit_effects_of`) and the link to its dashboard (`analyses.core.latent_links`).
 Activation values are in the dictionary's own units (its code), as in `activations.value`.
 """
 from __future__ import annotations
@@ -59,17 +59,17 @@ def latent_statistics(fired: pd.DataFrame, n_examples: int, n_positions: int) ->
     return stats.sort_values(["share_x_mean", "latent"], ascending=[False, True], ignore_index=True)
 
 
-def set_latents_table(bridge, dictionary, codes: list[ExampleCode], first: int, rates: np.ndarray,
+def set_latents_table(bridge, effects, codes: list[ExampleCode], first: int, rates: np.ndarray,
                       link: Callable[[int], str]) -> pd.DataFrame:
-    """The `set_latents` table (columns as catalogued), strongest share × mean first."""
-    from analyses.kinds.features import latent_logit_effects
-
+    """The `set_latents` table (columns as catalogued), strongest share × mean first; `effects`
+    (`features.LogitEffects`) holds the logit effects of every latent that fires."""
     n_positions = sum(values.shape[0] for _, values, _, _ in codes)
     stats = latent_statistics(firings(codes, first), len(codes), n_positions)
     latents = stats["latent"].to_numpy(dtype=np.int64)
     if len(latents):
-        top_v, top_i, _, bottom_i = latent_logit_effects(bridge, dictionary, latents, SHOWN_TOKENS)
-        promotes, suppresses = token_texts(bridge, top_i.numpy()), token_texts(bridge, bottom_i.numpy())
+        top_v, top_i, _, bottom_i = effects.of(latents)
+        promotes = token_texts(bridge, top_i[:, :SHOWN_TOKENS].numpy())
+        suppresses = token_texts(bridge, bottom_i[:, :SHOWN_TOKENS].numpy())
         stats["promotes"] = [json.dumps(list(row), ensure_ascii=False) for row in promotes]
         stats["suppresses"] = [json.dumps(list(row), ensure_ascii=False) for row in suppresses]
         stats["top_promote_score"] = top_v[:, 0].numpy().astype(np.float64)
