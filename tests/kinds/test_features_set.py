@@ -163,3 +163,25 @@ def test_a_set_run_goes_through_execute_and_draws_its_figures(embedded, monkeypa
     bars = figures["set_top"]
     top = result.tables["set_latents"].head(20)
     np.testing.assert_allclose(bars.data[0].x, top["share_x_mean"])
+
+
+def test_pooling_by_hand_made_codes_counts_places_and_finds_the_first_max():
+    """The pooling alone, on codes written by hand: zeros (fewer than k fired) are not firings,
+    a latent twice in one example counts one example, and a tie keeps the first place."""
+    from analyses.kinds import features_set
+
+    values_a = np.array([[2.0, 1.0], [3.0, 0.0]])  # [pos, k] after BOS
+    latents_a = np.array([[5, 7], [5, 9]])  # latent 9's slot did not fire
+    values_b = np.array([[3.0, 0.5]])
+    latents_b = np.array([[5, 8]])
+    codes = [(0, values_a, latents_a, ["a", "b"]), (3, values_b, latents_b, ["c"])]
+    stats = features_set.latent_statistics(features_set.firings(codes, first=1), 2, 3).set_index("latent")
+    assert sorted(stats.index) == [5, 7, 8]  # 9 never fired
+    assert stats.loc[5, "n_examples"] == 2 and stats.loc[5, "n_positions"] == 3
+    assert stats.loc[5, "mean_value"] == pytest.approx(8 / 3) and stats.loc[5, "max_value"] == 3.0
+    # 3.0 twice: example 0 at its second position (1 + BOS) comes first
+    assert (stats.loc[5, "max_example"], stats.loc[5, "max_position"], stats.loc[5, "max_token"]) == (0, 2, "b")
+    assert stats.loc[7, "share_of_examples"] == 0.5 and stats.loc[7, "share_of_positions"] == pytest.approx(1 / 3)
+    empty = features_set.set_latents_table(None, None, [(0, np.zeros((2, 2)), latents_a, ["a", "b"])], 1,
+                                           np.zeros(10), str)
+    assert empty.empty and list(empty.columns) == list(features_set.COLUMNS)
