@@ -33,7 +33,7 @@ import torch
 from analyses.core.catalogue import CATALOGUE
 from analyses.core.errors import UserError
 from analyses.core.latent_links import latent_link
-from analyses.core.progress import Progress, silent
+from analyses.core.progress import Progress, silent, span_of
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
 from analyses.dictionaries import density, readout
@@ -207,14 +207,15 @@ def run_set(model, spec: AnalysisSpec, prompt_set, progress: Progress = silent) 
     codes: dict[str, tuple] = {}  # prompt -> (values [pos, k], latents [pos, k], tokens [pos]) after BOS
     effects: list[LogitEffects] = []  # the rows' latents' logit effects, read once by run_many
 
-    def run_many(model, specs: list[AnalysisSpec], _progress) -> list[Result | UserError]:
+    def run_many(model, specs: list[AnalysisSpec], batch_progress) -> list[Result | UserError]:
         outcomes, read = row_batches.read_rows(
             specs, lambda single: (single.with_defaults(), prompt_tokens(model.bridge, single.prompt)))
         batches = row_batches.batches({i: (int(tokens.shape[1]),) for i, (_, tokens) in read.items()},
                                       MAX_SET_TOKENS)
         readings: dict[int, Reading] = {}
-        for n, batch in enumerate(batches):
-            progress(0.85 + 0.1 * n / len(batches), f"encoding the set: batch {n + 1} of {len(batches)}")
+        for batch in batches:
+            done = len(readings)
+            batch_progress(done / len(read), "encoding the set: " + span_of(done, len(batch), len(read)))
             readings.update(zip(batch, read_prompts(model, dictionary, torch.cat([read[i][1] for i in batch]))))
         for i, reading in readings.items():
             codes[read[i][0].prompt] = (reading.top_acts[first:].numpy(), reading.top_indices[first:].numpy(),
@@ -226,7 +227,11 @@ def run_set(model, spec: AnalysisSpec, prompt_set, progress: Progress = silent) 
             outcomes[i] = result_of(model, read[i][0], dictionary, rates, reading, effects[-1])
         return outcomes
 
-    result = sets.run(None, model, spec, prompt_set, progress, run_many)
+    def set_progress(fraction: float, message: str) -> None:  # the set's rows: 0.85..0.95; "done" comes last
+        if fraction < 1:
+            progress(0.85 + 0.1 * fraction, message)
+
+    result = sets.run(run, model, spec, prompt_set, set_progress, run_many)
     examples = result.tables["examples"]
     per_example = [(int(i), *codes[prompt]) for i, prompt in zip(examples["example"], examples["prompt"])]
     progress(0.97, "summarising each latent over the set")
