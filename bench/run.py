@@ -132,6 +132,8 @@ def rows():
         ("app: cached link in a fresh browser", app_rows.cached_link_browser_row),
         ("AtP over dictionary latents, embedded", lambda: emb(latent_rows.latent_attribution_rows, ioi_pair())),
         ("features, embedded", lambda: emb(dictionary_rows.features_row, ioi_pair()["clean"])),
+        ("prompt set, features, embedded",
+         lambda: speed.set_kind_row("features", dictionary="blocks.1.hook_resid_post")),
         ("latent index, embedded", lambda: emb(dictionary_rows.index_row)),
         ("sparsity, embedded", lambda: emb(sparsity_rows.sparsity_row)),
         ("graph, embedded", lambda: emb(graph_rows.graph_row)),

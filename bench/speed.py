@@ -215,7 +215,8 @@ def prompt_set_row(name: str = "ioi", granularity: str = "head_out"):
 
 # what a batched set run is held to, per kind: a per-example table and its value column
 SET_TABLES = {"activation_patching": ("effects", "raw"), "attribution_patching": ("attributions", "atp"),
-              "dla": ("contributions", "value"), "logit_lens": ("targets", "prob")}
+              "dla": ("contributions", "value"), "logit_lens": ("targets", "prob"),
+              "features": ("errors", "error_norm")}  # features: its set run also pools set_latents
 
 
 def set_kind_row(kind: str, name: str = "ioi", repeats: int = 1, label: str | None = None,

@@ -7,7 +7,8 @@ it with the same job machinery every analysis uses: progress, cancel, a time lim
 requests sharing one job, bad input failing the job with its message.
 
 A trained dictionary goes to `data/dictionaries/trained/<model>/<latents>x<k>-<tokens>-s<seed>/<site>/`
-(never the shipped folder), where `registry.listing` finds it.
+(`…-s<seed>-skip/` for a transcoder with a linear skip; never the shipped folder), where
+`registry.listing` finds it.
 """
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ class TrainRequest:
     k: int = 16
     tokens: int = 100_000
     seed: int = 0
+    # a transcoder's linear skip, MLP input -> output (sparsify's `skip_connection`, the CLI's
+    # --transcoder-skip): only for MLP sites, the only ones with an input and an output to join
+    transcoder_skip: bool = False
     kind: str = "dictionary training"  # what the worker's messages call this job
 
     def __post_init__(self):
@@ -53,6 +57,9 @@ class TrainRequest:
                             f"more), got {self.tokens:,}")
         if self.seed < 0:
             raise UserError(f"seed must be 0 or more, got {self.seed}")
+        if self.transcoder_skip and not self.site.endswith(".mlp"):
+            raise UserError(f"a linear skip is for transcoders only (blocks.L.mlp); site {self.site!r} is "
+                            "an autoencoder's")
 
     @property
     def key(self) -> str:
@@ -65,7 +72,7 @@ class TrainRequest:
         from analyses.dictionaries import registry
 
         return root / TRAINED / registry.model_slug(self.model) / \
-            f"{self.latents}x{self.k}-{self.tokens}-s{self.seed}"
+            f"{self.latents}x{self.k}-{self.tokens}-s{self.seed}{'-skip' if self.transcoder_skip else ''}"
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,8 @@ class TrainingWorker(Worker):
         import_model_stack()
         loaded = models.load(request.model, device="cpu")
         plan = pipeline.Plan(model=request.model, sites=(request.site,), num_latents=request.latents,
-                             k=request.k, tokens=request.tokens, eval_tokens=EVAL_TOKENS,
+                             k=request.k, transcoder_skip=request.transcoder_skip,
+                             tokens=request.tokens, eval_tokens=EVAL_TOKENS,
                              ce_tokens=EVAL_TOKENS // 2, seed=request.seed, out=request.out(root), threads=None)
         lock = self._model_lock(loaded.fingerprint) if self._model_lock else threading.Lock()
         with lock:

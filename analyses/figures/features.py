@@ -24,7 +24,12 @@ BOS_COLOUR, BAR_COLOUR, NORM_COLOUR = "#BDBDBD", "#E45756", "#4C78A8"
 
 
 def figures(result, positions: list[int] | None = None) -> dict[str, go.Figure]:
-    """The grid and the error chart on `positions` (default: the last `WINDOW`)."""
+    """The grid and the error chart on `positions` (default: the last `WINDOW`); over a
+    prompt set, each latent's frequency and strength (`figures.features_set`)."""
+    if "set_latents" in result.tables:
+        from analyses.figures.features_set import set_figures
+
+        return set_figures(result)
     errors = result.tables["errors"]
     if positions is None:
         positions = position_window(len(errors))

@@ -1,7 +1,7 @@
 """Dictionaries page: the sparse dictionaries (SAEs, transcoders) on disk with their measured
 metrics and the issue-27 targets each misses, one dictionary's latent-density histogram, the
 lexicon probe (best latent vs best neuron), and a form that trains a small dictionary as a
-job (progress bar, errors shown as messages)."""
+job (progress bar, errors shown as messages; a transcoder's linear skip offered for MLP sites)."""
 from pathlib import Path
 
 import streamlit as st
@@ -123,8 +123,23 @@ def train_form() -> None:
         f"Trains on the model's training mixture (stories, IOI, facts, needles, induction documents) "
         f"and measures it on {train_job.EVAL_TOKENS:,} held-out tokens, one training at a time; up to "
         f"{train_job.MAX_TOKENS:,} tokens here (the CLI trains the shipped set). It goes to "
-        f"data/dictionaries/{train_job.TRAINED}/<model>/…, never over the shipped set."))
-    with st.form("train dictionary"):
+        f"data/dictionaries/{train_job.TRAINED}/<model>/…, never over the shipped set. An MLP site "
+        f"(blocks.L.mlp, a transcoder) offers a linear skip."))
+    train_inputs()
+    if DONE_KEY in st.session_state and JOB_KEY not in st.session_state:
+        st.success(md_escape(st.session_state[DONE_KEY]), icon=":material/check:")
+    job = st.session_state.get(JOB_KEY)
+    if job is not None:
+        follow_job(job)
+
+
+# A fragment, not a form: the skip box follows the site as it is typed (a form's widgets send
+# nothing until submitted), and an edit reruns only these inputs, not the figures above.
+@st.fragment
+def train_inputs() -> None:
+    from analyses.dictionaries import train_job
+
+    with st.container(border=True, key="train:inputs"):
         left, mid, right = st.columns(3)
         site = left.text_input("Site", value="blocks.0.hook_resid_post", key="train:site",
                                help="blocks.L.hook_resid_post (residual SAE), blocks.L.attn.hook_z "
@@ -136,22 +151,25 @@ def train_form() -> None:
         tokens = left.number_input("Training tokens", min_value=train_job.MIN_TOKENS,
                                    max_value=train_job.MAX_TOKENS, value=50_000, step=10_000,
                                    key="train:tokens")
-        seed = mid.number_input("Seed", min_value=0, value=0)
-        go = st.form_submit_button("Train", type="primary")
-    if DONE_KEY in st.session_state and not go:
-        st.success(md_escape(st.session_state[DONE_KEY]), icon=":material/check:")
-    if go:
-        st.session_state.pop(DONE_KEY, None)
-        try:
-            request = train_job.TrainRequest(model=chosen_model(), site=site.strip(), latents=int(latents),
-                                             k=int(k), tokens=int(tokens), seed=int(seed))
-            st.session_state[JOB_KEY] = train_job.submit(request)
-        except UserError as err:
-            st.error(md_escape(without_server_paths(str(err))), icon=":material/error:")
-            return
-    job = st.session_state.get(JOB_KEY)
-    if job is not None:
-        follow_job(job)
+        seed = mid.number_input("Seed", min_value=0, value=0, key="train:seed")
+        transcoder = site.strip().endswith(".mlp")
+        skip = transcoder and right.checkbox(
+            "Linear skip (MLP input → output)", key="train:skip",
+            help="A transcoder with a linear skip: x @ W_skip.T added to its output, trained with the rest "
+                 "(sparsify's skip_connection, the CLI's --transcoder-skip; the shipped transcoders have "
+                 "one). On the layer-0 MLP it lifted CE recovered from 0.970 to 0.988 at the same L0.")
+        go = st.button("Train", type="primary", key="train:go")
+    if not go:
+        return
+    st.session_state.pop(DONE_KEY, None)
+    try:
+        request = train_job.TrainRequest(model=chosen_model(), site=site.strip(), latents=int(latents),
+                                         k=int(k), tokens=int(tokens), seed=int(seed), transcoder_skip=bool(skip))
+        st.session_state[JOB_KEY] = train_job.submit(request)
+    except UserError as err:
+        st.error(md_escape(without_server_paths(str(err))), icon=":material/error:")
+        return
+    st.rerun()  # the whole page: it follows the job below the inputs
 
 
 def follow_job(job) -> None:

@@ -116,3 +116,34 @@ def test_training_a_small_dictionary_runs_as_a_job_and_lists_its_set(root, monke
     assert at.selectbox[0].value == "trained/tiny-circuits/32x4-8160-s0"  # the page opens on it
     [frame] = [d.value for d in at.dataframe if "targets missed" in d.value.columns]
     assert list(frame["site"]) == ["blocks.1.mlp"] and list(frame["latents"]) == [32]
+
+
+def test_the_skip_box_is_offered_for_mlp_sites_and_reaches_the_job(root, monkeypatch):
+    """The transcoder's linear skip: a box only where the site is an MLP, its value in the request
+    the job trains (the job itself is held to its cfg and weights in test_dictionary_train_job)."""
+    from analyses.dictionaries import train_job
+    from analyses.runtime import service
+
+    asked = []
+    metrics = {"explained_variance": 0.9, "l0": 4.0, "ce_recovered": 0.95, "dead_share": 0.1}
+    monkeypatch.setattr(train_job, "submit", lambda request, worker=None: asked.append(request) or object())
+    monkeypatch.setattr(service, "follow", lambda job, progress, timeout=None: train_job.Trained(
+        str(asked[-1].out(root) / asked[-1].site), metrics))
+
+    def skip_boxes(at):
+        return [c for c in at.checkbox if c.key == "train:skip"]
+
+    at = open_page()
+    assert not skip_boxes(at)  # the default site is a residual SAE's
+    at.text_input(key="train:site").set_value("blocks.1.mlp").run()
+    [box] = skip_boxes(at)
+    assert box.value is False  # off unless asked for, as in the CLI
+    box.check().run()
+    at.button(key="train:go").click().run()
+    assert not at.exception and not at.error, [plain(e.value) for e in at.error]
+    assert asked[-1].site == "blocks.1.mlp" and asked[-1].transcoder_skip is True
+    assert any("-skip" in plain(s.value) for s in at.success)  # the folder it went to says so
+    at.text_input(key="train:site").set_value("blocks.1.hook_resid_post").run()
+    assert not skip_boxes(at)  # gone with the MLP site, and never sent for another site
+    at.button(key="train:go").click().run()
+    assert not at.error and asked[-1].transcoder_skip is False

@@ -57,6 +57,20 @@ def test_the_prompt_view_draws_its_figures_and_links_every_latent_to_its_page():
                               for q in to_latents)
 
 
+def test_the_prompt_view_over_a_set_shows_each_latent_pooled_and_links_it_to_its_page():
+    spec = AnalysisSpec(kind="features", dataset="facts", dictionary="blocks.1.hook_resid_post")
+    at = open_link("features", links.params(spec))
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    titles = [f["layout"]["title"]["text"] for f in page_figures(at)]
+    assert any(t.startswith("Latents of blocks.1.hook_resid_post over") for t in titles), titles
+    [table] = [d.value for d in at.dataframe if "page" in d.value.columns]
+    assert len(table) and table["share_of_examples"].between(0, 1).all()
+    for latent, url in table[["latent", "page"]].head(5).itertuples(index=False):
+        query = dict(parse_qsl(urlsplit(url).query))
+        assert urlsplit(url).path.endswith("/" + url_path(LATENT_PAGE))
+        assert query["dictionary"] == "blocks.1.hook_resid_post" and query["view.latent"] == str(latent)
+
+
 def test_the_latent_page_shows_a_latents_contexts_and_searches_the_stored_index():
     spec = AnalysisSpec(kind="latent_index", dictionary="blocks.1.attn.hook_z", **SMALL_INDEX)
     at = open_link("latent_index", {**links.params(spec), "view.latent": "5"})
