@@ -43,7 +43,13 @@ from analyses.core.progress import Progress, silent
 from analyses.core.restored import mean_share_restored
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
-from analyses.core.summary import mean_interval, proportion_interval, single_measurement, summarise
+from analyses.core.summary import (
+    mean_interval,
+    proportion_interval,
+    single_measurement,
+    summarise,
+    summarise_means,
+)
 
 
 @dataclass(frozen=True)
@@ -176,9 +182,18 @@ def summary_table(frame: pd.DataFrame, summary: Summary, examples: pd.DataFrame)
         frame = frame.assign(n_tokens=frame["n_tokens"].where(by_position, -1))
         keys = ["n_tokens", *keys]
     if isinstance(summary.value, str):
-        return summarise(frame, keys, _statistic(summary.value, summary, examples))
-    return pd.concat([summarise(frame, keys, _statistic(value, summary, examples)).assign(quantity=value)
+        return _summarised(frame, keys, summary.value, summary, examples)
+    return pd.concat([_summarised(frame, keys, value, summary, examples).assign(quantity=value)
                       for value in summary.value], ignore_index=True)  # several quantities: a row each
+
+
+def _summarised(frame: pd.DataFrame, keys: list[str], value: str, summary: Summary,
+                examples: pd.DataFrame) -> pd.DataFrame:
+    """Column `value`'s summary rows: a plain mean for every group at once, the other
+    estimates group by group."""
+    if not (summary.wang or value in summary.accuracies or value in summary.once_per_run):
+        return summarise_means(frame, keys, value)
+    return summarise(frame, keys, _statistic(value, summary, examples))
 
 
 def _statistic(value: str, summary: Summary, examples: pd.DataFrame):
