@@ -167,7 +167,21 @@ class Readout:
     target_probs: np.ndarray
 
 
-READOUT_BYTES = 64 * 2**20  # full-vocabulary logits one chunk of positions may take
+READOUT_BYTES = 64 * 2**20  # full-vocabulary logits one chunk of positions may take (memory)
+# Each chunk's logits are read four times after the unembedding writes them (logsumexp, top-k,
+# each target's rank): from cache rather than memory that is ~3x faster (the ioi set on the
+# embedded model: 64 MB chunks 1.7 s, 2 MB 0.6 s). Chunks aim at CACHE_BYTES, but keep at least
+# MIN_ROWS (entry, position) rows per unembedding where READOUT_BYTES allows: below that, reading
+# a big W_U (GPT-2's is 154 MB) for every chunk costs more than the logits' cache misses.
+CACHE_BYTES = 2 * 2**20
+MIN_ROWS = 256
+
+
+def chunk_positions(n_entries: int, d_vocab: int) -> int:
+    """How many (row, position) pairs one readout chunk unembeds."""
+    per_position = 4 * n_entries * d_vocab  # bytes of float32 logits
+    wanted = max(CACHE_BYTES // per_position, -(-MIN_ROWS // n_entries))
+    return max(1, min(wanted, READOUT_BYTES // per_position))
 
 
 def read_all_layers(bridge, cache, positions: list[int], top_k: int, targets: Tensor,
@@ -183,7 +197,7 @@ def read_all_layers(bridge, cache, positions: list[int], top_k: int, targets: Te
     n_entries, n_rows, n_pos = stack.shape[:3]
     flat = stack.flatten(1, 2)  # [entry, batch * pos, d_model]: row-major, as the tables run
     ids = targets.repeat_interleave(n_pos, dim=0)  # [batch * pos, target]
-    chunk = max(1, READOUT_BYTES // (4 * n_entries * int(bridge.cfg.d_vocab)))
+    chunk = chunk_positions(n_entries, int(bridge.cfg.d_vocab))
     parts = []
     for start in range(0, flat.shape[1], chunk):
         logits = unembed(bridge, flat[:, start:start + chunk])  # [entry, chunk, vocab]
