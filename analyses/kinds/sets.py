@@ -139,9 +139,17 @@ def per_example_table(name: str, parts: list[tuple[int, int | None, pd.DataFrame
         n_tokens = [n if n is not None else int(part["position"].max()) + 1 for _, n, part in parts]
         frame.insert(1, "n_tokens", np.repeat(n_tokens, lengths))
     if name == "targets":  # which of the row's targets (0: its answer, 1: wrong, ...)
-        frame["target"] = frame.groupby("example", sort=False)["token_id"].transform(
-            lambda ids: pd.factorize(ids)[0])
+        frame["target"] = first_seen_order(frame["example"], frame["token_id"])
     return frame
+
+
+def first_seen_order(example: pd.Series, token_id: pd.Series) -> np.ndarray:
+    """Each line's token's place among its example's distinct tokens in order of first
+    appearance (`pd.factorize` within each example), for every example at once: groups are
+    numbered in order of first appearance and an example's lines are contiguous, so its
+    groups' numbers run on from its first."""
+    group = example.groupby([example, token_id], sort=False).ngroup()
+    return (group - group.groupby(example, sort=False).transform("min")).to_numpy()
 
 
 def one_by_one(run_one):
