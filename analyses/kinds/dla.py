@@ -197,7 +197,7 @@ def _logit_diffs(logits: Tensor, answers: list[int], wrongs: list[int | None]) -
 
 def contribution_table(found: DirectAttribution) -> pd.DataFrame:
     """Every row's components, rows one after the other ([batch * component] rows, as COLUMNS)."""
-    batch, n = found.values.shape
+    batch = found.values.shape[0]
     component, layer, head = (np.array(column) for column in zip(*found.components))
     return pd.DataFrame({"component": np.tile(component, batch), "layer": np.tile(layer, batch),
                          "head": np.tile(head, batch), "value": found.values.double().numpy().ravel()},
