@@ -43,5 +43,9 @@ def split_rows(frame: pd.DataFrame, counts: list[int]) -> list[pd.DataFrame]:
     """`frame`'s rows cut into consecutive parts of `counts` rows each, every part indexed from
     0: a batch's table built once and cut per example (a frame costs ~0.2 ms to build, a
     slice ~0.03 ms; copy-on-write keeps the parts independent)."""
-    ends = np.cumsum(counts)
-    return [frame.iloc[end - n:end].set_axis(pd.RangeIndex(n), axis=0) for n, end in zip(counts, ends)]
+    parts = []
+    for n, end in zip(counts, np.cumsum(counts)):
+        part = frame.iloc[end - n:end]  # a new frame (its index set in place: a third of set_axis's cost)
+        part.index = pd.RangeIndex(n)
+        parts.append(part)
+    return parts
