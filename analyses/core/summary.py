@@ -103,3 +103,22 @@ def summarise(frame: pd.DataFrame, keys: list[str], statistic: Callable[[pd.Data
         group = group if isinstance(group, tuple) else (group,)
         rows.append({**dict(zip(keys, group)), **statistic(part)})
     return pd.DataFrame(rows, columns=[*keys, *SUMMARY_COLUMNS])
+
+
+def summarise_means(frame: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
+    """`summarise` with `mean_interval` of column `value`, every group at once (one grouped
+    count, mean and standard deviation, and one vector of t quantiles) instead of a Python
+    call per group: a set's neuron table has a thousand groups. Same rows, same order (first
+    seen), same numbers to float rounding."""
+    values = frame[value].astype(float)
+    values = values.where(np.isfinite(values))  # as mean_interval: non-finite values are dropped
+    grouped = values.groupby([frame[k] for k in keys], dropna=False, sort=False)
+    moments = grouped.agg(["count", "mean", "std"])  # std: ddof 1, NaN below two values
+    n = moments["count"].to_numpy()
+    sem = moments["std"].to_numpy() / np.sqrt(n)
+    half = stats.t.ppf(0.5 + LEVEL / 2, np.where(n > 1, n - 1, np.nan)) * sem
+    mean = moments["mean"].to_numpy()
+    index = moments.index
+    found = index.to_frame(index=False, name=keys if isinstance(index, pd.MultiIndex) else keys[0])
+    return found.assign(mean=mean, sem=sem, ci_low=mean - half, ci_high=mean + half, n=n.astype(int),
+                        interval="t")[[*keys, *SUMMARY_COLUMNS]]

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float
@@ -72,23 +73,16 @@ def logit_direction(bridge, answer: int, wrong: int | None) -> Float[Tensor, "d_
 
 @dataclass(frozen=True)
 class DirectAttribution:
-    """Each component's direct contribution at the last position, and the model's own value."""
+    """A batch of rows: each row's components' direct contributions at its last position, its
+    MLPs split by neuron, and the model's own value there."""
 
-    rows: list[tuple[str, int, int, float]]  # (component, layer, head, value), as COLUMNS
-    logit_diff: float  # the model's own logit(answer) - logit(wrong) there
-    residual_error: float  # max |sum of the parts - the final residual|: float noise only
-    neurons: list[tuple[Tensor, Tensor, Tensor]]  # per layer: (activation [d_mlp],
-    #   each neuron's value [d_mlp], b_out's value [] (0 without b_out))
-
-
-@torch.no_grad()
-def attribute(bridge, tokens, answer: int, wrong: int | None, progress: Progress = silent
-              ) -> DirectAttribution:
-    """Every component's direct contribution at the last position, and the actual logit
-    difference."""
-    logits, cache = forward(bridge, tokens)
-    progress(0.6, "reading the components through the final norm")
-    return attribute_cached(bridge, logits, cache, 0, answer, wrong)
+    components: list[tuple[str, int, int]]  # [component]: (component, layer, head), as COLUMNS
+    values: Tensor  # [batch, component]
+    logit_diff: Tensor  # [batch]: the model's own logit(answer) - logit(wrong) there
+    residual_error: Tensor  # [batch]: max |sum of the parts - the final residual|: float noise only
+    activations: Tensor  # [batch, layer, d_mlp]: each MLP's activation (hook_post)
+    neuron_values: Tensor  # [batch, layer, d_mlp]: each neuron's direct value
+    neuron_bias: Tensor  # [batch, layer]: b_out's value (0 without b_out)
 
 
 @torch.no_grad()
@@ -99,96 +93,163 @@ def forward(bridge, tokens: Tensor):
     return bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
 
 
+class Reading:
+    """Vectors read through the final norm's linear part, each row's cached scale frozen, along
+    each row's answer − wrong direction: a row's value of x is linear(x) @ direction / scale
+    (the scale is one number per row, so dividing after the product is the same map)."""
+
+    def __init__(self, bridge, cache, answers: list[int], wrongs: list[int | None]):
+        self.norm = FinalNorm(bridge)
+        self.frozen = "ln_final.hook_scale" in cache  # False: the model has no final norm
+        # [batch]: the final norm's scale at each row's last position
+        self.scale = cache["ln_final.hook_scale"][:, -1, 0].float() if self.frozen else None
+        self.directions = torch.stack([logit_direction(bridge, a, w).float()
+                                       for a, w in zip(answers, wrongs)])  # [batch, d_model]
+
+    def _linear(self, x: Tensor) -> Tensor:
+        return self.norm.linear(x) if self.frozen else x
+
+    def _per_row(self, values: Float[Tensor, "batch n"]) -> Float[Tensor, "batch n"]:
+        return values / self.scale[:, None] if self.frozen else values
+
+    def own(self, x: Float[Tensor, "batch n d_model"]) -> Float[Tensor, "batch n"]:
+        """Each row's own vectors (cached activations), each along its row's direction."""
+        return self._per_row(torch.einsum("bnd,bd->bn", self._linear(x), self.directions))
+
+    def shared(self, w: Float[Tensor, "n d_model"]) -> Float[Tensor, "batch n"]:
+        """Vectors every row shares (weights, biases), along every row's direction."""
+        return self._per_row((self._linear(w) @ self.directions.T).T)
+
+
 @torch.no_grad()
-def attribute_cached(bridge, logits: Tensor, cache, row: int, answer: int, wrong: int | None
-                     ) -> DirectAttribution:
-    """Row `row` of a batch's `forward`: its components' direct contributions at the last
-    position, and its actual logit difference."""
-    n_layers = bridge.cfg.n_layers
+def attribute(bridge, logits: Tensor, cache, answers: list[int], wrongs: list[int | None]
+              ) -> DirectAttribution:
+    """Every row of a batch's `forward` (logits [batch, pos, vocab]): its components' direct
+    contributions at the last position, and its actual logit difference. All rows are read
+    at once, one product per kind of component, never one per row and component."""
+    n_layers = int(bridge.cfg.n_layers)
+    batch = logits.shape[0]
+    read = Reading(bridge, cache, answers, wrongs)
 
-    def last(name: str) -> Float[Tensor, "d_model"]:  # noqa: F821 - a jaxtyping shape
-        return cache[name][row, -1].float()
+    def last(name: str) -> Float[Tensor, "batch d_model"]:
+        return cache[name][:, -1].float()
 
-    # the final norm's scale at the last position; None: the model has no final norm
-    scale = cache["ln_final.hook_scale"][row, -1].float() if "ln_final.hook_scale" in cache else None
-    norm = FinalNorm(bridge)
-    direction = logit_direction(bridge, answer, wrong).float()
-
-    def value(x: Tensor) -> Tensor:
-        return (norm.linear(x, scale) if scale is not None else x) @ direction
-
-    rows = [("embed", -1, -1, value(last("hook_embed")))]
-    neurons = []
+    components = [("embed", -1, -1)]
+    embeddings = [last("hook_embed")]
     if "hook_pos_embed" in cache:
-        rows.append(("pos_embed", -1, -1, value(last("hook_pos_embed"))))
-    residual = sum(last(n) for n in ("hook_embed", "hook_pos_embed") if n in cache)
+        components.append(("pos_embed", -1, -1))
+        embeddings.append(last("hook_pos_embed"))
+    values = [read.own(torch.stack(embeddings, dim=1))]  # each [batch, n]
+    residual = sum(embeddings)
+    activations, neuron_values, neuron_bias = [], [], []
     for layer in range(n_layers):
-        attn = bridge.blocks[layer].attn
-        z = cache[f"blocks.{layer}.attn.hook_z"][row, -1].float()  # [head, d_head]
-        per_head = torch.einsum("hd,hdm->hm", z, attn.W_O.float())  # [head, d_model]
-        attn_out, mlp_out = last(f"blocks.{layer}.hook_attn_out"), last(f"blocks.{layer}.hook_mlp_out")
-        rows += [("head", layer, h, value(per_head[h])) for h in range(per_head.shape[0])]
+        attn, mlp = bridge.blocks[layer].attn, bridge.blocks[layer].mlp
+        z = cache[f"blocks.{layer}.attn.hook_z"][:, -1].float()  # [batch, head, d_head]
+        per_head = torch.einsum("bhd,hdm->bhm", z, attn.W_O.float())  # [batch, head, d_model]
+        components += [("head", layer, h) for h in range(per_head.shape[1])]
+        values.append(read.own(per_head))
         if attn.b_O is not None:
-            rows.append(("attn_bias", layer, -1, value(attn.b_O.float())))
-        rows += [("attn", layer, -1, value(attn_out)), ("mlp", layer, -1, value(mlp_out))]
-        neurons.append(neuron_values(bridge.blocks[layer].mlp, last(f"blocks.{layer}.mlp.hook_post"), value))
+            components.append(("attn_bias", layer, -1))
+            values.append(read.shared(attn.b_O.float()[None]))
+        attn_out, mlp_out = last(f"blocks.{layer}.hook_attn_out"), last(f"blocks.{layer}.hook_mlp_out")
+        components += [("attn", layer, -1), ("mlp", layer, -1)]
+        values.append(read.own(torch.stack([attn_out, mlp_out], dim=1)))
+        post = last(f"blocks.{layer}.mlp.hook_post")  # [batch, d_mlp]
+        activations.append(post)
+        # value is linear, so neuron i's share is post[i] * value(W_out[i])
+        neuron_values.append(post * read.shared(mlp.W_out.float()))
+        b_out = getattr(mlp, "b_out", None)
+        neuron_bias.append(read.shared(b_out.float()[None])[:, 0] if b_out is not None else torch.zeros(batch))
         residual = residual + attn_out + mlp_out
-    constant = torch.zeros(())
-    if norm.bias is not None and scale is not None:
-        constant = constant + norm.bias.float() @ direction
+    components.append(("bias", -1, -1))
+    values.append(_constant(bridge, read, answers, wrongs)[:, None])
+    final_resid = last(f"blocks.{n_layers - 1}.hook_resid_post")
+    resid_error = (residual - final_resid).abs().amax(-1)  # [batch]
+    if (resid_error > 1e-3 * final_resid.abs().amax(-1).clamp(min=1.0)).any():  # float noise is ~1e-6
+        raise RuntimeError(f"dla: the residual stream of {bridge.cfg.model_name} is not the sum of its "
+                           f"embeddings, attention and MLP outputs (off by {resid_error.max():.3g}); this "
+                           "architecture is not supported")
+    return DirectAttribution(components, torch.cat(values, dim=1), _logit_diffs(logits, answers, wrongs),
+                             resid_error, torch.stack(activations, 1), torch.stack(neuron_values, 1),
+                             torch.stack(neuron_bias, 1))
+
+
+def _constant(bridge, read: Reading, answers: list[int], wrongs: list[int | None]) -> Float[Tensor, "batch"]:  # noqa: F821
+    """The part of each row's value no component writes: the final norm's bias and the
+    unembedding's bias along its direction."""
+    constant = torch.zeros(len(answers))
+    if read.norm.bias is not None and read.frozen:
+        constant = constant + read.directions @ read.norm.bias.float()
     b_u = getattr(bridge.unembed, "b_U", None)
     if b_u is not None:
-        constant = constant + b_u[answer].float() - (b_u[wrong].float() if wrong is not None else 0)
-    rows.append(("bias", -1, -1, constant))
-    final = logits[row, -1].float()
-    actual = final[answer] - (final[wrong] if wrong is not None else 0)
-    final_resid = last(f"blocks.{n_layers - 1}.hook_resid_post")
-    resid_error = (residual - final_resid).abs().max()
-    if resid_error > 1e-3 * max(1.0, final_resid.abs().max().item()):  # float noise is ~1e-6
-        raise RuntimeError(f"dla: the residual stream of {bridge.cfg.model_name} is not the sum of its "
-                           f"embeddings, attention and MLP outputs (off by {resid_error:.3g}); this "
-                           "architecture is not supported")
-    return DirectAttribution([(c, layer, h, float(v)) for c, layer, h, v in rows], float(actual),
-                             float(resid_error), neurons)
+        b_u = b_u.float()
+        constant = constant + b_u[answers] - torch.stack(
+            [b_u[w] if w is not None else torch.zeros(()) for w in wrongs])
+    return constant
 
 
-def neuron_values(mlp, post: Float[Tensor, "d_mlp"], value) -> tuple[Tensor, Tensor, Tensor]:  # noqa: F821
-    """(activation, each neuron's direct value, b_out's value) of one MLP at the last
-    position: post[i] * value(W_out[i]), `value` the frozen final norm and the direction."""
-    w_out = mlp.W_out.float()  # [d_mlp, d_model]
-    per_neuron = post * value(w_out)  # [d_mlp]: value is linear, so value(post[i] W_out[i])
-    b_out = getattr(mlp, "b_out", None)
-    bias = value(b_out.float()) if b_out is not None else torch.zeros(())
-    return post, per_neuron, bias
+def _logit_diffs(logits: Tensor, answers: list[int], wrongs: list[int | None]) -> Float[Tensor, "batch"]:  # noqa: F821
+    final = logits[:, -1].float()  # [batch, vocab]
+    rows = torch.arange(final.shape[0])
+    wrong = torch.stack([final[r, w] if w is not None else torch.zeros(()) for r, w in zip(rows, wrongs)])
+    return final[rows, answers] - wrong
 
 
-def neuron_table(neurons: list[tuple[Tensor, Tensor, Tensor]], top_k: int) -> pd.DataFrame:
-    """Per layer the `top_k` neurons that raise the difference most and the `top_k` that
-    lower it most, then `rest` and `bias`, which with them add up to the layer's MLP."""
-    rows = []
-    for layer, (post, values, bias) in enumerate(neurons):
-        k = min(top_k, values.shape[0])
-        up, down = values.topk(k), values.topk(k, largest=False)
-        listed = [int(i) for i, v in zip(up.indices, up.values) if v > 0]
-        listed += [int(i) for i, v in zip(down.indices, down.values) if v < 0]
-        listed.sort(key=lambda i: -abs(float(values[i])))
-        rows += [(layer, "neuron", i, rank, float(post[i]), float(values[i]))
-                 for rank, i in enumerate(listed, start=1)]
-        unlisted = torch.ones_like(values, dtype=torch.bool)
-        unlisted[listed] = False
-        rest = values[unlisted].sum()
-        rows += [(layer, "rest", -1, -1, float("nan"), float(rest)),
-                 (layer, "bias", -1, -1, float("nan"), float(bias))]
-    return pd.DataFrame(rows, columns=NEURON_COLUMNS)
+def contribution_table(found: DirectAttribution) -> pd.DataFrame:
+    """Every row's components, rows one after the other ([batch * component] rows, as COLUMNS)."""
+    batch = found.values.shape[0]
+    component, layer, head = (np.array(column) for column in zip(*found.components))
+    return pd.DataFrame({"component": np.tile(component, batch), "layer": np.tile(layer, batch),
+                         "head": np.tile(head, batch), "value": found.values.double().numpy().ravel()},
+                        columns=list(COLUMNS))
+
+
+def neuron_table(found: DirectAttribution, top_k: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Per row and layer the `top_k` neurons that raise the difference most and the `top_k`
+    that lower it most (by |value|, largest first), then `rest` and `bias`, which with them
+    add up to the layer's MLP; rows one after the other. Also how many lines each row has.
+
+    Every (row, layer) gets 2k candidate slots, then `rest` and `bias`; a slot is kept where
+    its neuron raises (top k) or lowers (bottom k) the difference at all."""
+    values, post = found.neuron_values, found.activations  # [batch, layer, d_mlp]
+    batch, n_layers, d_mlp = values.shape
+    k = min(top_k, d_mlp)
+    up, down = values.topk(k, dim=-1), values.topk(k, dim=-1, largest=False)
+    index = torch.cat([up.indices, down.indices], dim=-1)  # [batch, layer, 2k]
+    chosen = torch.cat([up.values, down.values], dim=-1)
+    listed = torch.cat([up.values > 0, down.values < 0], dim=-1)
+    # largest |value| first, unlisted slots last; stable, so equal values keep topk's order
+    order = torch.where(listed, -chosen.abs(), torch.inf).sort(dim=-1, stable=True).indices
+    index, chosen, listed = index.gather(-1, order), chosen.gather(-1, order), listed.gather(-1, order)
+    # with 2k > d_mlp a neuron can fill an up and a down slot: count its listed slots
+    unlisted = torch.zeros_like(values).scatter_add(-1, index, listed.to(values.dtype)) == 0
+    rest = torch.where(unlisted, values, 0).sum(-1)  # [batch, layer]
+    slots = 2 * k + 2
+    keep = torch.cat([listed, torch.ones(batch, n_layers, 2, dtype=torch.bool)], dim=-1).numpy()
+    rank = np.broadcast_to(np.arange(1, 2 * k + 1), (batch, n_layers, 2 * k))
+    frame = pd.DataFrame({
+        "layer": np.broadcast_to(np.arange(n_layers)[:, None], (batch, n_layers, slots))[keep],
+        "part": np.broadcast_to(np.array(["neuron"] * (2 * k) + ["rest", "bias"], dtype=object),
+                                (batch, n_layers, slots))[keep],
+        "neuron": np.concatenate([index.numpy(), np.full((batch, n_layers, 2), -1)], -1)[keep],
+        "rank": np.concatenate([rank, np.full((batch, n_layers, 2), -1)], -1)[keep],
+        "activation": np.concatenate([post.gather(-1, index).double().numpy(),
+                                      np.full((batch, n_layers, 2), np.nan)], -1)[keep],
+        "value": np.concatenate([chosen.double().numpy(), rest.double().numpy()[..., None],
+                                 found.neuron_bias.double().numpy()[..., None]], -1)[keep],
+    }, columns=list(NEURON_COLUMNS))
+    return frame, keep.reshape(batch, -1).sum(1)
 
 
 def run(model, spec: AnalysisSpec, progress: Progress = silent) -> Result:
     bridge = model.bridge
     spec, tokens, answer, wrong = _read_inputs(bridge, spec)
     progress(0.1, "running the model")
-    found = attribute(bridge, tokens, answer, wrong, progress)
+    logits, cache = forward(bridge, tokens)
+    progress(0.6, "reading the components through the final norm")
+    result, = _results(bridge, [spec], tokens, logits, cache, [answer], [wrong])
     progress(1.0, "done")
-    return _result(bridge, spec, tokens, found)
+    return result
 
 
 MAX_SET_TOKENS = 4096  # batch rows x positions one forward of a set's rows may take
@@ -197,21 +258,22 @@ MAX_SET_TOKENS = 4096  # batch rows x positions one forward of a set's rows may 
 @torch.no_grad()
 def run_examples(model, specs: list[AnalysisSpec], progress: Progress = silent) -> list[Result | UserError]:
     """A prompt set's rows (`kinds/sets.py`): each row's `run` result, or the UserError it
-    raises, in its place. Rows of one token length share a forward pass; each row's
-    decomposition reads its own row of the cache, so it equals its `run` to float rounding."""
+    raises, in its place. Rows of one token length and one `top_k` share a forward pass and
+    are decomposed together (`attribute` reads every row of a batch at once; each row reads
+    its own row of the cache), so each equals its `run` to float rounding."""
     bridge = model.bridge
     outcomes, read = row_batches.read_rows(specs, lambda spec: _read_inputs(bridge, spec))
-    batches = row_batches.batches({i: (int(tokens.shape[1]),) for i, (_, tokens, _, _) in read.items()},
+    batches = row_batches.batches({i: (int(tokens.shape[1]), spec.top_k) for i, (spec, tokens, _, _) in read.items()},
                                   MAX_SET_TOKENS)
     for n, batch in enumerate(batches):
         progress(n / len(batches), f"decomposing the last position: batch {n + 1} of {len(batches)}")
-        logits, cache = forward(bridge, torch.cat([read[i][1] for i in batch]))  # [batch, pos]
-        for row, i in enumerate(batch):
-            spec, tokens, answer, wrong = read[i]
-            try:
-                outcomes[i] = _result(bridge, spec, tokens, attribute_cached(bridge, logits, cache, row, answer, wrong))
-            except UserError as err:
-                outcomes[i] = err
+        tokens = torch.cat([read[i][1] for i in batch])  # [batch, pos]
+        logits, cache = forward(bridge, tokens)
+        rows = [read[i] for i in batch]
+        found = _results(bridge, [r[0] for r in rows], tokens, logits, cache, [r[2] for r in rows],
+                         [r[3] for r in rows])
+        for i, result in zip(batch, found):
+            outcomes[i] = result
     progress(1.0, "done")
     return outcomes
 
@@ -226,13 +288,19 @@ def _read_inputs(bridge, spec: AnalysisSpec) -> tuple[AnalysisSpec, Tensor, int,
     return spec, tokens, answer, wrong
 
 
-def _result(bridge, spec: AnalysisSpec, tokens: Tensor, found: DirectAttribution) -> Result:
-    table = pd.DataFrame(found.rows, columns=COLUMNS)
-    total = table[table.component.isin(TOTAL_COMPONENTS)].value.sum()
-    return Result(spec=spec, tables={"contributions": table, "neurons": neuron_table(found.neurons, spec.top_k)},
-                  meta={
-        "logit_diff": found.logit_diff, "sum_of_components": float(total),
-        "residual_error": found.residual_error, "total_components": list(TOTAL_COMPONENTS),
+def _results(bridge, specs: list[AnalysisSpec], tokens: Tensor, logits: Tensor, cache,
+             answers: list[int], wrongs: list[int | None]) -> list[Result]:
+    """Each row's Result from a batch's `forward` (`specs` share one `top_k` and one token
+    length): the tables are built once for the batch and cut per row."""
+    found = attribute(bridge, logits, cache, answers, wrongs)
+    n_components = len(found.components)
+    contributions = row_batches.split_rows(contribution_table(found), [n_components] * len(specs))
+    neurons, counts = neuron_table(found, specs[0].top_k)
+    totals = found.values[:, [c in TOTAL_COMPONENTS for c, _, _ in found.components]].double().sum(-1)
+    return [Result(spec=spec, tables={"contributions": table, "neurons": neuron_part}, meta={
+        "logit_diff": float(found.logit_diff[row]), "sum_of_components": float(totals[row]),
+        "residual_error": float(found.residual_error[row]), "total_components": list(TOTAL_COMPONENTS),
         "position": int(tokens.shape[1] - 1), "n_tokens": int(tokens.shape[1]),
         "d_mlp": int(bridge.cfg.d_mlp),
-    })
+    }) for row, (spec, table, neuron_part) in enumerate(zip(specs, contributions,
+                                                           row_batches.split_rows(neurons, counts)))]

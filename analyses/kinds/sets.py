@@ -43,7 +43,13 @@ from analyses.core.progress import Progress, silent
 from analyses.core.restored import mean_share_restored
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
-from analyses.core.summary import mean_interval, proportion_interval, single_measurement, summarise
+from analyses.core.summary import (
+    mean_interval,
+    proportion_interval,
+    single_measurement,
+    summarise,
+    summarise_means,
+)
 
 
 @dataclass(frozen=True)
@@ -133,9 +139,17 @@ def per_example_table(name: str, parts: list[tuple[int, int | None, pd.DataFrame
         n_tokens = [n if n is not None else int(part["position"].max()) + 1 for _, n, part in parts]
         frame.insert(1, "n_tokens", np.repeat(n_tokens, lengths))
     if name == "targets":  # which of the row's targets (0: its answer, 1: wrong, ...)
-        frame["target"] = frame.groupby("example", sort=False)["token_id"].transform(
-            lambda ids: pd.factorize(ids)[0])
+        frame["target"] = first_seen_order(frame["example"], frame["token_id"])
     return frame
+
+
+def first_seen_order(example: pd.Series, token_id: pd.Series) -> np.ndarray:
+    """Each line's token's place among its example's distinct tokens in order of first
+    appearance (`pd.factorize` within each example), for every example at once: groups are
+    numbered in order of first appearance and an example's lines are contiguous, so its
+    groups' numbers run on from its first."""
+    group = example.groupby([example, token_id], sort=False).ngroup()
+    return (group - group.groupby(example, sort=False).transform("min")).to_numpy()
 
 
 def one_by_one(run_one):
@@ -176,9 +190,18 @@ def summary_table(frame: pd.DataFrame, summary: Summary, examples: pd.DataFrame)
         frame = frame.assign(n_tokens=frame["n_tokens"].where(by_position, -1))
         keys = ["n_tokens", *keys]
     if isinstance(summary.value, str):
-        return summarise(frame, keys, _statistic(summary.value, summary, examples))
-    return pd.concat([summarise(frame, keys, _statistic(value, summary, examples)).assign(quantity=value)
+        return _summarised(frame, keys, summary.value, summary, examples)
+    return pd.concat([_summarised(frame, keys, value, summary, examples).assign(quantity=value)
                       for value in summary.value], ignore_index=True)  # several quantities: a row each
+
+
+def _summarised(frame: pd.DataFrame, keys: list[str], value: str, summary: Summary,
+                examples: pd.DataFrame) -> pd.DataFrame:
+    """Column `value`'s summary rows: a plain mean for every group at once, the other
+    estimates group by group."""
+    if not (summary.wang or value in summary.accuracies or value in summary.once_per_run):
+        return summarise_means(frame, keys, value)
+    return summarise(frame, keys, _statistic(value, summary, examples))
 
 
 def _statistic(value: str, summary: Summary, examples: pd.DataFrame):

@@ -99,3 +99,27 @@ def test_a_once_per_run_quantity_that_varies_between_examples_is_refused():
     effects.loc[2, "kl"] = 0.5
     with pytest.raises(ValueError, match="kl"):
         summary_table(effects, SUMMARIES["steering"]["effects"], pd.DataFrame())
+
+
+@pytest.mark.parametrize("keys", [["layer"], ["layer", "part", "neuron"]])
+def test_plain_means_of_every_group_at_once_equal_the_group_by_group_t_intervals(keys):
+    """`summarise_means` (one grouped pass) against `summarise` with `mean_interval` (numpy,
+    one group at a time): groups of one, groups whose values are all NaN or infinite, a NaN
+    key, and float32 values."""
+    from analyses.core.summary import mean_interval, summarise, summarise_means
+
+    rng = np.random.default_rng(0)
+    n = 400
+    frame = pd.DataFrame({"example": np.arange(n) % 37, "layer": rng.integers(0, 5, n),
+                          "part": rng.choice(["neuron", "rest", "bias"], n),
+                          "neuron": rng.integers(-1, 30, n).astype(float),
+                          "value": rng.normal(0, 3, n).astype(np.float32)})
+    frame.loc[[3, 17], "neuron"] = np.nan
+    frame.loc[[5, 9, 11], "value"] = [np.nan, np.inf, -np.inf]
+    frame.loc[n] = {"example": 0, "layer": 9, "part": "bias", "neuron": 99.0, "value": np.nan}  # all NaN
+    frame.loc[n + 1] = {"example": 0, "layer": 8, "part": "rest", "neuron": 98.0, "value": 1.5}  # alone
+    ours = summarise_means(frame, keys, "value")
+    theirs = summarise(frame, keys, lambda part: mean_interval(part["value"].to_numpy()))
+    assert len(ours) == len(theirs) > 5
+    pd.testing.assert_frame_equal(ours, theirs, rtol=1e-12, atol=1e-12)
+    assert {0, 1} <= set(ours["n"])  # the all-NaN and the single-value groups are there

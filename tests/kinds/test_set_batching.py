@@ -119,3 +119,45 @@ def test_a_logit_lens_window_reads_only_its_positions_and_equals_the_full_readou
     assert len(heatmap.data[0].x if heatmap.data[0].x is not None else heatmap.data[0].z[0]) == 5
     with pytest.raises(Exception, match="positions: position 99 is past the prompt's end"):
         compute(AnalysisSpec(kind="logit_lens", prompt=prompt, positions="3, 99"), cache=False)
+
+
+def test_dla_rows_with_and_without_a_wrong_token_read_together_equal_their_single_runs(embedded):
+    """One batch whose rows differ in answer, and one of which has no wrong token (its answer's
+    logit itself is split): each row's tables are its own single run's."""
+    from analyses.kinds import dla
+
+    prompt = "When Mary and John went to the store, John gave a drink to"
+    specs = [AnalysisSpec(kind="dla", prompt=prompt, answer=" Mary", wrong=" John"),
+             AnalysisSpec(kind="dla", prompt=prompt, answer=" John"),
+             AnalysisSpec(kind="dla", prompt=prompt.replace("Mary", "Anna"), answer=" Anna", wrong=" John")]
+    together = dla.run_examples(embedded, specs)
+    for spec, found in zip(specs, together):
+        alone = dla.run(embedded, spec)
+        for table in ("contributions", "neurons"):
+            pd.testing.assert_frame_equal(found.tables[table], alone.tables[table], atol=1e-5)
+        assert found.meta["logit_diff"] == pytest.approx(alone.meta["logit_diff"], abs=1e-5)
+
+
+def test_a_logit_lens_batch_read_in_chunks_that_split_rows_equals_it_read_whole(embedded, monkeypatch):
+    """Readout chunks of 7 (row, position) pairs cut across rows; the tables equal one chunk
+    holding the whole batch."""
+    from analyses.kinds import logit_lens
+    from analyses.kinds.tokens import prompt_tokens
+
+    def length(row) -> int:
+        return prompt_tokens(embedded.bridge, row["clean"]).shape[1]
+
+    rows = ds.shipped("ioi").rows
+    rows = [r for r in rows if length(r) == length(rows[0])][:5]  # one batch
+    specs = [AnalysisSpec(kind="logit_lens", prompt=r["clean"], token=f"{r['answer']},{r['wrong']}", top_k=3)
+             for r in rows]
+    monkeypatch.setattr(logit_lens, "CACHE_BYTES", logit_lens.READOUT_BYTES)  # 2,110 pairs a chunk
+    whole = logit_lens.run_examples(embedded, specs)
+    per_position = 4 * (embedded.bridge.cfg.n_layers + 1) * embedded.bridge.cfg.d_vocab
+    monkeypatch.setattr(logit_lens, "CACHE_BYTES", 7 * per_position)
+    monkeypatch.setattr(logit_lens, "MIN_ROWS", 1)
+    assert logit_lens.chunk_positions(embedded.bridge.cfg.n_layers + 1, embedded.bridge.cfg.d_vocab) == 7
+    chunked = logit_lens.run_examples(embedded, specs)
+    for ours, theirs in zip(chunked, whole):
+        for table in ("top", "targets"):
+            pd.testing.assert_frame_equal(ours.tables[table], theirs.tables[table], atol=1e-6)

@@ -175,3 +175,16 @@ def test_the_ioi_sets_head_intervals_are_the_paired_ones_a_bootstrap_finds():
         low, high = np.percentile(a[idx].mean(1) / b[idx].mean(1), [2.5, 97.5])
         assert row.mean == pytest.approx(a.mean() / b.mean(), abs=1e-9)
         assert abs(row.ci_low - low) < 0.2 * (high - low) and abs(row.ci_high - high) < 0.2 * (high - low), row
+
+
+def test_a_targets_place_in_its_row_is_its_first_appearance_order_within_its_example():
+    """`first_seen_order` (every example at once) against `pd.factorize` example by example,
+    with repeated and shared target ids and examples of one line."""
+    from analyses.kinds.sets import first_seen_order
+
+    rng = np.random.default_rng(1)
+    example = np.repeat(np.arange(60), rng.integers(1, 30, 60))
+    token_id = rng.integers(0, 6, len(example))
+    frame = pd.DataFrame({"example": example, "token_id": token_id})
+    theirs = np.concatenate([pd.factorize(part.token_id)[0] for _, part in frame.groupby("example", sort=False)])
+    np.testing.assert_array_equal(first_seen_order(frame.example, frame.token_id), theirs)
