@@ -157,6 +157,38 @@ def test_batches_that_start_at_their_own_layer_give_the_same_numbers(tiny_gpt2_d
     np.testing.assert_allclose(per_layer.patch(site, cells), together.patch(site, cells), atol=1e-6)
 
 
+def test_rows_join_the_pass_at_their_own_layer_with_the_same_numbers(arch_model, monkeypatch):
+    """One batch over every layer: block L runs only the rows patched at or below L (the
+    others join later with their cached corrupted residual), and the numbers equal a pass
+    in which every row runs from the lowest layer."""
+    import analyses.kinds.patching.engine as engine
+
+    _, folder, model = arch_model
+    bridge, site = model.bridge, GRANULARITIES["head_out"]
+    pair = prompt_pair(bridge, spec(folder))
+    joined = Patcher(bridge, pair, sites=(site,))
+    n_layers = int(bridge.cfg.n_layers)
+    cells = joined.cells(site, list(range(n_layers)))
+    assert len(joined.batches(cells)) == 1
+    joined.patch(site, cells[:1])  # the first batch's extra check row is not counted below
+    rows_seen = {}
+    handles = [(bridge.blocks[layer].hook_in, bridge.blocks[layer].hook_in.add_hook(
+        lambda tensor, hook, layer=layer: rows_seen.__setitem__(layer, tensor.shape[0])))
+        for layer in range(n_layers)]
+    try:
+        got = joined.patch(site, cells)
+    finally:
+        for point, handle in handles:
+            type(bridge)._remove_temporary_hook(point, "fwd", handle)
+    per_layer = len(cells) // n_layers
+    assert rows_seen == {layer: per_layer * (layer + 1) for layer in range(n_layers)}
+    measure = engine.Patcher.measure  # the same batch with every row from the lowest layer
+    monkeypatch.setattr(engine.Patcher, "measure", lambda self, cells, start, hooks_for, examples=None,
+                        entries=None: measure(self, cells, start, hooks_for, examples))
+    from_lowest = Patcher(bridge, pair, sites=(site,))
+    np.testing.assert_allclose(got, from_lowest.patch(site, cells), atol=1e-6)
+
+
 def test_full_forwards_give_the_same_numbers_as_resumed_ones(tiny_gpt2_dir):
     """The fallback for architectures that cannot resume from a layer: same cells, same numbers."""
     model = models.load(str(tiny_gpt2_dir))
