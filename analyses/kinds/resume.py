@@ -71,17 +71,19 @@ def skipping_blocks_below(bridge, start: int, returns_tuple: bool):
 def joining_rows(bridge, first_rows: int, arrivals: dict[int, Float[Tensor, "row pos d_model"]]):
     """While the context is open, block L appends `arrivals[L]` (the residual entering block
     L of rows that join the pass there) to the rows it receives, so the pass leaves block L
-    with more rows than it entered with. The caller orders rows by the block they join at and
+    with more rows than it entered with (blocks after the first arrival without arrivals of
+    their own still widen their arguments). The caller orders rows by the block they join at and
     gives the pass (its residual of `first_rows` rows, key/value cache layers and hooks) only
     the rows present at each block.
 
     Other per-row arguments a block receives (an attention mask, position ids: the Hugging
     Face model builds them once for the `first_rows` the pass started with) are widened with
     copies of their first row: the rows of one pass share their positions and have no padding."""
-    def joining(forward, arriving: Tensor):
+    def joining(forward, arriving: Tensor | None):
         def block_forward(*args, **kwargs):
             hidden = args[0] if args else kwargs["hidden_states"]
-            hidden = torch.cat([hidden, arriving.to(hidden.dtype)])
+            if arriving is not None:
+                hidden = torch.cat([hidden, arriving.to(hidden.dtype)])
             rows = hidden.shape[0]
             kwargs = {name: hidden if name == "hidden_states" else _widened(value, first_rows, rows)
                       for name, value in kwargs.items()}
@@ -90,7 +92,10 @@ def joining_rows(bridge, first_rows: int, arrivals: dict[int, Float[Tensor, "row
             return forward(*args, **kwargs)
         return block_forward
 
-    joined = [(bridge.blocks[layer], rows) for layer, rows in arrivals.items() if len(rows)]
+    arriving = {layer: rows for layer, rows in arrivals.items() if len(rows)}
+    blocks = list(bridge.blocks)
+    joined = [(block, arriving.get(layer)) for layer, block in enumerate(blocks)
+              if arriving and layer >= min(arriving)]
     try:
         for block, rows in joined:
             object.__setattr__(block, "forward", joining(block.forward, rows))

@@ -189,6 +189,34 @@ def test_rows_join_the_pass_at_their_own_layer_with_the_same_numbers(arch_model,
     np.testing.assert_allclose(got, from_lowest.patch(site, cells), atol=1e-6)
 
 
+def test_blocks_above_the_last_joining_layer_run_every_row(monkeypatch):
+    """On the 3-layer embedded model, rows patched at layers 0 and 1 (none at 2), two
+    examples: block 2 has no rows of its own joining but gets every row, with its per-row
+    arguments widened; the numbers equal a pass of every row from layer 0."""
+    import analyses.kinds.patching.engine as engine
+
+    folder = REPO_ROOT / "data" / "models" / "tiny-circuits"
+    if not (folder / "config.json").is_file():
+        pytest.skip("the embedded model data/models/tiny-circuits is absent (not trained yet)")
+    model = models.load(str(folder))
+    rows = [json.loads(line) for line in (REPO_ROOT / "data" / "datasets" / "ioi.jsonl").open()][:8]
+    pairs = [prompt_pair(model.bridge, AnalysisSpec(kind="activation_patching", model=str(folder), **{
+        k: row[k] for k in ("clean", "corrupted", "answer", "wrong")})) for row in rows]
+    length = int(pairs[0].clean.shape[1])
+    pairs = [p for p in pairs if int(p.clean.shape[1]) == length][:2]
+    assert len(pairs) == 2 and int(model.bridge.cfg.n_layers) == 3
+    site = GRANULARITIES["head_out"]
+    joined = Patcher(model.bridge, PairBatch.of(pairs), sites=(site,))
+    cells = joined.cells(site, [0, 1])
+    got = joined.patch_examples(site, cells)
+    measure = engine.Patcher.measure
+    monkeypatch.setattr(engine.Patcher, "measure", lambda self, cells, start, hooks_for, examples=None,
+                        entries=None: measure(self, cells, start, hooks_for, examples))
+    from_lowest = Patcher(model.bridge, PairBatch.of(pairs), sites=(site,))
+    np.testing.assert_allclose(got, from_lowest.patch_examples(site, cells), atol=1e-6)
+    assert joined.resumes and from_lowest.resumes
+
+
 def test_full_forwards_give_the_same_numbers_as_resumed_ones(tiny_gpt2_dir):
     """The fallback for architectures that cannot resume from a layer: same cells, same numbers."""
     model = models.load(str(tiny_gpt2_dir))
