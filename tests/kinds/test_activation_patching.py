@@ -157,6 +157,66 @@ def test_batches_that_start_at_their_own_layer_give_the_same_numbers(tiny_gpt2_d
     np.testing.assert_allclose(per_layer.patch(site, cells), together.patch(site, cells), atol=1e-6)
 
 
+def test_rows_join_the_pass_at_their_own_layer_with_the_same_numbers(arch_model, monkeypatch):
+    """One batch over every layer: block L runs only the rows patched at or below L (the
+    others join later with their cached corrupted residual), and the numbers equal a pass
+    in which every row runs from the lowest layer."""
+    import analyses.kinds.patching.engine as engine
+
+    _, folder, model = arch_model
+    bridge, site = model.bridge, GRANULARITIES["head_out"]
+    pair = prompt_pair(bridge, spec(folder))
+    joined = Patcher(bridge, pair, sites=(site,))
+    n_layers = int(bridge.cfg.n_layers)
+    cells = joined.cells(site, list(range(n_layers)))
+    assert len(joined.batches(cells)) == 1
+    joined.patch(site, cells[:1])  # the first batch's extra check row is not counted below
+    rows_seen = {}
+    handles = [(bridge.blocks[layer].hook_in, bridge.blocks[layer].hook_in.add_hook(
+        lambda tensor, hook, layer=layer: rows_seen.__setitem__(layer, tensor.shape[0])))
+        for layer in range(n_layers)]
+    try:
+        got = joined.patch(site, cells)
+    finally:
+        for point, handle in handles:
+            type(bridge)._remove_temporary_hook(point, "fwd", handle)
+    per_layer = len(cells) // n_layers
+    assert rows_seen == {layer: per_layer * (layer + 1) for layer in range(n_layers)}
+    measure = engine.Patcher.measure  # the same batch with every row from the lowest layer
+    monkeypatch.setattr(engine.Patcher, "measure", lambda self, cells, start, hooks_for, examples=None,
+                        entries=None: measure(self, cells, start, hooks_for, examples))
+    from_lowest = Patcher(bridge, pair, sites=(site,))
+    np.testing.assert_allclose(got, from_lowest.patch(site, cells), atol=1e-6)
+
+
+def test_blocks_above_the_last_joining_layer_run_every_row(monkeypatch):
+    """On the 3-layer embedded model, rows patched at layers 0 and 1 (none at 2), two
+    examples: block 2 has no rows of its own joining but gets every row, with its per-row
+    arguments widened; the numbers equal a pass of every row from layer 0."""
+    import analyses.kinds.patching.engine as engine
+
+    folder = REPO_ROOT / "data" / "models" / "tiny-circuits"
+    if not (folder / "config.json").is_file():
+        pytest.skip("the embedded model data/models/tiny-circuits is absent (not trained yet)")
+    model = models.load(str(folder))
+    rows = [json.loads(line) for line in (REPO_ROOT / "data" / "datasets" / "ioi.jsonl").open()][:8]
+    pairs = [prompt_pair(model.bridge, AnalysisSpec(kind="activation_patching", model=str(folder), **{
+        k: row[k] for k in ("clean", "corrupted", "answer", "wrong")})) for row in rows]
+    length = int(pairs[0].clean.shape[1])
+    pairs = [p for p in pairs if int(p.clean.shape[1]) == length][:2]
+    assert len(pairs) == 2 and int(model.bridge.cfg.n_layers) == 3
+    site = GRANULARITIES["head_out"]
+    joined = Patcher(model.bridge, PairBatch.of(pairs), sites=(site,))
+    cells = joined.cells(site, [0, 1])
+    got = joined.patch_examples(site, cells)
+    measure = engine.Patcher.measure
+    monkeypatch.setattr(engine.Patcher, "measure", lambda self, cells, start, hooks_for, examples=None,
+                        entries=None: measure(self, cells, start, hooks_for, examples))
+    from_lowest = Patcher(model.bridge, PairBatch.of(pairs), sites=(site,))
+    np.testing.assert_allclose(got, from_lowest.patch_examples(site, cells), atol=1e-6)
+    assert joined.resumes and from_lowest.resumes
+
+
 def test_full_forwards_give_the_same_numbers_as_resumed_ones(tiny_gpt2_dir):
     """The fallback for architectures that cannot resume from a layer: same cells, same numbers."""
     model = models.load(str(tiny_gpt2_dir))

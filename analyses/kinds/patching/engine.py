@@ -17,8 +17,10 @@ Contract (what callers give, what the engine may skip, when it falls back):
   patched at a different cell (`Patcher.batches` says how many per forward). With several
   pairs (`PairBatch`), a row is an (example, cell): the examples share forward passes, and
   each row reads its own example's clean activations, corrupted residual and answers.
-- **Resumed**: nothing below a batch's lowest patched layer is recomputed (the corrupted
-  residual entering each block is cached once; blocks below are passed through), and
+- **Resumed**: nothing below a row's patched layer is recomputed (the corrupted residual
+  entering each block is cached once; blocks below a batch's lowest layer are passed
+  through, and a row patched higher joins the pass at its own layer, so block L runs only
+  the rows patched at or below L: `resume.joining_rows`), and
   nothing before the prompts' first differing token (those cells are exact no-ops, and
   every patched run reuses the corrupted prefix's keys and values; with several pairs, the
   earliest first difference among them).
@@ -50,7 +52,7 @@ from analyses.core.progress import Progress, counted, silent
 from analyses.core.restored import has_gap, share_restored
 from analyses.core.spec import AnalysisSpec
 from analyses.kinds import ranges
-from analyses.kinds.resume import skipping_blocks_below
+from analyses.kinds.resume import joining_rows, skipping_blocks_below
 from analyses.kinds.tokens import prompt_tokens, single_token
 
 POSITION, HEAD = "position", "head"
@@ -204,11 +206,12 @@ class Patcher:
         probe = bridge.blocks[0].register_forward_hook(
             lambda module, args, output: tuple_outputs.append(isinstance(output, tuple)))
         kv = DynamicCache()  # filled by this forward where the bridge passes it through
-        try:  # clean and corrupted as one batch: one forward instead of two
+        try:  # clean and corrupted as one batch: one forward instead of two; the metric
+            # reads the last position only, so only its logits are computed
             with torch.no_grad():
                 logits, cache = bridge.run_with_cache(
                     torch.cat([self.pairs.clean, self.pairs.corrupted]),
-                    names_filter=sorted({*starts, *site_names}), past_key_values=kv)
+                    names_filter=sorted({*starts, *site_names}), past_key_values=kv, logits_to_keep=1)
         finally:
             probe.remove()
         self.n_forwards += 1
@@ -346,25 +349,37 @@ class Patcher:
         return int(max(1, min(MAX_ROWS, ROW_BUDGET_BYTES // max(per_row, 1))))
 
     def measure(self, cells: np.ndarray, start: int, hooks_for,
-                examples: np.ndarray | None = None) -> np.ndarray:
+                examples: np.ndarray | None = None, entries: np.ndarray | None = None) -> np.ndarray:
         """The metric of one batched forward pass: row r runs example `examples[r]` (default
         0) patched by the hooks that `hooks_for(cells, offset, examples)` builds for
         `cells[r]` (a row of -1s must stay unpatched) at positions `offset` onwards (the hooks
         see only those); nothing below layer `start` and before position `first_difference`
         changes, so where resuming is exact the pass starts at that layer and computes only
         the positions from there, the earlier ones' keys and values coming from the corrupted
-        run's cache."""
+        run's cache.
+
+        `entries[r]` (default: `start` for every row) is the layer below which row r is the
+        corrupted run: where resuming, the row joins the pass there (`resume.joining_rows`).
+        `hooks_for` then gets the rows ordered by entry, and a hook at layer L sees only the
+        rows that entered at or below L: the first ones of that order."""
         examples = np.zeros(len(cells), np.int64) if examples is None else np.asarray(examples)
+        entries = np.full(len(cells), start) if entries is None else np.maximum(entries, start)
         check = not self._verified and self.resumes
-        if check:  # one extra, unpatched row: resuming must reproduce the corrupted run
+        if check:  # one extra, unpatched row: resuming (and joining) must reproduce the corrupted run
             cells = np.vstack([cells, np.full((1, cells.shape[1]), -1)])
             examples = np.append(examples, 0)
+            entries = np.append(entries, entries.max())
+        if not self.resumes:
+            entries = np.zeros(len(cells), np.int64)
+        order = np.argsort(entries, kind="stable")  # rows in the order they enter the pass
         offset = self.first_difference if self.resumes else 0
         with torch.no_grad():
             try:
-                logits = self._forward(examples, start if self.resumes else 0,
-                                       hooks_for(cells, offset, examples))
-                metric = self._metric(logits, torch.from_numpy(examples))
+                logits = self._forward(examples[order], start if self.resumes else 0,
+                                       hooks_for(cells[order], offset, examples[order]),
+                                       entries[order])
+                metric = np.empty(len(cells))
+                metric[order] = self._metric(logits, torch.from_numpy(examples[order]))
             except (NotImplementedError, ValueError, TypeError, RuntimeError):
                 if not check:
                     raise
@@ -421,22 +436,29 @@ class Patcher:
                 hooks.append((site.name(layer), partial(_write_clean, mask=mask, clean=clean)))
             return hooks
 
-        return self.measure(cells, int(cells[:, 0].min()), hooks_for, examples)
+        return self.measure(cells, int(cells[:, 0].min()), hooks_for, examples, entries=cells[:, 0])
 
-    def _forward(self, examples: np.ndarray, start: int, hooks) -> Tensor:
+    def _forward(self, examples: np.ndarray, start: int, hooks, entries: np.ndarray) -> Tensor:
+        """Logits [row, 1, d_vocab] of one pass; `entries` [row] ascending: each row's layer
+        of entry (all 0 where not resuming)."""
         if not self.resumes:
             return self.bridge.run_with_hooks(self._rows(self.pairs.corrupted, examples),
                                               fwd_hooks=hooks)
         offset = self.first_difference
-        residual = self._rows(self._starts[start][:, offset:], examples)
+        # present[L]: the rows in the pass at block L (the first ones: rows go in entry order)
+        present = np.searchsorted(entries, np.arange(self.n_layers), side="right")
+        residual = self._rows(self._starts[start][:, offset:], examples[: present[start]])
+        arrivals = {layer: self._rows(self._starts[layer][:, offset:],
+                                      examples[present[layer - 1]:present[layer]])
+                    for layer in range(start + 1, self.n_layers) if present[layer] > present[layer - 1]}
         past = {}
-        if offset:
-            past["past_key_values"] = copy.deepcopy(self._prefix_cache())
-            if self.n_examples == 1:
-                past["past_key_values"].batch_repeat_interleave(len(examples))
-            else:
-                past["past_key_values"].batch_select_indices(torch.from_numpy(examples))
-        with skipping_blocks_below(self.bridge, start, self._block_returns_tuple):
+        if offset:  # each block's keys and values before `offset`, for the rows present there
+            cache = copy.deepcopy(self._prefix_cache())
+            for layer, kv in enumerate(cache.layers):
+                kv.batch_select_indices(torch.from_numpy(examples[: present[max(layer, start)]]))
+            past["past_key_values"] = cache
+        with skipping_blocks_below(self.bridge, start, self._block_returns_tuple), \
+                joining_rows(self.bridge, len(residual), arrivals):
             return self.bridge.run_with_hooks(residual, fwd_hooks=hooks, start_at_layer=start,
                                               logits_to_keep=1, **past)
 
@@ -490,7 +512,9 @@ def _write_clean(activation: Tensor, hook, mask: Tensor, clean: Tensor) -> Tenso
     In place, as TransformerLens's patch setters do: at a hook whose tensor is also the
     residual stream (`hook_resid_mid` is the second norm's input, the very tensor the block
     adds the MLP output to) the patch must reach the residual, not only the norm's input."""
-    patched = torch.where(mask, clean.to(activation.dtype), activation)
+    rows = activation.shape[0]  # where rows join the pass at their own layer, only the first ones
+    clean = clean if clean.shape[0] == 1 else clean[:rows]
+    patched = torch.where(mask[:rows], clean.to(activation.dtype), activation)
     return activation.copy_(patched)
 
 

@@ -16,7 +16,8 @@ This uses TransformerLens's split-QKV-input hooks (`hook_q_input`/`hook_k_input`
 `hook_v_input`, [batch, pos, head, d_model] before the layer norm), so it is available where
 the bridge supports `set_use_split_qkv_input` for the architecture; the engine is the same
 batched, resumed `Patcher` (`engine.py`) (a batch starts at its lowest receiver layer: the senders' deltas
-come from cached activations, so nothing below a receiver is recomputed).
+come from cached activations, so nothing below a receiver is recomputed: each row joins the pass
+at its receiver's layer).
 
 Cells: int [n, 5] of (sender_layer, sender_head, receiver_layer, receiver_head, input), with
 input indexing `INPUTS`; for grouped-query models, `k`/`v` receivers count key/value heads.
@@ -158,7 +159,8 @@ def patch_paths(patcher, cells: np.ndarray, progress: Progress = silent,
         order = np.argsort(cells[:, 2], kind="stable")
         cap = patcher.rows_per_batch(split_qkv_inputs=True)
         for batch in [order[i:i + cap] for i in range(0, len(order), cap)]:
-            out[batch] = patcher.measure(cells[batch], int(cells[batch, 2].min()), hooks_for)
+            out[batch] = patcher.measure(cells[batch], int(cells[batch, 2].min()), hooks_for,
+                                         entries=cells[batch, 2])  # a row joins at its receiver
             finished += len(batch)
             progress(lo + (hi - lo) * finished / len(cells),
                      f"patched {finished} of {counted(len(cells), 'path')}")
