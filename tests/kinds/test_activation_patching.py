@@ -217,6 +217,34 @@ def test_pairs_patched_together_with_full_forwards_equal_resumed_ones(tiny_gpt2_
     np.testing.assert_allclose(fast, full.patch_examples(site, cells), atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["resid_pre", "head_q_by_pos", "head_k_by_pos", "head_out"])
+def test_batches_that_resume_at_their_own_position_give_the_same_numbers(arch_model, monkeypatch, name):
+    """Small batches (a budget of a few rows) are cut in (layer, position) order and each
+    resumes at its lowest position, its earlier positions' keys and values coming from the
+    corrupted run: the numbers of one batch resuming at the first difference."""
+    import analyses.kinds.patching.engine as engine
+
+    _, folder, model = arch_model
+    bridge, site = model.bridge, GRANULARITIES[name]
+    pairs = PairBatch.of([prompt_pair(bridge, AnalysisSpec(kind="activation_patching", model=str(folder), **p))
+                          for p in PAIRS])
+    whole = Patcher(bridge, pairs, sites=(site,))
+    cells = whole.cells(site, list(range(int(bridge.cfg.n_layers))))
+    expected = whole.patch_examples(site, cells)
+    monkeypatch.setattr(engine, "MAX_ROWS", 3)
+    small = Patcher(bridge, pairs, sites=(site,))
+    rows = np.tile(cells, (pairs.n_examples, 1))
+    batches = small.batches(rows)
+    assert len(batches) > 1
+    for batch in batches:  # rows x computed positions within the budget (or a single row)
+        computed = small.n_tokens - small.resume_position(rows[batch])
+        assert len(batch) == 1 or len(batch) * computed <= 3 * small.computed_positions
+    if site.by_position:
+        assert max(small.resume_position(rows[b]) for b in batches) > small.first_difference
+    np.testing.assert_allclose(small.patch_examples(site, cells), expected, atol=1e-5)
+    assert small.resumes  # the resumed passes were checked against the corrupted run
+
+
 def test_pairs_of_different_lengths_do_not_share_an_engine(tiny_gpt2_dir):
     model = models.load(str(tiny_gpt2_dir))
     short = prompt_pair(model.bridge, spec(tiny_gpt2_dir))
