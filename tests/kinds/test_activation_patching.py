@@ -245,6 +245,30 @@ def test_batches_that_resume_at_their_own_position_give_the_same_numbers(arch_mo
     assert small.resumes  # the resumed passes were checked against the corrupted run
 
 
+@pytest.mark.parametrize("name", ["resid_pre", "head_q_by_pos", "head_v_by_pos", "head_out"])
+def test_cells_whose_clean_and_corrupted_activations_are_equal_are_read_without_a_forward(
+        arch_model, monkeypatch, name):
+    """After the pairs' last differing token the first layer's per-position inputs are the
+    same in both runs: those cells give the corrupted run (no forward), as a forward gives them."""
+    _, folder, model = arch_model
+    bridge, site = model.bridge, GRANULARITIES[name]
+    pairs = PairBatch.of([prompt_pair(bridge, AnalysisSpec(kind="activation_patching", model=str(folder), **p))
+                          for p in PAIRS])
+    patcher = Patcher(bridge, pairs, sites=(site,))
+    cells = patcher.cells(site, list(range(int(bridge.cfg.n_layers))))
+    examples = np.repeat(np.arange(pairs.n_examples), len(cells))
+    same = patcher.unchanged(site, np.tile(cells, (pairs.n_examples, 1)), examples).reshape(pairs.n_examples, -1)
+    if site.by_position:  # layer 0, after the last difference
+        last = (pairs.clean != pairs.corrupted).int().cumsum(1).argmax(1).numpy()  # [example]
+        expected = (cells[:, 0] == 0)[None] & (cells[:, 1][None] > last[:, None])
+        assert expected.any() and same[expected].all()
+    got = patcher.patch_examples(site, cells)
+    monkeypatch.setattr(Patcher, "unchanged", lambda self, site, cells, examples: np.zeros(len(cells), bool))
+    forwarded = Patcher(bridge, pairs, sites=(site,)).patch_examples(site, cells)
+    np.testing.assert_allclose(got, forwarded, atol=1e-5)
+    np.testing.assert_array_equal(got[same], np.broadcast_to(patcher.corrupted_baselines[:, None], got.shape)[same])
+
+
 def test_pairs_of_different_lengths_do_not_share_an_engine(tiny_gpt2_dir):
     model = models.load(str(tiny_gpt2_dir))
     short = prompt_pair(model.bridge, spec(tiny_gpt2_dir))

@@ -3,7 +3,6 @@ average rank, and NaN (not a warning and a number) where a side is constant."""
 import numpy as np
 import pandas as pd
 import pytest
-
 from scipy import stats
 
 from analyses.kinds.correlation import pearson, pearson_rows, spearman, spearman_rows

@@ -17,6 +17,9 @@ Contract (what callers give, what the engine may skip, when it falls back):
   patched at a different cell (`Patcher.batches` says how many per forward). With several
   pairs (`PairBatch`), a row is an (example, cell): the examples share forward passes, and
   each row reads its own example's clean activations, corrupted residual and answers.
+- **No-ops**: a cell before its pair's first difference, or whose clean activation equals
+  the corrupted one bit for bit (on pairs that differ in one token: the first layer's
+  per-position q, k, v and residual after it), reads as the corrupted run, with no forward.
 - **Resumed**: nothing below a batch's lowest patched layer is recomputed (the corrupted
   residual entering each block is cached once; blocks below are passed through), and
   nothing before the prompts' first differing token (those cells are exact no-ops, and
@@ -302,6 +305,7 @@ class Patcher:
         rows = np.tile(cells, (k, 1))
         out = self.corrupted_baselines[examples].copy()
         no_op = site.by_position & (rows[:, 1] >= 0) & (rows[:, 1] < self.first_differences[examples])
+        no_op |= self.unchanged(site, rows, examples)
         finished = int(no_op.sum())
         lo, hi = span
         for batch in self.batches(rows, np.flatnonzero(~no_op)):
@@ -310,6 +314,33 @@ class Patcher:
             what = counted(len(rows), "cell") + ("" if k == 1 else f" of {k} examples")
             progress(lo + (hi - lo) * finished / len(rows), f"patched {finished} of {what}")
         return out.reshape(k, n)
+
+    def unchanged(self, site: Site, cells: np.ndarray, examples: np.ndarray) -> np.ndarray:
+        """bool [n]: whether each cell's clean activation equals its corrupted one, bit for
+        bit, in its example (`examples` [n]) — patching it writes what is there, an exact no-op
+        (with pairs that differ in one token: the first layer's q, k, v and residual at every
+        later position). Only sites whose corrupted activations are cached (those named up
+        front) are checked; elsewhere [False]."""
+        out = np.zeros(len(cells), dtype=bool)
+        for layer in np.unique(cells[:, 0]):
+            name = site.name(int(layer))
+            if name not in self._corrupted or name not in self._clean:
+                continue
+            same = self._clean[name] == self._corrupted[name]  # [example, ...]
+            indexed = list(site.dims)
+            for axis in reversed(range(len(indexed))):  # all() over the axes a cell spans
+                if indexed[axis] is None or (indexed[axis] == POSITION and not site.by_position) or (
+                        indexed[axis] == HEAD and not site.per_head):
+                    same = same.all(1 + axis)
+                    del indexed[axis]
+            at = cells[:, 0] == layer
+            for dim in indexed:  # a cell spanning an axis the site indexes (-1): not checked
+                at &= (cells[:, 1] if dim == POSITION else cells[:, 2]) >= 0
+            at = np.flatnonzero(at)
+            index = [torch.from_numpy(examples[at])]
+            index += [torch.from_numpy(cells[at, 1] if dim == POSITION else cells[at, 2]) for dim in indexed]
+            out[at] = same.cpu()[tuple(index)].numpy()
+        return out
 
     def batches(self, cells: np.ndarray, which: np.ndarray | None = None) -> list[np.ndarray]:
         """Indices of `cells` (those in `which`, default all), one array per forward pass,
