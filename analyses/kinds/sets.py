@@ -43,7 +43,13 @@ from analyses.core.progress import Progress, silent
 from analyses.core.restored import mean_share_restored
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
-from analyses.core.summary import mean_interval, proportion_interval, single_measurement, summarise
+from analyses.core.summary import (
+    mean_interval,
+    mean_intervals,
+    proportion_interval,
+    single_measurement,
+    summarise,
+)
 
 
 @dataclass(frozen=True)
@@ -176,6 +182,8 @@ def summary_table(frame: pd.DataFrame, summary: Summary, examples: pd.DataFrame)
         frame = frame.assign(n_tokens=frame["n_tokens"].where(by_position, -1))
         keys = ["n_tokens", *keys]
     if isinstance(summary.value, str):
+        if not (summary.wang or summary.value in (*summary.accuracies, *summary.once_per_run)):
+            return mean_intervals(frame, keys, summary.value)  # a plain mean: every group at once
         return summarise(frame, keys, _statistic(summary.value, summary, examples))
     return pd.concat([summarise(frame, keys, _statistic(value, summary, examples)).assign(quantity=value)
                       for value in summary.value], ignore_index=True)  # several quantities: a row each

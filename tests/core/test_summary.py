@@ -99,3 +99,23 @@ def test_a_once_per_run_quantity_that_varies_between_examples_is_refused():
     effects.loc[2, "kl"] = 0.5
     with pytest.raises(ValueError, match="kl"):
         summary_table(effects, SUMMARIES["steering"]["effects"], pd.DataFrame())
+
+
+def test_plain_means_of_every_group_at_once_equal_one_group_at_a_time():
+    """`mean_intervals` (grouped reductions) against `summarise` calling `mean_interval` per
+    group: NaN and inf dropped, one-value and empty groups, a missing key as its own group."""
+    from analyses.core.summary import mean_interval, mean_intervals, summarise
+
+    rng = np.random.default_rng(0)
+    n = 400
+    frame = pd.DataFrame({"node": rng.choice(["head", "mlp", "q"], n), "layer": rng.integers(0, 4, n),
+                          "position": rng.integers(-1, 5, n).astype(float), "atp": rng.normal(size=n)})
+    frame.loc[rng.random(n) < 0.1, "atp"] = np.nan
+    frame.loc[3, "atp"] = np.inf
+    frame.loc[7, "position"] = np.nan  # a missing key
+    frame = pd.concat([frame, pd.DataFrame({"node": ["k", "v", "v"], "layer": [9, 9, 9], "position": [0.0, 0.0, 0.0],
+                                            "atp": [1.5, np.nan, np.nan]})], ignore_index=True)  # n = 1, n = 0
+    keys = ["node", "layer", "position"]
+    got = mean_intervals(frame, keys, "atp")
+    expected = summarise(frame, keys, lambda part: mean_interval(part["atp"].to_numpy()))
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False, atol=1e-12)
