@@ -269,6 +269,30 @@ def test_cells_whose_clean_and_corrupted_activations_are_equal_are_read_without_
     np.testing.assert_array_equal(got[same], np.broadcast_to(patcher.corrupted_baselines[:, None], got.shape)[same])
 
 
+@pytest.mark.parametrize("name", ["resid_post", "mlp_out", "head_q_by_pos", "head_out_by_pos",
+                                  "head_pattern_by_pos"])
+def test_last_block_cells_below_the_last_position_are_read_without_a_forward(arch_model, name):
+    """A patch that stays at its own position, in the last block and below the last position,
+    cannot reach the last position's logits: the corrupted run, as a forward gives it."""
+    from dataclasses import replace
+
+    _, folder, model = arch_model
+    bridge, site = model.bridge, GRANULARITIES[name]
+    if not Patcher(bridge, prompt_pair(bridge, spec(folder)), sites=()).available(site):
+        pytest.skip(f"{name} has no hook on this architecture")
+    pairs = PairBatch.of([prompt_pair(bridge, AnalysisSpec(kind="activation_patching", model=str(folder), **p))
+                          for p in PAIRS])
+    last = int(bridge.cfg.n_layers) - 1
+    patcher = Patcher(bridge, pairs, sites=(site,))
+    cells = patcher.cells(site, [last])
+    got = patcher.patch_examples(site, cells)
+    forwarded = replace(site, within_position=False)
+    expected = Patcher(bridge, pairs, sites=(forwarded,)).patch_examples(forwarded, cells)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    below = cells[:, 1] < patcher.n_tokens - 1
+    assert below.any() and (got[:, below] == patcher.corrupted_baselines[:, None]).all()
+
+
 def test_pairs_of_different_lengths_do_not_share_an_engine(tiny_gpt2_dir):
     model = models.load(str(tiny_gpt2_dir))
     short = prompt_pair(model.bridge, spec(tiny_gpt2_dir))

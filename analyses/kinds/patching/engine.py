@@ -19,7 +19,9 @@ Contract (what callers give, what the engine may skip, when it falls back):
   each row reads its own example's clean activations, corrupted residual and answers.
 - **No-ops**: a cell before its pair's first difference, or whose clean activation equals
   the corrupted one bit for bit (on pairs that differ in one token: the first layer's
-  per-position q, k, v and residual after it), reads as the corrupted run, with no forward.
+  per-position q, k, v and residual after it), or in the last block below the last position
+  at a site whose patch stays at its own position (`Site.within_position`: the metric reads
+  the last position only), reads as the corrupted run, with no forward.
 - **Resumed**: nothing below a batch's lowest patched layer is recomputed (the corrupted
   residual entering each block is cached once; blocks below are passed through), and
   nothing before the prompts' first differing token (those cells are exact no-ops, and
@@ -75,6 +77,9 @@ class Site:
     dims: tuple[str | None, ...]
     by_position: bool
     per_head: bool
+    # a patch here changes its block's output at its own position only (not k, v, resid_pre,
+    # which later positions attend to): in the last block, below the last position, a no-op
+    within_position: bool = False
 
     def name(self, layer: int) -> str:
         return self.hook.format(layer=layer)
@@ -86,20 +91,20 @@ _PATTERN = (HEAD, POSITION, None)  # [batch, head, dest_pos, src_pos]
 
 GRANULARITIES: dict[str, Site] = {
     "resid_pre": Site("blocks.{layer}.hook_resid_pre", _RESID, True, False),
-    "resid_mid": Site("blocks.{layer}.hook_resid_mid", _RESID, True, False),
-    "resid_post": Site("blocks.{layer}.hook_resid_post", _RESID, True, False),
-    "attn_out": Site("blocks.{layer}.hook_attn_out", _RESID, True, False),
-    "mlp_out": Site("blocks.{layer}.hook_mlp_out", _RESID, True, False),
+    "resid_mid": Site("blocks.{layer}.hook_resid_mid", _RESID, True, False, within_position=True),
+    "resid_post": Site("blocks.{layer}.hook_resid_post", _RESID, True, False, within_position=True),
+    "attn_out": Site("blocks.{layer}.hook_attn_out", _RESID, True, False, within_position=True),
+    "mlp_out": Site("blocks.{layer}.hook_mlp_out", _RESID, True, False, within_position=True),
     "head_out": Site("blocks.{layer}.attn.hook_z", _HEAD_VECTOR, False, True),
-    "head_out_by_pos": Site("blocks.{layer}.attn.hook_z", _HEAD_VECTOR, True, True),
+    "head_out_by_pos": Site("blocks.{layer}.attn.hook_z", _HEAD_VECTOR, True, True, within_position=True),
     "head_q": Site("blocks.{layer}.attn.hook_q", _HEAD_VECTOR, False, True),
     "head_k": Site("blocks.{layer}.attn.hook_k", _HEAD_VECTOR, False, True),
     "head_v": Site("blocks.{layer}.attn.hook_v", _HEAD_VECTOR, False, True),
-    "head_q_by_pos": Site("blocks.{layer}.attn.hook_q", _HEAD_VECTOR, True, True),
+    "head_q_by_pos": Site("blocks.{layer}.attn.hook_q", _HEAD_VECTOR, True, True, within_position=True),
     "head_k_by_pos": Site("blocks.{layer}.attn.hook_k", _HEAD_VECTOR, True, True),
     "head_v_by_pos": Site("blocks.{layer}.attn.hook_v", _HEAD_VECTOR, True, True),
     "head_pattern": Site("blocks.{layer}.attn.hook_pattern", _PATTERN, False, True),
-    "head_pattern_by_pos": Site("blocks.{layer}.attn.hook_pattern", _PATTERN, True, True),
+    "head_pattern_by_pos": Site("blocks.{layer}.attn.hook_pattern", _PATTERN, True, True, within_position=True),
 }
 BLOCK_GRANULARITIES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
 ALL = "all"  # every layer x position granularity the model has
@@ -306,6 +311,8 @@ class Patcher:
         out = self.corrupted_baselines[examples].copy()
         no_op = site.by_position & (rows[:, 1] >= 0) & (rows[:, 1] < self.first_differences[examples])
         no_op |= self.unchanged(site, rows, examples)
+        if site.within_position:  # the metric reads the last position's logits only
+            no_op |= (rows[:, 0] == self.n_layers - 1) & (rows[:, 1] >= 0) & (rows[:, 1] < self.n_tokens - 1)
         finished = int(no_op.sum())
         lo, hi = span
         for batch in self.batches(rows, np.flatnonzero(~no_op)):
