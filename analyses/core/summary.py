@@ -13,6 +13,7 @@ Torch-free: numpy, pandas and scipy's distributions.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,7 @@ from analyses.core.catalogue import SUMMARY_COLUMNS
 LEVEL = 0.95
 
 
+@cache  # a set's summary asks it once per group (thousands), of a few distinct df
 def t975(df: int) -> float:
     """The two-sided 95% Student t quantile for `df` degrees of freedom (nan below 1)."""
     return float(stats.t.ppf(0.5 + LEVEL / 2, df)) if df >= 1 else float("nan")

@@ -123,3 +123,21 @@ def test_plain_means_of_every_group_at_once_equal_the_group_by_group_t_intervals
     assert len(ours) == len(theirs) > 5
     pd.testing.assert_frame_equal(ours, theirs, rtol=1e-12, atol=1e-12)
     assert {0, 1} <= set(ours["n"])  # the all-NaN and the single-value groups are there
+def test_plain_means_of_every_group_at_once_equal_one_group_at_a_time():
+    """`summarise_means` (grouped reductions) against `summarise` calling `mean_interval` per
+    group: NaN and inf dropped, one-value and empty groups, a missing key as its own group."""
+    from analyses.core.summary import mean_interval, summarise, summarise_means
+
+    rng = np.random.default_rng(0)
+    n = 400
+    frame = pd.DataFrame({"node": rng.choice(["head", "mlp", "q"], n), "layer": rng.integers(0, 4, n),
+                          "position": rng.integers(-1, 5, n).astype(float), "atp": rng.normal(size=n)})
+    frame.loc[rng.random(n) < 0.1, "atp"] = np.nan
+    frame.loc[3, "atp"] = np.inf
+    frame.loc[7, "position"] = np.nan  # a missing key
+    frame = pd.concat([frame, pd.DataFrame({"node": ["k", "v", "v"], "layer": [9, 9, 9], "position": [0.0, 0.0, 0.0],
+                                            "atp": [1.5, np.nan, np.nan]})], ignore_index=True)  # n = 1, n = 0
+    keys = ["node", "layer", "position"]
+    got = summarise_means(frame, keys, "atp")
+    expected = summarise(frame, keys, lambda part: mean_interval(part["atp"].to_numpy()))
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False, atol=1e-12)

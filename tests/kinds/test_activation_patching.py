@@ -184,7 +184,8 @@ def test_rows_join_the_pass_at_their_own_layer_with_the_same_numbers(arch_model,
     assert rows_seen == {layer: per_layer * (layer + 1) for layer in range(n_layers)}
     measure = engine.Patcher.measure  # the same batch with every row from the lowest layer
     monkeypatch.setattr(engine.Patcher, "measure", lambda self, cells, start, hooks_for, examples=None,
-                        entries=None: measure(self, cells, start, hooks_for, examples))
+                        entries=None, from_position=None: measure(self, cells, start, hooks_for, examples,
+                                                                  from_position=from_position))
     from_lowest = Patcher(bridge, pair, sites=(site,))
     np.testing.assert_allclose(got, from_lowest.patch(site, cells), atol=1e-6)
 
@@ -211,7 +212,8 @@ def test_blocks_above_the_last_joining_layer_run_every_row(monkeypatch):
     got = joined.patch_examples(site, cells)
     measure = engine.Patcher.measure
     monkeypatch.setattr(engine.Patcher, "measure", lambda self, cells, start, hooks_for, examples=None,
-                        entries=None: measure(self, cells, start, hooks_for, examples))
+                        entries=None, from_position=None: measure(self, cells, start, hooks_for, examples,
+                                                                  from_position=from_position))
     from_lowest = Patcher(model.bridge, PairBatch.of(pairs), sites=(site,))
     np.testing.assert_allclose(got, from_lowest.patch_examples(site, cells), atol=1e-6)
     assert joined.resumes and from_lowest.resumes
@@ -275,6 +277,82 @@ def test_pairs_patched_together_with_full_forwards_equal_resumed_ones(tiny_gpt2_
     full = Patcher(model.bridge, pairs, sites=(site,))
     full.resumes, full._verified = False, True
     np.testing.assert_allclose(fast, full.patch_examples(site, cells), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["resid_pre", "head_q_by_pos", "head_k_by_pos", "head_out"])
+def test_batches_that_resume_at_their_own_position_give_the_same_numbers(arch_model, monkeypatch, name):
+    """Small batches (a budget of a few rows) are cut in (layer, position) order and each
+    resumes at its lowest position, its earlier positions' keys and values coming from the
+    corrupted run: the numbers of one batch resuming at the first difference."""
+    import analyses.kinds.patching.engine as engine
+
+    _, folder, model = arch_model
+    bridge, site = model.bridge, GRANULARITIES[name]
+    pairs = PairBatch.of([prompt_pair(bridge, AnalysisSpec(kind="activation_patching", model=str(folder), **p))
+                          for p in PAIRS])
+    whole = Patcher(bridge, pairs, sites=(site,))
+    cells = whole.cells(site, list(range(int(bridge.cfg.n_layers))))
+    expected = whole.patch_examples(site, cells)
+    monkeypatch.setattr(engine, "MAX_ROWS", 3)
+    small = Patcher(bridge, pairs, sites=(site,))
+    rows = np.tile(cells, (pairs.n_examples, 1))
+    batches = small.batches(rows)
+    assert len(batches) > 1
+    for batch in batches:  # rows x computed positions within the budget (or a single row)
+        computed = small.n_tokens - small.resume_position(rows[batch])
+        assert len(batch) == 1 or len(batch) * computed <= 3 * small.computed_positions
+    if site.by_position:
+        assert max(small.resume_position(rows[b]) for b in batches) > small.first_difference
+    np.testing.assert_allclose(small.patch_examples(site, cells), expected, atol=1e-5)
+    assert small.resumes  # the resumed passes were checked against the corrupted run
+
+
+@pytest.mark.parametrize("name", ["resid_pre", "head_q_by_pos", "head_v_by_pos", "head_out"])
+def test_cells_whose_clean_and_corrupted_activations_are_equal_are_read_without_a_forward(
+        arch_model, monkeypatch, name):
+    """After the pairs' last differing token the first layer's per-position inputs are the
+    same in both runs: those cells give the corrupted run (no forward), as a forward gives them."""
+    _, folder, model = arch_model
+    bridge, site = model.bridge, GRANULARITIES[name]
+    pairs = PairBatch.of([prompt_pair(bridge, AnalysisSpec(kind="activation_patching", model=str(folder), **p))
+                          for p in PAIRS])
+    patcher = Patcher(bridge, pairs, sites=(site,))
+    cells = patcher.cells(site, list(range(int(bridge.cfg.n_layers))))
+    examples = np.repeat(np.arange(pairs.n_examples), len(cells))
+    same = patcher.unchanged(site, np.tile(cells, (pairs.n_examples, 1)), examples).reshape(pairs.n_examples, -1)
+    if site.by_position:  # layer 0, after the last difference
+        last = (pairs.clean != pairs.corrupted).int().cumsum(1).argmax(1).numpy()  # [example]
+        expected = (cells[:, 0] == 0)[None] & (cells[:, 1][None] > last[:, None])
+        assert expected.any() and same[expected].all()
+    got = patcher.patch_examples(site, cells)
+    monkeypatch.setattr(Patcher, "unchanged", lambda self, site, cells, examples: np.zeros(len(cells), bool))
+    forwarded = Patcher(bridge, pairs, sites=(site,)).patch_examples(site, cells)
+    np.testing.assert_allclose(got, forwarded, atol=1e-5)
+    np.testing.assert_array_equal(got[same], np.broadcast_to(patcher.corrupted_baselines[:, None], got.shape)[same])
+
+
+@pytest.mark.parametrize("name", ["resid_post", "mlp_out", "head_q_by_pos", "head_out_by_pos",
+                                  "head_pattern_by_pos"])
+def test_last_block_cells_below_the_last_position_are_read_without_a_forward(arch_model, name):
+    """A patch that stays at its own position, in the last block and below the last position,
+    cannot reach the last position's logits: the corrupted run, as a forward gives it."""
+    from dataclasses import replace
+
+    _, folder, model = arch_model
+    bridge, site = model.bridge, GRANULARITIES[name]
+    if not Patcher(bridge, prompt_pair(bridge, spec(folder)), sites=()).available(site):
+        pytest.skip(f"{name} has no hook on this architecture")
+    pairs = PairBatch.of([prompt_pair(bridge, AnalysisSpec(kind="activation_patching", model=str(folder), **p))
+                          for p in PAIRS])
+    last = int(bridge.cfg.n_layers) - 1
+    patcher = Patcher(bridge, pairs, sites=(site,))
+    cells = patcher.cells(site, [last])
+    got = patcher.patch_examples(site, cells)
+    forwarded = replace(site, within_position=False)
+    expected = Patcher(bridge, pairs, sites=(forwarded,)).patch_examples(forwarded, cells)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    below = cells[:, 1] < patcher.n_tokens - 1
+    assert below.any() and (got[:, below] == patcher.corrupted_baselines[:, None]).all()
 
 
 def test_pairs_of_different_lengths_do_not_share_an_engine(tiny_gpt2_dir):

@@ -262,6 +262,40 @@ def test_agreement_does_not_follow_float_noise():
     assert a.set_index("node").loc["head", "n_signal"] == 12
 
 
+@pytest.mark.parametrize("magnitude", [False, True])
+def test_agreements_of_many_examples_equal_pandas_and_scipy_on_each(magnitude):
+    """The batched agreement ([example, node] arrays) against a re-derivation per example and
+    node kind: pandas' groupby and `nlargest` (ties to the earlier node), scipy's correlations."""
+    from scipy import stats
+
+    from analyses.kinds.attribution_patching.agreement import SIGNAL_TOLERANCE, TOP, agreements
+
+    rng = np.random.default_rng(2)
+    kinds = np.array(["resid"] * 5 + ["head"] * 30 + ["mlp"] * 4 + ["q"] * 30)
+    exact = np.round(rng.normal(size=(4, len(kinds))), 1) * (rng.random((4, len(kinds))) < 0.5)
+    atp = exact * 0.8 + rng.normal(size=exact.shape) * 0.3
+    atp[:, :10] = 1e-6  # noise tied at zero, and ties for the top 10
+    exact[3, 35:39] = 0.0  # a kind with no signal in one example: constant, NaN correlations
+    got = agreements(kinds, atp, exact, magnitude)
+    for e in range(len(exact)):
+        nodes = pd.DataFrame({"node": kinds, "atp": atp[e], "exact": exact[e]})
+        target = nodes.exact.abs() if magnitude else nodes.exact
+        target = target.where(target.abs() >= SIGNAL_TOLERANCE, 0.0)
+        estimate = nodes.atp.where(nodes.atp.abs() >= SIGNAL_TOLERANCE, 0.0)
+        rows = []
+        for kind, group in [*nodes.groupby("node", sort=False), ("all", nodes)]:
+            a, b = estimate.loc[group.index], target.loc[group.index]
+            defined = a.nunique() > 1 and b.nunique() > 1
+            k = min(TOP, len(group))
+            overlap = set(a.abs().nlargest(k).index) & set(b.abs().nlargest(k).index)
+            rows.append({"node": kind,
+                         "pearson": stats.pearsonr(a, b).statistic if defined else np.nan,
+                         "spearman": stats.spearmanr(a, b).statistic if defined else np.nan,
+                         "top10_overlap": len(overlap) / k, "n_nodes": len(group), "n_signal": int((b != 0).sum())})
+        pd.testing.assert_frame_equal(got[e], pd.DataFrame(rows), check_dtype=False, atol=1e-12)
+    assert np.isnan(got[3].set_index("node").loc["mlp", "pearson"])
+
+
 # --------------------------------------------------------------------------- RelP
 
 def _relevance_by_layer(bridge, text: str, answer: str, wrong: str, relp: bool) -> tuple[float, list[float]]:

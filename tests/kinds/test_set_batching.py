@@ -3,11 +3,13 @@ single-prompt run, rows of one token length share forward passes, and a row that
 is skipped without taking the others with it."""
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from analyses import AnalysisSpec, compute
 from analyses.core import datasets as ds
+from analyses.kinds.attribution_patching.agreement import agreement as agreement_of
 from analyses.runtime import datasets
 from analyses.runtime.models import EMBEDDED_ROOT
 
@@ -100,6 +102,14 @@ def test_attribution_patching_over_a_set_shares_its_passes_and_equals_each_singl
         mine = each_example(result, "attributions", i)
         assert mine.exact.notna().all()  # exact patching ran beside the estimates
         pd.testing.assert_frame_equal(mine, single.tables["attributions"], check_dtype=False, atol=1e-5)
+        # the batch's agreement (every example's at once) is that of the example's own numbers;
+        # Pearson's r, continuous in them, is the single run's (ranks, top 10 and the signal
+        # count may flip where two nodes, or a node and the noise floor, are 1e-7 apart)
+        agreement = each_example(result, "agreement", i)
+        pd.testing.assert_frame_equal(agreement, agreement_of(mine, magnitude=False), check_dtype=False, atol=1e-12)
+        # (1e-3: a batch rounds exact patching differently, up to 7e-6, and on a node kind whose
+        # exact values span only 1e-2 (k on ioi) that moves r by about 1e-4)
+        np.testing.assert_allclose(agreement.pearson, single.tables["agreement"].pearson, atol=1e-3)
         for baseline in ("clean_baseline", "corrupted_baseline"):
             if baseline in examples:
                 assert examples.loc[i, baseline] == pytest.approx(single.meta[baseline], abs=1e-5)

@@ -25,7 +25,7 @@ from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
 from analyses.dictionaries import lookup
 from analyses.kinds import row_batches
-from analyses.kinds.attribution_patching.agreement import SIGNAL_TOLERANCE, agreement
+from analyses.kinds.attribution_patching.agreement import SIGNAL_TOLERANCE, agreement, agreements
 from analyses.kinds.attribution_patching.atp import attribute, batch_estimates
 from analyses.kinds.attribution_patching.exact import SITES, exact_effects, exact_effects_examples
 from analyses.kinds.attribution_patching.latents import attribute_latents, exact_latent_effects
@@ -131,13 +131,15 @@ def _run_together(bridge, chunk: list[tuple[int, AnalysisSpec, PromptPair]], pro
     lo, hi = span
     progress(lo, f"attribution of {len(chunk)} examples: one gradient pass")
     estimates = batch_estimates(bridge, batch, layers)
-    want_exact = _wants_exact(first, estimates[0].nodes)
-    baselines = [(e.clean_baseline, e.corrupted_baseline) for e in estimates]
-    patcher, exact = None, [None] * len(chunk)
+    want_exact = _wants_exact(first, estimates.nodes)
+    baselines = list(zip(estimates.clean_baselines.tolist(), estimates.corrupted_baselines.tolist()))
+    patcher, exact, tables = None, [None] * len(chunk), [None] * len(chunk)
     if want_exact:
         patcher = Patcher(bridge, batch, sites=SITES)
         baselines = list(zip(patcher.clean_baselines.tolist(), patcher.corrupted_baselines.tolist()))
-        exact = exact_effects_examples(patcher, estimates[0].nodes, progress, (lo + 0.1 * (hi - lo), hi))
+        exact = exact_effects_examples(patcher, estimates.nodes, progress, (lo + 0.1 * (hi - lo), hi))
+        sign = _sign(gradient)  # every example's agreement at once, in the reported sign
+        tables = agreements(estimates.nodes.node.to_numpy(), sign * estimates.atp, sign * exact, magnitude=False)
     out: list[Result | UserError] = []
     for e, (_, spec, pair) in enumerate(chunk):
         try:
@@ -145,8 +147,8 @@ def _run_together(bridge, chunk: list[tuple[int, AnalysisSpec, PromptPair]], pro
         except UserError as err:
             out.append(err)
             continue
-        out.append(_result(bridge, spec, pair, estimates[e].nodes.copy(), baselines[e], exact[e],
-                           patcher.n_forwards if patcher else 0, started))
+        out.append(_result(bridge, spec, pair, estimates.example(e).nodes, baselines[e], exact[e],
+                           patcher.n_forwards if patcher else 0, started, agreement_table=tables[e]))
     return out
 
 
@@ -156,6 +158,11 @@ def _gradient_pair(pair: PromptPair, gradient: str) -> PromptPair:
     corrupting the clean run, (corrupted - clean) . grad, and `_result`'s sign turns it back
     to the denoising sign."""
     return replace(pair, clean=pair.corrupted, corrupted=pair.clean) if gradient == "clean" else pair
+
+
+def _sign(gradient: str) -> float:
+    """From the gradient run's sign (that of corrupting the clean run, `_gradient_pair`) to the denoising sign."""
+    return -1.0 if gradient == "clean" else 1.0
 
 
 def _wants_exact(spec: AnalysisSpec, nodes) -> bool:
@@ -168,11 +175,12 @@ def _check_gap(run_baselines: tuple[float, float], gradient: str) -> None:
 
 
 def _result(bridge, spec: AnalysisSpec, pair: PromptPair, nodes, run_baselines: tuple[float, float],
-            exact, n_forwards_exact: int, started: float) -> Result:
+            exact, n_forwards_exact: int, started: float, agreement_table=None) -> Result:
     """One pair's tables and meta from its estimates (`nodes`, in the gradient run's sign),
-    the gradient run's baselines and its exact effects (None: not run)."""
+    the gradient run's baselines and its exact effects (None: not run); `agreement_table`:
+    its `agreement`, where a batch measured it already (`agreements`)."""
     gradient = spec.gradient or "corrupted"
-    sign = -1.0 if gradient == "clean" else 1.0
+    sign = _sign(gradient)
     with_relp = spec.method == "relp"
     want_exact = exact is not None
     if not spec.graddrop:  # GradDrop's sizes have no sign
@@ -182,7 +190,8 @@ def _result(bridge, spec: AnalysisSpec, pair: PromptPair, nodes, run_baselines: 
     nodes["exact"] = sign * exact if want_exact else np.nan
     tables = {"attributions": nodes[list(ATTRIBUTION_COLUMNS)]}
     if want_exact:
-        tables["agreement"] = agreement(nodes, magnitude=bool(spec.graddrop))
+        tables["agreement"] = (agreement_table if agreement_table is not None
+                               else agreement(nodes, magnitude=bool(spec.graddrop)))
         if with_relp:  # the same measures for RelP, over the nodes it scores
             scored = nodes[nodes["relp"].notna()]
             tables["relp_agreement"] = agreement(scored.assign(atp=scored["relp"]), magnitude=False)

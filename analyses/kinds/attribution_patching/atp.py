@@ -170,7 +170,22 @@ def node_table(attribution: Attribution, plan: list[tuple[str, int]], n_layers: 
     return pd.concat(frames, ignore_index=True)
 
 
-def batch_estimates(bridge, pairs: PairBatch, layers: list[int]) -> list[NodeEstimates]:
+@dataclass(frozen=True)
+class BatchEstimates:
+    """Plain AtP for the examples of a `PairBatch` (one token length, so the same nodes)."""
+
+    nodes: pd.DataFrame  # node, layer, position, head: one row per node, as `node_table` orders them
+    atp: np.ndarray  # [example, node] float64
+    clean_baselines: np.ndarray  # [example]
+    corrupted_baselines: np.ndarray  # [example]
+
+    def example(self, e: int) -> NodeEstimates:
+        """Example e's estimates, as `attribute` gives them (`relp` NaN)."""
+        return NodeEstimates(self.nodes.assign(atp=self.atp[e], relp=np.nan), float(self.clean_baselines[e]),
+                             float(self.corrupted_baselines[e]))
+
+
+def batch_estimates(bridge, pairs: PairBatch, layers: list[int]) -> BatchEstimates:
     """Plain AtP for every pair of `pairs` (one token length) from one clean forward and one
     corrupted forward and backward over all of them: each example's gradient is that of its
     own metric (rows are independent, so d sum / d row e = d metric_e / d row e), and each
@@ -198,16 +213,13 @@ def batch_estimates(bridge, pairs: PairBatch, layers: list[int]) -> list[NodeEst
     if missing:
         raise UserError(f"attribution patching needs the hooks {missing[:3]} and they did not "
                         "fire on this model")
-    out = []
-    for e in range(pairs.n_examples):
-        own = Attribution(delta={name: clean_cache[name][e] - corrupted[name][e] for name in found},
-                          grads={name: grads[name][e:e + 1].detach() for name in found},
-                          corrupted={name: corrupted[name][e] for name in found}, n_rows=1,
-                          clean_metric=float(clean_metrics[e]), corrupted_metric=float(metrics[e].detach()))
-        nodes = node_table(own, plan, n_layers)
-        nodes["relp"] = np.nan
-        out.append(NodeEstimates(nodes, own.clean_metric, own.corrupted_metric))
-    return out
+    # (clean - corrupted) . gradient, as `node_scores` for one: [example, pos(, head)] per (kind, layer)
+    scores = [((clean_cache[name] - corrupted[name]) * grads[name].detach()).sum(-1).float() for name in hooks]
+    template = pd.concat([node_frame(kind, layer, np.zeros(score.shape[1:])) for (kind, layer), score
+                          in zip(plan, scores)], ignore_index=True).drop(columns="atp")
+    atp = torch.cat([score.flatten(1) for score in scores], dim=1).cpu().numpy().astype(np.float64)
+    return BatchEstimates(template, atp, clean_metrics.cpu().numpy().astype(np.float64),
+                          metrics.detach().cpu().numpy().astype(np.float64))
 
 
 def relp_scores(bridge, pair, hooks: list[str], plan, metric, n_layers: int) -> np.ndarray:

@@ -17,13 +17,21 @@ Contract (what callers give, what the engine may skip, when it falls back):
   patched at a different cell (`Patcher.batches` says how many per forward). With several
   pairs (`PairBatch`), a row is an (example, cell): the examples share forward passes, and
   each row reads its own example's clean activations, corrupted residual and answers.
+- **No-ops**: a cell before its pair's first difference, or whose clean activation equals
+  the corrupted one bit for bit (on pairs that differ in one token: the first layer's
+  per-position q, k, v and residual after it), or in the last block below the last position
+  at a site whose patch stays at its own position (`Site.within_position`: the metric reads
+  the last position only), reads as the corrupted run, with no forward.
 - **Resumed**: nothing below a row's patched layer is recomputed (the corrupted residual
   entering each block is cached once; blocks below a batch's lowest layer are passed
   through, and a row patched higher joins the pass at its own layer, so block L runs only
   the rows patched at or below L: `resume.joining_rows`), and
   nothing before the prompts' first differing token (those cells are exact no-ops, and
   every patched run reuses the corrupted prefix's keys and values; with several pairs, the
-  earliest first difference among them).
+  earliest first difference among them), nor before a batch's lowest patched position (a
+  patch at position p leaves every earlier position as it was: causal attention): cells
+  are batched in (layer, position) order, so the many rows of one position that a prompt
+  set brings share forwards that compute only the positions from there.
 - **Fallback**: the first batch carries one extra, unpatched row that must reproduce the
   corrupted run's metric (to 1e-4 relative); on an architecture where resuming does not,
   the engine switches to batched full forwards from layer 0 for the rest of its life.
@@ -71,6 +79,9 @@ class Site:
     dims: tuple[str | None, ...]
     by_position: bool
     per_head: bool
+    # a patch here changes its block's output at its own position only (not k, v, resid_pre,
+    # which later positions attend to): in the last block, below the last position, a no-op
+    within_position: bool = False
 
     def name(self, layer: int) -> str:
         return self.hook.format(layer=layer)
@@ -82,27 +93,28 @@ _PATTERN = (HEAD, POSITION, None)  # [batch, head, dest_pos, src_pos]
 
 GRANULARITIES: dict[str, Site] = {
     "resid_pre": Site("blocks.{layer}.hook_resid_pre", _RESID, True, False),
-    "resid_mid": Site("blocks.{layer}.hook_resid_mid", _RESID, True, False),
-    "resid_post": Site("blocks.{layer}.hook_resid_post", _RESID, True, False),
-    "attn_out": Site("blocks.{layer}.hook_attn_out", _RESID, True, False),
-    "mlp_out": Site("blocks.{layer}.hook_mlp_out", _RESID, True, False),
+    "resid_mid": Site("blocks.{layer}.hook_resid_mid", _RESID, True, False, within_position=True),
+    "resid_post": Site("blocks.{layer}.hook_resid_post", _RESID, True, False, within_position=True),
+    "attn_out": Site("blocks.{layer}.hook_attn_out", _RESID, True, False, within_position=True),
+    "mlp_out": Site("blocks.{layer}.hook_mlp_out", _RESID, True, False, within_position=True),
     "head_out": Site("blocks.{layer}.attn.hook_z", _HEAD_VECTOR, False, True),
-    "head_out_by_pos": Site("blocks.{layer}.attn.hook_z", _HEAD_VECTOR, True, True),
+    "head_out_by_pos": Site("blocks.{layer}.attn.hook_z", _HEAD_VECTOR, True, True, within_position=True),
     "head_q": Site("blocks.{layer}.attn.hook_q", _HEAD_VECTOR, False, True),
     "head_k": Site("blocks.{layer}.attn.hook_k", _HEAD_VECTOR, False, True),
     "head_v": Site("blocks.{layer}.attn.hook_v", _HEAD_VECTOR, False, True),
-    "head_q_by_pos": Site("blocks.{layer}.attn.hook_q", _HEAD_VECTOR, True, True),
+    "head_q_by_pos": Site("blocks.{layer}.attn.hook_q", _HEAD_VECTOR, True, True, within_position=True),
     "head_k_by_pos": Site("blocks.{layer}.attn.hook_k", _HEAD_VECTOR, True, True),
     "head_v_by_pos": Site("blocks.{layer}.attn.hook_v", _HEAD_VECTOR, True, True),
     "head_pattern": Site("blocks.{layer}.attn.hook_pattern", _PATTERN, False, True),
-    "head_pattern_by_pos": Site("blocks.{layer}.attn.hook_pattern", _PATTERN, True, True),
+    "head_pattern_by_pos": Site("blocks.{layer}.attn.hook_pattern", _PATTERN, True, True, within_position=True),
 }
 BLOCK_GRANULARITIES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
 ALL = "all"  # every layer x position granularity the model has
 DIRECT_PATH = "direct_path"  # sender head -> receiver head q/k/v input: see paths.py
 CHOICES = (*GRANULARITIES, DIRECT_PATH, ALL)  # the catalogue lists the same (a test checks)
 
-MAX_ROWS = 256  # patched runs per forward pass
+MAX_ROWS = 256  # patched runs per forward pass computing every position from the first difference
+# (a batch resuming at a later position takes more runs of fewer positions: the same work)
 PER_LAYER_WORK = 16_384  # computed positions x d_model from which batches start at their layer
 ROW_BUDGET_BYTES = 512 * 2**20  # activation memory one batch may take, roughly
 
@@ -196,7 +208,7 @@ class Patcher:
         self.n_forwards = 0
         self.resumes = True  # until the first batch shows that resuming is not exact here
         self._verified = False
-        self._prefix = None  # the corrupted prompts' key/value cache before first_difference
+        self._prefix = None  # the corrupted prompts' key/value cache, every position
         self._clean: dict[str, Tensor] = {}  # hook name -> [example, ...] clean activation
         self._corrupted: dict[str, Tensor] = {}  # hook name -> [example, ...] corrupted activation
         starts = [f"blocks.{layer}.hook_resid_pre" for layer in range(self.n_layers)]
@@ -229,8 +241,7 @@ class Patcher:
         self.first_differences = np.where(differs.any(1), differs.int().argmax(1),
                                           self.n_tokens).astype(np.int64)
         self.first_difference = int(self.first_differences.min())
-        if 0 < self.first_difference < self.n_tokens and kv.get_seq_length() == self.n_tokens:
-            kv.crop(self.first_difference - self.n_tokens)  # keep the shared prefix
+        if kv.get_seq_length() == self.n_tokens:  # a pass resuming at position p keeps [:p]
             kv.batch_select_indices(torch.arange(k, 2 * k))  # of the corrupted rows
             self._prefix = kv
 
@@ -302,6 +313,9 @@ class Patcher:
         rows = np.tile(cells, (k, 1))
         out = self.corrupted_baselines[examples].copy()
         no_op = site.by_position & (rows[:, 1] >= 0) & (rows[:, 1] < self.first_differences[examples])
+        no_op |= self.unchanged(site, rows, examples)
+        if site.within_position:  # the metric reads the last position's logits only
+            no_op |= (rows[:, 0] == self.n_layers - 1) & (rows[:, 1] >= 0) & (rows[:, 1] < self.n_tokens - 1)
         finished = int(no_op.sum())
         lo, hi = span
         for batch in self.batches(rows, np.flatnonzero(~no_op)):
@@ -311,9 +325,36 @@ class Patcher:
             progress(lo + (hi - lo) * finished / len(rows), f"patched {finished} of {what}")
         return out.reshape(k, n)
 
+    def unchanged(self, site: Site, cells: np.ndarray, examples: np.ndarray) -> np.ndarray:
+        """bool [n]: whether each cell's clean activation equals its corrupted one, bit for
+        bit, in its example (`examples` [n]) — patching it writes what is there, an exact no-op
+        (with pairs that differ in one token: the first layer's q, k, v and residual at every
+        later position). Only sites whose corrupted activations are cached (those named up
+        front) are checked; elsewhere [False]."""
+        out = np.zeros(len(cells), dtype=bool)
+        for layer in np.unique(cells[:, 0]):
+            name = site.name(int(layer))
+            if name not in self._corrupted or name not in self._clean:
+                continue
+            same = self._clean[name] == self._corrupted[name]  # [example, ...]
+            indexed = list(site.dims)
+            for axis in reversed(range(len(indexed))):  # all() over the axes a cell spans
+                if indexed[axis] is None or (indexed[axis] == POSITION and not site.by_position) or (
+                        indexed[axis] == HEAD and not site.per_head):
+                    same = same.all(1 + axis)
+                    del indexed[axis]
+            at = cells[:, 0] == layer
+            for dim in indexed:  # a cell spanning an axis the site indexes (-1): not checked
+                at &= (cells[:, 1] if dim == POSITION else cells[:, 2]) >= 0
+            at = np.flatnonzero(at)
+            index = [torch.from_numpy(examples[at])]
+            index += [torch.from_numpy(cells[at, 1] if dim == POSITION else cells[at, 2]) for dim in indexed]
+            out[at] = same.cpu()[tuple(index)].numpy()
+        return out
+
     def batches(self, cells: np.ndarray, which: np.ndarray | None = None) -> list[np.ndarray]:
         """Indices of `cells` (those in `which`, default all), one array per forward pass,
-        in layer order.
+        in (layer, position) order.
 
         A batch starts at its lowest layer, so its higher-layer cells recompute the blocks in
         between. Where a row's work is small (few positions after the prompts' first
@@ -321,22 +362,53 @@ class Patcher:
         cells as fit: fewer, larger forwards (the embedded model: one forward for a whole
         sweep). Where it is large, each layer's cells get batches of their own that start at
         that layer: the least arithmetic (GPT-2-small shape, 64 tokens, head_out: 1.7x fewer
-        block evaluations than one batch from layer 0)."""
+        block evaluations than one batch from layer 0). A batch also starts at its lowest
+        position (`resume_position`), and holds rows up to a budget of computed positions
+        (`rows_per_batch()` rows of every position from the first difference): where many rows
+        share a late position (the examples of a prompt set), its batches are as many rows of
+        fewer positions each."""
         which = np.arange(len(cells)) if which is None else np.asarray(which)
-        order = which[np.argsort(cells[which, 0], kind="stable")]
-        cap = self.rows_per_batch()
+        order = which[np.lexsort((cells[which, 1], cells[which, 0]))]
         if self.computed_positions * int(self.bridge.cfg.d_model) < PER_LAYER_WORK:
-            return [order[i:i + cap] for i in range(0, len(order), cap)]
+            return self._cut(cells, order)
         batches = []
         for layer in dict.fromkeys(cells[order, 0].tolist()):
-            same = order[cells[order, 0] == layer]
-            batches += [same[i:i + cap] for i in range(0, len(same), cap)]
+            batches += self._cut(cells, order[cells[order, 0] == layer])
         return batches
+
+    def _cut(self, cells: np.ndarray, order: np.ndarray) -> list[np.ndarray]:
+        """`order` (indices of `cells`, in (layer, position) order) cut into consecutive
+        batches of at most `rows_per_batch()` rows x `computed_positions` positions, each
+        batch computing the positions from its own `resume_position`."""
+        budget = self.rows_per_batch() * self.computed_positions
+        if not len(order):
+            return []
+        starts = self._resume_positions(cells[order])  # [row] the position row r resumes at
+        if len(order) * (self.n_tokens - starts.min()) <= budget:  # one forward (a single pair's site, often)
+            return [order]
+        batches, first, lowest = [], 0, starts[0]
+        for r in range(1, len(order)):
+            lowest_with_r = min(lowest, starts[r])
+            if (r + 1 - first) * (self.n_tokens - lowest_with_r) > budget:  # r starts the next batch
+                batches.append(order[first:r])
+                first, lowest_with_r = r, starts[r]
+            lowest = lowest_with_r
+        return [*batches, order[first:]]
 
     @property
     def computed_positions(self) -> int:
         """Positions a patched forward computes: those from the first difference on."""
         return self.n_tokens - (self.first_difference if self.resumes else 0)
+
+    def resume_position(self, cells: np.ndarray) -> int:
+        """The position a batch of `cells` (int [n, 3]) resumes at: its lowest cell position,
+        or the first difference where that is later or a cell spans every position (-1)."""
+        return int(self._resume_positions(cells).min()) if len(cells) else self.first_difference
+
+    def _resume_positions(self, cells: np.ndarray) -> np.ndarray:
+        """int [n]: each cell's own resume position (its position, at least the first difference)."""
+        position = cells[:, 1]
+        return np.where(position < 0, self.first_difference, np.maximum(position, self.first_difference))
 
     def rows_per_batch(self, split_qkv_inputs: bool = False) -> int:
         cfg = self.bridge.cfg
@@ -349,14 +421,16 @@ class Patcher:
         return int(max(1, min(MAX_ROWS, ROW_BUDGET_BYTES // max(per_row, 1))))
 
     def measure(self, cells: np.ndarray, start: int, hooks_for,
-                examples: np.ndarray | None = None, entries: np.ndarray | None = None) -> np.ndarray:
+                examples: np.ndarray | None = None, entries: np.ndarray | None = None,
+                from_position: int | None = None) -> np.ndarray:
         """The metric of one batched forward pass: row r runs example `examples[r]` (default
         0) patched by the hooks that `hooks_for(cells, offset, examples)` builds for
         `cells[r]` (a row of -1s must stay unpatched) at positions `offset` onwards (the hooks
         see only those); nothing below layer `start` and before position `first_difference`
         changes, so where resuming is exact the pass starts at that layer and computes only
         the positions from there, the earlier ones' keys and values coming from the corrupted
-        run's cache.
+        run's cache. `from_position` (at least `first_difference`) resumes later: every cell
+        of the batch must leave the positions before it unchanged.
 
         `entries[r]` (default: `start` for every row) is the layer below which row r is the
         corrupted run: where resuming, the row joins the pass there (`resume.joining_rows`).
@@ -372,12 +446,12 @@ class Patcher:
         if not self.resumes:
             entries = np.zeros(len(cells), np.int64)
         order = np.argsort(entries, kind="stable")  # rows in the order they enter the pass
-        offset = self.first_difference if self.resumes else 0
+        offset = (self.first_difference if from_position is None else from_position) if self.resumes else 0
         with torch.no_grad():
             try:
                 logits = self._forward(examples[order], start if self.resumes else 0,
                                        hooks_for(cells[order], offset, examples[order]),
-                                       entries[order])
+                                       entries[order], offset)
                 metric = np.empty(len(cells))
                 metric[order] = self._metric(logits, torch.from_numpy(examples[order]))
             except (NotImplementedError, ValueError, TypeError, RuntimeError):
@@ -390,7 +464,7 @@ class Patcher:
             expected = self.corrupted_baselines[0]
             if metric is None or abs(metric[-1] - expected) > 1e-4 * max(1.0, abs(expected)):
                 self.resumes = False  # this architecture cannot resume: full forwards
-                return self.measure(cells[:-1], start, hooks_for, examples[:-1])
+                return self.measure(cells[:-1], start, hooks_for, examples[:-1], from_position=from_position)
             metric = metric[:-1]
         return metric
 
@@ -436,15 +510,16 @@ class Patcher:
                 hooks.append((site.name(layer), partial(_write_clean, mask=mask, clean=clean)))
             return hooks
 
-        return self.measure(cells, int(cells[:, 0].min()), hooks_for, examples, entries=cells[:, 0])
+        return self.measure(cells, int(cells[:, 0].min()), hooks_for, examples, entries=cells[:, 0],
+                            from_position=self.resume_position(cells) if site.by_position else None)
 
-    def _forward(self, examples: np.ndarray, start: int, hooks, entries: np.ndarray) -> Tensor:
-        """Logits [row, 1, d_vocab] of one pass; `entries` [row] ascending: each row's layer
-        of entry (all 0 where not resuming)."""
+    def _forward(self, examples: np.ndarray, start: int, hooks, entries: np.ndarray, offset: int) -> Tensor:
+        """Logits [row, 1, d_vocab] of one pass: rows running `examples` [row] with `hooks`,
+        from layer `start` and position `offset` (resuming; `entries` [row] ascending: each
+        row's layer of entry), or whole (not)."""
         if not self.resumes:
             return self.bridge.run_with_hooks(self._rows(self.pairs.corrupted, examples),
                                               fwd_hooks=hooks)
-        offset = self.first_difference
         # present[L]: the rows in the pass at block L (the first ones: rows go in entry order)
         present = np.searchsorted(entries, np.arange(self.n_layers), side="right")
         residual = self._rows(self._starts[start][:, offset:], examples[: present[start]])
@@ -452,8 +527,9 @@ class Patcher:
                                       examples[present[layer - 1]:present[layer]])
                     for layer in range(start + 1, self.n_layers) if present[layer] > present[layer - 1]}
         past = {}
-        if offset:  # each block's keys and values before `offset`, for the rows present there
+        if offset:  # each block's corrupted keys and values before `offset`, for the rows present there
             cache = copy.deepcopy(self._prefix_cache())
+            cache.crop(offset - cache.get_seq_length())
             for layer, kv in enumerate(cache.layers):
                 kv.batch_select_indices(torch.from_numpy(examples[: present[max(layer, start)]]))
             past["past_key_values"] = cache
@@ -463,12 +539,11 @@ class Patcher:
                                               logits_to_keep=1, **past)
 
     def _prefix_cache(self):
-        """The corrupted runs' keys and values before `first_difference` (Hugging Face's
-        cache object), computed once."""
+        """The corrupted runs' keys and values at every position (Hugging Face's cache
+        object; a pass resuming at position p crops a copy to [:p]), computed once."""
         if self._prefix is None:
-            prefix = self.pairs.corrupted[:, : self.first_difference]
             with torch.no_grad():
-                _, self._prefix = self.bridge(prefix, return_type="logits_and_cache")
+                _, self._prefix = self.bridge(self.pairs.corrupted, return_type="logits_and_cache")
             self.n_forwards += 1
         return self._prefix
 
