@@ -123,7 +123,8 @@ def render(root: Path) -> str:
              "training mixture (stories, IOI, facts, needles, repeated-token documents; BOS positions "
              "left out) and measured on held-out draws of it; where the KL fine-tune column names one, "
              "the MSE-trained dictionary was then fine-tuned with KL(clean logits || logits with it "
-             "spliced in) added to its loss, the model frozen. sparsify's format: `cfg.json` + "
+             "spliced in) added to its loss, the model frozen (its seconds and tokens count in train s and "
+             "tokens/s). sparsify's format: `cfg.json` + "
              "`sae.safetensors` per site, `metrics.json` beside them.", "", TARGETS, "",
              "| site | latents | k | train tokens | KL fine-tune | train s | tokens/s | L0 | expl. var. | CE clean "
              "| CE zero-abl. | CE spliced | CE recovered (± SE) | KL | dead | dense | eval tokens | CE tokens "
@@ -131,9 +132,12 @@ def render(root: Path) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for cfg, m in table:
         seconds = m.get("train_seconds")
-        speed = f"{cfg['tokens_seen'] / seconds:,.0f}" if seconds else "–"
+        # train s counts a KL fine-tune's seconds too (train_seconds.txt), so its tokens count here
+        tokens = cfg['tokens_seen'] + (cfg.get('kl_finetune_tokens') or 0)
+        speed = f"{tokens / seconds:,.0f}" if seconds else "–"
         lines.append(f"| {cfg['site']} | {cfg['num_latents']} | {cfg['k']} | {cfg['tokens_seen']:,} | "
-                     f"{kl_finetune(cfg)} | {_fmt(seconds, 0)} | {speed} | {_fmt(m['l0'], 2)} | {_fmt(m['explained_variance'])} | "
+                     f"{kl_finetune(cfg)} | {_fmt(seconds, 0)} | {speed} | {_fmt(m['l0'], 2)} | "
+                     f"{_fmt(m['explained_variance'])} | "
                      f"{_fmt(m['ce_clean'])} | {_fmt(m['ce_zero'])} | {_fmt(m['ce_spliced'])} | "
                      f"{_fmt(m['ce_recovered'])}{_se(m)} | {_fmt(m['kl'], 4)} | {m['dead_share']:.1%} | "
                      f"{m['dense_share']:.1%} | {m['tokens']:,} | {m.get('ce_tokens', 0):,} | "
