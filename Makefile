@@ -69,7 +69,7 @@ train-dictionaries: setup
 	HF_HUB_OFFLINE=1 $(PY) -m analyses dictionaries train $(DICTIONARIES) --site blocks.0.attn.hook_z \
 	  --kl-finetune-tokens 200000 --kl-coeff 5
 	HF_HUB_OFFLINE=1 $(PY) -m analyses dictionaries train $(DICTIONARIES) --site blocks.1.attn.hook_z \
-	  --kl-finetune-tokens 200000 --kl-coeff 5
+	  --kl-finetune-tokens 600000 --kl-coeff 5
 	HF_HUB_OFFLINE=1 $(PY) -m analyses dictionaries train $(DICTIONARIES) --site blocks.0.hook_resid_post \
 	  --kl-finetune-tokens 400000 --kl-coeff 20 --kl-decoder-only
 	HF_HUB_OFFLINE=1 $(PY) -m analyses dictionaries train $(DICTIONARIES) --site blocks.2.hook_resid_post \
