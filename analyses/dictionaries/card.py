@@ -1,7 +1,9 @@
 """DICTIONARIES.md: the measured metrics of every dictionary in a folder, as tables.
 
 `python -m analyses.dictionaries.card data/dictionaries/tiny-circuits` (make train-dictionaries
-runs it after training). Numbers come only from each directory's metrics.json.
+runs it after training). Numbers come only from each directory's metrics.json (and cfg.json);
+a hand-written `NOTES.md` in the folder (what was tried, measured on other dictionaries) is
+appended as it is.
 """
 from __future__ import annotations
 
@@ -42,6 +44,17 @@ def misses(m: dict, transcode: bool) -> list[str]:
     if m["tokens"] < MIN_EVAL_TOKENS:
         out.append(f"eval tokens {m['tokens']:,} < {MIN_EVAL_TOKENS:,}")
     return out
+
+
+NOTES = "NOTES.md"  # hand-written: appended to the card
+
+
+def kl_finetune(cfg: dict) -> str:
+    """The KL fine-tune after the MSE training (finetune.py): tokens, KL weight, what moved."""
+    tokens = cfg.get("kl_finetune_tokens") or 0
+    if not tokens:
+        return "–"
+    return f"{tokens:,} (KL × {cfg.get('kl_coeff', 0):g}{', decoder only' if cfg.get('kl_decoder_only') else ''})"
 
 
 def _fmt(value, digits=3) -> str:
@@ -108,16 +121,23 @@ def render(root: Path) -> str:
              "concatenated) and transcoders (MLP input -> MLP output), trained by `make "
              "train-dictionaries` (`python -m analyses dictionaries train --site all`) on the model's "
              "training mixture (stories, IOI, facts, needles, repeated-token documents; BOS positions "
-             "left out) and measured on held-out draws of it. sparsify's format: `cfg.json` + "
+             "left out) and measured on held-out draws of it; where the KL fine-tune column names one, "
+             "the MSE-trained dictionary was then fine-tuned with KL(clean logits || logits with it "
+             "spliced in) added to its loss, the model frozen (its seconds and tokens count in train s and "
+             "tokens/s). sparsify's format: `cfg.json` + "
              "`sae.safetensors` per site, `metrics.json` beside them.", "", TARGETS, "",
-             "| site | latents | k | train tokens | train s | tokens/s | L0 | expl. var. | CE clean | CE zero-abl. "
-             "| CE spliced | CE recovered (± SE) | KL | dead | dense | eval tokens | CE tokens | targets missed |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| site | latents | k | train tokens | KL fine-tune | train s | tokens/s | L0 | expl. var. | CE clean "
+             "| CE zero-abl. | CE spliced | CE recovered (± SE) | KL | dead | dense | eval tokens | CE tokens "
+             "| targets missed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for cfg, m in table:
         seconds = m.get("train_seconds")
-        speed = f"{cfg['tokens_seen'] / seconds:,.0f}" if seconds else "–"
+        # train s counts a KL fine-tune's seconds too (train_seconds.txt), so its tokens count here
+        tokens = cfg['tokens_seen'] + (cfg.get('kl_finetune_tokens') or 0)
+        speed = f"{tokens / seconds:,.0f}" if seconds else "–"
         lines.append(f"| {cfg['site']} | {cfg['num_latents']} | {cfg['k']} | {cfg['tokens_seen']:,} | "
-                     f"{_fmt(seconds, 0)} | {speed} | {_fmt(m['l0'], 2)} | {_fmt(m['explained_variance'])} | "
+                     f"{kl_finetune(cfg)} | {_fmt(seconds, 0)} | {speed} | {_fmt(m['l0'], 2)} | "
+                     f"{_fmt(m['explained_variance'])} | "
                      f"{_fmt(m['ce_clean'])} | {_fmt(m['ce_zero'])} | {_fmt(m['ce_spliced'])} | "
                      f"{_fmt(m['ce_recovered'])}{_se(m)} | {_fmt(m['kl'], 4)} | {m['dead_share']:.1%} | "
                      f"{m['dense_share']:.1%} | {m['tokens']:,} | {m.get('ce_tokens', 0):,} | "
@@ -143,6 +163,9 @@ def render(root: Path) -> str:
                          f" / {entry['neuron_f1']:.2f}")
         lines.append(f"| {cfg['site']} | " + " | ".join(cells) + " |")
     lines += ["", "Cells: latent F1 / best neuron F1.", ""]
+    notes = Path(root) / NOTES
+    if notes.is_file():
+        lines += [notes.read_text().rstrip(), ""]
     return "\n".join(lines)
 
 

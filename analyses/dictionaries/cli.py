@@ -21,6 +21,12 @@ def add_parser(verbs) -> None:
     train.add_argument("--tokens", type=int, default=1_000_000, help="training tokens per dictionary")
     train.add_argument("--transcoder-skip", action="store_true",
                        help="give transcoders (blocks.L.mlp) a linear skip from MLP input to output")
+    train.add_argument("--kl-finetune-tokens", type=int, default=0,
+                       help="after the MSE training, fine-tune on this many tokens with KL(clean logits || "
+                            "logits with the dictionary spliced in) added to the loss (0: none)")
+    train.add_argument("--kl-coeff", type=float, default=1.0, help="the KL term's weight against FVU")
+    train.add_argument("--kl-decoder-only", action="store_true",
+                       help="the KL fine-tune moves only the decoder: the latents that fire stay the MSE ones")
     train.add_argument("--eval-tokens", type=int, default=100_000)
     train.add_argument("--ce-tokens", type=int, default=100_000,
                        help="of the eval tokens, those spliced back for cross-entropy and KL")
@@ -54,13 +60,17 @@ def run(args) -> dict:
             raise UserError(f"--k must be in 1..--latents, got k={args.k}, latents={args.latents}")
         if args.tokens <= 0 or args.eval_tokens <= 0:
             raise UserError("--tokens and --eval-tokens must be positive")
+        if args.kl_finetune_tokens < 0 or args.kl_coeff <= 0:
+            raise UserError(f"--kl-finetune-tokens must be 0 or more and --kl-coeff positive, got "
+                            f"{args.kl_finetune_tokens} and {args.kl_coeff}")
         from analyses.dictionaries.sites import parse
 
         for name in args.site:  # a bad name fails here, before the model loads
             if name != "all":
                 parse(name)
         plan = Plan(model=args.model, sites=tuple(args.site), num_latents=args.latents, k=args.k,
-                    transcoder_skip=args.transcoder_skip,
+                    transcoder_skip=args.transcoder_skip, kl_finetune_tokens=args.kl_finetune_tokens,
+                    kl_coeff=args.kl_coeff, kl_decoder_only=args.kl_decoder_only,
                     tokens=args.tokens, eval_tokens=args.eval_tokens, ce_tokens=args.ce_tokens,
                     seed=args.seed, n_ctx=args.ctx, out=args.out, cache=args.cache)
         return {"dictionaries": [str(p) for p in train(plan, progress=lambda fraction, message: log.info(message))]}

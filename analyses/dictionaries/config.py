@@ -33,6 +33,9 @@ class CoderConfig:
     model_fingerprint: str = ""  # models.fingerprint(model): the weights it belongs to
     seed: int = 0  # initialisation and token-stream seed: one seed, one dictionary
     tokens_seen: int = 0  # training tokens so far (a resumed run counts on)
+    kl_finetune_tokens: int = 0  # tokens of KL fine-tuning after the MSE training (finetune.py)
+    kl_coeff: float = 0.0  # the KL term's weight in that fine-tune
+    kl_decoder_only: bool = False  # that fine-tune moved only the decoder (the encoder as MSE-trained)
 
     def __post_init__(self):
         if self.d_in <= 0 or self.num_latents <= 0:

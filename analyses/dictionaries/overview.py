@@ -28,10 +28,11 @@ def metrics_frame(folder: Path) -> pd.DataFrame:
     for cfg, m in card.rows(folder):
         transcode = bool(cfg.get("transcode"))
         seconds = m.get("train_seconds")
+        tokens = (cfg.get("tokens_seen") or 0) + (cfg.get("kl_finetune_tokens") or 0)
         rows.append({"site": cfg.get("site", ""), "kind": "transcoder" if transcode else "SAE",
                      "latents": cfg.get("num_latents"), "k": cfg.get("k"), "train tokens": cfg.get("tokens_seen"),
-                     "train s": seconds,
-                     "tokens/s": cfg["tokens_seen"] / seconds if seconds and cfg.get("tokens_seen") else None,
+                     "KL fine-tune": card.kl_finetune(cfg), "train s": seconds,  # the fine-tune's seconds included
+                     "tokens/s": tokens / seconds if seconds and tokens else None,
                      "L0": m["l0"], "explained variance": m["explained_variance"],
                      "CE recovered": m["ce_recovered"], "CE recovered SE": m.get("ce_recovered_se"),
                      "KL": m["kl"], "dead": m["dead_share"], "dense": m["dense_share"], "eval tokens": m["tokens"],

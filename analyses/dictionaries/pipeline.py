@@ -38,6 +38,11 @@ class Plan:
     # MLP it lifts CE recovered from 0.970 to 0.988 at the same L0 (measured, 96 documents)
     transcoder_skip: bool = False
     tokens: int = 1_000_000  # training tokens per dictionary: the shipped set's (make train-dictionaries)
+    # after the MSE training, this many tokens of KL fine-tuning (finetune.py; 0: none), the
+    # KL term weighted kl_coeff against FVU
+    kl_finetune_tokens: int = 0
+    kl_coeff: float = 1.0
+    kl_decoder_only: bool = False  # fine-tune only the decoder: the latents that fire stay the MSE ones
     eval_tokens: int = 100_000  # held-out tokens for the metrics
     ce_tokens: int = 100_000  # of those, the ones spliced back into the model for CE and KL
     seed: int = 0
@@ -84,6 +89,8 @@ def train(plan: Plan, progress=None) -> list[Path]:
             report(ACTIVATIONS_SHARE + TRAIN_SHARE * (i + within) / len(sites), message)
 
         coders[site] = train_site(loaded, site, chunks, n_chunks, out_root / site.directory, plan, say)
+        if plan.kl_finetune_tokens:
+            finetune_site(loaded, site, coders[site], chunks, out_root / site.directory, plan, say)
     from analyses.dictionaries import metrics
 
     folders = []
@@ -151,6 +158,40 @@ def train_site(loaded, site: st.Site, chunks: ActivationChunks, n_chunks: int, f
     say(f"{site.name}: trained {coder.cfg.tokens_seen:,} tokens in {seconds:.0f} s "
         f"({coder.cfg.tokens_seen / max(seconds, 1e-9):,.0f} tokens/s)", 1.0)
     return coder
+
+
+def finetune_site(loaded, site: st.Site, coder: SparseCoder, chunks: ActivationChunks, folder: Path,
+                  plan: Plan, say) -> None:
+    """KL fine-tune the MSE-trained `coder` on the training split's documents, save it, and
+    drop its metrics so they are measured again. Done once: a dictionary already fine-tuned
+    as planned is left alone; one fine-tuned otherwise is another dictionary (an error). An
+    interrupted fine-tune (a few minutes) starts again from the saved MSE weights."""
+    from analyses.dictionaries import finetune as ft
+
+    have = (coder.cfg.kl_finetune_tokens, coder.cfg.kl_coeff, coder.cfg.kl_decoder_only)
+    if have[0]:
+        if have[0] < plan.kl_finetune_tokens or have[1:] != (plan.kl_coeff, plan.kl_decoder_only):
+            raise UserError(f"{folder} is KL fine-tuned otherwise ({have[0]:,} tokens, coefficient {have[1]}, "
+                            f"decoder only: {have[2]}): pass another --out or remove it")
+        return
+    settings = ft.FinetuneSettings(tokens=plan.kl_finetune_tokens, kl_coeff=plan.kl_coeff,
+                                   train_encoder=not plan.kl_decoder_only)
+    tokens_per_doc = chunks.stream.n_ctx - 1
+    steps = ft.steps_for(settings.tokens, settings.batch_docs, tokens_per_doc)
+    n_chunks = math.ceil(steps * settings.batch_docs / chunks.stream.docs_per_chunk)
+    chunks.ensure(n_chunks)
+    rows = (torch.from_numpy(chunks.tokens(i)).long() for i in range(n_chunks))  # [docs, n_ctx] each
+    started = time.perf_counter()
+
+    def report(step, total, stats):
+        say(f"{site.name}: KL fine-tune step {step}/{total} kl {stats['kl']:.4f} fvu {stats['fvu']:.4f}", 1.0)
+
+    ft.finetune(coder, loaded.bridge, site, ft.document_batches(rows, settings.batch_docs, steps), settings,
+                steps, report)
+    formats.save(coder, folder)
+    seconds = (_train_seconds(folder) or 0.0) + time.perf_counter() - started
+    (folder / "train_seconds.txt").write_text(f"{seconds:.1f}\n")
+    (folder / formats.METRICS).unlink(missing_ok=True)  # measured again below
 
 
 def _same_dictionary(have: CoderConfig, want: CoderConfig) -> bool:

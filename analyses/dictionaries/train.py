@@ -44,6 +44,7 @@ class LossTerms:
     fvu: Tensor  # []
     auxk: Tensor  # []
     top_indices: Tensor  # [batch, k]
+    y_hat: Tensor  # [batch, d_in]: the reconstruction (prediction), with grad: a KL fine-tune splices it
 
 
 def loss_terms(coder: SparseCoder, x: Float[Tensor, "batch d_in"], y: Float[Tensor, "batch d_in"],
@@ -63,7 +64,7 @@ def loss_terms(coder: SparseCoder, x: Float[Tensor, "batch d_in"], y: Float[Tens
         # the residual already includes b_dec: decode without it
         e_hat = torch.nn.functional.embedding_bag(aux_idx, coder.W_dec, per_sample_weights=aux_acts, mode="sum")
         auxk = scale * (e_hat - error.detach()).pow(2).sum() / total_variance
-    return LossTerms(fvu, auxk, top_indices)
+    return LossTerms(fvu, auxk, top_indices, y_hat)
 
 
 @torch.no_grad()
@@ -99,11 +100,14 @@ class Trainer:
         decay = 1.0 if step < decay_from else max(0.0, left)
         return s.lr * warm * decay
 
-    def step(self, x: Float[Tensor, "batch d_in"], y: Float[Tensor, "batch d_in"]) -> dict:
+    def step(self, x: Float[Tensor, "batch d_in"], y: Float[Tensor, "batch d_in"], extra_loss=None) -> dict:
+        """One update on FVU + auxk_alpha * AuxK (+ `extra_loss(terms)`, a scalar tensor: the
+        KL fine-tune's term, finetune.py); returns the terms' values."""
         coder, s = self.coder, self.settings
         dead = self.since_fired > s.dead_after_tokens
         terms = loss_terms(coder, x, y, dead)
-        loss = terms.fvu + s.auxk_alpha * terms.auxk
+        extra = extra_loss(terms) if extra_loss is not None else None
+        loss = terms.fvu + s.auxk_alpha * terms.auxk + (extra if extra is not None else 0.0)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if coder.cfg.normalize_decoder:
@@ -119,7 +123,10 @@ class Trainer:
         self.since_fired[fired] = 0
         self.step_index += 1
         coder.cfg.tokens_seen += x.shape[0]
-        return {"fvu": terms.fvu.item(), "auxk": terms.auxk.item(), "dead": dead.float().mean().item()}
+        stats = {"fvu": terms.fvu.item(), "auxk": terms.auxk.item(), "dead": dead.float().mean().item()}
+        if extra is not None:
+            stats["extra"] = extra.item()
+        return stats
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "since_fired": self.since_fired,

@@ -72,6 +72,12 @@ def test_the_listing_shows_every_dictionary_its_misses_and_figures_from_metrics(
         assert row["CE recovered"] == pytest.approx(m["ce_recovered"])
         missed = card.misses(m, bool(cfg["transcode"]))
         assert row["targets missed"] == ("; ".join(missed) or "all met")
+        tuned = cfg.get("kl_finetune_tokens") or 0  # the KL fine-tune, from cfg.json (none: a dash)
+        if tuned:
+            assert row["KL fine-tune"].startswith(f"{tuned:,} (KL × {cfg['kl_coeff']:g}")
+            assert ("decoder only" in row["KL fine-tune"]) == bool(cfg.get("kl_decoder_only"))
+        else:
+            assert row["KL fine-tune"] == "–"
     n_missing = sum(bool(card.misses(m, bool(c["transcode"]))) for c, m in shipped.values())
     if n_missing:
         assert any(f"{n_missing} of {len(shipped)} dictionaries miss a target" in plain(w.value) for w in at.warning)

@@ -14,10 +14,10 @@ def _metrics(**overrides):
     return {**base, **overrides}
 
 
-def _write(root, site, transcode, metrics):
+def _write(root, site, transcode, metrics, **cfg_extra):
     folder = root / site
     folder.mkdir()
-    cfg = {"site": site, "num_latents": 1024, "k": 16, "tokens_seen": 999_424, "transcode": transcode}
+    cfg = {"site": site, "num_latents": 1024, "k": 16, "tokens_seen": 999_424, "transcode": transcode, **cfg_extra}
     (folder / "cfg.json").write_text(json.dumps(cfg))
     (folder / "metrics.json").write_text(json.dumps(metrics))
 
@@ -64,3 +64,17 @@ def test_the_card_splits_ce_recovered_by_document_type(tmp_path):
              if line.startswith("| blocks.0.hook_resid_post")]
     assert "0.991 ± 0.002 (54 docs)" in row and "0.240 ± 0.050 (13 docs)" in row
     assert row.index("0.991") < row.index("0.240")  # columns in sorted kind order: mixed, repeat
+
+
+def test_the_card_names_each_kl_finetune_and_appends_the_notes(tmp_path):
+    _write(tmp_path, "blocks.0.hook_resid_post", False, _metrics())
+    _write(tmp_path, "blocks.0.mlp", True, _metrics(), kl_finetune_tokens=200_000, kl_coeff=5.0, kl_decoder_only=True)
+    (tmp_path / card.NOTES).write_text("## What was tried\n\n| site | objective |\n")
+    text = card.render(tmp_path)
+    header = next(line for line in text.splitlines() if line.startswith("| site | latents"))
+    column = header.split(" | ").index("KL fine-tune")
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in text.splitlines()
+            if line.startswith("| blocks.") and "all met" in line}
+    assert rows["blocks.0.mlp"][column] == "200,000 (KL × 5, decoder only)"
+    assert rows["blocks.0.hook_resid_post"][column] == "–"
+    assert text.rstrip().endswith("## What was tried\n\n| site | objective |")
