@@ -9,7 +9,7 @@ PORT ?= 8501
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup browser run test bench train-default train-dictionaries
+.PHONY: setup browser run test bench bench-full train-default train-dictionaries
 
 # The pinned requirements, then this project itself as an editable package (its own
 # dependencies are those pins: --no-deps), so `import analyses` and `import app` work from
@@ -49,6 +49,11 @@ test: setup browser
 # bench/results.json. Not part of test.
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) -m bench.run
+
+# The slow rows bench leaves out (growth with sequence length and model size, the 64-token
+# GPT-2-shape sweeps); writes bench/results-full.json.
+bench-full: setup
+	BENCH_FULL=1 HF_HUB_OFFLINE=1 $(PY) -m bench.run
 
 # Retrains the embedded model from scratch (15 minutes on 2 cores with bf16 instructions, 25 in fp32 on AVX2-only ones); not part of run/test.
 train-default: setup

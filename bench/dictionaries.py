@@ -66,7 +66,7 @@ def training_rows(label: str, model, ref: str, site_name: str = "blocks.0.hook_r
     shape = f"{plan.num_latents} latents, k {plan.k}, batch {settings.batch_size}"
     t_reference = t_forward * trained / n_tokens  # the forward over the tokens trained on
     return [
-        row(f"dictionary training, {label}", t_train, t_reference, t_train / t_reference, None, "", None,
+        row(f"dictionary training, {label}", t_train, t_reference, t_train / t_reference, None, "report", None,
             f"{rate:,.0f} training tokens/s ({site.name}, {shape}) vs the model's forward over the same "
             f"{trained:,} tokens at {n_tokens / t_forward:,.0f} tokens/s; ratio: training s / forward s"),
         row(f"minutes per dictionary, {label}", minutes * 60, None, None, None, "<= 10 min", minutes <= 10,

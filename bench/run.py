@@ -6,8 +6,11 @@ Ratios, not absolute times, are what the speed targets are about; the latency ro
 feels (the CLI, the app's cold start) are absolute. The tests assert no speed targets.
 Each row is independent: one that fails prints an error row and the run goes on.
 `BENCH_ONLY=<substring>` runs only the rows whose name contains it (and leaves
-`bench/results.json` alone). Rows: `bench/speed.py` (against TransformerLens, a forward
-pass, torch.mm), `bench/store_reads.py` (the cache), `bench/scaling.py` (64-1024 tokens), `bench/app_rows.py`,
+`bench/results.json` alone). `make bench` runs every row but the slow growth rows (FULL_ONLY),
+so that it fits 15 minutes; `make bench-full` (`BENCH_FULL=1`) runs those and writes
+`bench/results-full.json`: the two runs together time every row (`bench/tiers.py`).
+Rows: `bench/speed.py` (against TransformerLens, a forward pass, torch.mm), `bench/store_reads.py`
+(the cache), `bench/scaling.py` (64-1024 tokens), `bench/app_rows.py`,
 `bench/sparsity_rows.py`, `bench/probe_rows.py` (a probe sweep over layers), `bench/dictionaries.py`
 (dictionary training).
 """
@@ -27,9 +30,10 @@ import torch  # noqa: E402  (after bench.common set the environment)
 
 from bench.common import TMP, embedded, gpt2_small_shape, ioi_pair, pair_of_length, stories260k
 from bench.table import growth_table, table
+from bench.tiers import selected
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
-
+RESULTS_FULL = RESULTS.with_name("results-full.json")
 
 def rows():
     """(name, thunk) per row or group of rows; a thunk builds what it needs, so one failing
@@ -148,8 +152,9 @@ def main() -> int:
     started = time.perf_counter()
     results = []
     only = os.environ.get("BENCH_ONLY", "")  # a substring of row names, for a quick check
+    full = os.environ.get("BENCH_FULL") == "1"
     for name, thunk in rows():
-        if only and only not in name:
+        if not selected(name, only, full):
             continue
         t0 = time.perf_counter()
         try:
@@ -170,11 +175,11 @@ def main() -> int:
     if only:
         print(f"BENCH_ONLY={only!r}: {RESULTS.name} left as it was")
         return 0
-    RESULTS.write_text(json.dumps({
+    (RESULTS_FULL if full else RESULTS).write_text(json.dumps({
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(), "machine": platform.machine(),
-        "total_s": total, "rows": results,
+        "total_s": total, "full": full, "rows": results,
     }, indent=1) + "\n")
     return 0
 

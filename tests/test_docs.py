@@ -30,17 +30,28 @@ def test_every_kind_declares_its_tables_and_fields():
         assert set(analysis.choices) <= set(analysis.required) | set(analysis.optional), kind
 
 
-def test_the_readme_performance_table_is_what_make_bench_last_wrote():
+def test_the_readme_performance_tables_are_what_make_bench_and_bench_full_last_wrote():
     from bench.table import growth_table, table
 
-    results = json.loads((ROOT / "bench" / "results.json").read_text())
     performance = README.split("## Performance", 1)[1].split("\n## ", 1)[0]
-    assert table(results["rows"]) in performance, (
-        "README's Performance table differs from bench/results.json: paste the table "
-        "`make bench` printed")
-    assert growth_table(results["rows"]) in performance, (
-        "README's growth-with-model-size table differs from bench/results.json")
-    assert f"took {results['total_s'] / 60:.1f} minutes" in performance
+    for name, make in (("results.json", "make bench"), ("results-full.json", "make bench-full")):
+        results = json.loads((ROOT / "bench" / name).read_text())
+        assert table(results["rows"]) in performance, (
+            f"README's Performance table differs from bench/{name}: paste the table `{make}` printed")
+        assert growth_table(results["rows"]) in performance, (
+            f"README's growth-with-model-size table differs from bench/{name}")
+        assert f"took {results['total_s'] / 60:.1f} minutes" in performance, name
+
+
+def test_bench_runs_the_quick_rows_and_bench_full_the_slow_ones():
+    from bench.tiers import selected
+
+    quick = "patching head_out, GPT-2-small shape, 16 tokens"
+    slow = ("scaling: logit_lens, GPT-2-small shape", "model size, 64 tokens",
+            "patching resid_pre, GPT-2-small shape, 64 tokens")
+    assert selected(quick, "", full=False) and not selected(quick, "", full=True)
+    assert all(selected(n, "", full=True) and not selected(n, "", full=False) for n in slow)
+    assert selected(slow[0], "scaling", full=False) and not selected(quick, "scaling", full=False)
 
 
 def test_the_readme_layout_names_every_package_and_subpackage():
