@@ -243,6 +243,12 @@ PAIRS = [PAIR,
               answer=" John", wrong=" Mary")]
 
 
+def the_pairs(bridge, folder) -> PairBatch:
+    """PAIRS on the model in `folder`, as one PairBatch."""
+    return PairBatch.of([prompt_pair(bridge, AnalysisSpec(kind="activation_patching", model=str(folder), **p))
+                         for p in PAIRS])
+
+
 @pytest.mark.parametrize("name", ["resid_pre", "head_out", "head_pattern_by_pos"])
 def test_pairs_patched_together_equal_each_pair_patched_alone(arch_model, name):
     """A PairBatch's rows are (example, cell): each example reads its own clean activations,
@@ -288,8 +294,7 @@ def test_batches_that_resume_at_their_own_position_give_the_same_numbers(arch_mo
 
     _, folder, model = arch_model
     bridge, site = model.bridge, GRANULARITIES[name]
-    pairs = PairBatch.of([prompt_pair(bridge, AnalysisSpec(kind="activation_patching", model=str(folder), **p))
-                          for p in PAIRS])
+    pairs = the_pairs(bridge, folder)
     whole = Patcher(bridge, pairs, sites=(site,))
     cells = whole.cells(site, list(range(int(bridge.cfg.n_layers))))
     expected = whole.patch_examples(site, cells)
@@ -314,8 +319,7 @@ def test_cells_whose_clean_and_corrupted_activations_are_equal_are_read_without_
     same in both runs: those cells give the corrupted run (no forward), as a forward gives them."""
     _, folder, model = arch_model
     bridge, site = model.bridge, GRANULARITIES[name]
-    pairs = PairBatch.of([prompt_pair(bridge, AnalysisSpec(kind="activation_patching", model=str(folder), **p))
-                          for p in PAIRS])
+    pairs = the_pairs(bridge, folder)
     patcher = Patcher(bridge, pairs, sites=(site,))
     cells = patcher.cells(site, list(range(int(bridge.cfg.n_layers))))
     examples = np.repeat(np.arange(pairs.n_examples), len(cells))
@@ -342,8 +346,7 @@ def test_last_block_cells_below_the_last_position_are_read_without_a_forward(arc
     bridge, site = model.bridge, GRANULARITIES[name]
     if not Patcher(bridge, prompt_pair(bridge, spec(folder)), sites=()).available(site):
         pytest.skip(f"{name} has no hook on this architecture")
-    pairs = PairBatch.of([prompt_pair(bridge, AnalysisSpec(kind="activation_patching", model=str(folder), **p))
-                          for p in PAIRS])
+    pairs = the_pairs(bridge, folder)
     last = int(bridge.cfg.n_layers) - 1
     patcher = Patcher(bridge, pairs, sites=(site,))
     cells = patcher.cells(site, [last])
