@@ -19,6 +19,9 @@ def add_parser(verbs) -> None:
     train.add_argument("--latents", type=int, default=1024)
     train.add_argument("--k", type=int, default=16)
     train.add_argument("--tokens", type=int, default=1_000_000, help="training tokens per dictionary")
+    train.add_argument("--distinct-tokens", type=int,
+                       help="draw them from this many distinct tokens, cycled in epochs (default: --tokens, "
+                            "one pass); the activation cache holds this many")
     train.add_argument("--transcoder-skip", action="store_true",
                        help="give transcoders (blocks.L.mlp) a linear skip from MLP input to output")
     train.add_argument("--kl-finetune-tokens", type=int, default=0,
@@ -58,8 +61,9 @@ def run(args) -> dict:
 
         if args.latents <= 0 or not 0 < args.k <= args.latents:
             raise UserError(f"--k must be in 1..--latents, got k={args.k}, latents={args.latents}")
-        if args.tokens <= 0 or args.eval_tokens <= 0:
-            raise UserError("--tokens and --eval-tokens must be positive")
+        pool = 1 if args.distinct_tokens is None else args.distinct_tokens
+        if min(args.tokens, args.eval_tokens, pool) <= 0:
+            raise UserError("--tokens, --distinct-tokens and --eval-tokens must be positive")
         if args.kl_finetune_tokens < 0 or args.kl_coeff <= 0:
             raise UserError(f"--kl-finetune-tokens must be 0 or more and --kl-coeff positive, got "
                             f"{args.kl_finetune_tokens} and {args.kl_coeff}")
@@ -71,7 +75,8 @@ def run(args) -> dict:
         plan = Plan(model=args.model, sites=tuple(args.site), num_latents=args.latents, k=args.k,
                     transcoder_skip=args.transcoder_skip, kl_finetune_tokens=args.kl_finetune_tokens,
                     kl_coeff=args.kl_coeff, kl_decoder_only=args.kl_decoder_only,
-                    tokens=args.tokens, eval_tokens=args.eval_tokens, ce_tokens=args.ce_tokens,
+                    tokens=args.tokens, distinct_tokens=args.distinct_tokens,
+                    eval_tokens=args.eval_tokens, ce_tokens=args.ce_tokens,
                     seed=args.seed, n_ctx=args.ctx, out=args.out, cache=args.cache)
         return {"dictionaries": [str(p) for p in train(plan, progress=lambda fraction, message: log.info(message))]}
     from analyses.dictionaries.pipeline import evaluate_folder

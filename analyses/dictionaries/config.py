@@ -33,6 +33,9 @@ class CoderConfig:
     model_fingerprint: str = ""  # models.fingerprint(model): the weights it belongs to
     seed: int = 0  # initialisation and token-stream seed: one seed, one dictionary
     tokens_seen: int = 0  # training tokens so far (a resumed run counts on)
+    # distinct tokens those were drawn from: training cycles over this pool when tokens_seen
+    # is larger (epochs); 0: not recorded (every token seen once)
+    distinct_tokens: int = 0
     kl_finetune_tokens: int = 0  # tokens of KL fine-tuning after the MSE training (finetune.py)
     kl_coeff: float = 0.0  # the KL term's weight in that fine-tune
     kl_decoder_only: bool = False  # that fine-tune moved only the decoder (the encoder as MSE-trained)

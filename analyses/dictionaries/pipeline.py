@@ -37,7 +37,11 @@ class Plan:
     # transcoders get a linear skip (MLP input -> output, trained with the rest): on the layer-0
     # MLP it lifts CE recovered from 0.970 to 0.988 at the same L0 (measured, 96 documents)
     transcoder_skip: bool = False
-    tokens: int = 1_000_000  # training tokens per dictionary: the shipped set's (make train-dictionaries)
+    tokens: int = 1_000_000  # training tokens per dictionary (updates x batch size)
+    # the distinct tokens they are drawn from (activations cached on disk); when tokens is
+    # larger the trainer cycles over them in epochs. None: as many as tokens (one pass). The
+    # cache holds every site's hooks (25 MB per 8k tokens), so epochs are how a long run fits
+    distinct_tokens: int | None = None
     # after the MSE training, this many tokens of KL fine-tuning (finetune.py; 0: none), the
     # KL term weighted kl_coeff against FVU
     kl_finetune_tokens: int = 0
@@ -78,7 +82,7 @@ def train(plan: Plan, progress=None) -> list[Path]:
     stream = TokenStream(n_ctx=min(plan.n_ctx, cfg.n_ctx), seed=plan.seed)
     out_root = Path(plan.out) if plan.out else registry.ROOT / registry.model_slug(plan.model)
     chunks = ActivationChunks(loaded, sites, stream, "train", plan.cache)
-    n_chunks = math.ceil(plan.tokens / stream.tokens_per_chunk())
+    n_chunks = math.ceil(min(plan.tokens, plan.distinct_tokens or plan.tokens) / stream.tokens_per_chunk())
     report = progress or (lambda fraction, message: log.info(message))
     t0 = time.perf_counter()
     chunks.ensure(n_chunks, lambda done, total: report(
@@ -120,7 +124,8 @@ def train_site(loaded, site: st.Site, chunks: ActivationChunks, n_chunks: int, f
     d_in = st.site_width(site, loaded.bridge.cfg)
     wanted = CoderConfig(d_in=d_in, num_latents=plan.num_latents, k=plan.k, transcode=site.transcode,
                          site=site.name, model=plan.model, model_fingerprint=loaded.fingerprint, seed=plan.seed,
-                         skip_connection=site.transcode and plan.transcoder_skip)
+                         skip_connection=site.transcode and plan.transcoder_skip,
+                         distinct_tokens=tr.distinct_tokens(n_chunks, chunks.stream.tokens_per_chunk(), settings))
     coder, trainer = None, None
     if (folder / formats.SPARSIFY_WEIGHTS).is_file():
         coder = formats.load(folder)
@@ -196,7 +201,9 @@ def finetune_site(loaded, site: st.Site, coder: SparseCoder, chunks: ActivationC
 
 def _same_dictionary(have: CoderConfig, want: CoderConfig) -> bool:
     keys = ("d_in", "num_latents", "k", "transcode", "skip_connection", "site", "model_fingerprint", "seed")
-    return all(getattr(have, key) == getattr(want, key) for key in keys)
+    # a dictionary written before distinct_tokens was recorded (0) matches any pool
+    same_pool = not have.distinct_tokens or have.distinct_tokens == want.distinct_tokens
+    return same_pool and all(getattr(have, key) == getattr(want, key) for key in keys)
 
 
 def evaluate_folder(folder: Path, model: str | None = None, eval_tokens: int = 100_000,

@@ -147,6 +147,12 @@ def batch_plan(n_chunks: int, tokens_per_chunk: int, settings: TrainSettings) ->
     return groups, per_group
 
 
+def distinct_tokens(n_chunks: int, tokens_per_chunk: int, settings: TrainSettings) -> int:
+    """The tokens `batches` draws from: whole groups of chunks (a last partial group is left out)."""
+    groups, _ = batch_plan(n_chunks, tokens_per_chunk, settings)
+    return groups * min(settings.group_chunks, n_chunks) * tokens_per_chunk
+
+
 def batches(load_chunk, n_chunks: int, tokens_per_chunk: int, settings: TrainSettings, seed: int,
             start_step: int, total_steps: int):
     """Yield (x, y) [batch, d] for steps start_step..total_steps-1; step s's batch is a pure

@@ -42,7 +42,8 @@ def test_dictionaries_train_on_stories260k_writes_a_dictionary_whose_metrics_num
 
     out, cache = tmp_path / "out", tmp_path / "cache"
     done = run_cli("train", "--model", str(stories260k_dir / "stories260K.bin"), "--site", "blocks.1.mlp",
-                   "--latents", "64", "--k", "4", "--tokens", "8128", "--eval-tokens", "4000",
+                   "--latents", "64", "--k", "4", "--tokens", "16256", "--distinct-tokens", "8128",
+                   "--eval-tokens", "4000",
                    "--ce-tokens", "254", "--ctx", "128", "--out", str(out), "--cache", str(cache),
                    env_extra={"ANALYSES_MODEL_ROOTS": str(stories260k_dir)})
     assert done.returncode == 0, done.stderr[-2000:]
@@ -51,7 +52,10 @@ def test_dictionaries_train_on_stories260k_writes_a_dictionary_whose_metrics_num
     assert "step" in done.stderr and "evaluating" in done.stderr  # progress on stderr
     cfg = json.loads((folder / "cfg.json").read_text())
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert cfg["transcode"] and cfg["num_latents"] == 64 and cfg["k"] == 4 and cfg["tokens_seen"] == 8128 // 2048 * 2048
+    assert cfg["transcode"] and cfg["num_latents"] == 64 and cfg["k"] == 4
+    assert cfg["tokens_seen"] == 16256 // 2048 * 2048
+    # two epochs over a pool of two chunks (32 x 127 tokens each): only those are cached
+    assert cfg["distinct_tokens"] == 8128 and len(list(cache.glob("*/train-s0-c128/chunk_*"))) == 2
     weights = {k: v.astype(np.float64) for k, v in load_file(str(folder / "sae.safetensors")).items()}
     [chunk] = (cache).glob("*/eval-s0-c128/chunk_00000.safetensors")  # 4,000 tokens: one chunk of 32 x 127
     stored = {k: v.astype(np.float64) for k, v in load_file(str(chunk)).items() if k != "tokens"}
@@ -65,6 +69,7 @@ def test_dictionaries_train_on_stories260k_writes_a_dictionary_whose_metrics_num
 @pytest.mark.parametrize("args, words", [
     (("--site", "blocks.0.hook_resid_post", "--k", "0"), "--k must be in 1..--latents"),
     (("--site", "blocks.0.nope"), "site 'blocks.0.nope'"),
+    (("--site", "blocks.0.mlp", "--distinct-tokens", "0"), "--distinct-tokens"),
 ])
 def test_bad_train_arguments_exit_2_with_one_line(args, words):
     done = run_cli("train", "--model", "default", *args)

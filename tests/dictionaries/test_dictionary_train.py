@@ -84,6 +84,19 @@ def test_batch_stream_resumes_where_an_unbroken_one_is():
     assert len(seen.unique()) == len(seen)
 
 
+def test_a_run_longer_than_its_pool_cycles_over_the_pool_in_epochs():
+    chunks = {i: (torch.arange(100.0)[:, None] + 1000 * i, torch.zeros(100, 1)) for i in range(5)}
+    settings = tr.TrainSettings(batch_size=25, group_chunks=2)
+    # 5 chunks make 2 whole groups of 2: the fifth is left out, and the pool says so
+    assert tr.distinct_tokens(5, 100, settings) == 400
+    stream = [x for x, _ in tr.batches(chunks.__getitem__, 5, 100, settings, seed=0, start_step=0, total_steps=48)]
+    epochs = [torch.cat(stream[i:i + 16]).flatten() for i in (0, 16, 32)]  # 400 tokens / 25 a batch
+    pool = torch.cat([chunks[i][0] for i in range(4)]).flatten()
+    for seen in epochs:  # every epoch is the whole pool once, in its own order
+        assert torch.equal(seen.sort().values, pool.sort().values)
+    assert not torch.equal(epochs[0], epochs[1])
+
+
 def test_training_lowers_fvu_on_sparse_data():
     directions = torch.nn.functional.normalize(torch.randn(24, 8, generator=torch.Generator().manual_seed(0)), dim=1)
 
