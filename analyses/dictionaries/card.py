@@ -57,6 +57,14 @@ def kl_finetune(cfg: dict) -> str:
     return f"{tokens:,} (KL × {cfg.get('kl_coeff', 0):g}{', decoder only' if cfg.get('kl_decoder_only') else ''})"
 
 
+def train_tokens(cfg: dict) -> str:
+    """Tokens the MSE training saw, and the pool they cycled over when it was smaller (epochs)."""
+    seen, pool = cfg["tokens_seen"], cfg.get("distinct_tokens") or 0
+    if not pool or pool >= seen:
+        return f"{seen:,}"
+    return f"{seen:,} ({seen / pool:.1f} passes over {pool:,})"
+
+
 def _fmt(value, digits=3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -135,7 +143,7 @@ def render(root: Path) -> str:
         # train s counts a KL fine-tune's seconds too (train_seconds.txt), so its tokens count here
         tokens = cfg['tokens_seen'] + (cfg.get('kl_finetune_tokens') or 0)
         speed = f"{tokens / seconds:,.0f}" if seconds else "–"
-        lines.append(f"| {cfg['site']} | {cfg['num_latents']} | {cfg['k']} | {cfg['tokens_seen']:,} | "
+        lines.append(f"| {cfg['site']} | {cfg['num_latents']} | {cfg['k']} | {train_tokens(cfg)} | "
                      f"{kl_finetune(cfg)} | {_fmt(seconds, 0)} | {speed} | {_fmt(m['l0'], 2)} | "
                      f"{_fmt(m['explained_variance'])} | "
                      f"{_fmt(m['ce_clean'])} | {_fmt(m['ce_zero'])} | {_fmt(m['ce_spliced'])} | "

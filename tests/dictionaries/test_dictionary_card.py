@@ -78,3 +78,12 @@ def test_the_card_names_each_kl_finetune_and_appends_the_notes(tmp_path):
     assert rows["blocks.0.mlp"][column] == "200,000 (KL × 5, decoder only)"
     assert rows["blocks.0.hook_resid_post"][column] == "–"
     assert text.rstrip().endswith("## What was tried\n\n| site | objective |")
+
+
+def test_card_says_how_many_passes_a_long_run_made_over_its_token_pool(tmp_path):
+    _write(tmp_path, "blocks.0.hook_resid_post", False, _metrics(), tokens_seen=8_398_848, distinct_tokens=1_044_480)
+    _write(tmp_path, "blocks.0.mlp", True, _metrics())  # written before the pool was recorded
+    rows = [line for line in card.render(tmp_path).splitlines() if line.startswith("| blocks.0.")][:2]
+    resid, mlp = sorted(rows, key=lambda line: "mlp" in line)
+    assert "| 8,398,848 (8.0 passes over 1,044,480) |" in resid
+    assert "| 999,424 |" in mlp
