@@ -127,7 +127,8 @@ def render(root: Path) -> str:
     lines = [f"# Sparse dictionaries of {Path(root).name}", "",
              "TopK sparse autoencoders (residual stream, attention output before W_O with all heads "
              "concatenated) and transcoders (MLP input -> MLP output), trained by `make "
-             "train-dictionaries` (`python -m analyses dictionaries train --site all`) on the model's "
+             "train-dictionaries` (`python -m analyses dictionaries train`, each site's settings in the "
+             "Makefile) on the model's "
              "training mixture (stories, IOI, facts, needles, repeated-token documents; BOS positions "
              "left out) and measured on held-out draws of it; where the KL fine-tune column names one, "
              "the MSE-trained dictionary was then fine-tuned with KL(clean logits || logits with it "
