@@ -53,24 +53,24 @@ def histogram_chart(histogram: pd.DataFrame, latent: int, latents: pd.DataFrame 
 
 
 def logit_effects_chart(effects: pd.DataFrame, latent: int) -> go.Figure:
-    """Its most promoted and most suppressed tokens (the direct path through the unembedding)."""
+    """Its most promoted and most suppressed tokens (the direct path through the unembedding),
+    one panel above the other: the latent page shows it in a half-width column, where two panels
+    side by side put the right one's token labels over the left one's bars."""
     rows = effects[effects["latent"] == latent]
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.18, subplot_titles=["promotes", "suppresses"])
-    for col, (direction, colour) in enumerate((("promote", PROMOTE), ("suppress", SUPPRESS)), 1):
+    fig = make_subplots(rows=2, cols=1, vertical_spacing=0.16, subplot_titles=["promotes", "suppresses"])
+    for row, (direction, colour) in enumerate((("promote", PROMOTE), ("suppress", SUPPRESS)), 1):
         part = rows[rows["direction"] == direction].sort_values("rank")
         labels = [f"{r}. {plot_text(str(t), visible_spaces=True)}"
                   for r, t in part[["rank", "token_str"]].itertuples(index=False)]
         fig.add_trace(go.Bar(x=part["score"], y=labels, orientation="h", marker={"color": colour},
                              showlegend=False, hovertemplate="%{y}<br>%{x:.4g} logits per unit<extra></extra>"),
-                      row=1, col=col)
-        fig.update_yaxes(autorange="reversed", type="category", row=1, col=col,
-                         title={"text": "token (rank)"} if col == 1 else None)
-        fig.update_xaxes(title={"text": "logits per unit of activation"}, row=1, col=col)
+                      row=row, col=1)
+        fig.update_yaxes(autorange="reversed", type="category", row=row, col=1, title={"text": "token (rank)"})
+        fig.update_xaxes(title={"text": "logits per unit of activation"}, row=row, col=1)
     k = int(rows["rank"].max()) if len(rows) else 0
     fig.update_layout(title=title(f"Latent {latent}: the tokens it writes toward",
-                                  "its decoder direction read through the final norm and the unembedding "
-                                  "(the direct path only)"),
-                      height=max(260, 130 + 24 * k), margin={"l": 110, "r": 20, "t": 90, "b": 40})
+                                  "decoder direction through the final norm and W_U (direct path)"),
+                      height=max(420, 220 + 2 * 24 * k), margin={"l": 110, "r": 20, "t": 90, "b": 40})
     return fig
 
 
@@ -79,7 +79,7 @@ def head_share_chart(heads: pd.DataFrame, latent: int, site: str = "") -> go.Fig
     fig = go.Figure(go.Bar(x=[head_tick(h) for h in rows["head"]], y=rows["share"], marker={"color": PROMOTE},
                            hovertemplate="%{x}: %{y:.1%} of the decoder norm<extra></extra>"))
     fig.update_layout(title=title(f"Latent {latent}: which heads it reads from",
-                                  f"share of its decoder row's squared norm in each head's slice of {site}"),
+                                  "squared decoder norm per head" + (f" ({site})" if site else "")),
                       xaxis={"title": {"text": "head"}, "type": "category"},
                       yaxis={"title": {"text": "share of squared decoder norm"}, "tickformat": ".0%",
                              "range": [0, 1]},
