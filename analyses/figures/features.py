@@ -93,20 +93,26 @@ def error_chart(errors: pd.DataFrame, positions: list[int] | None, first: int = 
     labels = position_labels(n_all, list(errors["token"]))
     x_ticks = [labels[int(p)] for p in shown["position"]]
     x = list(range(len(shown)))
-    colours = [BOS_COLOUR if p < first else BAR_COLOUR for p in shown["position"]]
     custom = np.stack([shown["position"], shown["relative"].fillna(np.nan), shown["norm"]], axis=1)
+    hover = ("position %{customdata[0]}<br>|error| %{y:.4g}<br>relative %{customdata[1]:.1%} of |y| "
+             "%{customdata[2]:.4g}<extra></extra>")
+    bos = (shown["position"] < first).to_numpy()
+    # two traces, so the legend's swatch is each one's own colour (one trace shows its first bar's)
+    bars = [go.Bar(x=[i for i, b in zip(x, bos) if b == is_bos], y=shown["error_norm"][bos == is_bos],
+                   name=name, marker={"color": colour}, customdata=custom[bos == is_bos], hovertemplate=hover)
+            for is_bos, name, colour in ((False, "|error| = |y − ŷ|", BAR_COLOUR),
+                                         (True, "|error| at BOS (may run past the axis)", BOS_COLOUR))
+            if (bos == is_bos).any()]
     fig = go.Figure([
-        go.Bar(x=x, y=shown["error_norm"], name="|error| = |y − ŷ|", marker={"color": colours},
-               customdata=custom, hovertemplate="position %{customdata[0]}<br>|error| %{y:.4g}<br>"
-                                                "relative %{customdata[1]:.1%} of |y| %{customdata[2]:.4g}"
-                                                "<extra></extra>"),
+        *bars,
         go.Scatter(x=x, y=shown["norm"], name="|y| (the site's own norm)", mode="markers+lines",
                    line={"color": NORM_COLOUR, "width": 1}, marker={"size": 5},
                    hovertemplate="|y| %{y:.4g}<extra></extra>")])
     after = shown[shown["position"] >= first]
     top = float(max(after["error_norm"].max(), after["norm"].max())) if len(after) else None
     bos_shown = bool(first) and bool((shown["position"] < first).any())
-    note = "; ".join(n for n in ("grey: BOS, never in the dictionary's training text" if bos_shown else None,
+    note = "; ".join(n for n in ("grey: BOS, never in the dictionary's training text; the axis fits the other "
+                                 "positions" if bos_shown else None,
                                  window_note(list(shown["position"]), n_all)) if n)
     fig.update_layout(
         title=title(f"What the dictionary leaves unexplained at {site}", note or None),
