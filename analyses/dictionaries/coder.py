@@ -18,6 +18,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from analyses.dictionaries.config import CoderConfig
+from analyses.dictionaries.gathered import chosen_acts
 
 
 class SparseCoder(nn.Module):
@@ -38,6 +39,14 @@ class SparseCoder(nn.Module):
         if self.cfg.centers_input:
             x = x - self.b_dec  # centre on the decoder bias, as sparsify and SAELens do
         return F.relu(F.linear(x, self.encoder.weight, self.encoder.bias))
+
+    def chosen_acts(self, x: Float[Tensor, "batch d_in"], indices: Int[Tensor, "batch k"],
+                    values: Float[Tensor, "batch k"]) -> Float[Tensor, "batch k"]:
+        """`values`, the no-grad `pre_acts(x)` at `indices`, with the gradient they have as a
+        function of x and the encoder: what training differentiates (gathered.py)."""
+        if self.cfg.centers_input:
+            x = x - self.b_dec
+        return chosen_acts(x, self.encoder.weight, self.encoder.bias, indices, values)
 
     def encode(self, x: Float[Tensor, "... d_in"]) -> tuple[Float[Tensor, "... k"], Int[Tensor, "... k"]]:
         """The k largest pre-activations and their latent indices (in descending order)."""

@@ -7,6 +7,9 @@ sparse autoencoders", as EleutherAI sparsify implements it):
   again as soon as it could help, which is what keeps latents alive.
 - Adam; decoder rows at unit norm, the gradient's component along each row removed before
   a step and the rows renormalised after it.
+- the TopK choice is made without gradient; only the k chosen pre-activations (and AuxK's
+  dead ones) are differentiated, through their encoder rows alone (gathered.py): the same
+  gradient as autograd through the dense encoder, at about half the step time.
 - init: decoder = encoder's rows (normalised), b_dec = the targets' mean; a transcoder's
   encoder bias centres its pre-activations on the inputs' mean.
 
@@ -47,22 +50,41 @@ class LossTerms:
     y_hat: Tensor  # [batch, d_in]: the reconstruction (prediction), with grad: a KL fine-tune splices it
 
 
+CHOOSE_ROWS = 256  # tokens a block when choosing latents: a [256, latent] block stays in cache
+
+
+@torch.no_grad()
+def choose(coder: SparseCoder, x: Float[Tensor, "batch d_in"], dead: Bool[Tensor, " latent"] | None,
+           k_aux: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """The TopK choice and, where latents are dead, AuxK's: (top_values, top_indices) [batch, k]
+    and (aux_values, aux_indices) [batch, k_aux] (None without dead latents). The dense
+    pre-activations are made and dropped a block of tokens at a time (1.5x faster at 4,096
+    latents than one [batch, latent] pass)."""
+    parts = []
+    for start in range(0, x.shape[0], CHOOSE_ROWS):
+        pre = coder.pre_acts(x[start:start + CHOOSE_ROWS])  # [rows, latent]
+        top = pre.topk(coder.cfg.k, dim=-1, sorted=False)
+        aux = torch.where(dead[None], pre, -torch.inf).topk(k_aux, sorted=False) if k_aux else (None, None)
+        parts.append((*top, *aux))
+    return tuple(torch.cat(p) if p[0] is not None else None for p in zip(*parts))
+
+
 def loss_terms(coder: SparseCoder, x: Float[Tensor, "batch d_in"], y: Float[Tensor, "batch d_in"],
                dead: Bool[Tensor, " latent"] | None) -> LossTerms:
-    pre = coder.pre_acts(x)  # [batch, latent]
-    top_acts, top_indices = pre.topk(coder.cfg.k, dim=-1, sorted=False)
+    n_dead = int(dead.sum()) if dead is not None else 0
+    k_aux = min(y.shape[-1] // 2, n_dead)  # Gao et al. appendix B.1: d_in / 2 dead latents
+    top_values, top_indices, aux_values, aux_indices = choose(coder, x, dead, k_aux)
+    top_acts = coder.chosen_acts(x, top_indices, top_values)  # [batch, k]: with grad
     y_hat = coder.decode(top_acts, top_indices) + coder.skip(x)
     error = y - y_hat
     total_variance = (y - y.mean(0)).pow(2).sum()
     fvu = error.pow(2).sum() / total_variance
     auxk = fvu.new_zeros(())
-    n_dead = int(dead.sum()) if dead is not None else 0
-    if n_dead:
-        k_aux = y.shape[-1] // 2  # Gao et al. appendix B.1
-        scale = min(n_dead / k_aux, 1.0)
-        aux_acts, aux_idx = torch.where(dead[None], pre, -torch.inf).topk(min(k_aux, n_dead), sorted=False)
+    if k_aux:
+        scale = min(n_dead / (y.shape[-1] // 2), 1.0)
+        aux_acts = coder.chosen_acts(x, aux_indices, aux_values)  # [batch, k_aux]
         # the residual already includes b_dec: decode without it
-        e_hat = torch.nn.functional.embedding_bag(aux_idx, coder.W_dec, per_sample_weights=aux_acts, mode="sum")
+        e_hat = torch.nn.functional.embedding_bag(aux_indices, coder.W_dec, per_sample_weights=aux_acts, mode="sum")
         auxk = scale * (e_hat - error.detach()).pow(2).sum() / total_variance
     return LossTerms(fvu, auxk, top_indices, y_hat)
 

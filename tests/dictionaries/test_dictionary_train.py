@@ -72,6 +72,40 @@ def test_auxk_trains_dead_latents_encoder_rows_too():
     assert theirs.encoder.weight.grad is None or theirs.encoder.weight.grad.abs().sum() == 0
 
 
+def dense_loss(coder, x, y, dead):
+    """The loss as autograd through the whole [batch, latent] encoder would take it: what
+    loss_terms's chosen-rows gradient (gathered.py) must equal."""
+    pre = coder.pre_acts(x)
+    top_acts, top_indices = pre.topk(coder.cfg.k, dim=-1, sorted=False)
+    error = y - (coder.decode(top_acts, top_indices) + coder.skip(x))
+    total = (y - y.mean(0)).pow(2).sum()
+    aux_acts, aux_idx = torch.where(dead[None], pre, -torch.inf).topk(min(x.shape[1] // 2, int(dead.sum())))
+    e_hat = torch.nn.functional.embedding_bag(aux_idx, coder.W_dec, per_sample_weights=aux_acts, mode="sum")
+    auxk = min(int(dead.sum()) / (x.shape[1] // 2), 1.0) * (e_hat - error.detach()).pow(2).sum() / total
+    return error.pow(2).sum() / total + auxk
+
+
+@pytest.mark.parametrize("transcode", [False, True])
+def test_chosen_rows_gradient_equals_autograd_through_the_dense_encoder(transcode):
+    # 600 tokens: choose() works in blocks of 256, and the last one is partial
+    x = random_inputs(n=600, d_in=16).double()
+    y = random_inputs(n=600, d_in=16, seed=5).double() if transcode else x
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[::4] = True
+    def chosen_rows_loss(coder):
+        terms = tr.loss_terms(coder, x, y, dead)
+        return terms.fvu + terms.auxk
+
+    grads = []
+    for loss in (chosen_rows_loss, lambda c: dense_loss(c, x, y, dead)):
+        coder = random_coder(d_in=16, num_latents=64, k=4, transcode=transcode, skip_connection=transcode).double()
+        loss(coder).backward()
+        grads.append({n: p.grad for n, p in coder.named_parameters()})
+    assert grads[0]["encoder.weight"][dead].abs().sum() > 0  # AuxK reaches dead rows
+    for name, grad in grads[1].items():
+        torch.testing.assert_close(grads[0][name], grad, rtol=1e-10, atol=1e-12, msg=name)
+
+
 def test_batch_stream_resumes_where_an_unbroken_one_is():
     chunks = {i: (torch.arange(100.0)[:, None] + 1000 * i, torch.zeros(100, 1)) for i in range(4)}
     settings = tr.TrainSettings(batch_size=30, group_chunks=2)
