@@ -122,6 +122,28 @@ def by_kind_table(table) -> list[str]:
     return lines
 
 
+def variance_by_kind_table(table) -> list[str]:
+    """Explained variance per document type, with each type's share of the variance: where the
+    part a dictionary leaves unexplained sits."""
+    kinds = sorted({k for _, m in table for k in (m.get("explained_variance_by_doc_kind") or {})})
+    if not kinds:
+        return []
+    lines = ["", "## Where variance is lost: explained variance by document type", "",
+             "Explained variance on each document type's tokens (100k held-out tokens, as in the table "
+             "above) and, in brackets, that type's share of the site's variance; both about the mean of "
+             "all tokens, so the unexplained shares add up to 1 - expl. var. The repeated-random-token "
+             "documents carry more variance than their share of tokens: every position holds a random "
+             "token's identity, which a TopK code with k latents rebuilds only roughly.", "",
+             "| site | " + " | ".join(f"{KIND_NAMES.get(k, k)}" for k in kinds) + " |",
+             "|---|" + "---|" * len(kinds)]
+    for cfg, m in table:
+        entries = m.get("explained_variance_by_doc_kind") or {}
+        cells = [f"{_fmt(entries[k]['explained_variance'])} ({entries[k]['variance_share']:.0%} of variance, "
+                 f"{entries[k]['tokens']:,} tokens)" if k in entries else "–" for k in kinds]
+        lines.append(f"| {cfg['site']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render(root: Path) -> str:
     table = rows(root)
     lines = [f"# Sparse dictionaries of {Path(root).name}", "",
@@ -151,6 +173,7 @@ def render(root: Path) -> str:
                      f"{_fmt(m['ce_recovered'])}{_se(m)} | {_fmt(m['kl'], 4)} | {m['dead_share']:.1%} | "
                      f"{m['dense_share']:.1%} | {m['tokens']:,} | {m.get('ce_tokens', 0):,} | "
                      f"{'; '.join(misses(m, bool(cfg.get('transcode')))) or 'all met'} |")
+    lines += variance_by_kind_table(table)
     lines += by_kind_table(table)
     lines += ["", "## Lexicon ground truth: one latent vs the best neuron", "",
               "Per lexicon category, the best single latent's F1 at telling the category's tokens "

@@ -6,7 +6,9 @@
   replaced by the dictionary's output (every position but BOS); ce_recovered =
   (ce_zero - ce_spliced) / (ce_zero - ce_clean), ce_recovered_se its standard error (documents
   as clusters), ce_by_doc_kind the same per document type (stories, needles, repeated random
-  tokens); kl: KL(clean || spliced) per token;
+  tokens); kl: KL(clean || spliced) per token; explained_variance_by_doc_kind: each document
+  type's share of the eval tokens' variance and the explained variance within it (both about
+  the whole eval set's mean, so the shares' weighted FVUs add up to the overall FVU);
 - dead_share: latents that never fire on the eval tokens; dense_share: those firing on > 10%;
   density_histogram: counts of log10(firing rate) per bin;
 - lexicon: per category of the embedded corpus's lexicon, the best single latent's F1 at telling
@@ -66,6 +68,20 @@ class SparsityStats:
                 "dead_share": float((self.fires == 0).double().mean()),
                 "dense_share": float((density > DENSE_ABOVE).mean()),
                 "density_histogram": density_histogram(density)}
+
+
+def explained_variance_by_kind(stats: dict[str, SparsityStats]) -> dict:
+    """Per document type: its tokens, its share of the total variance and the explained variance
+    on it, the variance taken about the mean of all types together (so an FVU per type,
+    weighted by its share, sums to the overall FVU: where the unexplained variance is)."""
+    n = sum(s.n for s in stats.values())
+    mean = sum(s.sum_y for s in stats.values()) / n  # [d]
+    # sum |y - mean|^2 = sum |y|^2 - 2 mean . sum y + n |mean|^2, per type
+    spread = {k: s.sum_y2 - 2 * float(mean @ s.sum_y) + s.n * float(mean @ mean) for k, s in stats.items()}
+    total = sum(spread.values())
+    return {k: {"tokens": s.n, "variance_share": spread[k] / total,
+                "explained_variance": 1.0 - s.sse / spread[k] if spread[k] > 0 else None}
+            for k, s in sorted(stats.items())}
 
 
 def density_histogram(density: np.ndarray) -> dict:
@@ -178,15 +194,23 @@ def evaluate(loaded, site: st.Site, coder: SparseCoder, eval_tokens: int, ce_tok
     n_chunks = math.ceil(eval_tokens / stream.tokens_per_chunk())
     chunks.ensure(n_chunks)
     stats = SparsityStats(coder.num_latents, coder.cfg.d_in)
+    by_kind = {}  # document type -> SparsityStats of its tokens
     lexicon_tokens, latent_acts = [], []
     for i in range(n_chunks):
         x, y = chunks.load(i, site)
         top_acts, top_indices = coder.encode(x)
-        stats.add(y, coder.decode(top_acts, top_indices) + coder.skip(x), top_acts, top_indices)
+        y_hat = coder.decode(top_acts, top_indices) + coder.skip(x)
+        stats.add(y, y_hat, top_acts, top_indices)
+        row_kinds = np.repeat(stream.doc_kinds("eval", i), stream.n_ctx - 1)  # [tokens]: each document's rows
+        for kind in np.unique(row_kinds):
+            mine = torch.from_numpy(row_kinds == kind)
+            by_kind.setdefault(str(kind), SparsityStats(coder.num_latents, coder.cfg.d_in)).add(
+                y[mine], y_hat[mine], top_acts[mine], top_indices[mine])
         if sum(len(t) for t in lexicon_tokens) < LEXICON_TOKENS:
             lexicon_tokens.append(torch.from_numpy(chunks.tokens(i))[:, 1:].reshape(-1).long())
             latent_acts.append(coder.dense(top_acts, top_indices))
     result = stats.result()
+    result["explained_variance_by_doc_kind"] = explained_variance_by_kind(by_kind)
 
     ce = {"clean": [], "zero": [], "spliced": [], "kl": []}
     neuron_acts = []

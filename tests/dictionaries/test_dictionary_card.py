@@ -66,6 +66,20 @@ def test_the_card_splits_ce_recovered_by_document_type(tmp_path):
     assert row.index("0.991") < row.index("0.240")  # columns in sorted kind order: mixed, repeat
 
 
+def test_the_card_splits_explained_variance_by_document_type(tmp_path):
+    by_kind = {"repeat": {"tokens": 15_300, "variance_share": 0.3, "explained_variance": 0.793},
+               "mixed": {"tokens": 58_395, "variance_share": 0.45, "explained_variance": 0.923}}
+    _write(tmp_path, "blocks.1.attn.hook_z", False, _metrics(explained_variance_by_doc_kind=by_kind))
+    _write(tmp_path, "blocks.1.mlp", True, _metrics())  # measured before the split: a dash, no error
+    text = card.render(tmp_path)
+    section = text.split("explained variance by document type")[1].split("## ")[0]
+    [row] = [line for line in section.splitlines() if line.startswith("| blocks.1.attn.hook_z")]
+    assert "0.923 (45% of variance, 58,395 tokens)" in row and "0.793 (30% of variance, 15,300 tokens)" in row
+    assert row.index("0.923") < row.index("0.793")  # mixed, then repeat
+    [older] = [line for line in section.splitlines() if line.startswith("| blocks.1.mlp")]
+    assert older.count("–") == 2
+
+
 def test_the_card_names_each_kl_finetune_and_appends_the_notes(tmp_path):
     _write(tmp_path, "blocks.0.hook_resid_post", False, _metrics())
     _write(tmp_path, "blocks.0.mlp", True, _metrics(), kl_finetune_tokens=200_000, kl_coeff=5.0, kl_decoder_only=True)

@@ -30,6 +30,35 @@ def test_sparsity_stats_match_numpy_over_batches():
     assert hist["dead"] + sum(hist["counts"]) + hist["below_first_edge"] == 64
 
 
+def test_explained_variance_by_document_kind_matches_numpy_and_adds_up():
+    coder = random_coder(num_latents=64, k=4)
+    x = random_inputs(n=300) * 3
+    x[200:] += 10.0  # one kind far from the others: its variance about the common mean is large
+    kinds = np.array(["mixed"] * 120 + ["needle"] * 80 + ["repeat"] * 100)
+    whole, by_kind = mt.SparsityStats(64, 8), {}
+    with torch.no_grad():
+        for rows in (slice(0, 150), slice(150, 300)):  # two chunks, each with several kinds
+            acts, idx = coder.encode(x[rows])
+            x_hat = coder.decode(acts, idx)
+            whole.add(x[rows], x_hat, acts, idx)
+            for kind in np.unique(kinds[rows]):
+                mine = torch.from_numpy(kinds[rows] == kind)
+                by_kind.setdefault(kind, mt.SparsityStats(64, 8)).add(x[rows][mine], x_hat[mine], acts[mine],
+                                                                      idx[mine])
+        y, y_hat = x.double().numpy(), coder(x).double().numpy()
+    got = mt.explained_variance_by_kind(by_kind)
+    spread = ((y - y.mean(0)) ** 2).sum(1)  # [token]: about the common mean
+    error = ((y - y_hat) ** 2).sum(1)
+    for kind in ("mixed", "needle", "repeat"):
+        mine = kinds == kind
+        assert got[kind]["tokens"] == mine.sum()
+        assert np.isclose(got[kind]["variance_share"], spread[mine].sum() / spread.sum(), rtol=1e-9)
+        assert np.isclose(got[kind]["explained_variance"], 1 - error[mine].sum() / spread[mine].sum(), rtol=1e-9)
+    assert got["repeat"]["variance_share"] > 0.5
+    weighted_fvu = sum(e["variance_share"] * (1 - e["explained_variance"]) for e in got.values())
+    assert np.isclose(weighted_fvu, whole.result()["fvu"], rtol=1e-9)
+
+
 def brute_force_best_f1(values, labels):
     best = 0.0
     for t in np.unique(values):
