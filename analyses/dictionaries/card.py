@@ -131,9 +131,11 @@ def variance_by_kind_table(table) -> list[str]:
     lines = ["", "## Where variance is lost: explained variance by document type", "",
              "Explained variance on each document type's tokens (100k held-out tokens, as in the table "
              "above) and, in brackets, that type's share of the site's variance; both about the mean of "
-             "all tokens, so the unexplained shares add up to 1 - expl. var. The repeated-random-token "
-             "documents carry more variance than their share of tokens: every position holds a random "
-             "token's identity, which a TopK code with k latents rebuilds only roughly.", "",
+             "all tokens, so the unexplained shares add up to 1 - expl. var. A type whose share of the "
+             "variance exceeds its share of the tokens, and that is explained worst, is where a miss "
+             "sits: at the attention outputs, the repeated-random-token documents, where each head "
+             "carries random tokens' identities (a mixture over many of them) that a TopK code with k "
+             "latents rebuilds only roughly.", "",
              "| site | " + " | ".join(f"{KIND_NAMES.get(k, k)}" for k in kinds) + " |",
              "|---|" + "---|" * len(kinds)]
     for cfg, m in table:
