@@ -5,7 +5,9 @@
 - `metrics_frame(folder)`: one row per dictionary: its config, metrics and the issue-27
   targets it misses;
 - `lexicon_frames(folder)`: per dictionary (rows) and lexicon category (columns), the best
-  latent's F1 and the best neuron's.
+  latent's F1 and the best neuron's;
+- `by_kind_frames(folder)`: per dictionary (rows) and held-out document type (columns),
+  explained variance, each type's share of the variance, and CE recovered.
 """
 from __future__ import annotations
 
@@ -51,6 +53,24 @@ def lexicon_frames(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         neuron[cfg.get("site", "")] = {c: e.get("neuron_f1") for c, e in lexicon.items()}
     return (pd.DataFrame.from_dict(latent, orient="index", dtype=float),
             pd.DataFrame.from_dict(neuron, orient="index", dtype=float))
+
+
+def by_kind_frames(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(explained variance, share of the site's variance, CE recovered): [dictionary site,
+    document type] each, from metrics.json's `*_by_doc_kind`; NaN where a dictionary was
+    measured before that split (no rows at all when none was)."""
+    explained, share, ce = {}, {}, {}
+    for cfg, m in card.rows(folder):
+        site = cfg.get("site", "")
+        variance = m.get("explained_variance_by_doc_kind") or {}
+        if not variance:
+            continue
+        explained[site] = {k: e.get("explained_variance") for k, e in variance.items()}
+        share[site] = {k: e.get("variance_share") for k, e in variance.items()}
+        ce[site] = {k: e.get("ce_recovered") for k, e in (m.get("ce_by_doc_kind") or {}).items()}
+    frames = [pd.DataFrame.from_dict(d, orient="index", dtype=float) for d in (explained, share, ce)]
+    kinds = sorted(set().union(*(f.columns for f in frames)))
+    return tuple(f.reindex(index=list(explained), columns=kinds) for f in frames)
 
 
 def density_histograms(folder: Path) -> dict[str, dict]:

@@ -61,7 +61,7 @@ def choose(coder: SparseCoder, x: Float[Tensor, "batch d_in"], dead: Bool[Tensor
     pre-activations are made and dropped a block of tokens at a time (1.5x faster at 4,096
     latents than one [batch, latent] pass)."""
     parts = []
-    for start in range(0, x.shape[0], CHOOSE_ROWS):
+    for start in range(0, max(1, x.shape[0]), CHOOSE_ROWS):  # an empty batch still gives [0, k]
         pre = coder.pre_acts(x[start:start + CHOOSE_ROWS])  # [rows, latent]
         top = pre.topk(coder.cfg.k, dim=-1, sorted=False)
         aux = torch.where(dead[None], pre, -torch.inf).topk(k_aux, sorted=False) if k_aux else (None, None)

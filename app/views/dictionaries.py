@@ -8,7 +8,7 @@ import streamlit as st
 
 from analyses.core.errors import UserError
 from analyses.dictionaries import card, overview, registry
-from analyses.figures.dictionaries import density_histogram_chart, lexicon_chart
+from analyses.figures.dictionaries import by_kind_chart, density_histogram_chart, lexicon_chart
 from app.components.display import md_escape, without_server_paths
 from app.components.model_picker import chosen_model, model_picker
 from app.components.page import chart, display_frame
@@ -115,6 +115,23 @@ def show_lexicon(folder: Path) -> None:
         st.dataframe(table.rename_axis("site").reset_index(), hide_index=True, width="stretch")
 
 
+def show_by_kind(folder: Path) -> None:
+    explained, share, ce = overview.by_kind_frames(folder)
+    if explained.empty:
+        return
+    st.subheader("By document type: where each dictionary falls short")
+    st.caption("The held-out text mixes document types. Per type: the share of the site's variance "
+               "the dictionary leaves unexplained, and the share of cross-entropy it does not recover "
+               "when spliced in (darker is worse; each cell names the measured value). On the embedded "
+               "model the repeated-random-token documents, where each position carries a random "
+               "token's identity, are where the attention-output SAEs' misses sit.")
+    chart(by_kind_chart(explained, share, ce), f"by kind:{set_label(folder)}")
+    with st.expander("As a table"):
+        table = explained.round(3).astype(str) + " (" + (share * 100).round(0).astype("Int64").astype(str) \
+            + "% of variance) · CE " + ce.round(3).astype(str)
+        st.dataframe(table.rename_axis("site").reset_index(), hide_index=True, width="stretch")
+
+
 def train_form() -> None:
     from analyses.dictionaries import train_job
 
@@ -208,6 +225,7 @@ try:
         show_metrics(chosen)
         show_density(chosen)
         show_lexicon(chosen)
+        show_by_kind(chosen)
 except (OSError, ValueError, KeyError) as err:  # a hand-edited metrics.json: say so, no traceback
     st.error(md_escape(f"Could not read the dictionaries' metrics ({type(err).__name__}: "
                        f"{without_server_paths(str(err))})."), icon=":material/error:")

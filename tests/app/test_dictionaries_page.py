@@ -81,7 +81,7 @@ def test_the_listing_shows_every_dictionary_its_misses_and_figures_from_metrics(
     n_missing = sum(bool(card.misses(m, bool(c["transcode"]))) for c, m in shipped.values())
     if n_missing:
         assert any(f"{n_missing} of {len(shipped)} dictionaries miss a target" in plain(w.value) for w in at.warning)
-    density, lexicon = page_figures(at)
+    density, lexicon, by_kind = page_figures(at)
     first = at.selectbox[1].value  # [0] is the set
     cfg, m = shipped[first]
     bars = density["data"][0]
@@ -93,6 +93,11 @@ def test_the_listing_shows_every_dictionary_its_misses_and_figures_from_metrics(
         lex = shipped[site][1]["lexicon"]
         expected = [lex[c].get("latent_f1", np.nan) - lex[c].get("neuron_f1", np.nan) for c in categories]
         np.testing.assert_allclose(z[i], np.nan_to_num(expected), atol=1e-9)
+    unexplained = array(by_kind["data"][0]["z"])  # [dictionary, document type]: 1 - explained variance
+    for i, site in enumerate(by_kind["layout"]["yaxis"]["ticktext"]):
+        per_kind = shipped[site][1]["explained_variance_by_doc_kind"]
+        np.testing.assert_allclose(unexplained[i], [1 - per_kind[k]["explained_variance"] for k in sorted(per_kind)],
+                                   atol=1e-9)
 
 
 def test_bad_training_input_is_a_message_not_a_traceback(root):

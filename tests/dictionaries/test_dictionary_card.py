@@ -80,6 +80,22 @@ def test_the_card_splits_explained_variance_by_document_type(tmp_path):
     assert older.count("–") == 2
 
 
+def test_the_page_frames_by_document_type_follow_metrics_json(tmp_path):
+    from analyses.dictionaries import overview
+
+    variance = {"repeat": {"tokens": 15_300, "variance_share": 0.3, "explained_variance": 0.793},
+                "mixed": {"tokens": 58_395, "variance_share": 0.45, "explained_variance": 0.923}}
+    ce = {"repeat": {"docs": 13, "ce_recovered": 0.24}, "mixed": {"docs": 54, "ce_recovered": 0.991}}
+    _write(tmp_path, "blocks.1.attn.hook_z", False,
+           _metrics(explained_variance_by_doc_kind=variance, ce_by_doc_kind=ce))
+    _write(tmp_path, "blocks.1.mlp", True, _metrics())  # measured before the split: not a row
+    explained, share, recovered = overview.by_kind_frames(tmp_path)
+    assert list(explained.index) == ["blocks.1.attn.hook_z"] and list(explained.columns) == ["mixed", "repeat"]
+    assert explained.loc["blocks.1.attn.hook_z", "repeat"] == 0.793
+    assert share.loc["blocks.1.attn.hook_z", "mixed"] == 0.45
+    assert recovered.loc["blocks.1.attn.hook_z", "repeat"] == 0.24
+
+
 def test_the_card_names_each_kl_finetune_and_appends_the_notes(tmp_path):
     _write(tmp_path, "blocks.0.hook_resid_post", False, _metrics())
     _write(tmp_path, "blocks.0.mlp", True, _metrics(), kl_finetune_tokens=200_000, kl_coeff=5.0, kl_decoder_only=True)
