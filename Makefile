@@ -66,10 +66,12 @@ train-default: setup
 # - the other SAEs: 2,048 latents (4,096 on the layer-1 residual), 8.4M tokens (10.5M) drawn in
 #   passes over 1.05M cached ones (--distinct-tokens);
 # - a KL fine-tune where it meets more of issue 27's targets or recovers more CE at no other cost.
-# Resumes where it stopped (a finished fine-tune is not redone). About 90 minutes on 2 busy
-# cores; not part of run/test.
+# Resumes where it stopped (a finished fine-tune is not redone). The runs go one after another,
+# each on TRAIN_THREADS torch threads (the 2-core machine's two); about 40 minutes there as
+# projected from the bench's rates (with evaluation). Not part of run/test.
+TRAIN_THREADS ?= 2
 TRAIN_DICTIONARY := HF_HUB_OFFLINE=1 $(PY) -m analyses dictionaries train --model default --k 16 \
-  --out data/dictionaries/tiny-circuits
+  --threads $(TRAIN_THREADS) --out data/dictionaries/tiny-circuits
 SHORT_RUN := --latents 1024 --tokens 1000000 --transcoder-skip
 LONG_RUN := --latents 2048 --tokens 8400000 --distinct-tokens 1050000
 train-dictionaries: setup

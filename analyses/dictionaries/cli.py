@@ -34,6 +34,9 @@ def add_parser(verbs) -> None:
     train.add_argument("--ce-tokens", type=int, default=100_000,
                        help="of the eval tokens, those spliced back for cross-entropy and KL")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=1,
+                       help="torch threads for this run (default 1: the right number where several runs "
+                            "share the cores; a machine running only this one: its cores)")
     train.add_argument("--ctx", type=int, default=256, help="document length (capped at the model's)")
     train.add_argument("--out", type=Path, help="folder of one directory per site "
                                                 "(default data/dictionaries/<model>)")
@@ -64,6 +67,8 @@ def run(args) -> dict:
         pool = 1 if args.distinct_tokens is None else args.distinct_tokens
         if min(args.tokens, args.eval_tokens, pool) <= 0:
             raise UserError("--tokens, --distinct-tokens and --eval-tokens must be positive")
+        if args.threads < 1:
+            raise UserError(f"--threads must be 1 or more, got {args.threads}")
         if args.kl_finetune_tokens < 0 or args.kl_coeff <= 0:
             raise UserError(f"--kl-finetune-tokens must be 0 or more and --kl-coeff positive, got "
                             f"{args.kl_finetune_tokens} and {args.kl_coeff}")
@@ -77,7 +82,7 @@ def run(args) -> dict:
                     kl_coeff=args.kl_coeff, kl_decoder_only=args.kl_decoder_only,
                     tokens=args.tokens, distinct_tokens=args.distinct_tokens,
                     eval_tokens=args.eval_tokens, ce_tokens=args.ce_tokens,
-                    seed=args.seed, n_ctx=args.ctx, out=args.out, cache=args.cache)
+                    seed=args.seed, n_ctx=args.ctx, out=args.out, cache=args.cache, threads=args.threads)
         return {"dictionaries": [str(p) for p in train(plan, progress=lambda fraction, message: log.info(message))]}
     from analyses.dictionaries.pipeline import evaluate_folder
 

@@ -40,6 +40,12 @@ class SparseCoder(nn.Module):
             x = x - self.b_dec  # centre on the decoder bias, as sparsify and SAELens do
         return F.relu(F.linear(x, self.encoder.weight, self.encoder.bias))
 
+    def pre_acts_of(self, x: Float[Tensor, "batch d_in"], latents: Int[Tensor, " n"]) -> Float[Tensor, "batch n"]:
+        """`pre_acts(x)[:, latents]`, computed (and differentiated) for those latents only."""
+        if self.cfg.centers_input:
+            x = x - self.b_dec
+        return F.relu(F.linear(x, self.encoder.weight[latents], self.encoder.bias[latents]))
+
     def chosen_acts(self, x: Float[Tensor, "batch d_in"], indices: Int[Tensor, "batch k"],
                     values: Float[Tensor, "batch k"]) -> Float[Tensor, "batch k"]:
         """`values`, the no-grad `pre_acts(x)` at `indices`, with the gradient they have as a

@@ -6,8 +6,7 @@ Autograd through the dense `ReLU(x @ W.T + b)` spends a [latent, batch] x [batch
 (and a [batch, latent] one for x) on a gradient that is zero outside the chosen entries.
 Here the values come from the dense pass the TopK choice needed anyway (no second
 computation), and the backward scatters each chosen entry's gradient to its own row:
-batch * k * d_in work. sparsify's fused encoder does the same; unlike it, this one also lets
-AuxK's dead latents reach their encoder rows (train.py).
+batch * k * d_in work. sparsify's fused encoder does the same.
 """
 from __future__ import annotations
 

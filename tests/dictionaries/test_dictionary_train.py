@@ -86,12 +86,13 @@ def dense_loss(coder, x, y, dead):
 
 
 @pytest.mark.parametrize("transcode", [False, True])
-def test_chosen_rows_gradient_equals_autograd_through_the_dense_encoder(transcode):
+@pytest.mark.parametrize("every", [4, 16])  # 16 dead latents (more than AuxK's d_in / 2 = 8: ranked), or 4 (all used)
+def test_chosen_rows_gradient_equals_autograd_through_the_dense_encoder(transcode, every):
     # 600 tokens: choose() works in blocks of 256, and the last one is partial
     x = random_inputs(n=600, d_in=16).double()
     y = random_inputs(n=600, d_in=16, seed=5).double() if transcode else x
     dead = torch.zeros(64, dtype=torch.bool)
-    dead[::4] = True
+    dead[::every] = True
     def chosen_rows_loss(coder):
         terms = tr.loss_terms(coder, x, y, dead)
         return terms.fvu + terms.auxk
