@@ -97,53 +97,52 @@ KIND_NAMES = {"mixed": "mixed (stories, IOI, facts)", "needle": "needle in stori
               "repeat": "repeated random tokens (induction)"}
 
 
-def by_kind_table(table) -> list[str]:
-    """CE recovered per document type of the held-out mixture: where a dictionary costs the model."""
-    kinds = sorted({k for _, m in table for k in (m.get("ce_by_doc_kind") or {})})
+def per_kind_section(table, field: str, heading: str, intro: str, cell) -> list[str]:
+    """A card section with one column per held-out document type found under metrics[field]:
+    `cell(entry)` writes a dictionary's entry for a type (a dash where it has none)."""
+    kinds = sorted({k for _, m in table for k in (m.get(field) or {})})
     if not kinds:
         return []
-    lines = ["", "## Where cross-entropy is lost: CE recovered by document type", "",
-             "The CE splice's documents split by type (± its standard error, documents as clusters). The "
-             "repeated-random-token documents need every token's exact identity carried to the induction "
-             "heads; a dictionary with fewer latents than the vocabulary, spending them by frequency, "
-             "keeps too little of a rare token's identity, and CE there is lost.", "",
+    lines = ["", heading, "", intro, "",
              "| site | " + " | ".join(f"{KIND_NAMES.get(k, k)}" for k in kinds) + " |",
              "|---|" + "---|" * len(kinds)]
     for cfg, m in table:
-        cells = []
-        for k in kinds:
-            entry = (m.get("ce_by_doc_kind") or {}).get(k)
-            if entry is None or entry.get("ce_recovered") is None:
-                cells.append("–")
-                continue
-            se = "" if entry.get("ce_recovered_se") is None else f" ± {entry['ce_recovered_se']:.3f}"
-            cells.append(f"{entry['ce_recovered']:.3f}{se} ({entry['docs']} docs)")
-        lines.append(f"| {cfg['site']} | " + " | ".join(cells) + " |")
+        entries = m.get(field) or {}
+        lines.append(f"| {cfg['site']} | " + " | ".join(cell(entries[k]) if k in entries else "–" for k in kinds)
+                     + " |")
     return lines
+
+
+def _ce_cell(entry: dict) -> str:
+    if entry.get("ce_recovered") is None:
+        return "–"
+    se = "" if entry.get("ce_recovered_se") is None else f" ± {entry['ce_recovered_se']:.3f}"
+    return f"{entry['ce_recovered']:.3f}{se} ({entry['docs']} docs)"
+
+
+def by_kind_table(table) -> list[str]:
+    """CE recovered per document type of the held-out mixture: where a dictionary costs the model."""
+    return per_kind_section(
+        table, "ce_by_doc_kind", "## Where cross-entropy is lost: CE recovered by document type",
+        "The CE splice's documents split by type (± its standard error, documents as clusters). The "
+        "repeated-random-token documents need every token's exact identity carried to the induction "
+        "heads; a dictionary with fewer latents than the vocabulary, spending them by frequency, "
+        "keeps too little of a rare token's identity, and CE there is lost.", _ce_cell)
 
 
 def variance_by_kind_table(table) -> list[str]:
     """Explained variance per document type, with each type's share of the variance: where the
     part a dictionary leaves unexplained sits."""
-    kinds = sorted({k for _, m in table for k in (m.get("explained_variance_by_doc_kind") or {})})
-    if not kinds:
-        return []
-    lines = ["", "## Where variance is lost: explained variance by document type", "",
-             "Explained variance on each document type's tokens (100k held-out tokens, as in the table "
-             "above) and, in brackets, that type's share of the site's variance; both about the mean of "
-             "all tokens, so the unexplained shares add up to 1 - expl. var. A type whose share of the "
-             "variance exceeds its share of the tokens, and that is explained worst, is where a miss "
-             "sits: at the attention outputs, the repeated-random-token documents, where each head "
-             "carries random tokens' identities (a mixture over many of them) that a TopK code with k "
-             "latents rebuilds only roughly.", "",
-             "| site | " + " | ".join(f"{KIND_NAMES.get(k, k)}" for k in kinds) + " |",
-             "|---|" + "---|" * len(kinds)]
-    for cfg, m in table:
-        entries = m.get("explained_variance_by_doc_kind") or {}
-        cells = [f"{_fmt(entries[k]['explained_variance'])} ({entries[k]['variance_share']:.0%} of variance, "
-                 f"{entries[k]['tokens']:,} tokens)" if k in entries else "–" for k in kinds]
-        lines.append(f"| {cfg['site']} | " + " | ".join(cells) + " |")
-    return lines
+    return per_kind_section(
+        table, "explained_variance_by_doc_kind", "## Where variance is lost: explained variance by document type",
+        "Explained variance on each document type's tokens (100k held-out tokens, as in the table "
+        "above) and, in brackets, that type's share of the site's variance; both about the mean of "
+        "all tokens, so the unexplained shares add up to 1 - expl. var. A type whose share of the "
+        "variance exceeds its share of the tokens, and that is explained worst, is where a miss "
+        "sits: at the attention outputs, the repeated-random-token documents, where each head "
+        "carries random tokens' identities (a mixture over many of them) that a TopK code with k "
+        "latents rebuilds only roughly.",
+        lambda e: f"{_fmt(e['explained_variance'])} ({e['variance_share']:.0%} of variance, {e['tokens']:,} tokens)")
 
 
 def render(root: Path) -> str:
