@@ -24,6 +24,8 @@ largest activation where it fires, where its largest is, its logit effects and i
 """
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,22 +107,47 @@ class LogitEffects:
     bottom_v: torch.Tensor  # [n, k] scores, most negative first
     bottom_i: torch.Tensor  # [n, k]
 
+    @staticmethod
+    def empty() -> "LogitEffects":
+        values = torch.zeros(0, LOGIT_TOKENS)
+        return LogitEffects(np.zeros(0, np.int64), values, values.long(), values, values.long())
+
+    def merged(self, other: "LogitEffects") -> "LogitEffects":
+        """These latents' effects and `other`'s (disjoint sets), in latent order."""
+        latents = np.concatenate([self.latents, other.latents])
+        order = torch.from_numpy(np.argsort(latents, kind="stable"))
+        parts = (torch.cat([a, b])[order] for a, b in ((self.top_v, other.top_v), (self.top_i, other.top_i),
+                                                         (self.bottom_v, other.bottom_v),
+                                                         (self.bottom_i, other.bottom_i)))
+        return LogitEffects(latents[order.numpy()], *parts)
+
     def of(self, latents: np.ndarray) -> tuple[torch.Tensor, ...]:
         """(top_v, top_i, bottom_v, bottom_i), each [len(latents), k], of these latents (all listed)."""
         rows = torch.from_numpy(np.searchsorted(self.latents, latents).astype(np.int64))
         return self.top_v[rows], self.top_i[rows], self.bottom_v[rows], self.bottom_i[rows]
 
 
+_READ: "weakref.WeakKeyDictionary[readout.Dictionary, LogitEffects]" = weakref.WeakKeyDictionary()
+_READ_LOCK = threading.Lock()
+
+
 def logit_effects_of(bridge, dictionary: readout.Dictionary, latents: np.ndarray) -> LogitEffects:
     """Each latent's decoder row as a residual direction, read through the final norm and the
-    unembedding (`readout`): its top and bottom `LOGIT_TOKENS` tokens."""
+    unembedding (`readout`): its top and bottom `LOGIT_TOKENS` tokens. What a latent writes is
+    fixed, so each is read once while its dictionary is loaded (`readout.load_for` keeps a
+    few) and kept with it: a run reads only the latents no run has shown before. Returns the
+    effects of at least `latents`."""
     latents = np.unique(np.asarray(latents, dtype=np.int64))
-    if not len(latents):  # nothing fired after BOS: no read-out to make
-        empty = torch.zeros(0, LOGIT_TOKENS)
-        return LogitEffects(latents, empty, empty.long(), empty, empty.long())
-    rows = dictionary.coder.W_dec[torch.from_numpy(latents).to(dictionary.coder.W_dec.device)]
-    directions = readout.residual_directions(bridge, dictionary.site, rows)
-    return LogitEffects(latents, *readout.logit_effects(bridge, directions, LOGIT_TOKENS))
+    with _READ_LOCK:
+        known = _READ.get(dictionary)
+        missing = latents if known is None else latents[~np.isin(latents, known.latents)]
+        if not len(missing):  # all read before (or nothing fired after BOS: no read-out to make)
+            return known if known is not None else LogitEffects.empty()
+        rows = dictionary.coder.W_dec[torch.from_numpy(missing).to(dictionary.coder.W_dec.device)]
+        directions = readout.residual_directions(bridge, dictionary.site, rows)
+        new = LogitEffects(missing, *readout.logit_effects(bridge, directions, LOGIT_TOKENS))
+        _READ[dictionary] = new if known is None else known.merged(new)
+        return _READ[dictionary]
 
 
 def strongest_after_bos(activations: pd.DataFrame, first: int) -> tuple[np.ndarray, np.ndarray]:

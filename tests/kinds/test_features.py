@@ -100,6 +100,29 @@ def test_encodings_errors_and_logit_effects_equal_numpy(embedded, site):
         np.testing.assert_allclose(suppress["score"], np.sort(scores[latent])[:len(suppress)], rtol=1e-4, atol=1e-5)
 
 
+def test_logit_effects_are_read_once_a_latent_and_kept_in_latent_order(embedded, monkeypatch):
+    """Runs share each latent's read-out while the dictionary is loaded: a second call reads
+    only the latents no call has read, and every latent's effects stay those of numpy."""
+    bridge, site = embedded.bridge, "blocks.1.attn.hook_z"
+    dictionary = readout.load_for(embedded, "default", site)
+    features._READ.pop(dictionary, None)  # a fresh start for this dictionary
+    first = features.logit_effects_of(bridge, dictionary, np.array([40, 7, 7]))
+    assert first.latents.tolist() == [7, 40]
+    calls, real = [], readout.logit_effects
+    monkeypatch.setattr(readout, "logit_effects",
+                        lambda b, directions, k: calls.append(len(directions)) or real(b, directions, k))
+    both = features.logit_effects_of(bridge, dictionary, np.array([3, 40, 900]))
+    again = features.logit_effects_of(bridge, dictionary, np.array([900, 7]))
+    assert calls == [2]  # 3 and 900 read; 40 and then 7 and 900 came from the first reads
+    assert both.latents.tolist() == [3, 7, 40, 900] and again is both
+    scores = numpy_scores(bridge, numpy_dictionary(site), site)
+    top_v, top_i, bottom_v, _ = both.of(np.array([900, 3, 40, 7]))
+    for row, latent in enumerate([900, 3, 40, 7]):
+        np.testing.assert_array_equal(top_i[row], np.argsort(-scores[latent], kind="stable")[:top_i.shape[1]])
+        np.testing.assert_allclose(top_v[row], np.sort(scores[latent])[::-1][:top_v.shape[1]], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(bottom_v[row], np.sort(scores[latent])[:bottom_v.shape[1]], rtol=1e-4, atol=1e-5)
+
+
 def small_corpus(embedded, docs=6, length=48, per_chunk=2):
     """A few short documents of the eval stream (BOS first), in chunks of `per_chunk`."""
     tokens = next(scan.chunk_tokens(embedded, 1, seed=3))[2][:docs, :length]
