@@ -69,7 +69,8 @@ def show_metrics(folder: Path) -> None:
         st.success(f"All {len(frame)} dictionaries meet every target.", icon=":material/check:")
     order = ["site", "targets missed", *[c for c in frame.columns if c not in ("site", "targets missed")]]
     st.dataframe(display_frame(frame[order]), hide_index=True, width="stretch",
-                 column_config={
+                 column_config={  # the site stays in view while the wide table scrolls sideways
+                     "site": st.column_config.TextColumn(pinned=True),
                      "explained variance": st.column_config.NumberColumn(format="%.3f"),
                      "CE recovered": st.column_config.NumberColumn(format="%.3f"),
                      "CE recovered SE": st.column_config.NumberColumn(
@@ -110,6 +111,7 @@ def show_lexicon(folder: Path) -> None:
                "held-out text, beside the best MLP neuron's (layers 0..L). Where a latent beats every "
                "neuron, the dictionary found a feature the neuron basis hides.")
     chart(lexicon_chart(latent, neuron), f"lexicon:{set_label(folder)}")
+    st.markdown(md_escape(card.lexicon_summary(card.rows(folder))))  # the bar, counted
     with st.expander("As a table"):
         table = latent.round(2).astype(str) + " / " + neuron.round(2).astype(str)
         st.dataframe(table.rename_axis("site").reset_index(), hide_index=True, width="stretch")
