@@ -57,6 +57,34 @@ def kl_finetune(cfg: dict) -> str:
     return f"{tokens:,} (KL × {cfg.get('kl_coeff', 0):g}{', decoder only' if cfg.get('kl_decoder_only') else ''})"
 
 
+def latents(cfg: dict) -> str:
+    """The dictionary's width, and its Matryoshka prefixes where it was trained with some."""
+    prefixes = cfg.get("matryoshka_prefixes") or []
+    nested = f" (Matryoshka: first {', '.join(f'{m:,}' for m in prefixes)})" if prefixes else ""
+    return f"{cfg['num_latents']}{nested}"
+
+
+LEXICON_BAR = 0.8  # issue 27: "for most lexicon categories a single latent reaches F1 >= 0.8"
+
+
+def lexicon_summary(table) -> str:
+    """Which categories some dictionary's single latent tells apart at F1 >= LEXICON_BAR, and
+    for the rest the best any reached (and where)."""
+    best: dict[str, tuple[float, str]] = {}
+    for cfg, m in table:
+        for category, entry in (m.get("lexicon") or {}).items():
+            f1 = entry.get("latent_f1")
+            if f1 is not None and f1 > best.get(category, (-1.0, ""))[0]:
+                best[category] = (f1, cfg["site"])
+    if not best:
+        return ""
+    met = [c for c, (f1, _) in best.items() if f1 >= LEXICON_BAR]
+    short = [f"{c} {f1:.2f} ({site})" for c, (f1, site) in best.items() if f1 < LEXICON_BAR]
+    below = f"; below it, the best: {'; '.join(short)}." if short else "."
+    return (f"Categories where one latent of some dictionary reaches F1 >= {LEXICON_BAR}: {len(met)} of "
+            f"{len(best)} ({', '.join(met) or 'none'})" + below)
+
+
 def train_tokens(cfg: dict) -> str:
     """Tokens the MSE training saw, and the pool they cycled over when it was smaller (epochs)."""
     seen, pool = cfg["tokens_seen"], cfg.get("distinct_tokens") or 0
@@ -156,7 +184,9 @@ def render(root: Path) -> str:
              "left out) and measured on held-out draws of it; where the KL fine-tune column names one, "
              "the MSE-trained dictionary was then fine-tuned with KL(clean logits || logits with it "
              "spliced in) added to its loss, the model frozen (its seconds and tokens count in train s and "
-             "tokens/s). sparsify's format: `cfg.json` + "
+             "tokens/s). Where the latents column names a Matryoshka prefix m, the first m latents "
+             "were trained to reconstruct alone as well (Bussmann et al. 2025), so they hold general "
+             "features; encoding is the same TopK over all latents. sparsify's format: `cfg.json` + "
              "`sae.safetensors` per site, `metrics.json` beside them.", "", TARGETS, "",
              "| site | latents | k | train tokens | KL fine-tune | train s | tokens/s | L0 | expl. var. | CE clean "
              "| CE zero-abl. | CE spliced | CE recovered (± SE) | KL | dead | dense | eval tokens | CE tokens "
@@ -167,7 +197,7 @@ def render(root: Path) -> str:
         # train s counts a KL fine-tune's seconds too (train_seconds.txt), so its tokens count here
         tokens = cfg['tokens_seen'] + (cfg.get('kl_finetune_tokens') or 0)
         speed = f"{tokens / seconds:,.0f}" if seconds else "–"
-        lines.append(f"| {cfg['site']} | {cfg['num_latents']} | {cfg['k']} | {train_tokens(cfg)} | "
+        lines.append(f"| {cfg['site']} | {latents(cfg)} | {cfg['k']} | {train_tokens(cfg)} | "
                      f"{kl_finetune(cfg)} | {_fmt(seconds, 0)} | {speed} | {_fmt(m['l0'], 2)} | "
                      f"{_fmt(m['explained_variance'])} | "
                      f"{_fmt(m['ce_clean'])} | {_fmt(m['ce_zero'])} | {_fmt(m['ce_spliced'])} | "
@@ -195,7 +225,7 @@ def render(root: Path) -> str:
             cells.append(f"{'**' + latent + '**' if entry['latent_f1'] > entry['neuron_f1'] else latent}"
                          f" / {entry['neuron_f1']:.2f}")
         lines.append(f"| {cfg['site']} | " + " | ".join(cells) + " |")
-    lines += ["", "Cells: latent F1 / best neuron F1.", ""]
+    lines += ["", "Cells: latent F1 / best neuron F1.", "", lexicon_summary(table), ""]
     notes = Path(root) / NOTES
     if notes.is_file():
         lines += [notes.read_text().rstrip(), ""]

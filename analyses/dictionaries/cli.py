@@ -30,6 +30,10 @@ def add_parser(verbs) -> None:
     train.add_argument("--kl-coeff", type=float, default=1.0, help="the KL term's weight against FVU")
     train.add_argument("--kl-decoder-only", action="store_true",
                        help="the KL fine-tune moves only the decoder: the latents that fire stay the MSE ones")
+    train.add_argument("--matryoshka", type=int, action="append", default=[], metavar="M",
+                       help="train as a Matryoshka SAE: latents 0..M-1 alone must also reconstruct "
+                            "(repeat for several nested sizes); the first latents then learn general "
+                            "features rather than splitting them")
     train.add_argument("--eval-tokens", type=int, default=100_000)
     train.add_argument("--ce-tokens", type=int, default=100_000,
                        help="of the eval tokens, those spliced back for cross-entropy and KL")
@@ -72,6 +76,10 @@ def run(args) -> dict:
         if args.kl_finetune_tokens < 0 or args.kl_coeff <= 0:
             raise UserError(f"--kl-finetune-tokens must be 0 or more and --kl-coeff positive, got "
                             f"{args.kl_finetune_tokens} and {args.kl_coeff}")
+        prefixes = sorted(set(args.matryoshka))
+        if any(not 0 < m < args.latents for m in prefixes):
+            raise UserError(f"--matryoshka sizes must be in 1..--latents - 1 ({args.latents - 1}), got "
+                            f"{', '.join(map(str, args.matryoshka))}")
         from analyses.dictionaries.sites import parse
 
         for name in args.site:  # a bad name fails here, before the model loads
@@ -80,6 +88,7 @@ def run(args) -> dict:
         plan = Plan(model=args.model, sites=tuple(args.site), num_latents=args.latents, k=args.k,
                     transcoder_skip=args.transcoder_skip, kl_finetune_tokens=args.kl_finetune_tokens,
                     kl_coeff=args.kl_coeff, kl_decoder_only=args.kl_decoder_only,
+                    matryoshka_prefixes=tuple(prefixes),
                     tokens=args.tokens, distinct_tokens=args.distinct_tokens,
                     eval_tokens=args.eval_tokens, ce_tokens=args.ce_tokens,
                     seed=args.seed, n_ctx=args.ctx, out=args.out, cache=args.cache, threads=args.threads)

@@ -7,7 +7,7 @@ say where the dictionary belongs and how it was made.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 SPARSIFY_FIELDS = ("activation", "expansion_factor", "normalize_decoder", "num_latents", "k",
                    "multi_topk", "skip_connection", "transcode", "d_in")
@@ -39,12 +39,22 @@ class CoderConfig:
     kl_finetune_tokens: int = 0  # tokens of KL fine-tuning after the MSE training (finetune.py)
     kl_coeff: float = 0.0  # the KL term's weight in that fine-tune
     kl_decoder_only: bool = False  # that fine-tune moved only the decoder (the encoder as MSE-trained)
+    # Matryoshka training (Bussmann et al. 2025, "Learning Multi-Level Features with Matryoshka
+    # SAEs"): for each m here, latents 0..m-1 alone must also reconstruct the target, so the
+    # first latents learn general features (a word's category) rather than splitting them by
+    # context. [] plain TopK. Encoding is TopK over every latent either way: this says how the
+    # dictionary was trained (train.py's loss reads it), not how it reads
+    matryoshka_prefixes: list[int] = field(default_factory=list)
 
     def __post_init__(self):
         if self.d_in <= 0 or self.num_latents <= 0:
             raise ValueError(f"d_in and num_latents must be positive, got {self.d_in}, {self.num_latents}")
         if not 0 < self.k <= self.num_latents:
             raise ValueError(f"k must be in 1..num_latents ({self.num_latents}), got {self.k}")
+        prefixes = list(self.matryoshka_prefixes)
+        if prefixes != sorted(set(prefixes)) or any(not 0 < m < self.num_latents for m in prefixes):
+            raise ValueError(f"matryoshka_prefixes must be increasing sizes in 1..num_latents - 1 "
+                             f"({self.num_latents - 1}), got {prefixes}")
         if self.activation != "topk":
             raise ValueError(f"only TopK dictionaries are supported, got activation={self.activation!r}")
 

@@ -32,7 +32,9 @@ def metrics_frame(folder: Path) -> pd.DataFrame:
         seconds = m.get("train_seconds")
         tokens = (cfg.get("tokens_seen") or 0) + (cfg.get("kl_finetune_tokens") or 0)
         rows.append({"site": cfg.get("site", ""), "kind": "transcoder" if transcode else "SAE",
-                     "latents": cfg.get("num_latents"), "k": cfg.get("k"), "train tokens": cfg.get("tokens_seen"),
+                     "latents": cfg.get("num_latents"), "k": cfg.get("k"),
+                     "Matryoshka prefixes": ", ".join(map(str, cfg.get("matryoshka_prefixes") or [])) or "–",
+                     "train tokens": cfg.get("tokens_seen"),
                      "KL fine-tune": card.kl_finetune(cfg), "train s": seconds,  # the fine-tune's seconds included
                      "tokens/s": tokens / seconds if seconds and tokens else None,
                      "L0": m["l0"], "explained variance": m["explained_variance"],

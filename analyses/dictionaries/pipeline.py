@@ -47,6 +47,9 @@ class Plan:
     kl_finetune_tokens: int = 0
     kl_coeff: float = 1.0
     kl_decoder_only: bool = False  # fine-tune only the decoder: the latents that fire stay the MSE ones
+    # Matryoshka prefix sizes (config.py): each m's first latents must also reconstruct alone,
+    # in the MSE training and the KL fine-tune both. (): plain TopK
+    matryoshka_prefixes: tuple[int, ...] = ()
     eval_tokens: int = 100_000  # held-out tokens for the metrics
     ce_tokens: int = 100_000  # of those, the ones spliced back into the model for CE and KL
     seed: int = 0
@@ -127,13 +130,15 @@ def train_site(loaded, site: st.Site, chunks: ActivationChunks, n_chunks: int, f
     wanted = CoderConfig(d_in=d_in, num_latents=plan.num_latents, k=plan.k, transcode=site.transcode,
                          site=site.name, model=plan.model, model_fingerprint=loaded.fingerprint, seed=plan.seed,
                          skip_connection=site.transcode and plan.transcoder_skip,
+                         matryoshka_prefixes=list(plan.matryoshka_prefixes),
                          distinct_tokens=tr.distinct_tokens(n_chunks, chunks.stream.tokens_per_chunk(), settings))
     coder, trainer = None, None
     if (folder / formats.SPARSIFY_WEIGHTS).is_file():
         coder = formats.load(folder)
         if not _same_dictionary(coder.cfg, wanted):
             raise UserError(f"{folder} holds another dictionary ({coder.cfg.num_latents} latents, k "
-                            f"{coder.cfg.k}, site {coder.cfg.site}): pass another --out or remove it")
+                            f"{coder.cfg.k}, site {coder.cfg.site}, Matryoshka prefixes "
+                            f"{coder.cfg.matryoshka_prefixes or 'none'}): pass another --out or remove it")
         if not (folder / STATE).is_file():
             return coder  # finished earlier
         trainer = tr.Trainer(coder, settings, total_steps)
@@ -202,7 +207,8 @@ def finetune_site(loaded, site: st.Site, coder: SparseCoder, chunks: ActivationC
 
 
 def _same_dictionary(have: CoderConfig, want: CoderConfig) -> bool:
-    keys = ("d_in", "num_latents", "k", "transcode", "skip_connection", "site", "model_fingerprint", "seed")
+    keys = ("d_in", "num_latents", "k", "transcode", "skip_connection", "site", "model_fingerprint", "seed",
+            "matryoshka_prefixes")
     # a dictionary written before distinct_tokens was recorded (0) matches any pool
     same_pool = not have.distinct_tokens or have.distinct_tokens == want.distinct_tokens
     return same_pool and all(getattr(have, key) == getattr(want, key) for key in keys)

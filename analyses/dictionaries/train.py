@@ -1,7 +1,10 @@
 """A TopK sparse-coder trainer on cached activations (Gao et al. 2024, "Scaling and evaluating
 sparse autoencoders", as EleutherAI sparsify implements it):
 
-- loss = FVU + auxk_alpha * AuxK. FVU = |y - y_hat|^2 / |y - mean(y)|^2 over the batch. AuxK:
+- loss = FVU + auxk_alpha * AuxK. FVU = |y - y_hat|^2 / |y - mean(y)|^2 over the batch. A
+  Matryoshka dictionary (`cfg.matryoshka_prefixes`, Bussmann et al. 2025) replaces FVU by the
+  mean of FVU and each prefix's FVU: the reconstruction from the chosen latents below m alone
+  (the TopK choice is the whole dictionary's, as at inference). AuxK:
   the top `d_in / 2` *dead* latents (not fired for `dead_after_tokens`) must predict the live
   latents' residual y - y_hat, scaled by min(dead / k_aux, 1): a dead latent gets gradient
   again as soon as it could help, which is what keeps latents alive.
@@ -45,10 +48,13 @@ class TrainSettings:
 
 @dataclass
 class LossTerms:
-    fvu: Tensor  # []
+    fvu: Tensor  # []: the whole dictionary's
     auxk: Tensor  # []
     top_indices: Tensor  # [batch, k]
     y_hat: Tensor  # [batch, d_in]: the reconstruction (prediction), with grad: a KL fine-tune splices it
+    # []: the reconstruction term of the loss: fvu, or for a Matryoshka dictionary the mean of
+    # fvu and its prefixes' FVUs
+    reconstruction: Tensor
 
 
 CHOOSE_ROWS = 256  # tokens a block when choosing latents: a [256, latent] block stays in cache
@@ -92,7 +98,21 @@ def loss_terms(coder: SparseCoder, x: Float[Tensor, "batch d_in"], y: Float[Tens
         k_aux = y.shape[-1] // 2  # Gao et al. appendix B.1: each token's top d_in / 2 dead latents
         scale = min(n_dead / k_aux, 1.0)
         auxk = scale * (auxk_prediction(coder, x, dead, k_aux) - error.detach()).pow(2).sum() / total_variance
-    return LossTerms(fvu, auxk, top_indices, y_hat)
+    prefixes = coder.cfg.matryoshka_prefixes
+    reconstruction = fvu
+    if prefixes:
+        nested = [prefix_fvu(coder, x, y, top_acts, top_indices, m, total_variance) for m in prefixes]
+        reconstruction = (fvu + sum(nested)) / (1 + len(prefixes))
+    return LossTerms(fvu, auxk, top_indices, y_hat, reconstruction)
+
+
+def prefix_fvu(coder: SparseCoder, x: Float[Tensor, "batch d_in"], y: Float[Tensor, "batch d_in"],
+               top_acts: Float[Tensor, "batch k"], top_indices: Tensor, prefix: int,
+               total_variance: Tensor) -> Tensor:
+    """The FVU of the reconstruction from each token's chosen latents below `prefix` alone
+    (the rest of its code zeroed): the term a Matryoshka prefix adds to the loss."""
+    y_hat = coder.decode(top_acts * (top_indices < prefix), top_indices) + coder.skip(x)
+    return (y - y_hat).pow(2).sum() / total_variance
 
 
 @torch.no_grad()
@@ -135,7 +155,7 @@ class Trainer:
         dead = self.since_fired > s.dead_after_tokens
         terms = loss_terms(coder, x, y, dead)
         extra = extra_loss(terms) if extra_loss is not None else None
-        loss = terms.fvu + s.auxk_alpha * terms.auxk + (extra if extra is not None else 0.0)
+        loss = terms.reconstruction + s.auxk_alpha * terms.auxk + (extra if extra is not None else 0.0)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if coder.cfg.normalize_decoder:
@@ -152,6 +172,8 @@ class Trainer:
         self.step_index += 1
         coder.cfg.tokens_seen += x.shape[0]
         stats = {"fvu": terms.fvu.item(), "auxk": terms.auxk.item(), "dead": dead.float().mean().item()}
+        if coder.cfg.matryoshka_prefixes:
+            stats["reconstruction"] = terms.reconstruction.item()
         if extra is not None:
             stats["extra"] = extra.item()
         return stats

@@ -117,3 +117,25 @@ def test_card_says_how_many_passes_a_long_run_made_over_its_token_pool(tmp_path)
     resid, mlp = sorted(rows, key=lambda line: "mlp" in line)
     assert "| 8,398,848 (8.0 passes over 1,044,480) |" in resid
     assert "| 999,424 |" in mlp
+
+
+def test_card_names_a_matryoshka_prefix_beside_the_width(tmp_path):
+    _write(tmp_path, "blocks.0.hook_resid_post", False, _metrics(), num_latents=2048, matryoshka_prefixes=[512])
+    _write(tmp_path, "blocks.0.mlp", True, _metrics())
+    rows = [line for line in card.render(tmp_path).splitlines() if line.startswith("| blocks.0.")][:2]
+    resid, mlp = sorted(rows, key=lambda line: "mlp" in line)
+    assert "| 2048 (Matryoshka: first 512) | 16 |" in resid
+    assert "| 1024 | 16 |" in mlp
+
+
+def test_the_lexicon_summary_counts_categories_some_latent_tells_apart(tmp_path):
+    def lexicon(**f1):
+        return {c: {"tokens": 40, "words": 12, "latent": 3, "latent_f1": v, "neuron": "L0.N1", "neuron_f1": 0.5}
+                for c, v in f1.items()}
+    _write(tmp_path, "blocks.0.hook_resid_post", False, _metrics(lexicon=lexicon(names=0.9, objects=0.6, weather=0.3)))
+    _write(tmp_path, "blocks.0.mlp", True, _metrics(lexicon=lexicon(names=0.5, objects=0.85, weather=0.4)))
+    summary = card.lexicon_summary(card.rows(tmp_path))
+    assert summary.startswith("Categories where one latent of some dictionary reaches F1 >= 0.8: 2 of 3 "
+                              "(names, objects)")
+    assert summary.endswith("below it, the best: weather 0.40 (blocks.0.mlp).")
+    assert summary in card.render(tmp_path)

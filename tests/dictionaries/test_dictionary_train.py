@@ -74,7 +74,8 @@ def test_auxk_trains_dead_latents_encoder_rows_too():
 
 def dense_loss(coder, x, y, dead):
     """The loss as autograd through the whole [batch, latent] encoder would take it: what
-    loss_terms's chosen-rows gradient (gathered.py) must equal."""
+    loss_terms's chosen-rows gradient (gathered.py) must equal. A Matryoshka prefix m's
+    reconstruction here is the dense code with every column from m on zeroed, times W_dec."""
     pre = coder.pre_acts(x)
     top_acts, top_indices = pre.topk(coder.cfg.k, dim=-1, sorted=False)
     error = y - (coder.decode(top_acts, top_indices) + coder.skip(x))
@@ -82,12 +83,18 @@ def dense_loss(coder, x, y, dead):
     aux_acts, aux_idx = torch.where(dead[None], pre, -torch.inf).topk(min(x.shape[1] // 2, int(dead.sum())))
     e_hat = torch.nn.functional.embedding_bag(aux_idx, coder.W_dec, per_sample_weights=aux_acts, mode="sum")
     auxk = min(int(dead.sum()) / (x.shape[1] // 2), 1.0) * (e_hat - error.detach()).pow(2).sum() / total
-    return error.pow(2).sum() / total + auxk
+    code = torch.zeros_like(pre).scatter(1, top_indices, top_acts)  # [batch, latent], with grad
+    fvus = [error.pow(2).sum() / total]
+    for m in coder.cfg.matryoshka_prefixes:
+        y_hat = code[:, :m] @ coder.W_dec[:m] + coder.b_dec + coder.skip(x)
+        fvus.append((y - y_hat).pow(2).sum() / total)
+    return sum(fvus) / len(fvus) + auxk
 
 
 @pytest.mark.parametrize("transcode", [False, True])
 @pytest.mark.parametrize("every", [4, 16])  # 16 dead latents (more than AuxK's d_in / 2 = 8: ranked), or 4 (all used)
-def test_chosen_rows_gradient_equals_autograd_through_the_dense_encoder(transcode, every):
+@pytest.mark.parametrize("prefixes", [[], [8, 40]])  # plain TopK, or Matryoshka with two nested prefixes
+def test_chosen_rows_gradient_equals_autograd_through_the_dense_encoder(transcode, every, prefixes):
     # 600 tokens: choose() works in blocks of 256, and the last one is partial
     x = random_inputs(n=600, d_in=16).double()
     y = random_inputs(n=600, d_in=16, seed=5).double() if transcode else x
@@ -95,11 +102,12 @@ def test_chosen_rows_gradient_equals_autograd_through_the_dense_encoder(transcod
     dead[::every] = True
     def chosen_rows_loss(coder):
         terms = tr.loss_terms(coder, x, y, dead)
-        return terms.fvu + terms.auxk
+        return terms.reconstruction + terms.auxk
 
     grads = []
     for loss in (chosen_rows_loss, lambda c: dense_loss(c, x, y, dead)):
-        coder = random_coder(d_in=16, num_latents=64, k=4, transcode=transcode, skip_connection=transcode).double()
+        coder = random_coder(d_in=16, num_latents=64, k=4, transcode=transcode, skip_connection=transcode,
+                             matryoshka_prefixes=prefixes).double()
         loss(coder).backward()
         grads.append({n: p.grad for n, p in coder.named_parameters()})
     assert grads[0]["encoder.weight"][dead].abs().sum() > 0  # AuxK reaches dead rows
@@ -147,3 +155,65 @@ def test_training_lowers_fvu_on_sparse_data():
         x = sample(256, step + 1)
         last = trainer.step(x, x)
     assert last["fvu"] < 0.5 * first
+
+
+def sparse_hierarchy(n, seed):
+    """Tokens built like a lexicon: one of 4 category directions (strong, always on) plus
+    one of 6 members of that category (weaker), plus noise; [n, 12]."""
+    g = torch.Generator().manual_seed(0)
+    parents = torch.nn.functional.normalize(torch.randn(4, 12, generator=g), dim=1)
+    children = torch.nn.functional.normalize(torch.randn(4, 6, 12, generator=g), dim=2)
+    g = torch.Generator().manual_seed(seed)
+    category = torch.randint(4, (n,), generator=g)
+    member = torch.randint(6, (n,), generator=g)
+    return 2 * parents[category] + children[category, member] + 0.05 * torch.randn(n, 12, generator=g)
+
+
+def trained(prefixes):
+    coder = random_coder(d_in=12, num_latents=48, k=2, matryoshka_prefixes=prefixes)
+    x0 = sparse_hierarchy(512, 0)
+    tr.initialise(coder, x0, x0, seed=0)
+    trainer = tr.Trainer(coder, tr.TrainSettings(lr=1e-2, warmup_steps=5, dead_after_tokens=512), total_steps=300)
+    for step in range(300):
+        x = sparse_hierarchy(256, step + 1)
+        stats = trainer.step(x, x)
+    assert ("reconstruction" in stats) == bool(prefixes)  # the log shows the loss's term when it differs
+    return coder
+
+
+def prefix_fvu(coder, x, m):
+    with torch.no_grad():
+        acts, idx = coder.encode(x)
+        y_hat = coder.decode(acts * (idx < m), idx)
+    return float((x - y_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+
+
+def test_a_matryoshka_prefix_reconstructs_alone_where_a_plain_dictionarys_first_latents_cannot():
+    """Four latents of a Matryoshka dictionary (prefix 4) learn the four categories: alone they
+    explain most of the variance of held-out tokens. A plain TopK dictionary trained the same
+    way spends its first four latents on whatever they happened to start as."""
+    x = sparse_hierarchy(2000, 999)
+    nested, plain = trained([4]), trained([])
+    assert prefix_fvu(nested, x, 4) < 0.5 * prefix_fvu(plain, x, 4)
+    assert prefix_fvu(nested, x, 4) < 0.35  # the category directions carry 80% of the variance
+    assert prefix_fvu(nested, x, 48) < 0.2  # and the whole dictionary still reconstructs
+
+
+def test_matryoshka_prefixes_must_be_increasing_sizes_inside_the_dictionary():
+    from analyses.dictionaries.config import CoderConfig
+
+    for bad in ([0], [32], [16, 8], [8, 8]):
+        with pytest.raises(ValueError, match="matryoshka_prefixes"):
+            CoderConfig(d_in=8, num_latents=32, matryoshka_prefixes=bad)
+    saved = CoderConfig(d_in=8, matryoshka_prefixes=[4, 16]).to_dict()
+    assert CoderConfig.from_dict(saved).matryoshka_prefixes == [4, 16]
+
+
+def test_a_resumed_run_is_the_same_dictionary_only_with_the_same_matryoshka_prefixes():
+    from analyses.dictionaries.config import CoderConfig
+    from analyses.dictionaries.pipeline import _same_dictionary
+
+    plain = CoderConfig(d_in=8, num_latents=32, site="blocks.0.hook_resid_post")
+    nested = CoderConfig(d_in=8, num_latents=32, site="blocks.0.hook_resid_post", matryoshka_prefixes=[8])
+    assert _same_dictionary(nested, CoderConfig.from_dict(nested.to_dict()))
+    assert not _same_dictionary(plain, nested) and not _same_dictionary(nested, plain)
