@@ -82,6 +82,6 @@ train-dictionaries: setup
 	$(TRAIN_DICTIONARY) $(LONG_RUN) --site blocks.0.hook_resid_post --kl-finetune-tokens 3200000 --kl-coeff 20
 	$(TRAIN_DICTIONARY) $(LONG_RUN) --site blocks.0.attn.hook_z --kl-finetune-tokens 600000 --kl-coeff 5
 	$(TRAIN_DICTIONARY) $(LONG_RUN) --site blocks.1.attn.hook_z --kl-finetune-tokens 600000 --kl-coeff 5
-	$(TRAIN_DICTIONARY) $(LONG_RUN) --site blocks.2.attn.hook_z
+	$(TRAIN_DICTIONARY) $(LONG_RUN) --site blocks.2.attn.hook_z --kl-finetune-tokens 600000 --kl-coeff 5
 	$(TRAIN_DICTIONARY) --latents 4096 --tokens 10500000 --distinct-tokens 1050000 --site blocks.1.hook_resid_post
 	$(PY) -m analyses.dictionaries.card data/dictionaries/tiny-circuits
