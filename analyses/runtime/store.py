@@ -37,16 +37,13 @@ leaves memory with it; a Store on another path starts with nothing in memory.
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import re
 import threading
-import tomllib
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import duckdb
@@ -58,7 +55,9 @@ from analyses.core.notebooks import Notebook
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
 from analyses.runtime.decoded_results import Decoded, DecodedResults
+from analyses.runtime.store_columns import TableConflict, insert_rows, quoted
 from analyses.runtime.store_file import ALIAS, StoreBusy, StoreUnusable, store_file
+from analyses.runtime.versions import library_versions, version_differences
 
 log = logging.getLogger(__name__)
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "data" / "cache.duckdb"
@@ -103,24 +102,14 @@ CREATE TABLE IF NOT EXISTS notebooks (
     notebook_json VARCHAR NOT NULL,
     created_at TIMESTAMP NOT NULL
 )"""
-_LIBRARIES = ("torch", "transformer-lens", "transformers", "duckdb")
-PACKAGE = "interpretability-workbench"  # this project, as pyproject.toml names it
-PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 DEFAULT_MAX_MB = 2048  # results' tables; a GPT-2 neuron atlas is ~100 MB, most results < 1 MB
 DEFAULT_BUSY_S = 10.0  # how long an operation waits for another process to let go of the file
 # meta a result carries about its delivery, never stored with it
 DELIVERY_META = ("cache_hit", "stored", "store_problem", "library_versions", "made_with_other_versions")
-NULL_TYPE = '"NULL"'  # DuckDB's type of a column that holds only NULLs (or of an empty frame's)
-NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
-                 "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE")
 
 
 class StoreQueryRefused(ValueError):
     """`Store.sql` was given something other than one query (a write, several statements)."""
-
-
-class TableConflict(ValueError):
-    """A result's column cannot go into the store's table without changing its values."""
 
 
 def cache_path() -> Path:
@@ -131,32 +120,6 @@ def max_bytes_from_env() -> int:
     return int(float(os.environ.get("ANALYSES_CACHE_MAX_MB") or DEFAULT_MAX_MB) * 2**20)
 
 
-def library_versions() -> dict[str, str]:
-    """The versions a result is made with: the numerical libraries and this package."""
-    return dict(_installed_versions())
-
-
-@functools.cache
-def _installed_versions() -> dict[str, str]:
-    return {**{name: version(name) for name in _LIBRARIES}, PACKAGE: _package_version()}
-
-
-def _package_version() -> str:
-    """A checkout runs its own source: its pyproject.toml's version, else the installed one."""
-    if PYPROJECT.is_file():
-        return tomllib.loads(PYPROJECT.read_text())["project"]["version"]
-    try:
-        return version(PACKAGE)
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def version_differences(made_with: dict[str, str], running: dict[str, str]) -> list[str]:
-    """"torch 2.1 (this server runs 2.3)" for each library a result was made with another version of."""
-    return [f"{name} {then} (this server runs {running[name]})"
-            for name, then in made_with.items() if name in running and running[name] != then]
-
-
 def table_name(kind: str, table: str, analysis_version: int, over_set: bool = False) -> str:
     """The store's table of a kind's table; a run over a prompt set (its tables carry
     `example` and summaries) has tables of its own: `tbl_<kind>_set_<table>_v<n>`."""
@@ -164,10 +127,6 @@ def table_name(kind: str, table: str, analysis_version: int, over_set: bool = Fa
     if not re.fullmatch(r"[a-z0-9_]+", name):  # names come from the catalogue, never from users
         raise ValueError(f"unsafe table name {name!r}")
     return name
-
-
-def _quoted(column: str) -> str:
-    return '"' + column.replace('"', '""') + '"'
 
 
 def _prepare(cur) -> None:
@@ -309,7 +268,7 @@ class Store:
         for table, columns in tables_columns.items():
             name = table_name(kind, table, analysis_version, over_set=spec.dataset is not None)
             # its own columns: a column the table gained since this result was stored is not one
-            chosen = ", ".join(_quoted(c) for c in columns) if columns else "* EXCLUDE (result_key, row_index)"
+            chosen = ", ".join(quoted(c) for c in columns) if columns else "* EXCLUDE (result_key, row_index)"
             try:
                 tables[table] = cur.execute(f"SELECT {chosen} FROM {name} "
                                             "WHERE result_key = ? ORDER BY row_index", [key]).df()
@@ -402,7 +361,7 @@ class Store:
         cur.execute("BEGIN TRANSACTION")
         try:
             for table, frame in result.tables.items():
-                self._insert_table(cur, key, table_name(result.kind, table, analysis_version,
+                insert_rows(cur, key, table_name(result.kind, table, analysis_version,
                                                         over_set=result.spec.dataset is not None), frame)
             now = _now()
             meta = {k: v for k, v in result.meta.items() if k not in DELIVERY_META}
@@ -419,27 +378,6 @@ class Store:
             except duckdb.Error:
                 pass  # a failed COMMIT has already ended it; re-raise the error that says why
             raise
-
-    @staticmethod
-    def _insert_table(cur, key: str, name: str, frame: pd.DataFrame) -> None:
-        """Append `frame`'s rows to table `name`, making or widening it to take them."""
-        if frame.empty:
-            return  # no rows, no column types: the catalogue row keeps its columns
-        staged = frame.reset_index(drop=True)
-        staged.insert(0, "row_index", range(len(staged)))
-        staged.insert(0, "result_key", key)
-        view = f"staged_{name}"  # on this operation's own cursor: it goes when the cursor closes
-        cur.register(view, staged)
-        cur.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM {view} LIMIT 0")
-        have = {row[0]: row[1] for row in cur.execute(f"DESCRIBE {name}").fetchall()}
-        for column, column_type, *_ in cur.execute(f"DESCRIBE SELECT * FROM {view}").fetchall():
-            if column not in have:  # a column the table gained since (older rows: NULL)
-                cur.execute(f"ALTER TABLE {name} ADD COLUMN {_quoted(column)} {column_type}")
-                continue
-            wider = _column_type(cur, name, column, have[column], column_type)
-            if wider != have[column]:
-                cur.execute(f"ALTER TABLE {name} ALTER COLUMN {_quoted(column)} SET DATA TYPE {wider}")
-        cur.execute(f"INSERT INTO {name} BY NAME SELECT * FROM {view}")
 
     def _evict_over_cap(self, cur, keep: str) -> None:
         """Evict least recently used results (never `keep`, the one just stored) until the
@@ -543,29 +481,6 @@ def _noted(result: Result | None, stored: bool, problem: str | None = None) -> b
         else:
             result.meta.pop("store_problem", None)
     return stored
-
-
-def _column_type(cur, table: str, column: str, have: str, incoming: str) -> str:
-    """The type table `table`'s `column` needs to take values of type `incoming` unchanged:
-    its own, the incoming one when it holds only NULLs so far, or the wider number type
-    (DuckDB would round 1.5 into a BIGINT column). Anything else is a TableConflict."""
-    if incoming in (have, NULL_TYPE):
-        return have
-    if have == NULL_TYPE:
-        return incoming
-    try:
-        (common,) = cur.execute(f"SELECT typeof([NULL::{have}, NULL::{incoming}][1])").fetchone()
-    except duckdb.Error:
-        common = None
-    if common == have:
-        return have  # e.g. INTEGER values into a BIGINT column
-    if common is not None and _is_number(have) and _is_number(common):
-        return common
-    raise TableConflict(f"table {table}: column {column!r} holds {have}, this result's holds {incoming}")
-
-
-def _is_number(column_type: str) -> bool:
-    return column_type in NUMERIC_TYPES or column_type.startswith("DECIMAL")
 
 
 _STORE: Store | None = None

@@ -78,12 +78,13 @@ def test_sigkill_in_the_middle_of_a_write_leaves_no_partial_result(tmp_path, tin
         store = Store({str(path)!r})
         spec = AnalysisSpec(kind="logit_lens", model={str(tiny_gpt2_dir)!r}, prompt="Hello there", top_k=2)
         result = LocalWorker(store=store).submit(spec, "k").wait(120)
-        insert = Store._insert_table
+        import analyses.runtime.store as store_module
+        insert = store_module.insert_rows
         def slow_insert(*args):
             insert(*args)
             print("inserted one table", flush=True)
             time.sleep(60)  # killed here: a table written, the catalogue row not yet
-        Store._insert_table = staticmethod(slow_insert)
+        store_module.insert_rows = slow_insert
         store.put("partial-key", result, "fp", 1)
     """, ANALYSES_MODEL_ROOTS=os.environ["ANALYSES_MODEL_ROOTS"])
     try:
