@@ -24,6 +24,13 @@ def latent_query(model: str, dictionary: str, latent: int) -> dict[str, str]:
 
 def latent_link(model: str, dictionary: str, latent: int, base: str = "") -> str:
     """The latent page's URL: relative (`latent_index?…`) or under `base` (the app's root)."""
+    return latent_links(model, dictionary, [latent], base)[0]
+
+
+def latent_links(model: str, dictionary: str, latents, base: str = "") -> list[str]:
+    """`latent_link` of each of `latents` (one dictionary's): the page's spec is made once, so
+    a table of thousands of latents (a prompt set's) links them all at the cost of one."""
     spec = AnalysisSpec(kind=LATENT_PAGE, model=model, dictionary=dictionary)
     path = f"{base.rstrip('/')}/{LATENT_PAGE}" if base else LATENT_PAGE
-    return f"{path}?{spec.to_query()}&{VIEW_PREFIX}latent={int(latent)}"
+    head = f"{path}?{spec.to_query()}&{VIEW_PREFIX}latent="
+    return [head + str(int(latent)) for latent in latents]

@@ -34,7 +34,7 @@ import torch
 
 from analyses.core.catalogue import CATALOGUE
 from analyses.core.errors import UserError
-from analyses.core.latent_links import latent_link
+from analyses.core.latent_links import latent_links
 from analyses.core.progress import Progress, silent, span_of
 from analyses.core.result import Result
 from analyses.core.spec import AnalysisSpec
@@ -150,12 +150,15 @@ def logit_effects_of(bridge, dictionary: readout.Dictionary, latents: np.ndarray
         return _READ[dictionary]
 
 
-def strongest_after_bos(activations: pd.DataFrame, first: int) -> tuple[np.ndarray, np.ndarray]:
-    """(latents, their largest value) over the positions after BOS, strongest first."""
-    after = activations[activations["position"] >= first]
-    latents, where = np.unique(after["latent"].to_numpy(), return_inverse=True)
+def strongest_after_bos(top_acts, top_indices, first: int, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(latents, their largest value) over the positions after BOS, strongest first: the
+    latents the `activations` table lists there (each position's first `top_k` of its sorted
+    TopK code that fire), read from the code itself rather than the table."""
+    values = top_acts[first:, :top_k].numpy().ravel()  # [pos after BOS * top_k]
+    fired = values > 0
+    latents, where = np.unique(top_indices[first:, :top_k].numpy().ravel()[fired], return_inverse=True)
     peak = np.full(len(latents), -np.inf)
-    np.maximum.at(peak, where, after["value"].to_numpy())
+    np.maximum.at(peak, where, values[fired].astype(np.float64))
     order = np.argsort(-peak, kind="stable")
     return latents[order].astype(np.int64), peak[order]
 
@@ -195,7 +198,7 @@ def result_of(model, spec: AnalysisSpec, dictionary: readout.Dictionary, rates: 
     bridge = model.bridge
     first = first_after_bos(bridge)
     activations = activations_table(reading.top_acts, reading.top_indices, reading.inputs, spec.top_k)
-    shown, peaks = strongest_after_bos(activations, first)
+    shown, peaks = strongest_after_bos(reading.top_acts, reading.top_indices, first, spec.top_k)
     effects = effects if effects is not None else logit_effects_of(bridge, dictionary, shown)
     return Result(spec=spec, tables={  # each built in its catalogued column order
         "activations": activations, "latents": latents_table(bridge, effects, shown, peaks, rates),
@@ -263,7 +266,7 @@ def run_set(model, spec: AnalysisSpec, prompt_set, progress: Progress = silent) 
     per_example = [(int(i), *codes[prompt]) for i, prompt in zip(examples["example"], examples["prompt"])]
     progress(0.97, "summarising each latent over the set")
     found = features_set.set_latents_table(model.bridge, effects[-1], per_example, first, rates,
-                                           lambda latent: latent_link(spec.model, spec.dictionary, latent))
+                                           lambda latents: latent_links(spec.model, spec.dictionary, latents))
     progress(1.0, "done")
     return Result(spec=result.spec, tables={**result.tables, "set_latents": found},
                   meta={**result.meta, **dictionary_meta(dictionary), "first_after_bos": first})

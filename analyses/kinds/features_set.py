@@ -60,9 +60,10 @@ def latent_statistics(fired: pd.DataFrame, n_examples: int, n_positions: int) ->
 
 
 def set_latents_table(bridge, effects, codes: list[ExampleCode], first: int, rates: np.ndarray,
-                      link: Callable[[int], str]) -> pd.DataFrame:
+                      links: Callable[[np.ndarray], list[str]]) -> pd.DataFrame:
     """The `set_latents` table (columns as catalogued), strongest share × mean first; `effects`
-    (`features.LogitEffects`) holds the logit effects of every latent that fires."""
+    (`features.LogitEffects`) holds the logit effects of every latent that fires; `links(latents)`
+    their pages' links."""
     n_positions = sum(values.shape[0] for _, values, _, _ in codes)
     stats = latent_statistics(firings(codes, first), len(codes), n_positions)
     latents = stats["latent"].to_numpy(dtype=np.int64)
@@ -76,5 +77,5 @@ def set_latents_table(bridge, effects, codes: list[ExampleCode], first: int, rat
     else:
         stats = stats.assign(promotes=[], suppresses=[], top_promote_score=[])
     stats["density"] = rates[latents] if len(latents) else []
-    stats["dashboard"] = [link(int(latent)) for latent in latents]
+    stats["dashboard"] = links(latents) if len(latents) else []
     return stats[list(COLUMNS)]

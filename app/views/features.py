@@ -5,7 +5,7 @@ import json
 
 import streamlit as st
 
-from analyses.core.latent_links import latent_link, latent_query
+from analyses.core.latent_links import latent_links, latent_query
 from app import links
 from app.components.display import md_escape
 from app.components.form import Field
@@ -33,7 +33,7 @@ def set_latent_table(result):
     spec, base = result.spec, current_base()
     shown = table.head(SET_ROWS_SHOWN).copy()
     shown["promotes"] = [", ".join(json.loads(cell)[:5]) for cell in shown["promotes"]]
-    shown["page"] = [latent_link(spec.model, spec.dictionary, int(v), base) for v in shown["latent"]]
+    shown["page"] = latent_links(spec.model, spec.dictionary, shown["latent"], base)
     st.markdown("**Each latent over the set** — " + md_escape(
         f"{len(table):,} latents fire after BOS in at least one example; the largest share of examples × "
         "mean activation first (activations in the dictionary's units; max: its largest, at that example, "

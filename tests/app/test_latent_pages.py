@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from analyses import AnalysisSpec
-from analyses.core.latent_links import LATENT_PAGE, latent_link, latent_query
+from analyses.core.latent_links import LATENT_PAGE, latent_link, latent_links, latent_query
 from analyses.dictionaries import density
 from app import links
 from app.routes import PAGES, url_path
@@ -43,6 +43,9 @@ def test_the_latent_link_opens_the_latent_page_on_its_latent():
     assert links.parse(raw, LATENT_PAGE).spec == AnalysisSpec(kind=LATENT_PAGE, dictionary="blocks.1.attn.hook_z")
     assert links.view_state(raw) == {"latent": "37"}
     assert latent_query("default", "blocks.1.attn.hook_z", 37) == {name: values[0] for name, values in raw.items()}
+    # a table's links, the page's spec made once, are each latent's own link
+    many = latent_links("default", "blocks.1.attn.hook_z", np.array([37, 0, 2047]), base="http://host:8501/")
+    assert many == [latent_link("default", "blocks.1.attn.hook_z", v, base="http://host:8501/") for v in (37, 0, 2047)]
 
 
 def test_the_prompt_view_draws_its_figures_and_links_every_latent_to_its_page():

@@ -183,5 +183,5 @@ def test_pooling_by_hand_made_codes_counts_places_and_finds_the_first_max():
     assert (stats.loc[5, "max_example"], stats.loc[5, "max_position"], stats.loc[5, "max_token"]) == (0, 2, "b")
     assert stats.loc[7, "share_of_examples"] == 0.5 and stats.loc[7, "share_of_positions"] == pytest.approx(1 / 3)
     empty = features_set.set_latents_table(None, None, [(0, np.zeros((2, 2)), latents_a, ["a", "b"])], 1,
-                                           np.zeros(10), str)
+                                           np.zeros(10), lambda latents: [])
     assert empty.empty and list(empty.columns) == list(features_set.COLUMNS)
