@@ -3,8 +3,25 @@ tests of interventions and attribution on latents (independent of `SparseCoder.e
 import numpy as np
 
 
+def numpy_pursuit_code(W_dec: np.ndarray, b_dec: np.ndarray, x: np.ndarray, k: int) -> np.ndarray:
+    """The dense code of k greedy non-negative matching-pursuit steps over W_dec's rows (a
+    latent taken twice sums its activations): [pos, latent]."""
+    code, residual = np.zeros((len(x), len(W_dec))), x - b_dec
+    rows = np.arange(len(x))
+    for _ in range(k):
+        scores = residual @ W_dec.T
+        best = scores.argmax(axis=1)
+        value = np.maximum(scores[rows, best], 0.0)
+        code[rows, best] += value
+        residual = residual - value[:, None] * W_dec[best]
+    return code
+
+
 def numpy_code(coder, x: np.ndarray) -> np.ndarray:
-    """The dense TopK code of x [pos, d_in], by numpy alone: [pos, latent]."""
+    """The dense code of x [pos, d_in] (TopK, or a matching pursuit's), by numpy alone: [pos, latent]."""
+    if coder.cfg.encoding == "matching_pursuit":
+        return numpy_pursuit_code(coder.W_dec.detach().double().numpy(), coder.b_dec.detach().double().numpy(),
+                                  x, coder.cfg.k)
     w_enc, b_enc = coder.encoder.weight.detach().double().numpy(), coder.encoder.bias.detach().double().numpy()
     b_dec = coder.b_dec.detach().double().numpy()
     pre = np.maximum((x - b_dec if coder.cfg.centers_input else x) @ w_enc.T + b_enc, 0.0)

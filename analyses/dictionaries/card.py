@@ -58,10 +58,14 @@ def kl_finetune(cfg: dict) -> str:
 
 
 def latents(cfg: dict) -> str:
-    """The dictionary's width, and its Matryoshka prefixes where it was trained with some."""
-    prefixes = cfg.get("matryoshka_prefixes") or []
-    nested = f" (Matryoshka: first {', '.join(f'{m:,}' for m in prefixes)})" if prefixes else ""
-    return f"{cfg['num_latents']}{nested}"
+    """The dictionary's width, its Matryoshka prefixes where it was trained with some, and its
+    encoding where it is not TopK (with the tokens its decoder was trained through it)."""
+    notes = []
+    if prefixes := cfg.get("matryoshka_prefixes") or []:
+        notes.append(f"Matryoshka: first {', '.join(f'{m:,}' for m in prefixes)}")
+    if cfg.get("encoding", "topk") == "matching_pursuit":
+        notes.append(f"matching pursuit, decoder trained through it on {cfg.get('mp_finetune_tokens', 0):,} tokens")
+    return f"{cfg['num_latents']}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 LEXICON_BAR = 0.8  # issue 27: "for most lexicon categories a single latent reaches F1 >= 0.8"
@@ -184,10 +188,13 @@ def render(root: Path) -> str:
              "left out) and measured on held-out draws of it; where the KL fine-tune column names one, "
              "the MSE-trained dictionary was then fine-tuned with KL(clean logits || logits with it "
              "spliced in) added to its loss, the model frozen (its seconds and tokens count in train s and "
-             "tokens/s). Where the latents column names a Matryoshka prefix m, the first m latents "
-             "were trained to reconstruct alone as well (Bussmann et al. 2025), so they hold general "
-             "features; encoding is the same TopK over all latents. sparsify's format: `cfg.json` + "
-             "`sae.safetensors` per site, `metrics.json` beside them.", "", TARGETS, "",
+             "tokens/s). Where the latents column says matching pursuit, the TopK SAE's decoder was then "
+             "trained through k steps of non-negative matching pursuit and the dictionary encodes that way "
+             "(MP-SAE, Costa et al. 2025); its seconds count in train s. Where it names a Matryoshka "
+             "prefix m, the first m latents were trained to reconstruct alone as well (Bussmann et al. "
+             "2025), so they hold general features; encoding is the same TopK over all latents. "
+             "sparsify's format: `cfg.json` + `sae.safetensors` per site, `metrics.json` beside them.",
+             "", TARGETS, "",
              "| site | latents | k | train tokens | KL fine-tune | train s | tokens/s | L0 | expl. var. | CE clean "
              "| CE zero-abl. | CE spliced | CE recovered (± SE) | KL | dead | dense | eval tokens | CE tokens "
              "| targets missed |",

@@ -34,6 +34,10 @@ def add_parser(verbs) -> None:
                        help="train as a Matryoshka SAE: latents 0..M-1 alone must also reconstruct "
                             "(repeat for several nested sizes); the first latents then learn general "
                             "features rather than splitting them")
+    train.add_argument("--mp-finetune-tokens", type=int, default=0,
+                       help="after the MSE training (and any KL fine-tune), train the decoder through "
+                            "matching pursuit on this many tokens; the SAE then encodes by pursuit (MP-SAE; "
+                            "autoencoders only, 0: none)")
     train.add_argument("--eval-tokens", type=int, default=100_000)
     train.add_argument("--ce-tokens", type=int, default=100_000,
                        help="of the eval tokens, those spliced back for cross-entropy and KL")
@@ -82,13 +86,18 @@ def run(args) -> dict:
                             f"{', '.join(map(str, args.matryoshka))}")
         from analyses.dictionaries.sites import parse
 
+        if args.mp_finetune_tokens < 0:
+            raise UserError(f"--mp-finetune-tokens must be 0 or more, got {args.mp_finetune_tokens}")
         for name in args.site:  # a bad name fails here, before the model loads
+            if name != "all" and args.mp_finetune_tokens and parse(name).transcode:
+                raise UserError(f"--mp-finetune-tokens: {name} is a transcoder site; matching pursuit "
+                                "reconstructs its own input (residual and attention-output SAEs only)")
             if name != "all":
                 parse(name)
         plan = Plan(model=args.model, sites=tuple(args.site), num_latents=args.latents, k=args.k,
                     transcoder_skip=args.transcoder_skip, kl_finetune_tokens=args.kl_finetune_tokens,
                     kl_coeff=args.kl_coeff, kl_decoder_only=args.kl_decoder_only,
-                    matryoshka_prefixes=tuple(prefixes),
+                    matryoshka_prefixes=tuple(prefixes), mp_finetune_tokens=args.mp_finetune_tokens,
                     tokens=args.tokens, distinct_tokens=args.distinct_tokens,
                     eval_tokens=args.eval_tokens, ce_tokens=args.ce_tokens,
                     seed=args.seed, n_ctx=args.ctx, out=args.out, cache=args.cache, threads=args.threads)

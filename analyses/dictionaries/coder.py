@@ -6,6 +6,12 @@
     decode  = sum_i top_acts_i * W_dec[top_indices_i] + b_dec
     output  = decode(encode(x)) + x @ W_skip.T        # the skip only where configured
 
+A matching-pursuit dictionary (`cfg.encoding`, MP-SAEs: Costa et al. 2025) finds the code
+by k greedy steps instead: r = x - b_dec; each step takes the latent whose decoder row has the
+largest positive dot product a with r, adds a to its activation and subtracts a * row from r.
+Decode is the same sum, so every reader of a code (features, steering, attribution) is
+unchanged.
+
 Parameters carry sparsify's names and shapes (`encoder.weight` [latents, d_in], `encoder.bias`
 [latents], `W_dec` [latents, d_in], `b_dec` [d_in], `W_skip` [d_in, d_in]), so its
 `sae.safetensors` loads into this module key for key.
@@ -55,8 +61,28 @@ class SparseCoder(nn.Module):
         return chosen_acts(x, self.encoder.weight, self.encoder.bias, indices, values)
 
     def encode(self, x: Float[Tensor, "... d_in"]) -> tuple[Float[Tensor, "... k"], Int[Tensor, "... k"]]:
-        """The k largest pre-activations and their latent indices (in descending order)."""
+        """The k largest pre-activations and their latent indices (in descending order); for
+        a matching-pursuit dictionary, its pursuit's code in the same form."""
+        if self.cfg.encoding == "matching_pursuit":
+            return self.pursue(x)
         return self.pre_acts(x).topk(self.cfg.k, dim=-1, sorted=True)
+
+    def pursue(self, x: Float[Tensor, "... d_in"],
+               block: int = 4096) -> tuple[Float[Tensor, "... k"], Int[Tensor, "... k"]]:
+        """Non-negative matching pursuit over the decoder's rows, k steps (a latent chosen twice
+        sums its two activations, so at most k fire), as (activations, latents) in descending
+        order, zeros where fewer fired. Rows are pursued a `block` at a time: each step is a
+        [block, latent] product."""
+        shape = x.shape[:-1]
+        flat = x.reshape(-1, self.cfg.d_in)
+        values, latents = [], []
+        for start in range(0, max(1, flat.shape[0]), block):
+            code = pursuit_code(self, flat[start:start + block])  # [rows, latent]
+            top = code.topk(self.cfg.k, dim=-1, sorted=True)
+            values.append(top.values)
+            latents.append(top.indices)
+        k = self.cfg.k
+        return torch.cat(values).reshape(*shape, k), torch.cat(latents).reshape(*shape, k)
 
     def decode(self, top_acts: Float[Tensor, "... k"], top_indices: Int[Tensor, "... k"]) -> Float[Tensor, "... d_in"]:
         """The sum of the chosen latents' decoder rows, weighted by their activations, plus b_dec."""
@@ -93,3 +119,30 @@ class SparseCoder(nn.Module):
             return
         along = (self.W_dec.grad * self.W_dec.data).sum(dim=1, keepdim=True)  # [latent, 1]
         self.W_dec.grad -= along * self.W_dec.data
+
+
+def pursuit_steps(coder: SparseCoder, x: Float[Tensor, "n d_in"]):
+    """Yield (latents [n], activations [n]) for each of the k pursuit steps; differentiable in
+    the decoder and b_dec through the activations (the choice itself is not)."""
+    residual = x - coder.b_dec
+    for _ in range(coder.cfg.k):
+        value, latent = (residual @ coder.W_dec.T).max(dim=-1)  # [n] each
+        value = value.clamp_min(0)  # a row against the residual adds nothing: non-negative codes
+        residual = residual - value[:, None] * coder.W_dec[latent]
+        yield latent, value
+
+
+def pursuit_code(coder: SparseCoder, x: Float[Tensor, "n d_in"]) -> Float[Tensor, "n latent"]:
+    """The pursuit's dense code (each latent's summed activations)."""
+    code = x.new_zeros(x.shape[0], coder.cfg.num_latents)
+    for latent, value in pursuit_steps(coder, x):
+        code.scatter_add_(1, latent[:, None], value[:, None])
+    return code
+
+
+def pursuit_reconstruction(coder: SparseCoder, x: Float[Tensor, "n d_in"]) -> Float[Tensor, "n d_in"]:
+    """decode(pursue(x)), with the gradient training takes through the steps."""
+    y_hat = coder.b_dec.expand_as(x)
+    for latent, value in pursuit_steps(coder, x):
+        y_hat = y_hat + value[:, None] * coder.W_dec[latent]
+    return y_hat

@@ -13,6 +13,9 @@ SPARSIFY_FIELDS = ("activation", "expansion_factor", "normalize_decoder", "num_l
                    "multi_topk", "skip_connection", "transcode", "d_in")
 
 
+ENCODINGS = ("topk", "matching_pursuit")
+
+
 @dataclass
 class CoderConfig:
     d_in: int  # width of the site read (d_model; n_heads * d_head for attention outputs)
@@ -45,6 +48,13 @@ class CoderConfig:
     # context. [] plain TopK. Encoding is TopK over every latent either way: this says how the
     # dictionary was trained (train.py's loss reads it), not how it reads
     matryoshka_prefixes: list[int] = field(default_factory=list)
+    # how a token's code is found: "topk" (the encoder's k largest pre-activations), or
+    # "matching_pursuit" (k greedy steps over the decoder's rows, each taking the row most
+    # aligned with what is left unexplained: MP-SAEs, Costa et al. 2025; autoencoders only).
+    # sparsify knows only the first: a pursuit dictionary's encoder weights are its decoder
+    # rows, so sparsify reads it as a TopK of one projection, the pursuit's first step
+    encoding: str = "topk"
+    mp_finetune_tokens: int = 0  # tokens the decoder was trained through the pursuit (pursuit.py)
 
     def __post_init__(self):
         if self.d_in <= 0 or self.num_latents <= 0:
@@ -55,6 +65,10 @@ class CoderConfig:
         if prefixes != sorted(set(prefixes)) or any(not 0 < m < self.num_latents for m in prefixes):
             raise ValueError(f"matryoshka_prefixes must be increasing sizes in 1..num_latents - 1 "
                              f"({self.num_latents - 1}), got {prefixes}")
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, got {self.encoding!r}")
+        if self.encoding == "matching_pursuit" and self.transcode:
+            raise ValueError("matching pursuit reconstructs its own input: a transcoder cannot use it")
         if self.activation != "topk":
             raise ValueError(f"only TopK dictionaries are supported, got activation={self.activation!r}")
 

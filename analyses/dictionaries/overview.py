@@ -33,6 +33,7 @@ def metrics_frame(folder: Path) -> pd.DataFrame:
         tokens = (cfg.get("tokens_seen") or 0) + (cfg.get("kl_finetune_tokens") or 0)
         rows.append({"site": cfg.get("site", ""), "kind": "transcoder" if transcode else "SAE",
                      "latents": cfg.get("num_latents"), "k": cfg.get("k"),
+                     "encoding": "matching pursuit" if cfg.get("encoding") == "matching_pursuit" else "TopK",
                      "Matryoshka prefixes": ", ".join(map(str, cfg.get("matryoshka_prefixes") or [])) or "–",
                      "train tokens": cfg.get("tokens_seen"),
                      "KL fine-tune": card.kl_finetune(cfg), "train s": seconds,  # the fine-tune's seconds included

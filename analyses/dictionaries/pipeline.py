@@ -50,6 +50,9 @@ class Plan:
     # Matryoshka prefix sizes (config.py): each m's first latents must also reconstruct alone,
     # in the MSE training and the KL fine-tune both. (): plain TopK
     matryoshka_prefixes: tuple[int, ...] = ()
+    # after the MSE training (and any KL fine-tune), this many tokens training the decoder
+    # through matching pursuit (pursuit.py; 0: none): the dictionary then encodes by pursuit
+    mp_finetune_tokens: int = 0
     eval_tokens: int = 100_000  # held-out tokens for the metrics
     ce_tokens: int = 100_000  # of those, the ones spliced back into the model for CE and KL
     seed: int = 0
@@ -100,6 +103,8 @@ def train(plan: Plan, progress=None) -> list[Path]:
         coders[site] = train_site(loaded, site, chunks, n_chunks, out_root / site.directory, plan, say)
         if plan.kl_finetune_tokens:
             finetune_site(loaded, site, coders[site], chunks, out_root / site.directory, plan, say)
+        if plan.mp_finetune_tokens and not site.transcode:  # pursuit reconstructs its own input: SAEs only
+            pursuit_site(site, coders[site], chunks, n_chunks, out_root / site.directory, plan, say)
     from analyses.dictionaries import metrics
 
     folders = []
@@ -181,6 +186,9 @@ def finetune_site(loaded, site: st.Site, coder: SparseCoder, chunks: ActivationC
     from analyses.dictionaries import finetune as ft
 
     have = (coder.cfg.kl_finetune_tokens, coder.cfg.kl_coeff, coder.cfg.kl_decoder_only)
+    if not have[0] and coder.cfg.encoding == "matching_pursuit":
+        raise UserError(f"{folder} already encodes by matching pursuit: a KL fine-tune trains a TopK code, "
+                        "so it comes before the pursuit (pass another --out or remove it)")
     if have[0]:
         if have[0] < plan.kl_finetune_tokens or have[1:] != (plan.kl_coeff, plan.kl_decoder_only):
             raise UserError(f"{folder} is KL fine-tuned otherwise ({have[0]:,} tokens, coefficient {have[1]}, "
@@ -200,6 +208,32 @@ def finetune_site(loaded, site: st.Site, coder: SparseCoder, chunks: ActivationC
 
     ft.finetune(coder, loaded.bridge, site, ft.document_batches(rows, settings.batch_docs, steps), settings,
                 steps, report)
+    formats.save(coder, folder)
+    seconds = (_train_seconds(folder) or 0.0) + time.perf_counter() - started
+    (folder / "train_seconds.txt").write_text(f"{seconds:.1f}\n")
+    (folder / formats.METRICS).unlink(missing_ok=True)  # measured again below
+
+
+def pursuit_site(site: st.Site, coder: SparseCoder, chunks: ActivationChunks, n_chunks: int, folder: Path,
+                 plan: Plan, say) -> None:
+    """Train the decoder through matching pursuit (pursuit.py) over the MSE run's token pool,
+    save it, and drop its metrics so they are measured again. Done once, as the KL fine-tune."""
+    from analyses.dictionaries import pursuit
+
+    if coder.cfg.encoding == "matching_pursuit":
+        if coder.cfg.mp_finetune_tokens < plan.mp_finetune_tokens:
+            raise UserError(f"{folder} was trained through matching pursuit on fewer tokens "
+                            f"({coder.cfg.mp_finetune_tokens:,}): pass another --out or remove it")
+        return
+    settings = pursuit.PursuitSettings(tokens=plan.mp_finetune_tokens)
+    started = time.perf_counter()
+
+    def report(step, total, stats):
+        say(f"{site.name}: matching-pursuit step {step}/{total} fvu {stats['fvu']:.4f}", 1.0)
+
+    batches = pursuit.stream(lambda i: chunks.load(i, site), n_chunks, chunks.stream.tokens_per_chunk(),
+                             settings, plan.seed)
+    pursuit.pursuit_finetune(coder, batches, settings, report)
     formats.save(coder, folder)
     seconds = (_train_seconds(folder) or 0.0) + time.perf_counter() - started
     (folder / "train_seconds.txt").write_text(f"{seconds:.1f}\n")

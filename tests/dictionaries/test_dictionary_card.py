@@ -139,3 +139,10 @@ def test_the_lexicon_summary_counts_categories_some_latent_tells_apart(tmp_path)
                               "(names, objects)")
     assert summary.endswith("below it, the best: weather 0.40 (blocks.0.mlp).")
     assert summary in card.render(tmp_path)
+
+
+def test_card_names_a_matching_pursuit_encoding_and_its_tokens(tmp_path):
+    _write(tmp_path, "blocks.0.attn.hook_z", False, _metrics(), num_latents=2048, encoding="matching_pursuit",
+           mp_finetune_tokens=999_424)
+    [row] = [line for line in card.render(tmp_path).splitlines() if line.startswith("| blocks.0.")][:1]
+    assert "| 2048 (matching pursuit, decoder trained through it on 999,424 tokens) | 16 |" in row

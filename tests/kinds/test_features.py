@@ -2,10 +2,13 @@
 encodings, reconstruction errors and logit effects re-derived from the weights files and the
 model's own hooks; the index's top contexts against a brute-force sort of every activation;
 the SQL search against the full latent × vocabulary score matrix."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from latent_helpers import numpy_pursuit_code
 from safetensors.numpy import load_file
 
 from analyses import AnalysisSpec, SpecError
@@ -46,8 +49,16 @@ def site_values(bridge, site: str, prompt: str) -> tuple[np.ndarray, np.ndarray]
     return x, y
 
 
-def numpy_codes(w: dict, x: np.ndarray, k: int, centre: bool) -> np.ndarray:
-    """Dense [n, latent] TopK codes: ReLU(W_enc (x - b_dec) + b_enc), all but the k largest zeroed."""
+def shipped_encoding(site: str) -> str:
+    """How the shipped dictionary encodes ("topk" or "matching_pursuit"), from its cfg.json."""
+    return json.loads((reference.resolve("default", site) / "cfg.json").read_text()).get("encoding", "topk")
+
+
+def numpy_codes(w: dict, x: np.ndarray, k: int, centre: bool, encoding: str = "topk") -> np.ndarray:
+    """Dense [n, latent] TopK codes: ReLU(W_enc (x - b_dec) + b_enc), all but the k largest
+    zeroed; or a matching pursuit's (latent_helpers.numpy_pursuit_code)."""
+    if encoding == "matching_pursuit":
+        return numpy_pursuit_code(w["W_dec"], w["b_dec"], x, k)
     pre = np.maximum((x - w["b_dec"] if centre else x) @ w["encoder.weight"].T + w["encoder.bias"], 0.0)
     keep = np.argsort(-pre, axis=1, kind="stable")[:, :k]
     out = np.zeros_like(pre)
@@ -72,7 +83,7 @@ def test_encodings_errors_and_logit_effects_equal_numpy(embedded, site):
     result = features.run(embedded, AnalysisSpec(kind="features", prompt=PROMPT, dictionary=site, top_k=5))
     w = numpy_dictionary(site)
     x, y = site_values(bridge, site, PROMPT)
-    codes = numpy_codes(w, x, 16, centre="mlp" not in site)
+    codes = numpy_codes(w, x, 16, centre="mlp" not in site, encoding=shipped_encoding(site))
     # activations: each position's 5 strongest latents, in order
     acts = result.tables["activations"]
     for position, part in acts.groupby("position"):
@@ -140,7 +151,8 @@ def test_index_top_contexts_equal_a_brute_force_scan(embedded, site):
     layer = int(site.split(".")[1])
     _, cache = bridge.run_with_cache(tokens, names_filter=lambda n: n == site)
     x = cache[site].reshape(tokens.shape[0], tokens.shape[1], -1).double().numpy()
-    codes = numpy_codes(w, x.reshape(-1, x.shape[-1]), 16, centre=True).reshape(*tokens.shape, -1)
+    codes = numpy_codes(w, x.reshape(-1, x.shape[-1]), 16, centre=True,
+                        encoding=shipped_encoding(site)).reshape(*tokens.shape, -1)
     codes[tokens.numpy() == bridge.tokenizer.bos_token_id] = 0.0  # BOS never ranked
     assert layer == 1 and found.n_tokens == int((tokens != bridge.tokenizer.bos_token_id).sum())
     np.testing.assert_array_equal(found.fires, (codes > 0).sum((0, 1)))
