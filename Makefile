@@ -80,8 +80,11 @@ train-dictionaries: setup
 	$(TRAIN_DICTIONARY) $(SHORT_RUN) --site blocks.2.hook_resid_post \
 	  --kl-finetune-tokens 800000 --kl-coeff 5 --kl-decoder-only
 	$(TRAIN_DICTIONARY) $(LONG_RUN) --site blocks.0.hook_resid_post --kl-finetune-tokens 3200000 --kl-coeff 20
-	$(TRAIN_DICTIONARY) $(LONG_RUN) --site blocks.0.attn.hook_z --kl-finetune-tokens 600000 --kl-coeff 5
-	$(TRAIN_DICTIONARY) $(LONG_RUN) --site blocks.1.attn.hook_z --kl-finetune-tokens 600000 --kl-coeff 5
-	$(TRAIN_DICTIONARY) $(LONG_RUN) --site blocks.2.attn.hook_z --kl-finetune-tokens 600000 --kl-coeff 5
+	$(TRAIN_DICTIONARY) $(LONG_RUN) --site blocks.0.attn.hook_z --kl-finetune-tokens 600000 --kl-coeff 5 \
+	  --mp-finetune-tokens 1000000
+	$(TRAIN_DICTIONARY) $(LONG_RUN) --site blocks.1.attn.hook_z --kl-finetune-tokens 600000 --kl-coeff 5 \
+	  --mp-finetune-tokens 1000000
+	$(TRAIN_DICTIONARY) $(LONG_RUN) --site blocks.2.attn.hook_z --kl-finetune-tokens 600000 --kl-coeff 5 \
+	  --mp-finetune-tokens 1000000
 	$(TRAIN_DICTIONARY) --latents 4096 --tokens 10500000 --distinct-tokens 1050000 --site blocks.1.hook_resid_post
 	$(PY) -m analyses.dictionaries.card data/dictionaries/tiny-circuits

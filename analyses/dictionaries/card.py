@@ -201,8 +201,8 @@ def render(root: Path) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for cfg, m in table:
         seconds = m.get("train_seconds")
-        # train s counts a KL fine-tune's seconds too (train_seconds.txt), so its tokens count here
-        tokens = cfg['tokens_seen'] + (cfg.get('kl_finetune_tokens') or 0)
+        # train s counts a KL fine-tune's and a pursuit's seconds too (train_seconds.txt), so their tokens count here
+        tokens = cfg['tokens_seen'] + (cfg.get('kl_finetune_tokens') or 0) + (cfg.get('mp_finetune_tokens') or 0)
         speed = f"{tokens / seconds:,.0f}" if seconds else "–"
         lines.append(f"| {cfg['site']} | {latents(cfg)} | {cfg['k']} | {train_tokens(cfg)} | "
                      f"{kl_finetune(cfg)} | {_fmt(seconds, 0)} | {speed} | {_fmt(m['l0'], 2)} | "

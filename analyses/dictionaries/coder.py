@@ -133,11 +133,10 @@ def pursuit_steps(coder: SparseCoder, x: Float[Tensor, "n d_in"]):
 
 
 def pursuit_code(coder: SparseCoder, x: Float[Tensor, "n d_in"]) -> Float[Tensor, "n latent"]:
-    """The pursuit's dense code (each latent's summed activations)."""
+    """The pursuit's dense code (each latent's summed activations), scattered once at the end."""
+    latents, values = zip(*pursuit_steps(coder, x))
     code = x.new_zeros(x.shape[0], coder.cfg.num_latents)
-    for latent, value in pursuit_steps(coder, x):
-        code.scatter_add_(1, latent[:, None], value[:, None])
-    return code
+    return code.scatter_add_(1, torch.stack(latents, dim=1), torch.stack(values, dim=1))
 
 
 def pursuit_reconstruction(coder: SparseCoder, x: Float[Tensor, "n d_in"]) -> Float[Tensor, "n d_in"]:

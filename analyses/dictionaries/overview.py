@@ -30,7 +30,7 @@ def metrics_frame(folder: Path) -> pd.DataFrame:
     for cfg, m in card.rows(folder):
         transcode = bool(cfg.get("transcode"))
         seconds = m.get("train_seconds")
-        tokens = (cfg.get("tokens_seen") or 0) + (cfg.get("kl_finetune_tokens") or 0)
+        tokens = sum(cfg.get(key) or 0 for key in ("tokens_seen", "kl_finetune_tokens", "mp_finetune_tokens"))
         rows.append({"site": cfg.get("site", ""), "kind": "transcoder" if transcode else "SAE",
                      "latents": cfg.get("num_latents"), "k": cfg.get("k"),
                      "encoding": "matching pursuit" if cfg.get("encoding") == "matching_pursuit" else "TopK",
