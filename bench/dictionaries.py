@@ -22,6 +22,11 @@ LONG_RUNS = ((2048, 8_400_000, 1_050_000, "each 2,048-latent SAE"),
 KL_RECIPE = (2048, 8_400_000, 1_050_000, 3_200_000, 20.0)
 KL_STEPS = 6  # fine-tune steps timed (8 documents each), after one warm-up step
 RECIPE_THREADS = 2  # the Makefile's TRAIN_THREADS: its runs go one at a time, each on both cores
+# an attention SAE's recipe: the 2,048-latent MSE run, a KL fine-tune, then the decoder trained
+# through matching pursuit on (tokens); the bench times its pursuit steps on this site's chunks
+PURSUIT_RECIPE = (600_000, 5.0, 1_000_000)
+ATTENTION_SITE = "blocks.1.attn.hook_z"
+PURSUIT_STEPS = 4  # pursuit steps timed (2,048 tokens each), after one warm-up step
 
 
 def training_rows(label: str, model, ref: str, site_name: str = "blocks.0.hook_resid_post") -> list[dict]:
@@ -77,6 +82,9 @@ def training_rows(label: str, model, ref: str, site_name: str = "blocks.0.hook_r
     with threads(RECIPE_THREADS):
         rate_at[RECIPE_THREADS] = _training_rate(chunks, site, cfg, settings, KL_RECIPE[0], plan.k, steps)
     rows.append(_kl_recipe_row(label, model, site, tokens, rate_at, activations_per_token, plan.k))
+    attn = st.parse(ATTENTION_SITE, cfg.n_layers)
+    rows.append(_pursuit_recipe_row(label, model, attn, chunks, tokens, rate_at[RECIPE_THREADS], activations_per_token,
+                                    plan.k))
     shutil.rmtree(root, ignore_errors=True)
     return rows
 
@@ -165,3 +173,41 @@ def _kl_recipe_row(label, model, site, tokens, mse_rates: dict[int, float], acti
                f"runs it, on {RECIPE_THREADS} threads: the MSE run at {mse_rate:,.0f} tokens/s, then {kl_tokens:,} "
                f"KL fine-tune tokens (coefficient {coeff:g}) at {kl_rate:,.0f} tokens/s measured over {KL_STEPS} "
                f"steps of 8 documents; {one_thread:.1f} min on 1 thread; evaluation excluded")
+
+
+def _pursuit_rate(model, site, chunks, k) -> float:
+    """Matching-pursuit training tokens/s of a 2,048-latent dictionary over the cached chunks."""
+    from analyses.dictionaries import pursuit
+    from analyses.dictionaries import sites as st
+    from analyses.dictionaries import train as tr
+    from analyses.dictionaries.coder import SparseCoder
+    from analyses.dictionaries.config import CoderConfig
+
+    coder = SparseCoder(CoderConfig(d_in=st.site_width(site, model.bridge.cfg), num_latents=KL_RECIPE[0], k=k))
+    x, _ = chunks.load(0, site)
+    tr.initialise(coder, x, x, seed=0)
+    settings = pursuit.PursuitSettings(tokens=(PURSUIT_STEPS + 1) * 2048)
+    batches = [x[i * 2048:(i + 1) * 2048] for i in range(PURSUIT_STEPS + 1)]
+    pursuit.pursuit_finetune(coder, batches[:1], pursuit.PursuitSettings(tokens=2048))  # warm-up
+    start = time.perf_counter()
+    pursuit.pursuit_finetune(coder, batches[1:], settings)
+    return PURSUIT_STEPS * 2048 / (time.perf_counter() - start)
+
+
+def _pursuit_recipe_row(label, model, site, chunks, tokens, mse_rate, activations_per_token, k):
+    """The projected minutes of one attention SAE's recipe on RECIPE_THREADS threads: the
+    2,048-latent MSE run (the residual site's rate), its KL fine-tune and its pursuit training,
+    each at a rate measured here."""
+    _, mse_tokens, pool, _, _ = KL_RECIPE
+    kl_tokens, coeff, mp_tokens = PURSUIT_RECIPE
+    with threads(RECIPE_THREADS):
+        kl_rate = _kl_rate(model, site, tokens, k)
+        mp_rate = _pursuit_rate(model, site, chunks, k)
+    total = (mse_tokens / mse_rate + activations_per_token * pool + kl_tokens / kl_rate + mp_tokens / mp_rate) / 60
+    return row(f"minutes for an attention SAE's recipe (MSE {mse_tokens / 1e6:.1f}M + KL {kl_tokens / 1e6:.1f}M + "
+               f"matching pursuit {mp_tokens / 1e6:.1f}M tokens, {RECIPE_THREADS} threads), {label}", total * 60,
+               None, None, None, "<= 10 min", total <= 10,
+               f"{total:.1f} min projected for {site.name} as make train-dictionaries runs it: the MSE run at "
+               f"{mse_rate:,.0f} tokens/s, {kl_tokens:,} KL fine-tune tokens (coefficient {coeff:g}) at "
+               f"{kl_rate:,.0f} tokens/s, then {mp_tokens:,} tokens through the pursuit at {mp_rate:,.0f} "
+               f"tokens/s ({PURSUIT_STEPS} steps of 2,048 timed); evaluation excluded")
