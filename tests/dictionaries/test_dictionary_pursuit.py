@@ -9,7 +9,7 @@ from tiny_dictionaries import random_coder, random_inputs
 
 from analyses.dictionaries import formats, pursuit
 from analyses.dictionaries import train as tr
-from analyses.dictionaries.coder import pursuit_reconstruction
+from analyses.dictionaries.coder import pursuit_code, pursuit_reconstruction
 from analyses.dictionaries.config import CoderConfig
 
 
@@ -31,6 +31,20 @@ def test_the_pursuits_code_equals_a_numpy_matching_pursuit():
     np.testing.assert_allclose(y_hat.numpy(), code @ W + b, atol=1e-12)
     assert (values[:, :-1] >= values[:, 1:]).all()  # strongest first, as TopK's
     assert ((code > 0).sum(axis=1) < 5).any()  # some token took one latent twice: fewer than k fire
+
+
+def test_the_gram_matrix_steps_are_the_residual_steps():
+    """Without gradient the pursuit updates scores by the decoder's Gram matrix; with it, the
+    residual: the same codes (float64), and the cached Gram follows a changed decoder."""
+    coder = pursuit_coder(d_in=8, num_latents=32, k=6).double()
+    x = random_inputs(n=400, d_in=8).double()
+    with torch.no_grad():
+        by_gram = pursuit_code(coder, x)
+    by_residual = pursuit_code(coder, x).detach()
+    torch.testing.assert_close(by_gram, by_residual, rtol=0, atol=1e-12)
+    with torch.no_grad():
+        coder.W_dec[3] = -coder.W_dec[3]  # an edit in place: the Gram matrix must follow
+        torch.testing.assert_close(coder.decoder_gram(), coder.W_dec @ coder.W_dec.T)
 
 
 def test_the_trained_reconstruction_is_decode_of_the_code_with_a_decoder_gradient():
