@@ -25,8 +25,9 @@ with st.sidebar:
 st.title("Dictionaries")
 st.markdown(
     "Sparse **dictionaries** read a site of the model as a sparse sum of learned directions: "
-    "TopK sparse autoencoders on the residual stream and on the attention output (before W_O, "
-    "all heads side by side), and **transcoders** that replace an MLP (its input → its output). "
+    "sparse autoencoders on the residual stream (TopK) and on the attention output (before W_O, "
+    "all heads side by side; matching pursuit: each of a token's k latents chosen against what the "
+    "ones before left unexplained), and **transcoders** that replace an MLP (its input → its output). "
     "Each is measured on held-out text: L0 (latents active per token), explained variance, "
     "cross-entropy recovered when its reconstruction replaces the site, KL, dead and dense "
     "latents. `python -m analyses dictionaries train|list|eval` does the same headless.")

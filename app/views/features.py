@@ -83,11 +83,12 @@ def open_latent(result):
 
 analysis_page(
     "features",
-    intro="A prompt read through a **sparse dictionary** (a TopK sparse autoencoder on the residual "
-          "stream or the attention output, or an MLP transcoder): the latents that fire most at each "
-          "position, what each latent writes toward (its decoder direction through the final norm "
-          "and the unembedding; through W_O first for attention outputs), and the reconstruction "
-          "error — the part of the site the dictionary cannot explain, shown, never hidden. "
+    intro="A prompt read through a **sparse dictionary** (a sparse autoencoder on the residual "
+          "stream or the attention output, TopK or matching pursuit, or an MLP transcoder): the "
+          "latents that fire most at each position, what each latent writes toward (its decoder "
+          "direction through the final norm and the unembedding; through W_O first for attention "
+          "outputs), and the reconstruction error — the part of the site the dictionary cannot "
+          "explain, shown, never hidden. "
           "A latent's density is measured once per dictionary on held-out text. Over a **prompt set**: "
           "in how many examples each latent fires, how strongly (mean and max where it fires, and where "
           "its max is), what it promotes, and a link to its page.",
