@@ -26,11 +26,19 @@ MAX_DEAD_SHARE = 0.02
 MIN_EVAL_TOKENS = 100_000
 
 
+def below(value: float, bar: float) -> str:
+    """`value` (under `bar`) with the digits that show it is under: 0.937, but 0.9498 (not 0.950)."""
+    digits = 3
+    while round(value, digits) >= bar and digits < 6:
+        digits += 1
+    return f"{value:.{digits}f}"
+
+
 def misses(m: dict, transcode: bool) -> list[str]:
     """The targets this dictionary's metrics miss, each with its measured value."""
     out = []
     if m["explained_variance"] < MIN_EXPLAINED_VARIANCE:
-        out.append(f"expl. var. {m['explained_variance']:.3f} < {MIN_EXPLAINED_VARIANCE}")
+        out.append(f"expl. var. {below(m['explained_variance'], MIN_EXPLAINED_VARIANCE)} < {MIN_EXPLAINED_VARIANCE}")
     if m["l0"] > MAX_L0:
         out.append(f"L0 {m['l0']:.2f} > {MAX_L0}")
     if m["ce_recovered"] < MIN_CE_RECOVERED[transcode]:

@@ -146,3 +146,9 @@ def test_card_names_a_matching_pursuit_encoding_and_its_tokens(tmp_path):
            mp_finetune_tokens=999_424)
     [row] = [line for line in card.render(tmp_path).splitlines() if line.startswith("| blocks.0.")][:1]
     assert "| 2048 (matching pursuit, decoder trained through it on 999,424 tokens) | 16 |" in row
+
+
+def test_a_value_just_under_its_bar_is_written_with_the_digits_that_show_it():
+    assert card.below(0.937, 0.95) == "0.937"
+    assert card.below(0.94982, 0.95) == "0.9498"
+    assert "expl. var. 0.9498 < 0.95" in card.misses(_metrics(explained_variance=0.94982), False)
