@@ -22,10 +22,11 @@ LONG_RUNS = ((2048, 8_400_000, 1_050_000, "each 2,048-latent SAE"),
 KL_RECIPE = (2048, 8_400_000, 1_050_000, 3_200_000, 20.0)
 KL_STEPS = 6  # fine-tune steps timed (8 documents each), after one warm-up step
 RECIPE_THREADS = 2  # the Makefile's TRAIN_THREADS: its runs go one at a time, each on both cores
-# an attention SAE's recipe: the 2,048-latent MSE run, a KL fine-tune, then the decoder trained
-# through matching pursuit on (tokens); the bench times its pursuit steps on this site's chunks
-PURSUIT_RECIPE = (600_000, 5.0, 1_000_000)
-ATTENTION_SITE = "blocks.1.attn.hook_z"
+# the longest attention SAE's recipe (the layer-2 one's, Makefile): the 2,048-latent MSE run, a
+# KL fine-tune of (tokens, coefficient), then the decoder trained through matching pursuit on
+# (tokens); the bench times its steps on this site's chunks
+PURSUIT_RECIPE = (600_000, 5.0, 3_000_000)
+ATTENTION_SITE = "blocks.2.attn.hook_z"
 PURSUIT_STEPS = 4  # pursuit steps timed (2,048 tokens each), after one warm-up step
 
 
@@ -204,7 +205,7 @@ def _pursuit_recipe_row(label, model, site, chunks, tokens, mse_rate, activation
         kl_rate = _kl_rate(model, site, tokens, k)
         mp_rate = _pursuit_rate(model, site, chunks, k)
     total = (mse_tokens / mse_rate + activations_per_token * pool + kl_tokens / kl_rate + mp_tokens / mp_rate) / 60
-    return row(f"minutes for an attention SAE's recipe (MSE {mse_tokens / 1e6:.1f}M + KL {kl_tokens / 1e6:.1f}M + "
+    return row(f"minutes for the longest attention SAE recipe (MSE {mse_tokens / 1e6:.1f}M + KL {kl_tokens / 1e6:.1f}M + "
                f"matching pursuit {mp_tokens / 1e6:.1f}M tokens, {RECIPE_THREADS} threads), {label}", total * 60,
                None, None, None, "<= 10 min", total <= 10,
                f"{total:.1f} min projected for {site.name} as make train-dictionaries runs it: the MSE run at "
