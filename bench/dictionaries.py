@@ -207,7 +207,8 @@ def _pursuit_recipe_row(label, model, site, chunks, tokens, mse_rate, activation
     mse_seconds = mse_tokens / mse_rate + activations_per_token * pool
     total = (mse_seconds + kl_tokens / kl_rate + mp_tokens / mp_rate) / 60
     return row(f"minutes for the longest attention SAE recipe (MSE {mse_tokens / 1e6:.1f}M + "
-               f"KL {kl_tokens / 1e6:.1f}M + matching pursuit {mp_tokens / 1e6:.1f}M tokens, {RECIPE_THREADS} threads), {label}", total * 60,
+               f"KL {kl_tokens / 1e6:.1f}M + matching pursuit {mp_tokens / 1e6:.1f}M tokens, "
+               f"{RECIPE_THREADS} threads), {label}", total * 60,
                None, None, None, "<= 10 min", total <= 10,
                f"{total:.1f} min projected for {site.name} as make train-dictionaries runs it: the MSE run at "
                f"{mse_rate:,.0f} tokens/s, {kl_tokens:,} KL fine-tune tokens (coefficient {coeff:g}) at "
