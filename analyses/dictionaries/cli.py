@@ -89,11 +89,9 @@ def run(args) -> dict:
         if args.mp_finetune_tokens < 0:
             raise UserError(f"--mp-finetune-tokens must be 0 or more, got {args.mp_finetune_tokens}")
         for name in args.site:  # a bad name fails here, before the model loads
-            if name != "all" and args.mp_finetune_tokens and parse(name).transcode:
+            if name != "all" and parse(name).transcode and args.mp_finetune_tokens:
                 raise UserError(f"--mp-finetune-tokens: {name} is a transcoder site; matching pursuit "
                                 "reconstructs its own input (residual and attention-output SAEs only)")
-            if name != "all":
-                parse(name)
         plan = Plan(model=args.model, sites=tuple(args.site), num_latents=args.latents, k=args.k,
                     transcoder_skip=args.transcoder_skip, kl_finetune_tokens=args.kl_finetune_tokens,
                     kl_coeff=args.kl_coeff, kl_decoder_only=args.kl_decoder_only,

@@ -103,3 +103,25 @@ def test_matching_pursuit_is_for_autoencoders_with_a_known_encoding():
         CoderConfig(d_in=8, encoding="omp")
     with pytest.raises(ValueError, match="transcoder cannot use it"):
         pursuit.to_pursuit(random_coder(transcode=True))
+
+
+def test_a_pursuit_dictionarys_metrics_equal_numpy():
+    """The sparsity and variance metrics (metrics.SparsityStats, what metrics.json holds) of a
+    pursuit dictionary, from its encode and decode, against the numpy pursuit's code."""
+    from analyses.dictionaries.metrics import SparsityStats
+
+    coder = pursuit_coder(d_in=8, num_latents=32, k=3).double()
+    x = random_inputs(n=500, d_in=8).double()
+    stats = SparsityStats(32, 8)
+    with torch.no_grad():
+        for part in x.split(128):  # evaluation adds batch by batch
+            acts, latents = coder.encode(part)
+            stats.add(part, coder.decode(acts, latents), acts, latents)
+    got = stats.result()
+    W, b, xs = coder.W_dec.detach().numpy(), coder.b_dec.detach().numpy(), x.numpy()
+    code = numpy_pursuit_code(W, b, xs, 3)
+    residual = xs - (code @ W + b)
+    assert got["explained_variance"] == pytest.approx(1 - (residual ** 2).sum() / ((xs - xs.mean(0)) ** 2).sum(),
+                                                      abs=1e-10)
+    assert got["l0"] == pytest.approx((code > 0).sum(1).mean())
+    assert got["dead_share"] == pytest.approx(((code > 0).sum(0) == 0).mean())
