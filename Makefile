@@ -63,10 +63,11 @@ train-default: setup
 # attention-output SAE and MLP transcoder, k 16, seed 0) into data/dictionaries/tiny-circuits/<site>/
 # and writes their card (DICTIONARIES.md; NOTES.md beside it says what was tried):
 # - the transcoders (with a linear skip) and the layer-2 residual SAE: 1,024 latents, 1M tokens;
-# - the other SAEs: 2,048 latents (4,096 on the layer-1 residual), 8.4M tokens (10.5M) drawn in
-#   passes over 1.05M cached ones (--distinct-tokens);
+# - the other SAEs: 2,048 latents (4,096 at layer 1), 8.4M tokens (10.5M on the layer-1 residual)
+#   drawn in passes over 1.05M cached ones (--distinct-tokens);
 # - a KL fine-tune where it meets more of issue 27's targets or recovers more CE at no other cost;
-# - the attention-output SAEs then trained through matching pursuit (1M-3M tokens) and encoding by it.
+# - the attention-output SAEs then trained through matching pursuit (2M-3M tokens) and encoding by
+#   it; the layer-0 one then KL fine-tuned through the pursuit (its CE recovered needs it).
 # Resumes where it stopped (a finished fine-tune is not redone). The runs go one after another,
 # each on TRAIN_THREADS torch threads (the 2-core machine's two); about 40 minutes there as
 # projected from the bench's rates (with evaluation). Not part of run/test.
@@ -82,9 +83,9 @@ train-dictionaries: setup
 	  --kl-finetune-tokens 800000 --kl-coeff 5 --kl-decoder-only
 	$(TRAIN_DICTIONARY) $(LONG_RUN) --site blocks.0.hook_resid_post --kl-finetune-tokens 3200000 --kl-coeff 20
 	$(TRAIN_DICTIONARY) $(LONG_RUN) --site blocks.0.attn.hook_z --kl-finetune-tokens 600000 --kl-coeff 5 \
-	  --mp-finetune-tokens 2000000
-	$(TRAIN_DICTIONARY) $(LONG_RUN) --site blocks.1.attn.hook_z --kl-finetune-tokens 600000 --kl-coeff 5 \
-	  --mp-finetune-tokens 1000000
+	  --mp-finetune-tokens 2000000 --mp-kl-finetune-tokens 600000
+	$(TRAIN_DICTIONARY) --latents 4096 --tokens 8400000 --distinct-tokens 1050000 --site blocks.1.attn.hook_z \
+	  --kl-finetune-tokens 600000 --kl-coeff 5 --mp-finetune-tokens 2000000
 	$(TRAIN_DICTIONARY) $(LONG_RUN) --site blocks.2.attn.hook_z --kl-finetune-tokens 600000 --kl-coeff 5 \
 	  --mp-finetune-tokens 3000000
 	$(TRAIN_DICTIONARY) --latents 4096 --tokens 10500000 --distinct-tokens 1050000 --site blocks.1.hook_resid_post

@@ -22,10 +22,13 @@ LONG_RUNS = ((2048, 8_400_000, 1_050_000, "each 2,048-latent SAE"),
 KL_RECIPE = (2048, 8_400_000, 1_050_000, 3_200_000, 20.0)
 KL_STEPS = 6  # fine-tune steps timed (8 documents each), after one warm-up step
 RECIPE_THREADS = 2  # the Makefile's TRAIN_THREADS: its runs go one at a time, each on both cores
-# the longest attention SAE's recipe (the layer-2 one's, Makefile): the 2,048-latent MSE run, a
-# KL fine-tune of (tokens, coefficient), then the decoder trained through matching pursuit on
-# (tokens); the bench times its steps on this site's chunks
-PURSUIT_RECIPE = (600_000, 5.0, 3_000_000)
+# the attention SAEs' recipes (Makefile): the MSE run of (latents) over LONG_RUNS' 8.4M tokens,
+# a KL fine-tune of (tokens, coefficient), the decoder trained through matching pursuit on
+# (tokens), then a KL fine-tune through the pursuit on (tokens; 0: none); the bench times each
+# stage's steps on this site's chunks and reports the longest recipe
+ATTENTION_RECIPES = (("blocks.0.attn.hook_z", 2048, 600_000, 5.0, 2_000_000, 600_000),
+                     ("blocks.1.attn.hook_z", 4096, 600_000, 5.0, 2_000_000, 0),
+                     ("blocks.2.attn.hook_z", 2048, 600_000, 5.0, 3_000_000, 0))
 ATTENTION_SITE = "blocks.2.attn.hook_z"
 PURSUIT_STEPS = 4  # pursuit steps timed (2,048 tokens each), after one warm-up step
 
@@ -83,9 +86,12 @@ def training_rows(label: str, model, ref: str, site_name: str = "blocks.0.hook_r
     with threads(RECIPE_THREADS):
         rate_at[RECIPE_THREADS] = _training_rate(chunks, site, cfg, settings, KL_RECIPE[0], plan.k, steps)
     rows.append(_kl_recipe_row(label, model, site, tokens, rate_at, activations_per_token, plan.k))
-    attn = st.parse(ATTENTION_SITE, cfg.n_layers)
-    rows.append(_pursuit_recipe_row(label, model, attn, chunks, tokens, rate_at[RECIPE_THREADS], activations_per_token,
-                                    plan.k))
+    mse_rates = {KL_RECIPE[0]: rate_at[RECIPE_THREADS]}  # by latents, on RECIPE_THREADS threads
+    with threads(RECIPE_THREADS):
+        for latents in {r[1] for r in ATTENTION_RECIPES} - set(mse_rates):
+            mse_rates[latents] = _training_rate(chunks, site, cfg, settings, latents, plan.k, steps)
+    attn = st.parse(ATTENTION_SITE, cfg.n_layers)  # the sites' widths are the same: one site's rates
+    rows.append(_pursuit_recipe_row(label, model, attn, chunks, tokens, mse_rates, activations_per_token, plan.k))
     shutil.rmtree(root, ignore_errors=True)
     return rows
 
@@ -134,24 +140,31 @@ def threads(n: int):
         torch.set_num_threads(before)
 
 
-def _kl_rate(model, site, tokens, k) -> float:
-    """KL fine-tune tokens/s of a fresh KL_RECIPE dictionary over KL_STEPS steps of 8 documents."""
+def _kl_rate(model, site, tokens, k, latents: int = KL_RECIPE[0], through_pursuit: bool = False) -> float:
+    """KL fine-tune tokens/s of a fresh dictionary of `latents` over KL_STEPS steps of 8
+    documents: finetune.py's for a TopK code, or through the pursuit (pursuit.pursuit_kl_finetune)."""
     from analyses.dictionaries import finetune as ft
+    from analyses.dictionaries import pursuit
     from analyses.dictionaries import sites as st
     from analyses.dictionaries import train as tr
     from analyses.dictionaries.coder import SparseCoder
     from analyses.dictionaries.config import CoderConfig
 
-    latents, _, _, kl_tokens, coeff = KL_RECIPE
+    _, _, _, kl_tokens, coeff = KL_RECIPE
     coder = SparseCoder(CoderConfig(d_in=st.site_width(site, model.bridge.cfg), num_latents=latents, k=k))
     x = st.flat(model.bridge.run_with_cache(tokens[:8], names_filter=site.input_hook)[1][site.input_hook])
     tr.initialise(coder, x.reshape(-1, x.shape[-1]), x.reshape(-1, x.shape[-1]), seed=0)
     settings = ft.FinetuneSettings(tokens=kl_tokens, kl_coeff=coeff)
     batches = list(ft.document_batches([tokens], settings.batch_docs, KL_STEPS + 1))
     per_step = int((batches[0] != model.bridge.tokenizer.bos_token_id).sum())  # non-BOS tokens a step
-    ft.finetune(coder, model.bridge, site, batches[:1], settings, KL_STEPS + 1)  # warm-up
+    if through_pursuit:
+        pursuit.to_pursuit(coder)
+        tune = pursuit.pursuit_kl_finetune
+    else:
+        tune = ft.finetune
+    tune(coder, model.bridge, site, batches[:1], settings, KL_STEPS + 1)  # warm-up
     start = time.perf_counter()
-    ft.finetune(coder, model.bridge, site, batches[1:], settings, KL_STEPS + 1)
+    tune(coder, model.bridge, site, batches[1:], settings, KL_STEPS + 1)
     return KL_STEPS * per_step / (time.perf_counter() - start)
 
 
@@ -176,15 +189,15 @@ def _kl_recipe_row(label, model, site, tokens, mse_rates: dict[int, float], acti
                f"steps of 8 documents; {one_thread:.1f} min on 1 thread; evaluation excluded")
 
 
-def _pursuit_rate(model, site, chunks, k) -> float:
-    """Matching-pursuit training tokens/s of a 2,048-latent dictionary over the cached chunks."""
+def _pursuit_rate(model, site, chunks, k, latents: int) -> float:
+    """Matching-pursuit training tokens/s of a dictionary of `latents` over the cached chunks."""
     from analyses.dictionaries import pursuit
     from analyses.dictionaries import sites as st
     from analyses.dictionaries import train as tr
     from analyses.dictionaries.coder import SparseCoder
     from analyses.dictionaries.config import CoderConfig
 
-    coder = SparseCoder(CoderConfig(d_in=st.site_width(site, model.bridge.cfg), num_latents=KL_RECIPE[0], k=k))
+    coder = SparseCoder(CoderConfig(d_in=st.site_width(site, model.bridge.cfg), num_latents=latents, k=k))
     x, _ = chunks.load(0, site)
     tr.initialise(coder, x, x, seed=0)
     settings = pursuit.PursuitSettings(tokens=(PURSUIT_STEPS + 1) * 2048)
@@ -195,22 +208,33 @@ def _pursuit_rate(model, site, chunks, k) -> float:
     return PURSUIT_STEPS * 2048 / (time.perf_counter() - start)
 
 
-def _pursuit_recipe_row(label, model, site, chunks, tokens, mse_rate, activations_per_token, k):
-    """The projected minutes of one attention SAE's recipe on RECIPE_THREADS threads: the
-    2,048-latent MSE run (the residual site's rate), its KL fine-tune and its pursuit training,
-    each at a rate measured here."""
+def _pursuit_recipe_row(label, model, site, chunks, tokens, mse_rates: dict[int, float], activations_per_token, k):
+    """The projected minutes of each attention SAE's recipe (ATTENTION_RECIPES) on
+    RECIPE_THREADS threads, each stage at a rate measured here for its width: the MSE run
+    (`mse_rates`, by latents), the KL fine-tune, the pursuit training and the KL fine-tune
+    through the pursuit; the row is the longest recipe, the note lists them all."""
     _, mse_tokens, pool, _, _ = KL_RECIPE
-    kl_tokens, coeff, mp_tokens = PURSUIT_RECIPE
+    widths = {r[1] for r in ATTENTION_RECIPES}
     with threads(RECIPE_THREADS):
-        kl_rate = _kl_rate(model, site, tokens, k)
-        mp_rate = _pursuit_rate(model, site, chunks, k)
-    mse_seconds = mse_tokens / mse_rate + activations_per_token * pool
-    total = (mse_seconds + kl_tokens / kl_rate + mp_tokens / mp_rate) / 60
-    return row(f"minutes for the longest attention SAE recipe (MSE {mse_tokens / 1e6:.1f}M + "
-               f"KL {kl_tokens / 1e6:.1f}M + matching pursuit {mp_tokens / 1e6:.1f}M tokens, "
-               f"{RECIPE_THREADS} threads), {label}", total * 60,
-               None, None, None, "<= 10 min", total <= 10,
-               f"{total:.1f} min projected for {site.name} as make train-dictionaries runs it: the MSE run at "
-               f"{mse_rate:,.0f} tokens/s, {kl_tokens:,} KL fine-tune tokens (coefficient {coeff:g}) at "
-               f"{kl_rate:,.0f} tokens/s, then {mp_tokens:,} tokens through the pursuit at {mp_rate:,.0f} "
-               f"tokens/s ({PURSUIT_STEPS} steps of 2,048 timed); evaluation excluded")
+        kl_rate = {n: _kl_rate(model, site, tokens, k, n) for n in widths}
+        mp_rate = {n: _pursuit_rate(model, site, chunks, k, n) for n in widths}
+        mp_kl_rate = {n: _kl_rate(model, site, tokens, k, n, through_pursuit=True)
+                      for n in {r[1] for r in ATTENTION_RECIPES if r[5]}}
+    minutes, parts = {}, []
+    for name, n, kl_tokens, coeff, mp_tokens, mp_kl_tokens in ATTENTION_RECIPES:
+        seconds = (mse_tokens / mse_rates[n] + activations_per_token * pool + kl_tokens / kl_rate[n]
+                   + mp_tokens / mp_rate[n] + (mp_kl_tokens / mp_kl_rate[n] if mp_kl_tokens else 0.0))
+        minutes[name] = seconds / 60
+        stages = [f"MSE {mse_tokens / 1e6:.1f}M at {mse_rates[n]:,.0f}/s",
+                  f"KL {kl_tokens / 1e6:.1f}M (x {coeff:g}) at {kl_rate[n]:,.0f}/s",
+                  f"pursuit {mp_tokens / 1e6:.1f}M at {mp_rate[n]:,.0f}/s"]
+        if mp_kl_tokens:
+            stages.append(f"KL through the pursuit {mp_kl_tokens / 1e6:.1f}M at {mp_kl_rate[n]:,.0f}/s")
+        parts.append(f"{name} ({n:,} latents: {', '.join(stages)} tokens/s): {seconds / 60:.1f} min")
+    longest = max(minutes, key=minutes.get)
+    total = minutes[longest]
+    return row(f"minutes for the longest attention SAE recipe ({longest}, {RECIPE_THREADS} threads), {label}",
+               total * 60, None, None, None, "<= 10 min", total <= 10,
+               f"projected as make train-dictionaries runs each attention SAE: {'; '.join(parts)}; "
+               f"stage rates timed here ({PURSUIT_STEPS} pursuit steps of 2,048 tokens, {KL_STEPS} KL steps of 8 "
+               "documents); evaluation excluded")

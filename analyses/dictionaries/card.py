@@ -72,7 +72,10 @@ def latents(cfg: dict) -> str:
     if prefixes := cfg.get("matryoshka_prefixes") or []:
         notes.append(f"Matryoshka: first {', '.join(f'{m:,}' for m in prefixes)}")
     if cfg.get("encoding", "topk") == "matching_pursuit":
-        notes.append(f"matching pursuit, decoder trained through it on {cfg.get('mp_finetune_tokens', 0):,} tokens")
+        note = f"matching pursuit, decoder trained through it on {cfg.get('mp_finetune_tokens', 0):,} tokens"
+        if tokens := cfg.get("mp_kl_finetune_tokens") or 0:
+            note += f", then KL fine-tuned through it on {tokens:,} (KL × {cfg.get('mp_kl_coeff', 0):g})"
+        notes.append(note)
     return f"{cfg['num_latents']}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
@@ -198,7 +201,8 @@ def render(root: Path) -> str:
              "spliced in) added to its loss, the model frozen (its seconds and tokens count in train s and "
              "tokens/s). Where the latents column says matching pursuit, the TopK SAE's decoder was then "
              "trained through k steps of non-negative matching pursuit and the dictionary encodes that way "
-             "(MP-SAE, Costa et al. 2025); its seconds count in train s. Where it names a Matryoshka "
+             "(MP-SAE, Costa et al. 2025), and where it says so, KL fine-tuned through the pursuit as "
+             "above; their seconds count in train s. Where it names a Matryoshka "
              "prefix m, the first m latents were trained to reconstruct alone as well (Bussmann et al. "
              "2025), so they hold general features; encoding is the same TopK over all latents. "
              "sparsify's format: `cfg.json` + `sae.safetensors` per site, `metrics.json` beside them.",

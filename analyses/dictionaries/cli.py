@@ -38,6 +38,9 @@ def add_parser(verbs) -> None:
                        help="after the MSE training (and any KL fine-tune), train the decoder through "
                             "matching pursuit on this many tokens; the SAE then encodes by pursuit (MP-SAE; "
                             "autoencoders only, 0: none)")
+    train.add_argument("--mp-kl-finetune-tokens", type=int, default=0,
+                       help="then KL fine-tune the decoder through the pursuit on this many tokens, the KL "
+                            "term weighted --kl-coeff (needs --mp-finetune-tokens; 0: none)")
     train.add_argument("--eval-tokens", type=int, default=100_000)
     train.add_argument("--ce-tokens", type=int, default=100_000,
                        help="of the eval tokens, those spliced back for cross-entropy and KL")
@@ -86,8 +89,11 @@ def run(args) -> dict:
                             f"{', '.join(map(str, args.matryoshka))}")
         from analyses.dictionaries.sites import parse
 
-        if args.mp_finetune_tokens < 0:
-            raise UserError(f"--mp-finetune-tokens must be 0 or more, got {args.mp_finetune_tokens}")
+        if args.mp_finetune_tokens < 0 or args.mp_kl_finetune_tokens < 0:
+            raise UserError(f"--mp-finetune-tokens and --mp-kl-finetune-tokens must be 0 or more, got "
+                            f"{args.mp_finetune_tokens} and {args.mp_kl_finetune_tokens}")
+        if args.mp_kl_finetune_tokens and not args.mp_finetune_tokens:
+            raise UserError("--mp-kl-finetune-tokens fine-tunes through the pursuit: it needs --mp-finetune-tokens")
         for name in args.site:  # a bad name fails here, before the model loads
             if name != "all" and parse(name).transcode and args.mp_finetune_tokens:
                 raise UserError(f"--mp-finetune-tokens: {name} is a transcoder site; matching pursuit "
@@ -96,6 +102,7 @@ def run(args) -> dict:
                     transcoder_skip=args.transcoder_skip, kl_finetune_tokens=args.kl_finetune_tokens,
                     kl_coeff=args.kl_coeff, kl_decoder_only=args.kl_decoder_only,
                     matryoshka_prefixes=tuple(prefixes), mp_finetune_tokens=args.mp_finetune_tokens,
+                    mp_kl_finetune_tokens=args.mp_kl_finetune_tokens,
                     tokens=args.tokens, distinct_tokens=args.distinct_tokens,
                     eval_tokens=args.eval_tokens, ce_tokens=args.ce_tokens,
                     seed=args.seed, n_ctx=args.ctx, out=args.out, cache=args.cache, threads=args.threads)

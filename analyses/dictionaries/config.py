@@ -55,6 +55,10 @@ class CoderConfig:
     # rows, so sparsify reads it as a TopK of one projection, the pursuit's first step
     encoding: str = "topk"
     mp_finetune_tokens: int = 0  # tokens the decoder was trained through the pursuit (pursuit.py)
+    # then this many tokens of KL fine-tuning through the pursuit (pursuit.pursuit_kl_finetune),
+    # the KL term weighted mp_kl_coeff against FVU
+    mp_kl_finetune_tokens: int = 0
+    mp_kl_coeff: float = 0.0
 
     def __post_init__(self):
         if self.d_in <= 0 or self.num_latents <= 0:

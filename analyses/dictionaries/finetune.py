@@ -23,7 +23,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from analyses.dictionaries import sites as st
@@ -69,26 +69,45 @@ def frozen(module: torch.nn.Module):
             p.requires_grad_(True)
 
 
+@dataclass
+class CleanRun:
+    """One batch of documents run clean (no grad): what a fine-tune step compares against."""
+    logits: Float[Tensor, "batch pos vocab"]
+    x: Float[Tensor, "batch pos d_in"]  # the site's input
+    y: Float[Tensor, "batch pos d_in"]  # the site's output
+    keep: Bool[Tensor, "batch pos"]  # the non-BOS positions (BOS stays clean, as in metrics)
+
+
+@torch.no_grad()
+def clean_run(bridge, site: st.Site, tokens: Int[Tensor, "batch pos"]) -> CleanRun:
+    hooks = {site.input_hook, site.output_hook}
+    logits, cache = bridge.run_with_cache(tokens, names_filter=lambda n: n in hooks)
+    return CleanRun(logits, st.flat(cache[site.input_hook]), st.flat(cache[site.output_hook]),
+                    tokens != bridge.tokenizer.bos_token_id)
+
+
+def spliced_kl(bridge, site: st.Site, tokens: Int[Tensor, "batch pos"], clean: CleanRun,
+               y_hat: Float[Tensor, "kept d_in"]) -> Tensor:
+    """Mean KL(clean || spliced) per non-BOS token, the site's output replaced there by `y_hat`
+    (the kept positions' rows, in order); differentiable in y_hat."""
+    out = clean.y.clone()  # [batch, pos, d_in]
+    out[clean.keep] = y_hat.to(out.dtype)
+    with st.spliced(bridge, site, lambda _x: out, clean.keep):
+        spliced = bridge(tokens)
+    return kl_per_token(clean.logits, spliced)[clean.keep].mean()
+
+
 def kl_step(trainer: tr.Trainer, bridge, site: st.Site, tokens: Int[Tensor, "batch pos"], kl_coeff: float) -> dict:
     """One fine-tune update on one batch of documents; returns the trainer's stats with "kl"."""
-    keep = tokens != bridge.tokenizer.bos_token_id  # [batch, pos]: BOS stays clean, as in metrics
-    hooks = {site.input_hook, site.output_hook}
-    with torch.no_grad():
-        clean, cache = bridge.run_with_cache(tokens, names_filter=lambda n: n in hooks)
-    x = st.flat(cache[site.input_hook])  # [batch, pos, d_in]
-    y = st.flat(cache[site.output_hook])  # [batch, pos, d_in]
+    clean = clean_run(bridge, site, tokens)
     kl_value = {}
 
     def kl_loss(terms: tr.LossTerms) -> Tensor:
-        out = y.clone()  # [batch, pos, d_in]; the reconstruction at the non-BOS positions, with grad
-        out[keep] = terms.y_hat.to(out.dtype)
-        with st.spliced(bridge, site, lambda _x: out, keep):
-            spliced = bridge(tokens)
-        kl = kl_per_token(clean, spliced)[keep].mean()
+        kl = spliced_kl(bridge, site, tokens, clean, terms.y_hat)
         kl_value["kl"] = kl.item()
         return kl_coeff * kl
 
-    stats = trainer.step(x[keep], y[keep], extra_loss=kl_loss)
+    stats = trainer.step(clean.x[clean.keep], clean.y[clean.keep], extra_loss=kl_loss)
     return {**stats, **kl_value}
 
 

@@ -53,6 +53,9 @@ class Plan:
     # after the MSE training (and any KL fine-tune), this many tokens training the decoder
     # through matching pursuit (pursuit.py; 0: none): the dictionary then encodes by pursuit
     mp_finetune_tokens: int = 0
+    # then this many tokens of KL fine-tuning through the pursuit (pursuit.pursuit_kl_finetune;
+    # 0: none), the KL term weighted kl_coeff as in the TopK fine-tune
+    mp_kl_finetune_tokens: int = 0
     eval_tokens: int = 100_000  # held-out tokens for the metrics
     ce_tokens: int = 100_000  # of those, the ones spliced back into the model for CE and KL
     seed: int = 0
@@ -105,6 +108,8 @@ def train(plan: Plan, progress=None) -> list[Path]:
             finetune_site(loaded, site, coders[site], chunks, out_root / site.directory, plan, say)
         if plan.mp_finetune_tokens and not site.transcode:  # pursuit reconstructs its own input: SAEs only
             pursuit_site(site, coders[site], chunks, n_chunks, out_root / site.directory, plan, say)
+            if plan.mp_kl_finetune_tokens:
+                pursuit_kl_site(loaded, site, coders[site], chunks, out_root / site.directory, plan, say)
     from analyses.dictionaries import metrics
 
     folders = []
@@ -196,18 +201,31 @@ def finetune_site(loaded, site: st.Site, coder: SparseCoder, chunks: ActivationC
         return
     settings = ft.FinetuneSettings(tokens=plan.kl_finetune_tokens, kl_coeff=plan.kl_coeff,
                                    train_encoder=not plan.kl_decoder_only)
-    tokens_per_doc = chunks.stream.n_ctx - 1
-    steps = ft.steps_for(settings.tokens, settings.batch_docs, tokens_per_doc)
-    n_chunks = math.ceil(steps * settings.batch_docs / chunks.stream.docs_per_chunk)
-    chunks.ensure(n_chunks)
-    rows = (torch.from_numpy(chunks.tokens(i)).long() for i in range(n_chunks))  # [docs, n_ctx] each
+    steps, batches = _document_batches(chunks, settings)
     started = time.perf_counter()
 
     def report(step, total, stats):
         say(f"{site.name}: KL fine-tune step {step}/{total} kl {stats['kl']:.4f} fvu {stats['fvu']:.4f}", 1.0)
 
-    ft.finetune(coder, loaded.bridge, site, ft.document_batches(rows, settings.batch_docs, steps), settings,
-                steps, report)
+    ft.finetune(coder, loaded.bridge, site, batches, settings, steps, report)
+    _saved_after(coder, folder, started)
+
+
+def _document_batches(chunks: ActivationChunks, settings) -> tuple[int, object]:
+    """A KL fine-tune's steps and its batches of [batch_docs, n_ctx] training documents, from
+    the first chunks of the training split (made where missing)."""
+    from analyses.dictionaries import finetune as ft
+
+    steps = ft.steps_for(settings.tokens, settings.batch_docs, chunks.stream.n_ctx - 1)
+    n_chunks = math.ceil(steps * settings.batch_docs / chunks.stream.docs_per_chunk)
+    chunks.ensure(n_chunks)
+    rows = (torch.from_numpy(chunks.tokens(i)).long() for i in range(n_chunks))  # [docs, n_ctx] each
+    return steps, ft.document_batches(rows, settings.batch_docs, steps)
+
+
+def _saved_after(coder: SparseCoder, folder: Path, started: float) -> None:
+    """Save a dictionary after a training stage, count the stage's seconds, and drop its
+    metrics so they are measured again."""
     formats.save(coder, folder)
     seconds = (_train_seconds(folder) or 0.0) + time.perf_counter() - started
     (folder / "train_seconds.txt").write_text(f"{seconds:.1f}\n")
@@ -220,12 +238,13 @@ def pursuit_site(site: st.Site, coder: SparseCoder, chunks: ActivationChunks, n_
     save it, and drop its metrics so they are measured again. Done once, as the KL fine-tune."""
     from analyses.dictionaries import pursuit
 
+    settings = pursuit.PursuitSettings(tokens=plan.mp_finetune_tokens)
     if coder.cfg.encoding == "matching_pursuit":
-        if coder.cfg.mp_finetune_tokens < plan.mp_finetune_tokens:
+        # whole batches: the plan's tokens rounded down to them are what a finished run recorded
+        if coder.cfg.mp_finetune_tokens < settings.steps() * settings.batch_size:
             raise UserError(f"{folder} was trained through matching pursuit on fewer tokens "
                             f"({coder.cfg.mp_finetune_tokens:,}): pass another --out or remove it")
         return
-    settings = pursuit.PursuitSettings(tokens=plan.mp_finetune_tokens)
     started = time.perf_counter()
 
     def report(step, total, stats):
@@ -234,10 +253,32 @@ def pursuit_site(site: st.Site, coder: SparseCoder, chunks: ActivationChunks, n_
     batches = pursuit.stream(lambda i: chunks.load(i, site), n_chunks, chunks.stream.tokens_per_chunk(),
                              settings, plan.seed)
     pursuit.pursuit_finetune(coder, batches, settings, report)
-    formats.save(coder, folder)
-    seconds = (_train_seconds(folder) or 0.0) + time.perf_counter() - started
-    (folder / "train_seconds.txt").write_text(f"{seconds:.1f}\n")
-    (folder / formats.METRICS).unlink(missing_ok=True)  # measured again below
+    _saved_after(coder, folder, started)
+
+
+def pursuit_kl_site(loaded, site: st.Site, coder: SparseCoder, chunks: ActivationChunks, folder: Path,
+                    plan: Plan, say) -> None:
+    """KL fine-tune a pursuit dictionary through its pursuit (pursuit.pursuit_kl_finetune) on the
+    training split's documents, save it, and drop its metrics. Done once, as the others."""
+    from analyses.dictionaries import finetune as ft
+    from analyses.dictionaries import pursuit
+
+    have = (coder.cfg.mp_kl_finetune_tokens, coder.cfg.mp_kl_coeff)
+    if have[0]:
+        if have[0] < plan.mp_kl_finetune_tokens or have[1] != plan.kl_coeff:
+            raise UserError(f"{folder} is KL fine-tuned through the pursuit otherwise ({have[0]:,} tokens, "
+                            f"coefficient {have[1]}): pass another --out or remove it")
+        return
+    settings = ft.FinetuneSettings(tokens=plan.mp_kl_finetune_tokens, kl_coeff=plan.kl_coeff)
+    steps, batches = _document_batches(chunks, settings)
+    started = time.perf_counter()
+
+    def report(step, total, stats):
+        say(f"{site.name}: pursuit KL fine-tune step {step}/{total} kl {stats['kl']:.4f} fvu {stats['fvu']:.4f}",
+            1.0)
+
+    pursuit.pursuit_kl_finetune(coder, loaded.bridge, site, batches, settings, steps, report)
+    _saved_after(coder, folder, started)
 
 
 def _same_dictionary(have: CoderConfig, want: CoderConfig) -> bool:

@@ -8,7 +8,10 @@ outputs, where a TopK SAE explains 0.88-0.92 of the variance at k 16, the same d
 explain 0.93-0.95 (NOTES.md), and a decoder trained through the pursuit more. This module
 starts from the trained TopK dictionary (its rows are a good dictionary already) and trains the
 decoder and b_dec through the k pursuit steps on FVU (Adam; unit-norm rows, the gradient along
-each row removed, as train.py does), the choices not differentiated. The encoder's weights then
+each row removed, as train.py does), the choices not differentiated (so training chooses by the
+Gram matrix and replays only the chosen rows: `coder.replayed_pursuit_steps`), and optionally
+then on FVU + KL of the model with the pursuit spliced in, as finetune.py does for a TopK code
+(`pursuit_kl_finetune`: the layer-0 attention SAE's CE recovered needs it). The encoder's weights then
 become the decoder's rows (bias 0), so sparsify, which knows only TopK, reads the dictionary as
 the pursuit's first step taken k times at once.
 """
@@ -88,3 +91,44 @@ def stream(load_chunk, n_chunks: int, tokens_per_chunk: int, settings: PursuitSe
     """The TopK trainer's resumable batch stream (train.batches), at this batch size."""
     plan = tr.TrainSettings(batch_size=settings.batch_size)
     return tr.batches(load_chunk, n_chunks, tokens_per_chunk, plan, seed, 0, settings.steps())
+
+
+def pursuit_kl_finetune(coder: SparseCoder, bridge, site, batches, settings, total_steps: int,
+                        log=None) -> SparseCoder:
+    """KL fine-tune a pursuit dictionary's decoder and b_dec through its pursuit on the documents
+    of `batches` ([docs, pos] token rows each): loss = FVU + kl_coeff * KL(clean || spliced), as
+    finetune.py's for a TopK code (the model frozen; BOS kept clean), with the pursuit's
+    reconstruction spliced in. `settings` is a finetune.FinetuneSettings (its lr, warm-up and
+    decay; the encoder is the decoder here, so train_encoder does not apply); `log(step, total,
+    stats)` every 10 steps. In place; returns it."""
+    from analyses.dictionaries import finetune as ft
+
+    if coder.cfg.encoding != "matching_pursuit":
+        raise ValueError("a pursuit KL fine-tune needs a pursuit dictionary: train through the pursuit first")
+    schedule = tr.Trainer(coder, settings.train_settings(), total_steps).lr_at  # the TopK fine-tune's lr
+    optimizer = torch.optim.Adam([coder.W_dec, coder.b_dec], lr=settings.lr)
+    seen = 0
+    with ft.frozen(bridge):
+        for step, tokens in enumerate(batches):
+            if step >= total_steps:
+                break
+            clean = ft.clean_run(bridge, site, tokens)
+            x = clean.x[clean.keep]  # [kept, d_in]
+            y_hat = pursuit_reconstruction(coder, x)
+            fvu = (x - y_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+            kl = ft.spliced_kl(bridge, site, tokens, clean, y_hat)
+            optimizer.zero_grad(set_to_none=True)
+            (fvu + settings.kl_coeff * kl).backward()
+            coder.remove_parallel_decoder_grad_()
+            for group in optimizer.param_groups:
+                group["lr"] = schedule(step)
+            optimizer.step()
+            coder.normalize_decoder_()
+            seen += x.shape[0]
+            if log is not None and ((step + 1) % 10 == 0 or step + 1 == total_steps):
+                log(step + 1, total_steps, {"fvu": fvu.item(), "kl": kl.item()})
+    coder.zero_grad(set_to_none=True)
+    coder.cfg.mp_kl_finetune_tokens += seen
+    coder.cfg.mp_kl_coeff = settings.kl_coeff
+    sync_encoder(coder)
+    return coder

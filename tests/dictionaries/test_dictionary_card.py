@@ -152,3 +152,11 @@ def test_a_value_just_under_its_bar_is_written_with_the_digits_that_show_it():
     assert card.below(0.937, 0.95) == "0.937"
     assert card.below(0.94982, 0.95) == "0.9498"
     assert "expl. var. 0.9498 < 0.95" in card.misses(_metrics(explained_variance=0.94982), False)
+
+
+def test_card_names_a_kl_fine_tune_through_the_pursuit(tmp_path):
+    _write(tmp_path, "blocks.0.attn.hook_z", False, _metrics(), num_latents=2048, encoding="matching_pursuit",
+           mp_finetune_tokens=2_000_000, mp_kl_finetune_tokens=300_000, mp_kl_coeff=5.0)
+    [row] = [line for line in card.render(tmp_path).splitlines() if line.startswith("| blocks.0.")][:1]
+    assert ("| 2048 (matching pursuit, decoder trained through it on 2,000,000 tokens, then KL fine-tuned "
+            "through it on 300,000 (KL × 5)) | 16 |") in row

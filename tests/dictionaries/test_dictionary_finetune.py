@@ -121,6 +121,40 @@ def test_kl_step_reports_the_kl_the_hand_splice_measures(embedded, documents):
     assert stats["kl"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
 
+def test_a_pursuit_kl_finetune_lowers_kl_below_pursuit_fvu_steps_from_the_same_start(embedded, documents):
+    """The KL fine-tune through matching pursuit (pursuit.pursuit_kl_finetune): the spliced
+    pursuit's KL, measured by the hand splice, falls below what as many FVU-only pursuit steps
+    reach; the model is untouched, the encoder stays the decoder, and its tokens count apart."""
+    from analyses.dictionaries import pursuit
+
+    bridge = embedded.bridge
+    start = mse_start(bridge, documents)
+    pursuit.to_pursuit(start)
+    weights = {k: v.clone() for k, v in bridge.state_dict().items()}
+    steps = 30
+    settings = ft.FinetuneSettings(tokens=1, kl_coeff=1.0, batch_docs=len(documents), lr=2e-3, warmup_steps=1)
+    tuned = copy.deepcopy(start)
+    pursuit.pursuit_kl_finetune(tuned, bridge, SITE, [documents] * steps, settings, steps)
+
+    fvu_only = copy.deepcopy(start)
+    with torch.no_grad():
+        _, cache = bridge.run_with_cache(documents, names_filter=lambda n: n == SITE.name)
+    x = cache[SITE.name][documents != bridge.tokenizer.bos_token_id]
+    pursuit.pursuit_finetune(fvu_only, [x] * steps, pursuit.PursuitSettings(tokens=steps * len(x), batch_size=len(x),
+                                                                           lr=2e-3))
+
+    before, after, baseline = (spliced_kl(bridge, c, documents) for c in (start, tuned, fvu_only))
+    assert after < 0.8 * before, (before, after)
+    assert after < 0.8 * baseline, (baseline, after)
+    for name, value in bridge.state_dict().items():
+        assert torch.equal(value, weights[name]), name
+    torch.testing.assert_close(tuned.encoder.weight, tuned.W_dec)
+    assert tuned.cfg.mp_kl_finetune_tokens == steps * len(x) and tuned.cfg.mp_kl_coeff == 1.0
+    assert tuned.cfg.tokens_seen == 1234 and tuned.cfg.encoding == "matching_pursuit"
+    with pytest.raises(ValueError, match="needs a pursuit dictionary"):
+        pursuit.pursuit_kl_finetune(mse_start(bridge, documents), bridge, SITE, [documents], settings, 1)
+
+
 def test_document_batches_give_the_planned_steps():
     rows = [torch.arange(10 * 4).reshape(10, 4), torch.arange(10 * 4).reshape(10, 4) + 100]
     batches = list(ft.document_batches(iter(rows), batch_docs=4, steps=4))

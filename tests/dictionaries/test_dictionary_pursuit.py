@@ -1,6 +1,8 @@
 """Matching-pursuit SAEs (MP-SAE): the pursuit's code against a numpy re-derivation, its
 reconstruction as training differentiates it, the decoder's training through it, and the
 files: a pursuit dictionary saves and loads to the same codes."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,13 @@ from tiny_dictionaries import random_coder, random_inputs
 
 from analyses.dictionaries import formats, pursuit
 from analyses.dictionaries import train as tr
-from analyses.dictionaries.coder import pursuit_code, pursuit_reconstruction
+from analyses.dictionaries.coder import (
+    gram_pursuit_steps,
+    pursuit_code,
+    pursuit_reconstruction,
+    pursuit_steps,
+    replayed_pursuit_steps,
+)
 from analyses.dictionaries.config import CoderConfig
 
 
@@ -40,8 +48,13 @@ def test_the_gram_matrix_steps_are_the_residual_steps():
     x = random_inputs(n=400, d_in=8).double()
     with torch.no_grad():
         by_gram = pursuit_code(coder, x)
-    by_residual = pursuit_code(coder, x).detach()
+        latents, values = zip(*pursuit_steps(coder, x))
+    by_residual = torch.zeros_like(by_gram).scatter_add_(1, torch.stack(latents, 1), torch.stack(values, 1))
     torch.testing.assert_close(by_gram, by_residual, rtol=0, atol=1e-12)
+    with torch.no_grad():  # rows taken a block at a time (400 = 6 blocks of 64 and a part)
+        for (a, b), (c, d) in zip(gram_pursuit_steps(coder, x, block=64), zip(latents, values)):
+            assert torch.equal(a, c)
+            torch.testing.assert_close(b, d, rtol=0, atol=1e-12)
     with torch.no_grad():
         coder.W_dec[3] = -coder.W_dec[3]  # an edit in place: the Gram matrix must follow
         torch.testing.assert_close(coder.decoder_gram(), coder.W_dec @ coder.W_dec.T)
@@ -56,6 +69,28 @@ def test_the_trained_reconstruction_is_decode_of_the_code_with_a_decoder_gradien
     (x - y_hat).pow(2).sum().backward()
     assert coder.W_dec.grad.abs().sum() > 0 and coder.b_dec.grad.abs().sum() > 0
     assert coder.encoder.weight.grad is None  # the pursuit never reads the encoder
+
+
+def test_the_replayed_steps_give_the_residual_steps_values_and_gradients():
+    """Training chooses the latents by the Gram matrix and replays the steps on the chosen rows
+    only: the same activations and the same decoder and b_dec gradients (float64) as the plain
+    residual steps, which score every row at every step."""
+    coder = pursuit_coder(d_in=8, num_latents=32, k=6).double()
+    x = random_inputs(n=400, d_in=8).double()
+    target = torch.randn_like(x)
+
+    def values_and_grads(steps):
+        coder.zero_grad(set_to_none=True)
+        latents, values = zip(*steps(coder, x))
+        y_hat = coder.b_dec + sum(v[:, None] * coder.W_dec[i] for i, v in zip(latents, values))
+        (y_hat * target).sum().backward()
+        return torch.stack(latents), torch.stack(values).detach(), coder.W_dec.grad.clone(), coder.b_dec.grad.clone()
+
+    plain, replayed = values_and_grads(pursuit_steps), values_and_grads(replayed_pursuit_steps)
+    assert torch.equal(plain[0], replayed[0])
+    for a, b in zip(plain[1:], replayed[1:]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    assert plain[2].abs().sum() > 0
 
 
 def sparse_data(n, seed):
@@ -125,3 +160,30 @@ def test_a_pursuit_dictionarys_metrics_equal_numpy():
                                                       abs=1e-10)
     assert got["l0"] == pytest.approx((code > 0).sum(1).mean())
     assert got["dead_share"] == pytest.approx(((code > 0).sum(0) == 0).mean())
+
+
+def test_the_pipeline_trains_through_the_pursuit_then_kl_once(tmp_path):
+    """`dictionaries train`'s stages on the embedded model, small: MSE, pursuit, then the KL
+    fine-tune through the pursuit; the saved config counts each stage's tokens, a second run of
+    the same plan changes nothing (its pursuit tokens, 3,000, are not whole batches of 2,048: the
+    run records the 2,048 it trained), and a plan asking for more pursuit KL is refused by name."""
+    import json
+
+    from analyses.core.errors import UserError
+    from analyses.dictionaries.pipeline import Plan, train
+    from analyses.dictionaries.train import TrainSettings
+
+    plan = Plan(model="default", sites=("blocks.0.attn.hook_z",), num_latents=64, k=4, tokens=2048,
+                mp_finetune_tokens=3000, mp_kl_finetune_tokens=400, kl_coeff=2.0, eval_tokens=1000, ce_tokens=200,
+                n_ctx=64, out=tmp_path / "out", cache=tmp_path / "cache",
+                settings=TrainSettings(batch_size=512, warmup_steps=2))
+    [folder] = train(plan)
+    cfg = json.loads((folder / "cfg.json").read_text())
+    assert cfg["encoding"] == "matching_pursuit" and cfg["mp_finetune_tokens"] == 2048
+    assert cfg["mp_kl_finetune_tokens"] >= 400 and cfg["mp_kl_coeff"] == 2.0  # whole documents: may overshoot
+    assert json.loads((folder / "metrics.json").read_text())["l0"] <= 4
+    weights = (folder / formats.SPARSIFY_WEIGHTS).read_bytes()
+    train(plan)
+    assert (folder / formats.SPARSIFY_WEIGHTS).read_bytes() == weights
+    with pytest.raises(UserError, match="KL fine-tuned through the pursuit otherwise"):
+        train(dataclasses.replace(plan, mp_kl_finetune_tokens=100_000))
