@@ -141,6 +141,19 @@ def pursuit_steps(coder: SparseCoder, x: Float[Tensor, "n d_in"]):
         yield latent, value
 
 
+def row_max(scores: Float[Tensor, "n latent"], block: int = 64) -> tuple[Float[Tensor, " n"], Int[Tensor, " n"]]:
+    """scores.max(dim=-1), 2-5x faster on CPU: torch's max with indices reduces element by element
+    (at 512 x 4,096 it takes 19x amax's time), so each row's maximum is found as the amax of
+    blocks of `block` columns, and only the winning block is searched for its index."""
+    n, width = scores.shape
+    if width % block:
+        return scores.max(dim=-1)
+    blocks = scores.view(n, width // block, block)
+    value, which = blocks.amax(dim=-1).max(dim=-1)  # [n] each: the best block
+    within = blocks[torch.arange(n, device=scores.device), which].argmax(dim=-1)  # [n]
+    return value, which * block + within
+
+
 def gram_pursuit_steps(coder: SparseCoder, x: Float[Tensor, "n d_in"], block: int = 512):
     """`pursuit_steps` without gradient, on the scores instead of the residual: subtracting
     a * row from the residual subtracts a * (row . every row) from every score, so each step
@@ -153,9 +166,10 @@ def gram_pursuit_steps(coder: SparseCoder, x: Float[Tensor, "n d_in"], block: in
     for start in range(0, max(1, x.shape[0]), block):
         scores = F.linear(x[start:start + block] - coder.b_dec, coder.W_dec)  # [block, latent]
         for taken in steps:
-            value, latent = scores.max(dim=-1)
+            value, latent = row_max(scores)
             value = value.clamp_min(0)
-            scores.addcmul_(gram[latent], value[:, None], value=-1)  # in place: 2x faster than new tensors
+            # index_select: 5x faster than gram[latent] for a few rows; in place: 2x faster than new tensors
+            scores.addcmul_(gram.index_select(0, latent), value[:, None], value=-1)
             taken.append((latent, value))
     for taken in steps:
         latents, values = zip(*taken)
