@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from analyses.core.errors import UserError
 from analyses.dictionaries import formats, registry
@@ -211,7 +213,7 @@ def finetune_site(loaded, site: st.Site, coder: SparseCoder, chunks: ActivationC
     _saved_after(coder, folder, started)
 
 
-def _document_batches(chunks: ActivationChunks, settings) -> tuple[int, object]:
+def _document_batches(chunks: ActivationChunks, settings) -> tuple[int, Iterator[Tensor]]:
     """A KL fine-tune's steps and its batches of [batch_docs, n_ctx] training documents, from
     the first chunks of the training split (made where missing)."""
     from analyses.dictionaries import finetune as ft

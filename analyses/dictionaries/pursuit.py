@@ -105,7 +105,7 @@ def pursuit_kl_finetune(coder: SparseCoder, bridge, site, batches, settings, tot
 
     if coder.cfg.encoding != "matching_pursuit":
         raise ValueError("a pursuit KL fine-tune needs a pursuit dictionary: train through the pursuit first")
-    schedule = tr.Trainer(coder, settings.train_settings(), total_steps).lr_at  # the TopK fine-tune's lr
+    schedule = settings.train_settings()  # the TopK fine-tune's learning-rate schedule
     optimizer = torch.optim.Adam([coder.W_dec, coder.b_dec], lr=settings.lr)
     seen = 0
     with ft.frozen(bridge):
@@ -121,7 +121,7 @@ def pursuit_kl_finetune(coder: SparseCoder, bridge, site, batches, settings, tot
             (fvu + settings.kl_coeff * kl).backward()
             coder.remove_parallel_decoder_grad_()
             for group in optimizer.param_groups:
-                group["lr"] = schedule(step)
+                group["lr"] = tr.lr_at(schedule, total_steps, step)
             optimizer.step()
             coder.normalize_decoder_()
             seen += x.shape[0]

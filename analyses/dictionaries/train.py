@@ -141,12 +141,7 @@ class Trainer:
         self.step_index = 0
 
     def lr_at(self, step: int) -> float:
-        s = self.settings
-        warm = min(1.0, (step + 1) / s.warmup_steps)
-        decay_from = int(self.total_steps * (1 - s.decay_share))
-        left = (self.total_steps - step) / max(1, self.total_steps - decay_from)
-        decay = 1.0 if step < decay_from else max(0.0, left)
-        return s.lr * warm * decay
+        return lr_at(self.settings, self.total_steps, step)
 
     def step(self, x: Float[Tensor, "batch d_in"], y: Float[Tensor, "batch d_in"], extra_loss=None) -> dict:
         """One update on FVU + auxk_alpha * AuxK (+ `extra_loss(terms)`, a scalar tensor: the
@@ -186,6 +181,16 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.since_fired = state["since_fired"]
         self.step_index = state["step"]
+
+
+def lr_at(settings: TrainSettings, total_steps: int, step: int) -> float:
+    """The learning rate at `step`: a linear warm-up over warmup_steps, then flat, then a
+    linear decay to 0 over the last decay_share of the steps."""
+    warm = min(1.0, (step + 1) / settings.warmup_steps)
+    decay_from = int(total_steps * (1 - settings.decay_share))
+    left = (total_steps - step) / max(1, total_steps - decay_from)
+    decay = 1.0 if step < decay_from else max(0.0, left)
+    return settings.lr * warm * decay
 
 
 def batch_plan(n_chunks: int, tokens_per_chunk: int, settings: TrainSettings) -> tuple[int, int]:

@@ -72,6 +72,10 @@ def test_dictionaries_train_on_stories260k_writes_a_dictionary_whose_metrics_num
     (("--site", "blocks.0.mlp", "--distinct-tokens", "0"), "--distinct-tokens"),
     (("--site", "blocks.0.mlp", "--threads", "0"), "--threads must be 1 or more"),
     (("--site", "blocks.0.mlp", "--mp-finetune-tokens", "1000"), "--mp-finetune-tokens: blocks.0.mlp is a transcoder"),
+    (("--site", "blocks.0.attn.hook_z", "--mp-kl-finetune-tokens", "1000"),
+     "--mp-kl-finetune-tokens fine-tunes through the pursuit: it needs --mp-finetune-tokens"),
+    (("--site", "blocks.0.attn.hook_z", "--mp-finetune-tokens", "1000", "--mp-kl-finetune-tokens", "-1"),
+     "--mp-kl-finetune-tokens must be 0 or more"),
     (("--site", "blocks.0.mlp", "--latents", "64", "--matryoshka", "64"),
      "--matryoshka sizes must be in 1..--latents - 1 (63), got 64"),
 ])
