@@ -38,9 +38,26 @@ class PursuitSettings:
         return max(1, self.tokens // self.batch_size)
 
 
+def fvu(x: Float[Tensor, "batch d_in"], x_hat: Float[Tensor, "batch d_in"]) -> Tensor:
+    """The batch's fraction of variance unexplained by `x_hat`."""
+    return (x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+
+
 def pursuit_fvu(coder: SparseCoder, x: Float[Tensor, "batch d_in"]) -> Tensor:
     """The batch's FVU with the pursuit's reconstruction (differentiable in W_dec and b_dec)."""
-    return (x - pursuit_reconstruction(coder, x)).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+    return fvu(x, pursuit_reconstruction(coder, x))
+
+
+def decoder_step(coder: SparseCoder, optimizer: torch.optim.Optimizer, loss: Tensor, lr: float) -> None:
+    """One update of the decoder and b_dec on `loss` at rate `lr`, as train.py updates a
+    decoder: the gradient along each row removed, the rows back to unit norm after."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    coder.remove_parallel_decoder_grad_()
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+    coder.normalize_decoder_()
 
 
 def to_pursuit(coder: SparseCoder) -> None:
@@ -71,14 +88,8 @@ def pursuit_finetune(coder: SparseCoder, batches, settings: PursuitSettings, log
             break
         x = batch[0] if isinstance(batch, tuple | list) else batch
         loss = pursuit_fvu(coder, x)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        coder.remove_parallel_decoder_grad_()
         scale = 1.0 if step < decay_from else (total - step) / max(1, total - decay_from)
-        for group in optimizer.param_groups:
-            group["lr"] = settings.lr * scale
-        optimizer.step()
-        coder.normalize_decoder_()
+        decoder_step(coder, optimizer, loss, settings.lr * scale)
         if log is not None and ((step + 1) % 10 == 0 or step + 1 == total):
             log(step + 1, total, {"fvu": loss.item()})
     coder.zero_grad(set_to_none=True)
@@ -115,18 +126,13 @@ def pursuit_kl_finetune(coder: SparseCoder, bridge, site, batches, settings, tot
             clean = ft.clean_run(bridge, site, tokens)
             x = clean.x[clean.keep]  # [kept, d_in]
             y_hat = pursuit_reconstruction(coder, x)
-            fvu = (x - y_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+            unexplained = fvu(x, y_hat)
             kl = ft.spliced_kl(bridge, site, tokens, clean, y_hat)
-            optimizer.zero_grad(set_to_none=True)
-            (fvu + settings.kl_coeff * kl).backward()
-            coder.remove_parallel_decoder_grad_()
-            for group in optimizer.param_groups:
-                group["lr"] = tr.lr_at(schedule, total_steps, step)
-            optimizer.step()
-            coder.normalize_decoder_()
+            decoder_step(coder, optimizer, unexplained + settings.kl_coeff * kl,
+                         tr.lr_at(schedule, total_steps, step))
             seen += x.shape[0]
             if log is not None and ((step + 1) % 10 == 0 or step + 1 == total_steps):
-                log(step + 1, total_steps, {"fvu": fvu.item(), "kl": kl.item()})
+                log(step + 1, total_steps, {"fvu": unexplained.item(), "kl": kl.item()})
     coder.zero_grad(set_to_none=True)
     coder.cfg.mp_kl_finetune_tokens += seen
     coder.cfg.mp_kl_coeff = settings.kl_coeff
