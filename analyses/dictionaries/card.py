@@ -65,12 +65,26 @@ def kl_finetune(cfg: dict) -> str:
     return f"{tokens:,} (KL × {cfg.get('kl_coeff', 0):g}{', decoder only' if cfg.get('kl_decoder_only') else ''})"
 
 
+STAGE_TOKENS = ("tokens_seen", "matryoshka_release_tokens", "kl_finetune_tokens", "mp_finetune_tokens",
+                "mp_kl_finetune_tokens")
+
+
+def stage_tokens(cfg: dict) -> int:
+    """Tokens over every training stage: train s counts every stage's seconds (train_seconds.txt),
+    so tokens/s divides these by it."""
+    return sum(cfg.get(key) or 0 for key in STAGE_TOKENS)
+
+
 def latents(cfg: dict) -> str:
-    """The dictionary's width, its Matryoshka prefixes where it was trained with some, and its
+    """The dictionary's width, its Matryoshka prefixes where it was trained with some (and the
+    tokens trained on after they were released), and its
     encoding where it is not TopK (with the tokens its decoder was trained through it)."""
     notes = []
     if prefixes := cfg.get("matryoshka_prefixes") or []:
-        notes.append(f"Matryoshka: first {', '.join(f'{m:,}' for m in prefixes)}")
+        note = f"Matryoshka: first {', '.join(f'{m:,}' for m in prefixes)}"
+        if released := cfg.get("matryoshka_release_tokens") or 0:
+            note += f", then {released:,} tokens without the prefix terms"
+        notes.append(note)
     if cfg.get("encoding", "topk") == "matching_pursuit":
         note = f"matching pursuit, decoder trained through it on {cfg.get('mp_finetune_tokens', 0):,} tokens"
         if tokens := cfg.get("mp_kl_finetune_tokens") or 0:
@@ -204,7 +218,10 @@ def render(root: Path) -> str:
              "(MP-SAE, Costa et al. 2025), and where it says so, KL fine-tuned through the pursuit as "
              "above; their seconds count in train s. Where it names a Matryoshka "
              "prefix m, the first m latents were trained to reconstruct alone as well (Bussmann et al. "
-             "2025), so they hold general features; encoding is the same TopK over all latents. "
+             "2025), so they hold general features, and where it then names tokens without the prefix "
+             "terms, training went on that long on the whole dictionary's loss alone (at half the learning "
+             "rate; their seconds count in train s), which brings back the explained variance the prefix "
+             "cost and keeps the general latents; encoding is the same TopK over all latents. "
              "sparsify's format: `cfg.json` + `sae.safetensors` per site, `metrics.json` beside them.",
              "", TARGETS, "",
              "| site | latents | k | train tokens | KL fine-tune | train s | tokens/s | L0 | expl. var. | CE clean "
@@ -213,9 +230,7 @@ def render(root: Path) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for cfg, m in table:
         seconds = m.get("train_seconds")
-        # train s counts a KL fine-tune's and a pursuit's seconds too (train_seconds.txt), so their tokens count here
-        tokens = cfg['tokens_seen'] + (cfg.get('kl_finetune_tokens') or 0) + (cfg.get('mp_finetune_tokens') or 0)
-        speed = f"{tokens / seconds:,.0f}" if seconds else "–"
+        speed = f"{stage_tokens(cfg) / seconds:,.0f}" if seconds else "–"
         lines.append(f"| {cfg['site']} | {latents(cfg)} | {cfg['k']} | {train_tokens(cfg)} | "
                      f"{kl_finetune(cfg)} | {_fmt(seconds, 0)} | {speed} | {_fmt(m['l0'], 2)} | "
                      f"{_fmt(m['explained_variance'])} | "

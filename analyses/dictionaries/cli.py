@@ -34,6 +34,10 @@ def add_parser(verbs) -> None:
                        help="train as a Matryoshka SAE: latents 0..M-1 alone must also reconstruct "
                             "(repeat for several nested sizes); the first latents then learn general "
                             "features rather than splitting them")
+    train.add_argument("--matryoshka-release-tokens", type=int, default=0,
+                       help="then train this many tokens more with the prefix terms dropped, at half the "
+                            "learning rate: the prefixes' general latents stay and the explained variance "
+                            "they cost comes back (needs --matryoshka; 0: none)")
     train.add_argument("--mp-finetune-tokens", type=int, default=0,
                        help="after the MSE training (and any KL fine-tune), train the decoder through "
                             "matching pursuit on this many tokens; the SAE then encodes by pursuit (MP-SAE; "
@@ -87,6 +91,10 @@ def run(args) -> dict:
         if any(not 0 < m < args.latents for m in prefixes):
             raise UserError(f"--matryoshka sizes must be in 1..--latents - 1 ({args.latents - 1}), got "
                             f"{', '.join(map(str, args.matryoshka))}")
+        if args.matryoshka_release_tokens < 0:
+            raise UserError(f"--matryoshka-release-tokens must be 0 or more, got {args.matryoshka_release_tokens}")
+        if args.matryoshka_release_tokens and not prefixes:
+            raise UserError("--matryoshka-release-tokens drops the Matryoshka prefix terms: it needs --matryoshka")
         from analyses.dictionaries.sites import parse
 
         if args.mp_finetune_tokens < 0 or args.mp_kl_finetune_tokens < 0:
@@ -101,8 +109,8 @@ def run(args) -> dict:
         plan = Plan(model=args.model, sites=tuple(args.site), num_latents=args.latents, k=args.k,
                     transcoder_skip=args.transcoder_skip, kl_finetune_tokens=args.kl_finetune_tokens,
                     kl_coeff=args.kl_coeff, kl_decoder_only=args.kl_decoder_only,
-                    matryoshka_prefixes=tuple(prefixes), mp_finetune_tokens=args.mp_finetune_tokens,
-                    mp_kl_finetune_tokens=args.mp_kl_finetune_tokens,
+                    matryoshka_prefixes=tuple(prefixes), matryoshka_release_tokens=args.matryoshka_release_tokens,
+                    mp_finetune_tokens=args.mp_finetune_tokens, mp_kl_finetune_tokens=args.mp_kl_finetune_tokens,
                     tokens=args.tokens, distinct_tokens=args.distinct_tokens,
                     eval_tokens=args.eval_tokens, ce_tokens=args.ce_tokens,
                     seed=args.seed, n_ctx=args.ctx, out=args.out, cache=args.cache, threads=args.threads)

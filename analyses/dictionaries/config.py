@@ -48,6 +48,10 @@ class CoderConfig:
     # context. [] plain TopK. Encoding is TopK over every latent either way: this says how the
     # dictionary was trained (train.py's loss reads it), not how it reads
     matryoshka_prefixes: list[int] = field(default_factory=list)
+    # then this many tokens trained on the whole dictionary's loss alone, the prefix terms
+    # dropped (pipeline.release_site): the prefixes' general latents stay, and the variance
+    # they cost comes back. Later stages (a KL fine-tune) train without the prefix terms too
+    matryoshka_release_tokens: int = 0
     # how a token's code is found: "topk" (the encoder's k largest pre-activations), or
     # "matching_pursuit" (k greedy steps over the decoder's rows, each taking the row most
     # aligned with what is left unexplained: MP-SAEs, Costa et al. 2025; autoencoders only).
@@ -69,12 +73,20 @@ class CoderConfig:
         if prefixes != sorted(set(prefixes)) or any(not 0 < m < self.num_latents for m in prefixes):
             raise ValueError(f"matryoshka_prefixes must be increasing sizes in 1..num_latents - 1 "
                              f"({self.num_latents - 1}), got {prefixes}")
+        if self.matryoshka_release_tokens and not prefixes:
+            raise ValueError("matryoshka_release_tokens needs matryoshka_prefixes: only a Matryoshka dictionary "
+                             "has prefix terms to drop")
         if self.encoding not in ENCODINGS:
             raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, got {self.encoding!r}")
         if self.encoding == "matching_pursuit" and self.transcode:
             raise ValueError("matching pursuit reconstructs its own input: a transcoder cannot use it")
         if self.activation != "topk":
             raise ValueError(f"only TopK dictionaries are supported, got activation={self.activation!r}")
+
+    @property
+    def prefixes_in_loss(self) -> list[int]:
+        """The Matryoshka prefixes training's loss still applies: none once released."""
+        return [] if self.matryoshka_release_tokens else list(self.matryoshka_prefixes)
 
     @property
     def centers_input(self) -> bool:

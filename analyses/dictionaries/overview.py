@@ -30,11 +30,12 @@ def metrics_frame(folder: Path) -> pd.DataFrame:
     for cfg, m in card.rows(folder):
         transcode = bool(cfg.get("transcode"))
         seconds = m.get("train_seconds")
-        tokens = sum(cfg.get(key) or 0 for key in ("tokens_seen", "kl_finetune_tokens", "mp_finetune_tokens"))
+        tokens = card.stage_tokens(cfg)  # train s counts every stage's seconds
         rows.append({"site": cfg.get("site", ""), "kind": "transcoder" if transcode else "SAE",
                      "latents": cfg.get("num_latents"), "k": cfg.get("k"),
                      "encoding": "matching pursuit" if cfg.get("encoding") == "matching_pursuit" else "TopK",
                      "Matryoshka prefixes": ", ".join(map(str, cfg.get("matryoshka_prefixes") or [])) or "–",
+                     "Matryoshka release tokens": cfg.get("matryoshka_release_tokens") or None,
                      "train tokens": cfg.get("tokens_seen"),
                      "KL fine-tune": card.kl_finetune(cfg), "train s": seconds,  # the fine-tune's seconds included
                      "tokens/s": tokens / seconds if seconds and tokens else None,

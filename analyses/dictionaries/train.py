@@ -4,7 +4,8 @@ sparse autoencoders", as EleutherAI sparsify implements it):
 - loss = FVU + auxk_alpha * AuxK. FVU = |y - y_hat|^2 / |y - mean(y)|^2 over the batch. A
   Matryoshka dictionary (`cfg.matryoshka_prefixes`, Bussmann et al. 2025) replaces FVU by the
   mean of FVU and each prefix's FVU: the reconstruction from the chosen latents below m alone
-  (the TopK choice is the whole dictionary's, as at inference). AuxK:
+  (the TopK choice is the whole dictionary's, as at inference); once released
+  (`cfg.matryoshka_release_tokens`), plain FVU again. AuxK:
   the top `d_in / 2` *dead* latents (not fired for `dead_after_tokens`) must predict the live
   latents' residual y - y_hat, scaled by min(dead / k_aux, 1): a dead latent gets gradient
   again as soon as it could help, which is what keeps latents alive.
@@ -98,7 +99,7 @@ def loss_terms(coder: SparseCoder, x: Float[Tensor, "batch d_in"], y: Float[Tens
         k_aux = y.shape[-1] // 2  # Gao et al. appendix B.1: each token's top d_in / 2 dead latents
         scale = min(n_dead / k_aux, 1.0)
         auxk = scale * (auxk_prediction(coder, x, dead, k_aux) - error.detach()).pow(2).sum() / total_variance
-    prefixes = coder.cfg.matryoshka_prefixes
+    prefixes = coder.cfg.prefixes_in_loss
     reconstruction = fvu
     if prefixes:
         nested = [prefix_fvu(coder, x, y, top_acts, top_indices, m, total_variance) for m in prefixes]
@@ -167,7 +168,7 @@ class Trainer:
         self.step_index += 1
         coder.cfg.tokens_seen += x.shape[0]
         stats = {"fvu": terms.fvu.item(), "auxk": terms.auxk.item(), "dead": dead.float().mean().item()}
-        if coder.cfg.matryoshka_prefixes:
+        if coder.cfg.prefixes_in_loss:
             stats["reconstruction"] = terms.reconstruction.item()
         if extra is not None:
             stats["extra"] = extra.item()

@@ -128,6 +128,26 @@ def test_card_names_a_matryoshka_prefix_beside_the_width(tmp_path):
     assert "| 1024 | 16 |" in mlp
 
 
+def test_card_names_the_tokens_a_matryoshka_dictionary_trained_on_after_its_release(tmp_path):
+    _write(tmp_path, "blocks.1.hook_resid_post", False, _metrics(), num_latents=4096, matryoshka_prefixes=[1024],
+           matryoshka_release_tokens=3_999_744)
+    [row] = [line for line in card.render(tmp_path).splitlines() if line.startswith("| blocks.1.")][:1]
+    assert "| 4096 (Matryoshka: first 1,024, then 3,999,744 tokens without the prefix terms) | 16 |" in row
+
+
+def test_tokens_per_second_counts_every_training_stages_tokens(tmp_path):
+    """train s holds every stage's seconds, so tokens/s divides every stage's tokens by it."""
+    _write(tmp_path, "blocks.1.hook_resid_post", False, _metrics(train_seconds=100.0), tokens_seen=1_000_000,
+           matryoshka_prefixes=[64], matryoshka_release_tokens=200_000, kl_finetune_tokens=300_000,
+           mp_finetune_tokens=400_000, mp_kl_finetune_tokens=100_000, encoding="matching_pursuit")
+    [row] = [line for line in card.render(tmp_path).splitlines() if line.startswith("| blocks.1.")][:1]
+    assert "| 100 | 20,000 |" in row  # 2,000,000 tokens in 100 s
+    from analyses.dictionaries import overview
+
+    [page_row] = overview.metrics_frame(tmp_path).to_dict("records")
+    assert page_row["tokens/s"] == 20_000 and page_row["Matryoshka release tokens"] == 200_000
+
+
 def test_the_lexicon_summary_counts_categories_some_latent_tells_apart(tmp_path):
     def lexicon(**f1):
         return {c: {"tokens": 40, "words": 12, "latent": 3, "latent_f1": v, "neuron": "L0.N1", "neuron_f1": 0.5}

@@ -78,6 +78,10 @@ def test_dictionaries_train_on_stories260k_writes_a_dictionary_whose_metrics_num
      "--mp-kl-finetune-tokens must be 0 or more"),
     (("--site", "blocks.0.mlp", "--latents", "64", "--matryoshka", "64"),
      "--matryoshka sizes must be in 1..--latents - 1 (63), got 64"),
+    (("--site", "blocks.0.mlp", "--matryoshka-release-tokens", "1000"),
+     "--matryoshka-release-tokens drops the Matryoshka prefix terms: it needs --matryoshka"),
+    (("--site", "blocks.0.mlp", "--matryoshka", "8", "--matryoshka-release-tokens", "-5"),
+     "--matryoshka-release-tokens must be 0 or more, got -5"),
 ])
 def test_bad_train_arguments_exit_2_with_one_line(args, words):
     done = run_cli("train", "--model", "default", *args)

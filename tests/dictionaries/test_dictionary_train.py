@@ -217,3 +217,66 @@ def test_a_resumed_run_is_the_same_dictionary_only_with_the_same_matryoshka_pref
     nested = CoderConfig(d_in=8, num_latents=32, site="blocks.0.hook_resid_post", matryoshka_prefixes=[8])
     assert _same_dictionary(nested, CoderConfig.from_dict(nested.to_dict()))
     assert not _same_dictionary(plain, nested) and not _same_dictionary(nested, plain)
+
+
+def test_a_released_matryoshka_dictionary_trains_on_the_whole_dictionarys_loss_alone():
+    """Once released (cfg.matryoshka_release_tokens), the loss's reconstruction term is the whole
+    dictionary's FVU again; before, it is the mean with the prefix's FVU. A release needs
+    prefixes to drop."""
+    from analyses.dictionaries.config import CoderConfig
+
+    coder = random_coder(d_in=12, num_latents=48, k=2, matryoshka_prefixes=[4])
+    x = sparse_hierarchy(256, 3)
+    nested = tr.loss_terms(coder, x, x, dead=None)
+    assert nested.reconstruction.item() == pytest.approx((nested.fvu.item() + prefix_fvu(coder, x, 4)) / 2,
+                                                         rel=1e-5)
+    coder.cfg.matryoshka_release_tokens = 1024
+    released = tr.loss_terms(coder, x, x, dead=None)
+    assert released.reconstruction.item() == released.fvu.item() == nested.fvu.item()
+    assert CoderConfig.from_dict(coder.cfg.to_dict()).prefixes_in_loss == []
+    with pytest.raises(ValueError, match="matryoshka_release_tokens needs matryoshka_prefixes"):
+        CoderConfig(d_in=8, num_latents=32, matryoshka_release_tokens=1024)
+
+
+def test_releasing_the_prefix_terms_lowers_the_whole_fvu_and_keeps_the_prefix_latents():
+    """The release's promise on the toy lexicon: training on after the Matryoshka run, with the
+    prefix terms dropped at half the rate, lowers the whole dictionary's held-out FVU while its
+    first four latents still reconstruct alone far better than a plain dictionary's."""
+    x = sparse_hierarchy(2000, 999)
+    coder, plain = trained([4]), trained([])
+    before = prefix_fvu(coder, x, 48)
+    coder.cfg.matryoshka_release_tokens = 100 * 256
+    trainer = tr.Trainer(coder, tr.TrainSettings(lr=5e-3, warmup_steps=5, dead_after_tokens=512), total_steps=100)
+    for step in range(100):
+        batch = sparse_hierarchy(256, 1000 + step)
+        stats = trainer.step(batch, batch)
+    assert "reconstruction" not in stats  # the loss is plain FVU + AuxK now
+    assert prefix_fvu(coder, x, 48) < before
+    assert prefix_fvu(coder, x, 4) < 0.5 * prefix_fvu(plain, x, 4)
+
+
+def test_the_pipeline_releases_a_matryoshka_dictionary_once(tmp_path):
+    """`dictionaries train --matryoshka M --matryoshka-release-tokens N` on the embedded model,
+    small: the config keeps the MSE run's tokens and records the release's; a second run of the
+    plan changes nothing, and a plan asking for a longer release is refused by name."""
+    import dataclasses
+    import json
+
+    from analyses.core.errors import UserError
+    from analyses.dictionaries import formats
+    from analyses.dictionaries.pipeline import Plan, train
+
+    plan = Plan(model="default", sites=("blocks.0.hook_resid_post",), num_latents=64, k=4, tokens=2048,
+                matryoshka_prefixes=(16,), matryoshka_release_tokens=1024, eval_tokens=1000, ce_tokens=200,
+                n_ctx=64, out=tmp_path / "out", cache=tmp_path / "cache",
+                settings=tr.TrainSettings(batch_size=512, warmup_steps=2))
+    [folder] = train(plan)
+    cfg = json.loads((folder / "cfg.json").read_text())
+    assert cfg["tokens_seen"] == 2048 and cfg["matryoshka_release_tokens"] == 1024
+    assert cfg["matryoshka_prefixes"] == [16]
+    assert json.loads((folder / "metrics.json").read_text())["l0"] <= 4
+    weights = (folder / formats.SPARSIFY_WEIGHTS).read_bytes()
+    train(plan)
+    assert (folder / formats.SPARSIFY_WEIGHTS).read_bytes() == weights
+    with pytest.raises(UserError, match="released from its Matryoshka prefixes after fewer tokens"):
+        train(dataclasses.replace(plan, matryoshka_release_tokens=4096))
