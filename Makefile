@@ -63,8 +63,9 @@ train-default: setup
 # attention-output SAE and MLP transcoder, k 16, seed 0) into data/dictionaries/tiny-circuits/<site>/
 # and writes their card (DICTIONARIES.md; NOTES.md beside it says what was tried):
 # - the transcoders (with a linear skip) and the layer-2 residual SAE: 1,024 latents, 1M tokens;
-# - the other SAEs: 2,048 latents (4,096 at layer 1), 8.4M tokens (10.5M on the layer-1 residual)
-#   drawn in passes over 1.05M cached ones (--distinct-tokens);
+# - the other SAEs: 2,048 latents (4,096 at layer 1), 8.4M tokens drawn in passes over 1.05M
+#   cached ones (--distinct-tokens); the layer-1 residual is a Matryoshka SAE (its first 1,024
+#   latents also reconstruct alone: 16M tokens), then trained 4M tokens on without that term;
 # - a KL fine-tune where it meets more of issue 27's targets or recovers more CE at no other cost;
 # - the attention-output SAEs then trained through matching pursuit (2M-3M tokens) and encoding by
 #   it; the layer-0 one then KL fine-tuned through the pursuit (its CE recovered needs it).
@@ -88,5 +89,6 @@ train-dictionaries: setup
 	  --kl-finetune-tokens 600000 --kl-coeff 5 --mp-finetune-tokens 2000000
 	$(TRAIN_DICTIONARY) $(LONG_RUN) --site blocks.2.attn.hook_z --kl-finetune-tokens 600000 --kl-coeff 5 \
 	  --mp-finetune-tokens 3000000
-	$(TRAIN_DICTIONARY) --latents 4096 --tokens 10500000 --distinct-tokens 1050000 --site blocks.1.hook_resid_post
+	$(TRAIN_DICTIONARY) --latents 4096 --tokens 16000000 --distinct-tokens 1050000 --site blocks.1.hook_resid_post \
+	  --matryoshka 1024 --matryoshka-release-tokens 4000000
 	$(PY) -m analyses.dictionaries.card data/dictionaries/tiny-circuits

@@ -14,9 +14,10 @@ from bench.common import TMP, row, timed
 
 CHUNKS = 4  # 4 x 8,160 tokens: enough steps of the shipped batch for a steady rate
 # the shipped SAEs trained longer than Plan()'s 1M tokens (Makefile, train-dictionaries):
-# (latents, training tokens, distinct tokens in the pool, which dictionaries)
-LONG_RUNS = ((2048, 8_400_000, 1_050_000, "each 2,048-latent SAE"),
-             (4096, 10_500_000, 1_050_000, "the layer-1 residual SAE"))
+# (latents, training tokens, distinct tokens in the pool, Matryoshka prefixes, tokens trained
+# on after releasing them (0: none), which dictionaries)
+LONG_RUNS = ((2048, 8_400_000, 1_050_000, (), 0, "each 2,048-latent SAE"),
+             (4096, 16_000_000, 1_050_000, (1024,), 4_000_000, "the layer-1 residual SAE"))
 # the longest shipped recipe, the layer-0 residual SAE: the 2,048-latent MSE run above, then a
 # KL fine-tune of (tokens, coefficient); the bench site is that SAE's own
 KL_RECIPE = (2048, 8_400_000, 1_050_000, 3_200_000, 20.0)
@@ -78,11 +79,15 @@ def training_rows(label: str, model, ref: str, site_name: str = "blocks.0.hook_r
             f"tokens/s plus 1/{len(every)} of the activation pass ({n_tokens / t_activations:,.0f} tokens/s, "
             "all sites cached at once); evaluation excluded"),
     ]
-    rates = {latents: _training_rate(chunks, site, cfg, settings, latents, plan.k, steps)
-             for latents, *_ in LONG_RUNS}
-    rows += [_long_run_row(label, rates[latents], activations_per_token, latents, tokens, pool, who)
-             for latents, tokens, pool, who in LONG_RUNS]
-    rate_at = {1: rates[KL_RECIPE[0]]}
+    rates = {}  # (threads, latents, prefixes) -> tokens/s: the long runs as the Makefile runs them, and on one
+    for n_threads in (1, RECIPE_THREADS):
+        with threads(n_threads):
+            rates |= {(n_threads, latents, prefixes):
+                      _training_rate(chunks, site, cfg, settings, latents, plan.k, steps, prefixes)
+                      for latents, _, _, nested, _, _ in LONG_RUNS for prefixes in {nested, ()}}
+    rows += [_long_run_row(label, rates, activations_per_token, latents, tokens, pool, prefixes, released, who)
+             for latents, tokens, pool, prefixes, released, who in LONG_RUNS]
+    rate_at = {1: rates[1, KL_RECIPE[0], ()]}
     with threads(RECIPE_THREADS):
         rate_at[RECIPE_THREADS] = _training_rate(chunks, site, cfg, settings, KL_RECIPE[0], plan.k, steps)
     rows.append(_kl_recipe_row(label, model, site, tokens, rate_at, activations_per_token, plan.k))
@@ -96,16 +101,17 @@ def training_rows(label: str, model, ref: str, site_name: str = "blocks.0.hook_r
     return rows
 
 
-def _training_rate(chunks, site, cfg, settings, num_latents: int, k: int, steps: int) -> float:
-    """Training tokens/s of a fresh `num_latents` dictionary over the cached chunks (after one
-    warm-up pass of `steps` updates: Adam's state, the allocator)."""
+def _training_rate(chunks, site, cfg, settings, num_latents: int, k: int, steps: int,
+                   matryoshka_prefixes=()) -> float:
+    """Training tokens/s of a fresh `num_latents` dictionary (Matryoshka where prefixes are given)
+    over the cached chunks (after one warm-up pass of `steps` updates: Adam's state, the allocator)."""
     from analyses.dictionaries import sites as st
     from analyses.dictionaries import train as tr
     from analyses.dictionaries.coder import SparseCoder
     from analyses.dictionaries.config import CoderConfig
 
     coder = SparseCoder(CoderConfig(d_in=st.site_width(site, cfg), num_latents=num_latents, k=k,
-                                    transcode=site.transcode))
+                                    transcode=site.transcode, matryoshka_prefixes=list(matryoshka_prefixes)))
     x, y = chunks.load(0, site)
     tr.initialise(coder, x, y, seed=0)
     trainer = tr.Trainer(coder, settings, total_steps=steps * 2)
@@ -119,14 +125,26 @@ def _training_rate(chunks, site, cfg, settings, num_latents: int, k: int, steps:
     return steps * settings.batch_size / train()
 
 
-def _long_run_row(label, rate, activations_per_token, latents, tokens, pool, who):
-    """The projected minutes of one of the shipped long MSE runs (more latents, passes over a pool)."""
-    minutes = (tokens / rate + activations_per_token * pool) / 60
-    return row(f"minutes per dictionary ({latents:,} latents, {tokens / 1e6:.1f}M tokens), {label}", minutes * 60,
-               None, None, None, "<= 10 min", minutes <= 10,
-               f"{minutes:.1f} min projected for {who}'s MSE training: {tokens:,} tokens at {rate:,.0f} tokens/s "
-               f"plus its share of the activation pass over the {pool:,}-token pool; its KL fine-tune and "
-               "evaluation excluded")
+def _long_run_row(label, rates, activations_per_token, latents, tokens, pool, prefixes, released, who):
+    """The projected minutes of one of the shipped long MSE runs (more latents, passes over a pool;
+    a Matryoshka run at its own rate, then its release's tokens at the plain rate) on the
+    RECIPE_THREADS threads `make train-dictionaries` gives it, and on one. `rates`: tokens/s by
+    (threads, latents, prefixes)."""
+    def minutes(n_threads):
+        return (tokens / rates[n_threads, latents, prefixes] + released / rates[n_threads, latents, ()]
+                + activations_per_token * pool) / 60
+
+    made, rate = minutes(RECIPE_THREADS), rates[RECIPE_THREADS, latents, prefixes]
+    shape = f"{tokens / 1e6:.1f}M" + (f" + {released / 1e6:.1f}M" if released else "")
+    how = f"{tokens:,} tokens at {rate:,.0f} tokens/s"
+    if prefixes:
+        how = (f"{tokens:,} Matryoshka tokens (prefix {', '.join(f'{m:,}' for m in prefixes)}) at {rate:,.0f} "
+               f"tokens/s, then {released:,} without the prefix term at {rates[RECIPE_THREADS, latents, ()]:,.0f}")
+    return row(f"minutes per dictionary ({latents:,} latents, {shape} tokens, {RECIPE_THREADS} threads), {label}",
+               made * 60, None, None, None, "<= 10 min", made <= 10,
+               f"{made:.1f} min projected for {who}'s MSE training as make train-dictionaries runs it, on "
+               f"{RECIPE_THREADS} threads: {how}, plus its share of the activation pass over the {pool:,}-token "
+               f"pool; {minutes(1):.1f} min on 1 thread; its KL fine-tune and evaluation excluded")
 
 
 @contextmanager
