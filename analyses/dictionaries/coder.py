@@ -18,6 +18,7 @@ Parameters carry sparsify's names and shapes (`encoder.weight` [latents, d_in], 
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
@@ -141,17 +142,21 @@ def pursuit_steps(coder: SparseCoder, x: Float[Tensor, "n d_in"]):
         yield latent, value
 
 
-def row_max(scores: Float[Tensor, "n latent"], block: int = 64) -> tuple[Float[Tensor, " n"], Int[Tensor, " n"]]:
-    """scores.max(dim=-1), 2-5x faster on CPU: torch's max with indices reduces element by element
-    (at 512 x 4,096 it takes 19x amax's time), so each row's maximum is found as the amax of
-    blocks of `block` columns, and only the winning block is searched for its index."""
-    n, width = scores.shape
-    if width % block:
+NUMPY_ARGMAX_DTYPES = (torch.float32, torch.float64)
+
+
+def row_max(scores: Float[Tensor, "n latent"]) -> tuple[Float[Tensor, " n"], Int[Tensor, " n"]]:
+    """scores.max(dim=-1) (values, first indices), 3-12x faster on CPU: torch's max with indices
+    reduces element by element (at 512 x 4,096 it takes 19x amax's time), numpy's argmax is
+    vectorised, so on CPU the row maxima are found by numpy over the same memory (no copy):
+    2.7-4x faster than the block-wise torch search this replaced, at 17-512 rows and 320-4,096
+    latents. Elsewhere (CUDA, other dtypes) torch's own."""
+    if scores.device.type != "cpu" or scores.dtype not in NUMPY_ARGMAX_DTYPES or scores.requires_grad:
         return scores.max(dim=-1)
-    blocks = scores.view(n, width // block, block)
-    value, which = blocks.amax(dim=-1).max(dim=-1)  # [n] each: the best block
-    within = blocks[torch.arange(n, device=scores.device), which].argmax(dim=-1)  # [n]
-    return value, which * block + within
+    values = scores.numpy()
+    latent = values.argmax(axis=1)  # [n]: the first maximum, as torch's
+    best = values[np.arange(len(latent)), latent]  # [n]
+    return torch.from_numpy(best), torch.from_numpy(latent)
 
 
 def gram_pursuit_steps(coder: SparseCoder, x: Float[Tensor, "n d_in"], block: int = 512):

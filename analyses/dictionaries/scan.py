@@ -63,9 +63,7 @@ def read_site(bridge, tokens: Int[Tensor, "doc pos"], site: st.Site) -> dict[str
     """The site's input and output hooks ({name: [doc, pos, d]}, heads flattened), from a
     forward that stops after the site's block: nothing later changes them, and a dictionary
     read needs no logits."""
-    names = {site.input_hook, site.output_hook}
-    _, cache = bridge.run_with_cache(tokens, names_filter=lambda n: n in names, stop_at_layer=site.layer + 1)
-    return {name: st.flat(cache[name]) for name in names}
+    return st.captured(bridge, tokens, {site.input_hook, site.output_hook}, stop_at_layer=site.layer + 1)
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ embedded GPT-2 and of a llama2.c model):
 """
 from __future__ import annotations
 
+import itertools
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,12 +84,35 @@ def head_shares(W_dec: Float[Tensor, "latent d_in"], n_heads: int) -> Float[Tens
     return per_head / per_head.sum(-1, keepdim=True).clamp_min(1e-30)
 
 
+# TransformerLens context levels of our own for captures: its `hooks()` counts up from 0, so
+# removing a level of ours removes only our hooks (never a splice or steering hook beside them)
+_CAPTURE_LEVELS = itertools.count(1 << 40)
+
+
 @torch.no_grad()
+def captured(bridge, tokens: Tensor, names: set[str], stop_at_layer: int | None = None) -> dict[str, Tensor]:
+    """One forward (stopped before block `stop_at_layer` where given); the value each hook in
+    `names` saw, flattened: {hook name: [batch, pos, d]}. Hooks go on the hook points directly
+    (TransformerLens's `add_hook`, which applies the bridge's shape conversions as
+    `run_with_cache` does), appended after any already there, so a splice's output is what is
+    read; without `run_with_cache`'s cache machinery, a stopped forward that reads one site
+    takes a sixth less time."""
+    level = next(_CAPTURE_LEVELS)
+    seen: dict[str, Tensor] = {}
+    points = {name: bridge.hook_dict[name] for name in names}
+    try:
+        for name, point in points.items():
+            point.add_hook(lambda value, hook, name=name: seen.__setitem__(name, value.detach()), level=level)
+        bridge(tokens, stop_at_layer=stop_at_layer)
+    finally:
+        for point in points.values():
+            point.remove_hooks("fwd", level=level)
+    return {name: flat(seen[name]) for name in names}
+
+
 def read(bridge, tokens: Tensor, sites: list[Site]) -> dict[str, Tensor]:
     """One forward; every hook the sites need, flattened: {hook name: [batch, pos, d]}."""
-    names = {h for s in sites for h in (s.input_hook, s.output_hook)}
-    _, cache = bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
-    return {name: flat(cache[name]) for name in names}
+    return captured(bridge, tokens, {h for s in sites for h in (s.input_hook, s.output_hook)})
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import weakref
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -92,21 +93,38 @@ def token_decoder(bridge):
     return decode
 
 
-_DECODED: weakref.WeakKeyDictionary[object, dict[int, str]] = weakref.WeakKeyDictionary()
+@dataclass(frozen=True)
+class _Decoded:
+    """One tokenizer's decoded ids so far, indexed by id (grown as larger ids come)."""
+
+    texts: np.ndarray  # [capacity] object: each decoded id's text (None: not yet)
+    known: np.ndarray  # [capacity] bool
+
+
+_DECODED: weakref.WeakKeyDictionary[object, _Decoded] = weakref.WeakKeyDictionary()
 
 
 def token_texts(bridge, ids) -> np.ndarray:
     """The text of each token id in `ids` (any shape), as an object array of that shape.
     Each id is decoded once per tokenizer for the life of the process (tables repeat the
-    same few ids thousands of times, and every analysis of a model asks for the same ones)."""
+    same few ids thousands of times, and every analysis of a model asks for the same ones),
+    then looked up by numpy indexing: a table of a few thousand ids costs microseconds."""
     ids = np.asarray(ids, dtype=np.int64)
-    unique, inverse = np.unique(ids, return_inverse=True)
-    known = _DECODED.setdefault(bridge.tokenizer, {})
-    missing = [int(i) for i in unique if int(i) not in known]
-    if missing:
-        known.update(zip(missing, decode_one(bridge.tokenizer, missing)))
-    texts = np.array([known[int(i)] for i in unique], dtype=object)
-    return texts[inverse].reshape(ids.shape)
+    if ids.size and int(ids.min()) < 0:
+        raise ValueError(f"token ids must be 0 or more, got {int(ids.min())}")
+    decoded = _DECODED.get(bridge.tokenizer) or _Decoded(np.full(len(bridge.tokenizer), None, dtype=object),
+                                                         np.zeros(len(bridge.tokenizer), dtype=bool))
+    top = int(ids.max()) + 1 if ids.size else 0
+    if top > len(decoded.texts):  # ids beyond the tokenizer (a padded vocabulary): room for them
+        grown = _Decoded(np.full(top, None, dtype=object), np.zeros(top, dtype=bool))
+        grown.texts[:len(decoded.texts)], grown.known[:len(decoded.known)] = decoded.texts, decoded.known
+        decoded = grown
+    missing = np.unique(ids[~decoded.known[ids]])
+    if len(missing):
+        decoded.texts[missing] = decode_one(bridge.tokenizer, missing.tolist())
+        decoded.known[missing] = True  # after the texts: a reader that sees known sees its text
+    _DECODED[bridge.tokenizer] = decoded
+    return decoded.texts[ids]
 
 
 def device_of(bridge) -> torch.device:

@@ -189,15 +189,17 @@ def test_the_pipeline_trains_through_the_pursuit_then_kl_once(tmp_path):
         train(dataclasses.replace(plan, mp_kl_finetune_tokens=100_000))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("width", [4096, 320, 100])
-def test_row_max_is_torch_max(width):
-    """The pursuit's blocked row maximum: torch's values and first indices, for widths that are
-    whole blocks and one that is not (torch's own max then), a tie included."""
+def test_row_max_is_torch_max(width, dtype):
+    """The pursuit's row maximum (numpy's argmax on CPU, torch's own for bf16): torch's values
+    and first indices, a tie included, and the values are the scores' own (no copy kept)."""
     from analyses.dictionaries.coder import row_max
 
-    scores = torch.randn(37, width, generator=torch.Generator().manual_seed(width))
+    scores = torch.randn(37, width, generator=torch.Generator().manual_seed(width)).to(dtype)
     scores[5, width // 2] = scores[5, width // 3] = scores[5].max() + 1  # a tie: the first one wins
     values, indices = row_max(scores)
     expected = scores.max(dim=-1)
+    assert values.dtype == dtype and indices.dtype == torch.long
     assert torch.equal(values, expected.values) and torch.equal(indices, expected.indices)
     assert indices[5] == width // 3

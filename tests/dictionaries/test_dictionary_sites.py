@@ -47,6 +47,47 @@ def test_sites_read_the_right_tensors_and_splice_only_where_masked(embedded):
     torch.testing.assert_close(bridge(tokens), clean)  # no hook left behind
 
 
+def _capture_equals_run_with_cache(bridge, tokens):
+    for site in st.every_site(bridge.cfg.n_layers):
+        names = {site.input_hook, site.output_hook}
+        _, cache = bridge.run_with_cache(tokens, names_filter=lambda n, names=names: n in names)
+        for stop in (None, site.layer + 1):
+            got = st.captured(bridge, tokens, names, stop_at_layer=stop)
+            assert set(got) == names
+            for name in names:
+                assert torch.equal(got[name], st.flat(cache[name])), (site.name, name, stop)
+
+
+def test_captured_reads_what_run_with_cache_does_at_every_site(embedded):
+    """The light capture (hooks on the hook points, a forward stopped after the site's block)
+    against TransformerLens's run_with_cache, value for value, at every site of the model."""
+    bridge = embedded.bridge
+    tokens = bridge.to_tokens("When Mary and John went to the store, John gave a drink to")
+    _capture_equals_run_with_cache(bridge, tokens)
+
+
+def test_captured_reads_what_run_with_cache_does_on_a_llama_model(stories260k_dir):
+    from analyses.runtime import models
+
+    bridge = models.load(str(stories260k_dir / "stories260K.bin")).bridge
+    _capture_equals_run_with_cache(bridge, torch.tensor([[1, 403, 261, 378, 129, 300, 291]]))
+
+
+def test_a_capture_inside_a_splice_reads_the_splice_and_leaves_its_hook(embedded):
+    """Read while a splice is on: the capture sees the spliced output (its hook runs after the
+    splice's), and removing the capture's hooks leaves the splice's in place."""
+    bridge = embedded.bridge
+    tokens = bridge.to_tokens("Once upon a time, there was a happy girl named Lily.")
+    site = st.parse("blocks.1.hook_resid_post")
+    clean = bridge(tokens)
+    with st.spliced(bridge, site, torch.zeros_like):
+        got = st.captured(bridge, tokens, {site.output_hook})
+        assert not got[site.output_hook].any()
+        spliced = bridge(tokens)
+    assert (spliced - clean).abs().max() > 1e-3  # the splice was still on after the capture
+    torch.testing.assert_close(bridge(tokens), clean)  # and nothing is left behind
+
+
 def test_train_a_small_dictionary_on_stories260k(stories260k_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("ANALYSES_MODEL_ROOTS", str(stories260k_dir))
     from analyses.dictionaries import formats
