@@ -169,7 +169,8 @@ def test_the_pipeline_trains_through_the_pursuit_then_kl_once(tmp_path):
     run records the 2,048 it trained), and a plan asking for more pursuit KL is refused by name."""
     import json
 
-    from analyses.core.errors import UserError
+    from pipeline_checks import assert_done_once
+
     from analyses.dictionaries.pipeline import Plan, train
     from analyses.dictionaries.train import TrainSettings
 
@@ -182,11 +183,8 @@ def test_the_pipeline_trains_through_the_pursuit_then_kl_once(tmp_path):
     assert cfg["encoding"] == "matching_pursuit" and cfg["mp_finetune_tokens"] == 2048
     assert cfg["mp_kl_finetune_tokens"] >= 400 and cfg["mp_kl_coeff"] == 2.0  # whole documents: may overshoot
     assert json.loads((folder / "metrics.json").read_text())["l0"] <= 4
-    weights = (folder / formats.SPARSIFY_WEIGHTS).read_bytes()
-    train(plan)
-    assert (folder / formats.SPARSIFY_WEIGHTS).read_bytes() == weights
-    with pytest.raises(UserError, match="KL fine-tuned through the pursuit otherwise"):
-        train(dataclasses.replace(plan, mp_kl_finetune_tokens=100_000))
+    assert_done_once(plan, folder, dataclasses.replace(plan, mp_kl_finetune_tokens=100_000),
+                     "KL fine-tuned through the pursuit otherwise")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])

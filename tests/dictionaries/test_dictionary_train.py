@@ -262,8 +262,8 @@ def test_the_pipeline_releases_a_matryoshka_dictionary_once(tmp_path):
     import dataclasses
     import json
 
-    from analyses.core.errors import UserError
-    from analyses.dictionaries import formats
+    from pipeline_checks import assert_done_once
+
     from analyses.dictionaries.pipeline import Plan, train
 
     plan = Plan(model="default", sites=("blocks.0.hook_resid_post",), num_latents=64, k=4, tokens=2048,
@@ -275,8 +275,5 @@ def test_the_pipeline_releases_a_matryoshka_dictionary_once(tmp_path):
     assert cfg["tokens_seen"] == 2048 and cfg["matryoshka_release_tokens"] == 1024
     assert cfg["matryoshka_prefixes"] == [16]
     assert json.loads((folder / "metrics.json").read_text())["l0"] <= 4
-    weights = (folder / formats.SPARSIFY_WEIGHTS).read_bytes()
-    train(plan)
-    assert (folder / formats.SPARSIFY_WEIGHTS).read_bytes() == weights
-    with pytest.raises(UserError, match="released from its Matryoshka prefixes after fewer tokens"):
-        train(dataclasses.replace(plan, matryoshka_release_tokens=4096))
+    assert_done_once(plan, folder, dataclasses.replace(plan, matryoshka_release_tokens=4096),
+                     "released from its Matryoshka prefixes after fewer tokens")
